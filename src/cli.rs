@@ -1,0 +1,85 @@
+//! Command-line definitions (clap). Nothing here does any work.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Load testing that proves your monitoring tells the truth.
+///
+/// redproof drives weighted HTTP traffic from a YAML scenario file, measures
+/// every request on the client side and prints a RED report: rate, errors
+/// and duration per request.
+#[derive(Debug, Parser)]
+#[command(name = "redproof", version, propagate_version = true)]
+#[command(after_help = "Exit codes: 0 pass · 1 a threshold failed · 64 usage or scenario error · \
+69 a target unavailable · 70 internal error · 130 interrupted")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a scenario file and print the RED report.
+    Run(RunArgs),
+    /// Check scenario files without sending traffic; lists every problem.
+    Validate {
+        /// Scenario files (YAML).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Re-render the report of a results file written by `run --out`.
+    Report {
+        /// A results file (JSON).
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// The RED table.
+    Text,
+    /// Per-request figures and threshold verdicts as JSON.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Scenario file (YAML).
+    pub file: PathBuf,
+
+    /// Run for this long instead of the file's `load.duration` (e.g. 30s, 2m).
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<String>,
+
+    /// Stop after this many requests in total.
+    #[arg(long, value_name = "N")]
+    pub iterations: Option<String>,
+
+    /// Closed model with N users, replacing the file's load model.
+    #[arg(long, value_name = "N", conflicts_with = "rate")]
+    pub users: Option<String>,
+
+    /// Open model at this arrival rate (e.g. 200/s), replacing the file's.
+    #[arg(long, value_name = "RATE")]
+    pub rate: Option<String>,
+
+    /// Point a target at another URL: NAME=URL (repeatable).
+    #[arg(long = "target", value_name = "NAME=URL")]
+    pub targets: Vec<String>,
+
+    /// Write the full results (histograms, windows, verdicts) as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+
+    /// No live progress on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+
+    /// Engine threads, each with its own connection pools [default: CPU count].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}

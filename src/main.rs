@@ -1,0 +1,5 @@
+//! The `redproof` binary: everything happens in [`redproof::app`].
+
+fn main() -> std::process::ExitCode {
+    std::process::ExitCode::from(redproof::app::main())
+}

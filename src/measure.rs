@@ -1,0 +1,318 @@
+//! Client-side measurement: what happened to every request, and how long
+//! it took.
+//!
+//! Each engine thread owns one [`Recorder`] (behind an uncontended mutex)
+//! and records into it directly; once a second the engine merges every
+//! thread's recorder into the run totals and into a one-second window, then
+//! resets it, keeping its allocations. Nothing is sent per request and
+//! memory does not grow with run length or with the number of users.
+
+use std::fmt;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Why a request produced no HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportError {
+    /// Connection refused: nothing listening.
+    Refused,
+    /// Other connect failures (unreachable, connect timeout).
+    Connect,
+    /// Name resolution failed.
+    Dns,
+    /// The target's timeout elapsed.
+    Timeout,
+    /// The connection was reset or closed mid-request.
+    Reset,
+    /// TLS handshake or certificate failure.
+    Tls,
+    /// The response body could not be read to the end.
+    Body,
+    /// Anything else, with the message kept as an example.
+    Other,
+}
+
+impl TransportError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Refused => "connection refused",
+            Self::Connect => "connect error",
+            Self::Dns => "dns error",
+            Self::Timeout => "timeout",
+            Self::Reset => "connection reset",
+            Self::Tls => "tls error",
+            Self::Body => "body read error",
+            Self::Other => "other error",
+        }
+    }
+
+    /// Errors that happen before a request reaches the server.
+    pub fn is_connect_failure(self) -> bool {
+        matches!(self, Self::Refused | Self::Connect | Self::Dns | Self::Tls)
+    }
+}
+
+/// What happened to one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// An HTTP response with this status.
+    Status(u16),
+    /// No response.
+    Transport(TransportError),
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Status(s) => write!(f, "{s}"),
+            Outcome::Transport(t) => f.write_str(t.as_str()),
+        }
+    }
+}
+
+/// Latency histogram in microseconds, 3 significant digits, growing as
+/// needed so short runs stay small.
+pub fn new_histogram() -> Histogram<u64> {
+    let mut h = Histogram::new(3).expect("3 significant digits is valid");
+    h.auto(true);
+    h
+}
+
+/// Counts and latencies of one outcome of one request.
+#[derive(Debug, Clone)]
+pub struct OutcomeStats {
+    pub outcome: Outcome,
+    /// Whether the outcome met the request's expectation.
+    pub ok: bool,
+    pub histogram: Histogram<u64>,
+    /// The first error message seen, for transport errors.
+    pub example: Option<String>,
+}
+
+/// Everything recorded for one request name.
+#[derive(Debug, Clone, Default)]
+pub struct RequestStats {
+    pub outcomes: Vec<OutcomeStats>,
+    /// Requests cut off by the end of the drain: the server may or may not
+    /// have handled them.
+    pub unknown: u64,
+}
+
+impl RequestStats {
+    fn slot(&mut self, outcome: Outcome, ok: bool) -> &mut OutcomeStats {
+        // A handful of outcomes per request: a linear scan beats hashing.
+        let i = match self.outcomes.iter().position(|o| o.outcome == outcome) {
+            Some(i) => i,
+            None => {
+                self.outcomes.push(OutcomeStats {
+                    outcome,
+                    ok,
+                    histogram: new_histogram(),
+                    example: None,
+                });
+                self.outcomes.len() - 1
+            }
+        };
+        &mut self.outcomes[i]
+    }
+
+    /// Completed requests (every outcome, not the unknown ones).
+    pub fn count(&self) -> u64 {
+        self.outcomes.iter().map(|o| o.histogram.len()).sum()
+    }
+
+    /// Completed requests whose outcome did not meet the expectation.
+    pub fn errors(&self) -> u64 {
+        self.outcomes.iter().filter(|o| !o.ok).map(|o| o.histogram.len()).sum()
+    }
+
+    /// Latency over every request that got an HTTP response. Transport
+    /// errors are left out: a refused connection takes microseconds and
+    /// would make a failing service look fast.
+    pub fn response_latency(&self) -> Histogram<u64> {
+        let mut h = new_histogram();
+        for o in &self.outcomes {
+            if matches!(o.outcome, Outcome::Status(_)) {
+                h.add(&o.histogram).expect("auto-resizing histograms always merge");
+            }
+        }
+        h
+    }
+
+    pub fn merge(&mut self, other: &RequestStats) {
+        for o in &other.outcomes {
+            if o.histogram.is_empty() && o.example.is_none() {
+                continue;
+            }
+            let slot = self.slot(o.outcome, o.ok);
+            slot.histogram.add(&o.histogram).expect("auto-resizing histograms always merge");
+            if slot.example.is_none() {
+                slot.example.clone_from(&o.example);
+            }
+        }
+        self.unknown += other.unknown;
+    }
+}
+
+/// Per-request statistics, indexed like the scenario's requests.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    pub requests: Vec<RequestStats>,
+}
+
+impl Recorder {
+    pub fn new(requests: usize) -> Self {
+        Self {
+            requests: (0..requests).map(|_| RequestStats::default()).collect(),
+        }
+    }
+
+    /// Records one finished request.
+    pub fn record(&mut self, request: usize, outcome: Outcome, ok: bool, latency: Duration) {
+        let micros = (latency.as_micros() as u64).max(1);
+        self.requests[request].slot(outcome, ok).histogram.saturating_record(micros);
+    }
+
+    /// Records a transport error, keeping its message when it is the first.
+    pub fn record_error(&mut self, request: usize, kind: TransportError, latency: Duration, message: impl FnOnce() -> String) {
+        let micros = (latency.as_micros() as u64).max(1);
+        let slot = self.requests[request].slot(Outcome::Transport(kind), false);
+        slot.histogram.saturating_record(micros);
+        if slot.example.is_none() {
+            slot.example = Some(message());
+        }
+    }
+
+    /// Records a request cut off at the end of the drain.
+    pub fn record_unknown(&mut self, request: usize) {
+        self.requests[request].unknown += 1;
+    }
+
+    pub fn merge(&mut self, other: &Recorder) {
+        for (mine, theirs) in self.requests.iter_mut().zip(&other.requests) {
+            mine.merge(theirs);
+        }
+    }
+
+    /// Empties the recorder, keeping allocated histograms for reuse.
+    pub fn reset(&mut self) {
+        for r in &mut self.requests {
+            for o in &mut r.outcomes {
+                o.histogram.reset();
+                o.example = None;
+            }
+            r.unknown = 0;
+        }
+    }
+
+    /// All requests together.
+    pub fn total(&self) -> RequestStats {
+        let mut all = RequestStats::default();
+        for r in &self.requests {
+            all.merge(r);
+        }
+        all
+    }
+}
+
+/// The figures of one request (or of all) over one window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowFigures {
+    pub count: u64,
+    pub errors: u64,
+    pub p50_us: u64,
+    pub p95_us: u64,
+    pub p99_us: u64,
+}
+
+impl WindowFigures {
+    pub fn of(stats: &RequestStats) -> Self {
+        let h = stats.response_latency();
+        let q = |q: f64| if h.is_empty() { 0 } else { h.value_at_quantile(q) };
+        Self {
+            count: stats.count(),
+            errors: stats.errors(),
+            p50_us: q(0.50),
+            p95_us: q(0.95),
+            p99_us: q(0.99),
+        }
+    }
+}
+
+/// One second of the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    /// Seconds from the load start to the end of this window.
+    pub t: f64,
+    pub all: WindowFigures,
+    /// Indexed like the scenario's requests.
+    pub requests: Vec<WindowFigures>,
+}
+
+impl Window {
+    pub fn of(t: f64, rec: &Recorder) -> Self {
+        Self {
+            t,
+            all: WindowFigures::of(&rec.total()),
+            requests: rec.requests.iter().map(WindowFigures::of).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merging_adds_counts_and_keeps_first_example() {
+        let mut a = Recorder::new(2);
+        let mut b = Recorder::new(2);
+        for _ in 0..10 {
+            a.record(0, Outcome::Status(200), true, Duration::from_millis(5));
+        }
+        b.record(0, Outcome::Status(500), false, Duration::from_millis(50));
+        b.record_error(1, TransportError::Refused, Duration::from_micros(80), || "refused #1".into());
+        b.record_error(1, TransportError::Refused, Duration::from_micros(80), || "refused #2".into());
+        b.record_unknown(1);
+        a.merge(&b);
+        assert_eq!(a.requests[0].count(), 11);
+        assert_eq!(a.requests[0].errors(), 1);
+        assert_eq!(a.requests[1].count(), 2);
+        assert_eq!(a.requests[1].unknown, 1);
+        assert_eq!(a.requests[1].outcomes[0].example.as_deref(), Some("refused #1"));
+        let lat = a.requests[0].response_latency();
+        assert_eq!(lat.len(), 11);
+        assert!(lat.max() >= 49_000);
+        // Transport errors do not enter response latency.
+        assert!(a.requests[1].response_latency().is_empty());
+        let total = a.total();
+        assert_eq!((total.count(), total.errors(), total.unknown), (13, 3, 1));
+    }
+
+    #[test]
+    fn reset_empties_but_keeps_shape() {
+        let mut a = Recorder::new(1);
+        a.record(0, Outcome::Status(200), true, Duration::from_millis(1));
+        a.reset();
+        assert_eq!(a.requests[0].count(), 0);
+        assert_eq!(a.requests[0].outcomes.len(), 1);
+        let w = Window::of(1.0, &a);
+        assert_eq!(w.all, WindowFigures::default());
+    }
+
+    #[test]
+    fn window_figures_use_response_latency() {
+        let mut a = Recorder::new(1);
+        for ms in 1..=100 {
+            a.record(0, Outcome::Status(200), true, Duration::from_millis(ms));
+        }
+        let f = WindowFigures::of(&a.requests[0]);
+        assert_eq!(f.count, 100);
+        assert!((49_000..=51_000).contains(&f.p50_us), "{f:?}");
+        assert!((94_000..=96_000).contains(&f.p95_us), "{f:?}");
+    }
+}

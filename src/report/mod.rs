@@ -1,0 +1,407 @@
+//! Everything a run produces, in one serialisable [`RunReport`], and the
+//! renderings of it: the RED table on the terminal, the summary JSON, and
+//! the results file that `redproof report` re-renders.
+
+mod progress;
+mod text;
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use base64::Engine as _;
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+use serde::{Deserialize, Serialize};
+
+pub use progress::ProgressDisplay;
+pub use text::render_text;
+
+use crate::engine::{EngineOutput, ScheduleStats};
+use crate::measure::{Outcome, OutcomeStats, RequestStats, Window};
+use crate::scenario::threshold::{Limit, Metric, Subject, Threshold};
+use crate::scenario::{LoadModel, Scenario};
+
+/// Identifies the results file format.
+pub const FORMAT: &str = "redproof-results/1";
+
+/// A whole run: inputs, timings, per-request histograms, windows, verdicts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunReport {
+    pub format: String,
+    pub redproof_version: String,
+    pub scenario: ScenarioInfo,
+    pub load: LoadInfo,
+    pub timing: Timing,
+    pub interrupted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleStats>,
+    pub requests: Vec<RequestResult>,
+    pub windows: Vec<Window>,
+    pub thresholds: Vec<ThresholdResult>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScenarioInfo {
+    pub name: String,
+    pub file: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoadInfo {
+    /// `closed` or `open`.
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iterations: Option<u64>,
+    pub drain_s: f64,
+}
+
+/// T0 is the load start, T1 the end of the drain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Timing {
+    pub t0_unix_ms: u64,
+    pub stop_unix_ms: u64,
+    pub t1_unix_ms: u64,
+    /// T0 to when starting stopped.
+    pub load_s: f64,
+    /// T0 to T1.
+    pub elapsed_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestResult {
+    pub name: String,
+    pub kind: String,
+    pub target: String,
+    pub method: String,
+    pub weight: u32,
+    pub unknown: u64,
+    pub outcomes: Vec<OutcomeResult>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutcomeResult {
+    pub outcome: Outcome,
+    pub ok: bool,
+    pub count: u64,
+    /// HdrHistogram V2 serialisation (µs), base64.
+    pub histogram: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub example: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ThresholdResult {
+    pub threshold: Threshold,
+    /// The observed value in the threshold's unit (µs, ratio, count, /s);
+    /// `None` when there was nothing to measure.
+    pub observed: Option<f64>,
+    pub passed: bool,
+}
+
+fn encode(h: &Histogram<u64>) -> String {
+    let mut buf = Vec::new();
+    V2Serializer::new().serialize(h, &mut buf).expect("serialising into memory cannot fail");
+    base64::engine::general_purpose::STANDARD.encode(buf)
+}
+
+fn decode(s: &str) -> Result<Histogram<u64>, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| format!("histogram is not base64: {e}"))?;
+    let mut h: Histogram<u64> = Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| format!("histogram cannot be read: {e:?}"))?;
+    h.auto(true);
+    Ok(h)
+}
+
+fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+impl RunReport {
+    /// Builds the report of a finished run and evaluates its thresholds.
+    pub fn new(s: &Scenario, file: &str, out: &EngineOutput) -> Self {
+        let (model, users, rate) = match &s.load.model {
+            LoadModel::Closed { users, .. } => ("closed", Some(*users), None),
+            LoadModel::Open { rate, .. } => ("open", None, Some(rate.get())),
+        };
+        let t0 = unix_ms(out.t0);
+        let requests = s
+            .requests
+            .iter()
+            .zip(&out.totals.requests)
+            .map(|(r, st)| RequestResult {
+                name: r.name.to_string(),
+                kind: "http".into(),
+                target: s.targets[r.http.target].name.clone(),
+                method: r.http.method.clone(),
+                weight: r.weight.get(),
+                unknown: st.unknown,
+                outcomes: {
+                    let mut o: Vec<OutcomeResult> = st
+                        .outcomes
+                        .iter()
+                        .filter(|o| !o.histogram.is_empty())
+                        .map(|o| OutcomeResult {
+                            outcome: o.outcome,
+                            ok: o.ok,
+                            count: o.histogram.len(),
+                            histogram: encode(&o.histogram),
+                            example: o.example.clone(),
+                        })
+                        .collect();
+                    o.sort_by_key(|o| o.outcome);
+                    o
+                },
+            })
+            .collect();
+        let mut report = RunReport {
+            format: FORMAT.into(),
+            redproof_version: env!("CARGO_PKG_VERSION").into(),
+            scenario: ScenarioInfo {
+                name: s.name.clone(),
+                file: file.into(),
+            },
+            load: LoadInfo {
+                model: model.into(),
+                users,
+                rate,
+                duration_s: s.load.duration.map(|d| d.as_secs_f64()),
+                iterations: s.load.iterations,
+                drain_s: s.load.drain.as_secs_f64(),
+            },
+            timing: Timing {
+                t0_unix_ms: t0,
+                stop_unix_ms: t0 + out.load_time.as_millis() as u64,
+                t1_unix_ms: t0 + out.elapsed.as_millis() as u64,
+                load_s: out.load_time.as_secs_f64(),
+                elapsed_s: out.elapsed.as_secs_f64(),
+            },
+            interrupted: out.interrupted,
+            schedule: out.schedule.clone(),
+            requests,
+            windows: out.windows.clone(),
+            thresholds: Vec::new(),
+        };
+        report.thresholds = evaluate(&s.thresholds, &report.summary().expect("histograms just encoded"));
+        report
+    }
+
+    /// Reads a results file.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let r: RunReport = serde_json::from_str(text).map_err(|e| format!("not a redproof results file: {e}"))?;
+        if r.format != FORMAT {
+            return Err(format!("unsupported results format `{}`; this redproof reads `{FORMAT}`", r.format));
+        }
+        Ok(r)
+    }
+
+    /// Per-request figures, decoded from the histograms.
+    pub fn summary(&self) -> Result<Summary, String> {
+        let secs = self.timing.load_s.max(1e-3);
+        let mut rows = Vec::new();
+        let mut all = RequestStats::default();
+        for r in &self.requests {
+            let mut st = RequestStats {
+                unknown: r.unknown,
+                ..Default::default()
+            };
+            for o in &r.outcomes {
+                st.outcomes.push(OutcomeStats {
+                    outcome: o.outcome,
+                    ok: o.ok,
+                    histogram: decode(&o.histogram).map_err(|e| format!("request `{}`: {e}", r.name))?,
+                    example: o.example.clone(),
+                });
+            }
+            all.merge(&st);
+            rows.push(Row::of(&r.name, &st, secs));
+        }
+        Ok(Summary {
+            all: Row::of("all", &all, secs),
+            rows,
+        })
+    }
+
+    /// True when any threshold failed.
+    pub fn thresholds_failed(&self) -> bool {
+        self.thresholds.iter().any(|t| !t.passed)
+    }
+
+    /// Targets that never answered: every request sent to them failed to
+    /// connect. Returns (target, example error).
+    pub fn unavailable_targets(&self) -> Vec<(String, String)> {
+        let mut targets: Vec<&str> = self.requests.iter().map(|r| r.target.as_str()).collect();
+        targets.sort_unstable();
+        targets.dedup();
+        targets
+            .into_iter()
+            .filter_map(|t| {
+                let outcomes: Vec<&OutcomeResult> = self
+                    .requests
+                    .iter()
+                    .filter(|r| r.target == t)
+                    .flat_map(|r| &r.outcomes)
+                    .collect();
+                let all_failed = !outcomes.is_empty()
+                    && outcomes
+                        .iter()
+                        .all(|o| matches!(o.outcome, Outcome::Transport(k) if k.is_connect_failure()));
+                all_failed.then(|| {
+                    (
+                        t.to_owned(),
+                        outcomes.iter().find_map(|o| o.example.clone()).unwrap_or_default(),
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+/// The RED figures of one request, or of all.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub name: String,
+    pub count: u64,
+    pub rps: f64,
+    pub errors: u64,
+    pub error_ratio: f64,
+    pub unknown: u64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p95_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+    pub min_us: u64,
+    pub mean_us: f64,
+    /// Outcomes and their counts, most frequent first.
+    pub outcomes: Vec<(Outcome, bool, u64)>,
+    /// One example message per transport error kind.
+    pub examples: Vec<(Outcome, String)>,
+    #[serde(skip)]
+    latency: Histogram<u64>,
+}
+
+impl Row {
+    fn of(name: &str, st: &RequestStats, secs: f64) -> Self {
+        let h = st.response_latency();
+        let q = |q: f64| if h.is_empty() { 0 } else { h.value_at_quantile(q) };
+        let count = st.count();
+        let errors = st.errors();
+        let mut outcomes: Vec<(Outcome, bool, u64)> = st
+            .outcomes
+            .iter()
+            .filter(|o| !o.histogram.is_empty())
+            .map(|o| (o.outcome, o.ok, o.histogram.len()))
+            .collect();
+        outcomes.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+        Row {
+            name: name.into(),
+            count,
+            rps: count as f64 / secs,
+            errors,
+            error_ratio: if count == 0 { 0.0 } else { errors as f64 / count as f64 },
+            unknown: st.unknown,
+            p50_us: q(0.50),
+            p90_us: q(0.90),
+            p95_us: q(0.95),
+            p99_us: q(0.99),
+            max_us: if h.is_empty() { 0 } else { h.max() },
+            min_us: if h.is_empty() { 0 } else { h.min() },
+            mean_us: if h.is_empty() { 0.0 } else { h.mean() },
+            examples: st
+                .outcomes
+                .iter()
+                .filter_map(|o| o.example.clone().map(|e| (o.outcome, e)))
+                .collect(),
+            outcomes,
+            latency: h,
+        }
+    }
+
+    fn has_latency(&self) -> bool {
+        !self.latency.is_empty()
+    }
+
+    /// The value of a threshold metric, in the threshold's unit.
+    fn metric(&self, metric: Metric, limit: Limit) -> Option<f64> {
+        Some(match metric {
+            Metric::Percentile(p) => {
+                if !self.has_latency() {
+                    return None;
+                }
+                self.latency.value_at_percentile(p) as f64
+            }
+            Metric::Mean => self.has_latency().then_some(self.mean_us)?,
+            Metric::Min => self.has_latency().then_some(self.min_us as f64)?,
+            Metric::Max => self.has_latency().then_some(self.max_us as f64)?,
+            Metric::Rps => self.rps,
+            Metric::Count => self.count as f64,
+            Metric::Errors => match limit {
+                Limit::Ratio(_) => {
+                    if self.count == 0 {
+                        return None;
+                    }
+                    self.error_ratio
+                }
+                _ => self.errors as f64,
+            },
+        })
+    }
+}
+
+/// Rows for every request plus `all`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub rows: Vec<Row>,
+    pub all: Row,
+}
+
+impl Summary {
+    fn row(&self, subject: &Subject) -> Option<&Row> {
+        match subject {
+            Subject::All => Some(&self.all),
+            Subject::Request(name) => self.rows.iter().find(|r| &r.name == name),
+        }
+    }
+}
+
+/// Checks thresholds against the summary. A threshold with nothing to
+/// measure (no responses) fails: no data is never a pass.
+pub fn evaluate(thresholds: &[Threshold], summary: &Summary) -> Vec<ThresholdResult> {
+    thresholds
+        .iter()
+        .map(|t| {
+            let observed = summary.row(&t.subject).and_then(|r| r.metric(t.metric, t.limit));
+            ThresholdResult {
+                threshold: t.clone(),
+                observed,
+                passed: observed.is_some_and(|v| t.op.holds(v, t.limit.value())),
+            }
+        })
+        .collect()
+}
+
+/// Formats an observed threshold value in its unit.
+pub fn format_observed(t: &Threshold, v: Option<f64>) -> String {
+    let Some(v) = v else {
+        return "no data".into();
+    };
+    match t.limit {
+        Limit::Micros(_) => crate::scenario::units::format_micros(v.round() as u64),
+        Limit::Ratio(_) => format!("{:.2}%", v * 100.0),
+        Limit::Number(_) if t.metric == Metric::Rps => format!("{v:.1}/s"),
+        Limit::Number(_) => format!("{v}"),
+    }
+}
+
+/// A duration as seconds with millisecond precision, for headers.
+pub fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}

@@ -1,0 +1,841 @@
+//! The validated scenario: every value here has been checked, so a
+//! `Scenario` that exists is one redproof can run.
+
+use std::path::Path;
+use std::time::Duration;
+
+use marked_yaml::{LoadError, LoaderOptions, Node, Spanned};
+
+use super::raw::{self, OrderedMap, RawScenario, Text};
+use super::threshold::{self, Threshold};
+use super::units::{self, DurationRange, Rate};
+use super::{Diagnostic, Located, Pos};
+
+/// A request name: letters, digits, `_` and `-`; never `all`, which names
+/// the whole run in reports and thresholds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestName(String);
+
+impl RequestName {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("a request name cannot be empty".into());
+        }
+        if s == "all" {
+            return Err("`all` is reserved for the whole run; choose another request name".into());
+        }
+        if !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(format!(
+                "request name `{s}` may only contain letters, digits, `_` and `-`"
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RequestName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A request's share of the traffic; at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Weight(u32);
+
+impl Weight {
+    pub fn new(w: u64) -> Option<Self> {
+        (1..=1_000_000).contains(&w).then_some(Self(w as u32))
+    }
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// A checked scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub targets: Vec<Target>,
+    pub load: Load,
+    pub data: Vec<DataList>,
+    pub requests: Vec<Request>,
+    pub thresholds: Vec<Threshold>,
+}
+
+/// A service base URL with the settings shared by its requests.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    /// Base URL without a trailing `/`; request paths are appended.
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    /// Whole-request timeout, connect to last byte.
+    pub timeout: Duration,
+    /// HTTP/2 over cleartext with prior knowledge; TLS targets negotiate
+    /// HTTP/2 through ALPN regardless.
+    pub http2: bool,
+    /// Skip TLS certificate verification.
+    pub insecure: bool,
+}
+
+/// A named list of values for `pick(name)` in templates.
+#[derive(Debug, Clone)]
+pub struct DataList {
+    pub name: String,
+    pub values: Vec<String>,
+}
+
+/// The load profile.
+#[derive(Debug, Clone)]
+pub struct Load {
+    pub model: LoadModel,
+    /// Stop starting requests after this long.
+    pub duration: Option<Duration>,
+    /// Stop after this many requests in total.
+    pub iterations: Option<u64>,
+    /// How long in-flight requests may finish after the end; the ones still
+    /// running then are counted as "outcome unknown".
+    pub drain: Duration,
+}
+
+/// Closed (users) or open (arrival rate) load.
+#[derive(Debug, Clone)]
+pub enum LoadModel {
+    /// N users, each looping: pick a request, send it, wait.
+    Closed {
+        users: u64,
+        /// Users started per second; all at once when absent.
+        spawn_rate: Option<Rate>,
+        wait: DurationRange,
+    },
+    /// Requests start on a fixed schedule whatever the server does.
+    Open {
+        rate: Rate,
+        /// Cap on concurrent requests; when reached, starts fall behind
+        /// schedule and are counted as late.
+        max_in_flight: u64,
+    },
+}
+
+/// One weighted request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub name: RequestName,
+    pub weight: Weight,
+    pub http: HttpCall,
+    pub expect: Expect,
+}
+
+/// An HTTP request; strings are templates compiled by `crate::template`.
+#[derive(Debug, Clone)]
+pub struct HttpCall {
+    /// Index into [`Scenario::targets`].
+    pub target: usize,
+    pub method: String,
+    pub path: Located<String>,
+    pub query: Vec<(String, Located<String>)>,
+    pub headers: Vec<(String, Located<String>)>,
+    pub body: Option<Body>,
+}
+
+/// A request body.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// Sent as JSON with `content-type: application/json`.
+    Json(JsonNode),
+    /// Sent as is.
+    Text(Located<String>),
+}
+
+/// A JSON body as written in YAML; string leaves may hold templates.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JsonNode {
+    Null,
+    Bool(bool),
+    /// The number as written, already checked to be valid JSON.
+    Number(String),
+    String(Located<String>),
+    Array(Vec<JsonNode>),
+    Object(Vec<(String, JsonNode)>),
+}
+
+/// The statuses that count as success.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expect {
+    pub status: Vec<StatusPattern>,
+}
+
+impl Default for Expect {
+    /// Any status below 400.
+    fn default() -> Self {
+        Self {
+            status: vec![
+                StatusPattern::Class(1),
+                StatusPattern::Class(2),
+                StatusPattern::Class(3),
+            ],
+        }
+    }
+}
+
+impl Expect {
+    pub fn accepts(&self, status: u16) -> bool {
+        self.status.iter().any(|p| p.matches(status))
+    }
+}
+
+/// `200` or `2xx`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StatusPattern {
+    Exact(u16),
+    Class(u8),
+}
+
+impl StatusPattern {
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim();
+        if let Some(c) = s.strip_suffix("xx").or_else(|| s.strip_suffix("XX")) {
+            let d: u8 = c.parse().ok()?;
+            return (1..=5).contains(&d).then_some(Self::Class(d));
+        }
+        let code: u16 = s.parse().ok()?;
+        (100..=599).contains(&code).then_some(Self::Exact(code))
+    }
+
+    pub fn matches(self, status: u16) -> bool {
+        match self {
+            Self::Exact(c) => c == status,
+            Self::Class(d) => status / 100 == d as u16,
+        }
+    }
+}
+
+/// Settings given on the command line that replace the file's.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub duration: Option<Duration>,
+    pub iterations: Option<u64>,
+    pub users: Option<u64>,
+    pub rate: Option<Rate>,
+    /// `NAME=URL` pairs.
+    pub targets: Vec<(String, String)>,
+}
+
+impl Scenario {
+    /// Applies command-line overrides. `--users` switches to the closed
+    /// model and `--rate` to the open one, keeping the other settings.
+    pub fn apply(&mut self, o: &Overrides) -> Result<(), String> {
+        if o.users.is_some() && o.rate.is_some() {
+            return Err("--users and --rate choose different load models; give one".into());
+        }
+        if let Some(d) = o.duration {
+            self.load.duration = Some(d);
+            if o.iterations.is_none() {
+                self.load.iterations = None;
+            }
+        }
+        if let Some(n) = o.iterations {
+            self.load.iterations = Some(n);
+            if o.duration.is_none() {
+                self.load.duration = None;
+            }
+        }
+        if let Some(users) = o.users {
+            if users == 0 {
+                return Err("--users must be at least 1".into());
+            }
+            self.load.model = match &self.load.model {
+                LoadModel::Closed {
+                    spawn_rate, wait, ..
+                } => LoadModel::Closed {
+                    users,
+                    spawn_rate: *spawn_rate,
+                    wait: *wait,
+                },
+                LoadModel::Open { .. } => LoadModel::Closed {
+                    users,
+                    spawn_rate: None,
+                    wait: DurationRange {
+                        min: Duration::ZERO,
+                        max: Duration::ZERO,
+                    },
+                },
+            };
+        }
+        if let Some(rate) = o.rate {
+            let max_in_flight = match self.load.model {
+                LoadModel::Open { max_in_flight, .. } => max_in_flight,
+                LoadModel::Closed { .. } => DEFAULT_MAX_IN_FLIGHT,
+            };
+            self.load.model = LoadModel::Open {
+                rate,
+                max_in_flight,
+            };
+        }
+        for (name, url) in &o.targets {
+            let known: Vec<String> = self.targets.iter().map(|t| t.name.clone()).collect();
+            let target = self
+                .targets
+                .iter_mut()
+                .find(|t| &t.name == name)
+                .ok_or_else(|| {
+                    format!(
+                        "--target {name}=…: no target `{name}` in the scenario (targets: {})",
+                        known.join(", ")
+                    )
+                })?;
+            target.url = check_url(url)?;
+        }
+        Ok(())
+    }
+
+    /// Index of a request by name.
+    pub fn request_index(&self, name: &str) -> Option<usize> {
+        self.requests.iter().position(|r| r.name.as_str() == name)
+    }
+}
+
+const DEFAULT_MAX_IN_FLIGHT: u64 = 1000;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
+const HTTP_METHODS: &[&str] = &[
+    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE",
+];
+
+fn check_url(url: &str) -> Result<String, String> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| format!("expected an absolute URL such as `http://127.0.0.1:8000`, got `{url}` ({e})"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!(
+            "expected an `http://` or `https://` URL, got scheme `{}` in `{url}`",
+            parsed.scheme()
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!(
+            "a target URL is a base without query or fragment, got `{url}`"
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// Collects diagnostics while building the model.
+struct Checker {
+    diags: Vec<Diagnostic>,
+}
+
+impl Checker {
+    fn err(&mut self, pos: Option<Pos>, msg: impl Into<String>) {
+        self.diags.push(Diagnostic::at(pos, msg));
+    }
+
+    /// Runs a parser on a located value, recording its error.
+    fn parse<T>(&mut self, v: &Text, field: &str, f: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+        match f(v.as_str()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.err(pos(v), format!("`{field}`: {e}"));
+                None
+            }
+        }
+    }
+}
+
+fn pos<T>(s: &Spanned<T>) -> Option<Pos> {
+    Pos::of_span(s.span())
+}
+
+fn located(t: &Text) -> Located<String> {
+    Located {
+        value: t.to_string(),
+        pos: pos(t),
+    }
+}
+
+fn load_error(e: &LoadError) -> Diagnostic {
+    let marker = match e {
+        LoadError::TopLevelMustBeMapping(m)
+        | LoadError::TopLevelMustBeSequence(m)
+        | LoadError::UnexpectedAnchor(m)
+        | LoadError::MappingKeyMustBeScalar(m)
+        | LoadError::UnexpectedTag(m)
+        | LoadError::ScanError(m, _) => Some(*m),
+        LoadError::DuplicateKey(inner) => inner.key.span().start().copied(),
+    };
+    let message = match e {
+        LoadError::TopLevelMustBeMapping(_) => {
+            "a scenario file is a YAML mapping (`name:`, `targets:`, `load:`, `requests:` …)".to_owned()
+        }
+        LoadError::UnexpectedAnchor(_) => "YAML anchors and aliases are not supported in scenario files".to_owned(),
+        LoadError::UnexpectedTag(_) => "YAML tags (`!foo`) are not supported in scenario files".to_owned(),
+        LoadError::DuplicateKey(inner) => format!("the key `{}` appears twice", inner.key.as_str()),
+        LoadError::ScanError(_, s) => format!("invalid YAML: {}", s.info()),
+        other => format!("invalid YAML: {other}"),
+    };
+    Diagnostic::at(
+        marker.map(|m| Pos {
+            line: m.line(),
+            column: m.column(),
+        }),
+        message,
+    )
+}
+
+/// Reads and validates scenario text.
+pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, Vec<Diagnostic>> {
+    let options = LoaderOptions::default()
+        .error_on_duplicate_keys(true)
+        .toplevel_mapping();
+    let node = marked_yaml::parse_yaml_with_options(0, text, options).map_err(|e| vec![load_error(&e)])?;
+    let raw: RawScenario = marked_yaml::from_node(&node).map_err(|e| {
+        let pos = e.start_mark().map(|m| Pos {
+            line: m.line(),
+            column: m.column(),
+        });
+        let where_ = e.path().map(|p| format!(" in `{p}`")).unwrap_or_default();
+        let msg = e.into_inner().to_string();
+        vec![Diagnostic::at(pos, format!("{}{where_}", lowercase_first(&msg)))]
+    })?;
+    let _ = path;
+    let mut c = Checker { diags: Vec::new() };
+    let scenario = check(&mut c, &raw, &node);
+    if c.diags.is_empty() {
+        Ok(scenario.expect("a scenario without diagnostics is complete"))
+    } else {
+        Err(c.diags)
+    }
+}
+
+fn lowercase_first(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(f) => f.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+fn check(c: &mut Checker, raw: &RawScenario, root: &Node) -> Option<Scenario> {
+    if raw.name.trim().is_empty() {
+        c.err(pos(&raw.name), "`name`: expected a scenario name, got an empty string");
+    }
+    let targets = check_targets(c, &raw.targets);
+    let data = check_data(c, &raw.data);
+    let load = check_load(c, &raw.load);
+    let requests = check_requests(c, raw, root, &targets);
+    let names: Vec<&str> = requests.iter().map(|r| r.name.as_str()).collect();
+    let mut thresholds = Vec::new();
+    for t in &raw.thresholds {
+        match threshold::parse(t.as_str(), &names) {
+            Ok(th) => thresholds.push(th),
+            Err(e) => c.err(pos(t), format!("threshold `{}`: {e}", t.as_str())),
+        }
+    }
+    if raw.targets.0.is_empty() {
+        c.err(None, "`targets`: expected at least one target, e.g. `targets: { web: { url: \"http://127.0.0.1:8000\" } }`");
+    }
+    Some(Scenario {
+        name: raw.name.to_string(),
+        targets,
+        load: load?,
+        data,
+        requests,
+        thresholds,
+    })
+}
+
+fn check_targets(c: &mut Checker, raw: &OrderedMap<raw::RawTarget>) -> Vec<Target> {
+    let mut out: Vec<Target> = Vec::new();
+    for (name, t) in &raw.0 {
+        let url = c.parse(&t.url, "url", check_url);
+        let timeout = t
+            .timeout
+            .as_ref()
+            .and_then(|v| c.parse(v, "timeout", units::parse_duration))
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let mut headers = Vec::new();
+        for (k, v) in &t.headers.0 {
+            if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                c.err(pos(k), format!("`headers`: `{}` is not a valid HTTP header name", k.as_str()));
+            }
+            if reqwest::header::HeaderValue::from_str(v).is_err() {
+                c.err(pos(v), format!("`headers`: the value of `{}` is not a valid HTTP header value", k.as_str()));
+            }
+            headers.push((k.to_string(), v.to_string()));
+        }
+        if let Some(url) = url {
+            out.push(Target {
+                name: name.to_string(),
+                url,
+                headers,
+                timeout,
+                http2: t.http2.as_ref().is_some_and(|b| **b),
+                insecure: t.insecure.as_ref().is_some_and(|b| **b),
+            });
+        } else {
+            // Keep the index stable for requests that name this target.
+            out.push(Target {
+                name: name.to_string(),
+                url: String::new(),
+                headers,
+                timeout,
+                http2: false,
+                insecure: false,
+            });
+        }
+    }
+    out
+}
+
+fn check_data(c: &mut Checker, raw: &OrderedMap<Spanned<Vec<Text>>>) -> Vec<DataList> {
+    raw.0
+        .iter()
+        .map(|(name, values)| {
+            if values.is_empty() {
+                c.err(pos(values), format!("`data.{}`: expected at least one value", name.as_str()));
+            }
+            DataList {
+                name: name.to_string(),
+                values: values.iter().map(|v| v.to_string()).collect(),
+            }
+        })
+        .collect()
+}
+
+fn check_load(c: &mut Checker, load: &Spanned<raw::RawLoad>) -> Option<Load> {
+    let l: &raw::RawLoad = load;
+    let count = |c: &mut Checker, v: &Option<Text>, field: &str| {
+        v.as_ref().and_then(|v| c.parse(v, field, units::parse_count))
+    };
+    let users = count(c, &l.users, "users");
+    let iterations = count(c, &l.iterations, "iterations");
+    let max_in_flight = count(c, &l.max_in_flight, "max_in_flight");
+    let rate = l.rate.as_ref().and_then(|v| c.parse(v, "rate", Rate::parse));
+    let spawn_rate = l.spawn_rate.as_ref().and_then(|v| c.parse(v, "spawn_rate", Rate::parse));
+    let wait = l.wait.as_ref().and_then(|v| c.parse(v, "wait", DurationRange::parse));
+    let duration = l.duration.as_ref().and_then(|v| c.parse(v, "duration", units::parse_duration));
+    let drain = l.drain.as_ref().and_then(|v| c.parse(v, "drain", units::parse_duration));
+
+    for (v, field) in [(&l.users, "users"), (&l.iterations, "iterations"), (&l.max_in_flight, "max_in_flight")] {
+        if let Some(v) = v
+            && units::parse_count(v) == Ok(0)
+        {
+            c.err(pos(v), format!("`{field}`: expected at least 1, got `0`"));
+        }
+    }
+    if let Some(d) = &l.duration
+        && duration == Some(Duration::ZERO)
+    {
+        c.err(pos(d), "`duration`: expected a positive duration, got zero");
+    }
+    let load_pos = pos(load);
+    let model = match (&l.users, &l.rate) {
+        (Some(_), Some(r)) => {
+            c.err(pos(r), "`load`: `users` (closed model) and `rate` (open model) exclude each other; keep one");
+            None
+        }
+        (None, None) => {
+            c.err(load_pos, "`load`: expected `users:` (closed model, like Locust) or `rate:` (open model, requests per second)");
+            None
+        }
+        (Some(_), None) => {
+            if let Some(m) = &l.max_in_flight {
+                c.err(pos(m), "`max_in_flight` applies to the open model (`rate:`); with `users:` concurrency is the user count");
+            }
+            users.map(|users| LoadModel::Closed {
+                users,
+                spawn_rate,
+                wait: wait.unwrap_or(DurationRange {
+                    min: Duration::ZERO,
+                    max: Duration::ZERO,
+                }),
+            })
+        }
+        (None, Some(_)) => {
+            for (v, field) in [(&l.spawn_rate, "spawn_rate"), (&l.wait, "wait")] {
+                if let Some(v) = v {
+                    c.err(pos(v), format!("`{field}` applies to the closed model (`users:`); the open model starts requests at `rate`"));
+                }
+            }
+            rate.map(|rate| LoadModel::Open {
+                rate,
+                max_in_flight: max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+            })
+        }
+    };
+    if l.duration.is_none() && l.iterations.is_none() {
+        c.err(load_pos, "`load`: expected `duration:` (e.g. `30s`) or `iterations:` (total requests) to say when the run ends");
+    }
+    Some(Load {
+        model: model?,
+        duration,
+        iterations,
+        drain: drain.unwrap_or(DEFAULT_DRAIN),
+    })
+}
+
+fn check_requests(c: &mut Checker, raw: &RawScenario, root: &Node, targets: &[Target]) -> Vec<Request> {
+    if raw.requests.is_empty() {
+        c.err(pos(&raw.requests), "`requests`: expected at least one request");
+    }
+    let json_nodes = root
+        .as_mapping()
+        .and_then(|m| m.get_sequence("requests"));
+    let mut out: Vec<Request> = Vec::new();
+    for (i, r) in raw.requests.iter().enumerate() {
+        let name = match RequestName::parse(&r.name) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                c.err(pos(&r.name), format!("`name`: {e}"));
+                None
+            }
+        };
+        if let Some(n) = &name
+            && out.iter().any(|o| &o.name == n)
+        {
+            c.err(pos(&r.name), format!("`name`: the request name `{n}` is used twice; names must be unique"));
+        }
+        let weight = match &r.weight {
+            None => Weight::new(1),
+            Some(w) => {
+                let v = c.parse(w, "weight", units::parse_count);
+                match v.map(Weight::new) {
+                    Some(Some(w)) => Some(w),
+                    Some(None) => {
+                        c.err(pos(w), format!("`weight`: expected a whole number from 1 to 1000000, got `{}`", w.as_str()));
+                        None
+                    }
+                    None => None,
+                }
+            }
+        };
+        let expect = match &r.expect.as_ref().and_then(|e| e.status.as_ref()) {
+            None => Some(Expect::default()),
+            Some(s) => {
+                let mut pats = Vec::new();
+                for item in s.items() {
+                    match StatusPattern::parse(item) {
+                        Some(p) => pats.push(p),
+                        None => c.err(pos(s), format!("`expect.status`: expected a status code such as `200` or a class such as `2xx`, got `{item}`")),
+                    }
+                }
+                Some(Expect { status: pats })
+            }
+        };
+        let Some(http) = &r.http else {
+            c.err(pos(&r.name), format!("request `{}`: expected an `http:` call", r.name.as_str()));
+            continue;
+        };
+        let json_node = json_nodes
+            .and_then(|s| s.get_mapping(i))
+            .and_then(|m| m.get_mapping("http"))
+            .and_then(|m| m.get_node("json"));
+        let call = check_http(c, http, json_node, targets);
+        if let (Some(name), Some(weight), Some(expect), Some(http)) = (name, weight, expect, call) {
+            out.push(Request {
+                name,
+                weight,
+                http,
+                expect,
+            });
+        }
+    }
+    out
+}
+
+fn check_http(c: &mut Checker, h: &Spanned<raw::RawHttp>, json: Option<&Node>, targets: &[Target]) -> Option<HttpCall> {
+    let target = targets.iter().position(|t| t.name == *h.target);
+    if target.is_none() {
+        let known: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+        c.err(
+            pos(&h.target),
+            format!(
+                "`target`: no target named `{}`; expected one of: {}",
+                h.target.as_str(),
+                if known.is_empty() { "(none defined)".to_owned() } else { known.join(", ") }
+            ),
+        );
+    }
+    let method = match &h.method {
+        None => Some("GET".to_owned()),
+        Some(m) => {
+            let up = m.to_ascii_uppercase();
+            if HTTP_METHODS.contains(&up.as_str()) {
+                Some(up)
+            } else {
+                c.err(pos(m), format!("`method`: expected one of {}, got `{}`", HTTP_METHODS.join(", "), m.as_str()));
+                None
+            }
+        }
+    };
+    if !h.path.starts_with('/') {
+        c.err(pos(&h.path), format!("`path`: expected a path starting with `/`, got `{}`", h.path.as_str()));
+    }
+    let mut headers = Vec::new();
+    for (k, v) in &h.headers.0 {
+        if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            c.err(pos(k), format!("`headers`: `{}` is not a valid HTTP header name", k.as_str()));
+        }
+        headers.push((k.to_string(), located(v)));
+    }
+    let body = match (&h.json, &h.body, json) {
+        (Some(j), Some(_), _) => {
+            c.err(pos(j), "`json` and `body` exclude each other; keep one");
+            None
+        }
+        (Some(_), None, Some(node)) => Some(Body::Json(json_from_yaml(node))),
+        (None, Some(b), _) => Some(Body::Text(located(b))),
+        _ => None,
+    };
+    Some(HttpCall {
+        target: target?,
+        method: method?,
+        path: located(&h.path),
+        query: h.query.0.iter().map(|(k, v)| (k.to_string(), located(v))).collect(),
+        headers,
+        body,
+    })
+}
+
+/// Converts YAML to JSON keeping YAML's own typing: plain scalars that read
+/// as numbers, booleans or null become those; quoted scalars stay strings.
+fn json_from_yaml(node: &Node) -> JsonNode {
+    match node {
+        Node::Scalar(s) => {
+            let text = s.as_str();
+            if s.may_coerce() {
+                match text {
+                    "null" | "~" | "" => return JsonNode::Null,
+                    "true" => return JsonNode::Bool(true),
+                    "false" => return JsonNode::Bool(false),
+                    _ => {}
+                }
+                if serde_json::from_str::<serde_json::Number>(text).is_ok() {
+                    return JsonNode::Number(text.to_owned());
+                }
+            }
+            JsonNode::String(Located {
+                value: text.to_owned(),
+                pos: Pos::of_span(s.span()),
+            })
+        }
+        Node::Sequence(seq) => JsonNode::Array(seq.iter().map(json_from_yaml).collect()),
+        Node::Mapping(map) => JsonNode::Object(
+            map.iter()
+                .map(|(k, v)| (k.as_str().to_owned(), json_from_yaml(v)))
+                .collect(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Scenario, Vec<Diagnostic>> {
+        build(Path::new("t.yaml"), text)
+    }
+
+    const GOOD: &str = r#"
+name: shop
+targets:
+  web: { url: "http://127.0.0.1:8000/" }
+load:
+  users: 5
+  wait: 10ms..20ms
+  duration: 2s
+data:
+  names: [alice, bob]
+requests:
+  - name: home
+    weight: 2
+    http: { target: web, path: "/" }
+  - name: buy
+    http:
+      target: web
+      method: post
+      path: /buy
+      json: { qty: 3, ok: true, note: "7", who: "{{ pick(names) }}" }
+    expect: { status: [200, 2xx] }
+thresholds:
+  - home.p95 < 300ms
+"#;
+
+    #[test]
+    fn good_scenario_builds() {
+        let s = parse(GOOD).unwrap();
+        assert_eq!(s.targets[0].url, "http://127.0.0.1:8000");
+        assert_eq!(s.requests.len(), 2);
+        assert_eq!(s.requests[0].weight.get(), 2);
+        assert_eq!(s.requests[1].http.method, "POST");
+        let Some(Body::Json(JsonNode::Object(fields))) = &s.requests[1].http.body else {
+            panic!("json body expected");
+        };
+        assert_eq!(fields[0].1, JsonNode::Number("3".into()));
+        assert_eq!(fields[1].1, JsonNode::Bool(true));
+        assert!(matches!(&fields[2].1, JsonNode::String(l) if l.value == "7"));
+        assert!(matches!(s.load.model, LoadModel::Closed { users: 5, .. }));
+        assert_eq!(s.thresholds.len(), 1);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_position() {
+        let text = GOOD
+            .replace("weight: 2", "weight: 0")
+            .replace("target: web, path", "target: api, path")
+            .replace("duration: 2s", "duration: 2 parsecs")
+            .replace("name: buy", "name: home");
+        let diags = parse(&text).unwrap_err();
+        let msgs: Vec<String> = diags
+            .iter()
+            .map(|d| format!("{}:{} {}", d.pos.unwrap().line, d.pos.unwrap().column, d.message))
+            .collect();
+        assert_eq!(diags.len(), 4, "{msgs:#?}");
+        assert!(msgs.iter().any(|m| m.starts_with("8:13 `duration`")), "{msgs:#?}");
+        assert!(msgs.iter().any(|m| m.contains("weight") && m.contains("got `0`")), "{msgs:#?}");
+        assert!(msgs.iter().any(|m| m.contains("no target named `api`") && m.contains("web")), "{msgs:#?}");
+        assert!(msgs.iter().any(|m| m.contains("used twice")), "{msgs:#?}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let text = GOOD.replace("wait: 10ms..20ms", "wiat: 10ms..20ms");
+        let diags = parse(&text).unwrap_err();
+        assert_eq!(diags.len(), 1);
+        assert!(diags[0].message.contains("unknown field `wiat`"), "{:?}", diags[0]);
+        assert_eq!(diags[0].pos.unwrap().line, 7);
+    }
+
+    #[test]
+    fn overrides_switch_models_and_targets() {
+        let mut s = parse(GOOD).unwrap();
+        s.apply(&Overrides {
+            rate: Some(Rate::parse("100/s").unwrap()),
+            targets: vec![("web".into(), "http://127.0.0.2:9/".into())],
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(matches!(s.load.model, LoadModel::Open { .. }));
+        assert_eq!(s.targets[0].url, "http://127.0.0.2:9");
+        let err = s
+            .apply(&Overrides {
+                targets: vec![("nope".into(), "http://x".into())],
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(err.contains("no target `nope`"));
+    }
+
+    #[test]
+    fn status_patterns() {
+        assert!(StatusPattern::parse("2xx").unwrap().matches(204));
+        assert!(!StatusPattern::parse("200").unwrap().matches(201));
+        assert!(StatusPattern::parse("700").is_none());
+        assert!(Expect::default().accepts(302));
+        assert!(!Expect::default().accepts(404));
+    }
+}

@@ -1,0 +1,138 @@
+//! The scenario file exactly as written: serde types that mirror the YAML,
+//! with the source position of every value a user may get wrong.
+//!
+//! Nothing here is checked beyond its YAML shape; `super::model` turns these
+//! into a validated [`super::Scenario`].
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use marked_yaml::Spanned;
+use serde::Deserialize;
+use serde::de::{MapAccess, Visitor};
+
+/// A string value with its position in the file.
+pub type Text = Spanned<String>;
+
+/// A YAML mapping that keeps the order the user wrote it in.
+#[derive(Debug)]
+pub struct OrderedMap<V>(pub Vec<(Text, V)>);
+
+impl<V> Default for OrderedMap<V> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct MapVisitor<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for MapVisitor<V> {
+            type Value = OrderedMap<V>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry()? {
+                    out.push((k, v));
+                }
+                Ok(OrderedMap(out))
+            }
+        }
+        d.deserialize_map(MapVisitor(PhantomData))
+    }
+}
+
+/// Top level of a scenario file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScenario {
+    pub name: Text,
+    #[serde(default)]
+    pub targets: OrderedMap<RawTarget>,
+    pub load: Spanned<RawLoad>,
+    #[serde(default)]
+    pub data: OrderedMap<Spanned<Vec<Text>>>,
+    pub requests: Spanned<Vec<RawRequest>>,
+    #[serde(default)]
+    pub thresholds: Vec<Text>,
+}
+
+/// A service the scenario talks to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub url: Text,
+    #[serde(default)]
+    pub headers: OrderedMap<Text>,
+    pub timeout: Option<Text>,
+    /// Speak HTTP/2 without TLS (h2c, "prior knowledge").
+    pub http2: Option<Spanned<bool>>,
+    /// Accept any TLS certificate (self-signed test servers).
+    pub insecure: Option<Spanned<bool>>,
+}
+
+/// How much load, and for how long.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLoad {
+    pub users: Option<Text>,
+    pub spawn_rate: Option<Text>,
+    pub wait: Option<Text>,
+    pub rate: Option<Text>,
+    pub max_in_flight: Option<Text>,
+    pub duration: Option<Text>,
+    pub iterations: Option<Text>,
+    pub drain: Option<Text>,
+}
+
+/// One entry of `requests:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequest {
+    pub name: Text,
+    pub weight: Option<Text>,
+    pub http: Option<Spanned<RawHttp>>,
+    pub expect: Option<RawExpect>,
+}
+
+/// An HTTP call. `json` is read separately from the YAML tree so that
+/// numbers, booleans and quoted strings keep their types.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub target: Text,
+    pub method: Option<Text>,
+    pub path: Text,
+    #[serde(default)]
+    pub query: OrderedMap<Text>,
+    #[serde(default)]
+    pub headers: OrderedMap<Text>,
+    pub json: Option<Spanned<serde::de::IgnoredAny>>,
+    pub body: Option<Text>,
+}
+
+/// What counts as success.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExpect {
+    pub status: Option<Spanned<OneOrMany>>,
+}
+
+/// `200`, `2xx`, or a list of those.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn items(&self) -> Vec<&str> {
+        match self {
+            OneOrMany::One(s) => vec![s.as_str()],
+            OneOrMany::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
