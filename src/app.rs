@@ -16,7 +16,6 @@ use crate::exec::HttpPlan;
 use crate::report::{ProgressDisplay, RunReport, render_text};
 use crate::scenario::units::{self, Rate};
 use crate::scenario::{self, Diagnostic, Overrides, Scenario, ScenarioErrors};
-use crate::template::{self, HttpTemplate, TemplateEnv};
 
 /// Process exit codes (sysexits-style where one fits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,29 +79,19 @@ fn dispatch(cli: Cli) -> Result<Exit, Failure> {
     }
 }
 
-/// A scenario ready to run: the checked model and its compiled templates.
-struct Loaded {
-    scenario: Scenario,
-    templates: Vec<HttpTemplate>,
-}
-
-fn load(path: &Path, overrides: &Overrides) -> Result<Loaded, ScenarioErrors> {
+fn load(path: &Path, overrides: &Overrides) -> Result<Scenario, ScenarioErrors> {
     let mut scenario = scenario::load_file(path)?;
-    let text = std::fs::read_to_string(path).unwrap_or_default();
     if let Err(e) = scenario.apply(overrides) {
-        return Err(ScenarioErrors::new(path, &text, vec![Diagnostic::at(None, e)]));
+        return Err(ScenarioErrors::new(path, "", vec![Diagnostic::at(None, e)]));
     }
-    let env = TemplateEnv::new(&scenario);
-    let templates = template::compile(&scenario, &env).map_err(|d| ScenarioErrors::new(path, &text, d))?;
-    Ok(Loaded { scenario, templates })
+    Ok(scenario)
 }
 
 fn validate(files: &[std::path::PathBuf]) -> Exit {
     let mut code = Exit::Pass;
     for f in files {
         match load(f, &Overrides::default()) {
-            Ok(l) => {
-                let s = &l.scenario;
+            Ok(s) => {
                 println!(
                     "ok: {} — scenario `{}`, {} target{}, {} request{}, {} threshold{}",
                     f.display(),
@@ -181,14 +170,14 @@ fn overrides(a: &RunArgs) -> Result<Overrides, String> {
 
 async fn run(args: RunArgs) -> Result<Exit, Failure> {
     let ov = overrides(&args).map_err(|e| fail(Exit::Usage, anyhow!(e)))?;
-    let Loaded { scenario, templates } = match load(&args.file, &ov) {
+    let scenario = match load(&args.file, &ov) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
             return Ok(Exit::Usage);
         }
     };
-    let plan = Arc::new(HttpPlan::new(&scenario, templates).map_err(|e| fail(Exit::Usage, anyhow!(e)))?);
+    let plan = Arc::new(HttpPlan::new(&scenario).map_err(|e| fail(Exit::Usage, anyhow!(e)))?);
     let engine_plan = EnginePlan {
         load: scenario.load.clone(),
         weights: scenario.requests.iter().map(|r| r.weight.get()).collect(),

@@ -14,8 +14,49 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, Method};
 
 use crate::measure::TransportError;
-use crate::scenario::{Expect, Scenario};
-use crate::template::{BodyTemplate, HttpTemplate};
+use crate::scenario::{Body, Expect, Scenario};
+use crate::template::{JsonTemplate, Template, TemplateEnv, compile_located};
+
+/// A compiled body.
+#[derive(Debug, Clone)]
+enum BodyTemplate {
+    Json(JsonTemplate),
+    Text(Template),
+}
+
+/// Every template of one HTTP request, compiled.
+#[derive(Debug, Clone)]
+struct HttpTemplate {
+    path: Template,
+    /// Keys are already percent-encoded.
+    query: Vec<(String, Template)>,
+    headers: Vec<(String, Template)>,
+    body: Option<BodyTemplate>,
+}
+
+impl HttpTemplate {
+    fn compile(h: &crate::scenario::HttpCall, env: &TemplateEnv) -> Result<Self, String> {
+        let t = |l| compile_located(l, env).map_err(|e| e.message);
+        Ok(Self {
+            path: t(&h.path)?,
+            query: h
+                .query
+                .iter()
+                .map(|(k, v)| {
+                    let mut key = String::new();
+                    crate::template::push_query_encoded(&mut key, k);
+                    Ok((key, t(v)?))
+                })
+                .collect::<Result<_, String>>()?,
+            headers: h.headers.iter().map(|(k, v)| Ok((k.clone(), t(v)?))).collect::<Result<_, String>>()?,
+            body: match &h.body {
+                None => None,
+                Some(Body::Text(b)) => Some(BodyTemplate::Text(t(b)?)),
+                Some(Body::Json(j)) => Some(BodyTemplate::Json(JsonTemplate::compile(j, env).map_err(|e| e.message)?)),
+            },
+        })
+    }
+}
 
 /// The result of one call.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,9 +120,12 @@ pub struct HttpPlan {
 }
 
 impl HttpPlan {
-    pub fn new(s: &Scenario, templates: Vec<HttpTemplate>) -> Result<Self, String> {
+    /// Compiles the templates of every request of a validated scenario.
+    pub fn new(s: &Scenario) -> Result<Self, String> {
+        let env = TemplateEnv::new(s.data.iter().map(|d| (d.name.as_str(), d.values.as_slice())));
         let mut requests = Vec::new();
-        for (r, t) in s.requests.iter().zip(templates) {
+        for r in &s.requests {
+            let t = HttpTemplate::compile(&r.http, &env).map_err(|e| format!("request `{}`: {e}", r.name))?;
             let target = &s.targets[r.http.target];
             let mut static_headers = HeaderMap::new();
             let mut dynamic_headers = Vec::new();

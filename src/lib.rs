@@ -5,9 +5,11 @@
 //! Dependencies run one way, top to bottom:
 //!
 //! - [`cli`]: command-line definitions only.
+//! - [`source`]: positions in scenario files.
+//! - [`template`]: request templates compiled once, rendered per request;
+//!   the scenario checks its templates with it.
 //! - [`scenario`]: scenario files, read into raw serde types and validated
 //!   into a checked model; every error has its file, line and column.
-//! - [`template`]: request templates compiled once, rendered per request.
 //! - [`exec`]: executors that send one request and classify the outcome.
 //! - [`measure`]: per-thread recorders of HDR histograms, merged per second.
 //! - [`engine`]: schedules (closed users, open arrival rate), the worker
@@ -22,4 +24,5 @@ pub mod exec;
 pub mod measure;
 pub mod report;
 pub mod scenario;
+pub mod source;
 pub mod template;

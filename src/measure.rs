@@ -82,6 +82,14 @@ pub fn new_histogram() -> Histogram<u64> {
     h
 }
 
+/// Records a latency, growing the histogram when needed.
+fn record_micros(h: &mut Histogram<u64>, latency: Duration) {
+    let micros = (latency.as_micros() as u64).max(1);
+    if h.record(micros).is_err() {
+        h.saturating_record(micros);
+    }
+}
+
 /// Counts and latencies of one outcome of one request.
 #[derive(Debug, Clone)]
 pub struct OutcomeStats {
@@ -173,15 +181,13 @@ impl Recorder {
 
     /// Records one finished request.
     pub fn record(&mut self, request: usize, outcome: Outcome, ok: bool, latency: Duration) {
-        let micros = (latency.as_micros() as u64).max(1);
-        self.requests[request].slot(outcome, ok).histogram.saturating_record(micros);
+        record_micros(&mut self.requests[request].slot(outcome, ok).histogram, latency);
     }
 
     /// Records a transport error, keeping its message when it is the first.
     pub fn record_error(&mut self, request: usize, kind: TransportError, latency: Duration, message: impl FnOnce() -> String) {
-        let micros = (latency.as_micros() as u64).max(1);
         let slot = self.requests[request].slot(Outcome::Transport(kind), false);
-        slot.histogram.saturating_record(micros);
+        record_micros(&mut slot.histogram, latency);
         if slot.example.is_none() {
             slot.example = Some(message());
         }

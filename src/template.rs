@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::scenario::{Body, Diagnostic, JsonNode, Located, Scenario};
+use crate::source::{Located, Pos};
 
 /// Values shared by all templates of a run.
 #[derive(Debug, Clone)]
@@ -30,16 +30,35 @@ pub struct TemplateEnv {
 }
 
 impl TemplateEnv {
-    pub fn new(s: &Scenario) -> Self {
+    /// An environment with the scenario's named data lists.
+    pub fn new<'a>(lists: impl IntoIterator<Item = (&'a str, &'a [String])>) -> Self {
         Self {
-            data: s
-                .data
-                .iter()
-                .map(|d| (d.name.clone(), d.values.clone().into()))
+            data: lists
+                .into_iter()
+                .map(|(name, values)| (name.to_owned(), values.to_vec().into()))
                 .collect(),
             seq: Arc::new(AtomicU64::new(0)),
         }
     }
+}
+
+/// A JSON body as written in YAML; string leaves may hold templates.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JsonNode {
+    Null,
+    Bool(bool),
+    /// The number as written, already checked to be valid JSON.
+    Number(String),
+    String(Located<String>),
+    Array(Vec<JsonNode>),
+    Object(Vec<(String, JsonNode)>),
+}
+
+/// A template error and where its text starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateError {
+    pub pos: Option<Pos>,
+    pub message: String,
 }
 
 #[derive(Debug, Clone)]
@@ -208,7 +227,7 @@ pub struct JsonTemplate {
 }
 
 impl JsonTemplate {
-    pub fn compile(node: &JsonNode, env: &TemplateEnv) -> Result<Self, Diagnostic> {
+    pub fn compile(node: &JsonNode, env: &TemplateEnv) -> Result<Self, TemplateError> {
         let mut parts = Vec::new();
         let mut lit = String::new();
         build_json(node, env, &mut parts, &mut lit)?;
@@ -233,7 +252,7 @@ impl JsonTemplate {
     }
 }
 
-fn build_json(node: &JsonNode, env: &TemplateEnv, parts: &mut Vec<JsonPart>, lit: &mut String) -> Result<(), Diagnostic> {
+fn build_json(node: &JsonNode, env: &TemplateEnv, parts: &mut Vec<JsonPart>, lit: &mut String) -> Result<(), TemplateError> {
     match node {
         JsonNode::Null => lit.push_str("null"),
         JsonNode::Bool(b) => lit.push_str(if *b { "true" } else { "false" }),
@@ -305,76 +324,12 @@ pub fn push_query_encoded(out: &mut String, s: &str) {
     }
 }
 
-fn compile_located(s: &Located<String>, env: &TemplateEnv) -> Result<Template, Diagnostic> {
-    Template::compile(&s.value, env).map_err(|e| Diagnostic::at(s.pos, format!("template {e}")))
-}
-
-/// A compiled body.
-#[derive(Debug, Clone)]
-pub enum BodyTemplate {
-    Json(JsonTemplate),
-    Text(Template),
-}
-
-/// Every template of one HTTP request, compiled.
-#[derive(Debug, Clone)]
-pub struct HttpTemplate {
-    pub path: Template,
-    /// Keys are already percent-encoded.
-    pub query: Vec<(String, Template)>,
-    pub headers: Vec<(String, Template)>,
-    pub body: Option<BodyTemplate>,
-}
-
-/// Compiles the templates of every request, collecting every error.
-pub fn compile(s: &Scenario, env: &TemplateEnv) -> Result<Vec<HttpTemplate>, Vec<Diagnostic>> {
-    let mut diags = Vec::new();
-    let mut out = Vec::new();
-    let keep = |r: Result<Template, Diagnostic>, diags: &mut Vec<Diagnostic>| match r {
-        Ok(t) => Some(t),
-        Err(d) => {
-            diags.push(d);
-            None
-        }
-    };
-    for r in &s.requests {
-        let h = &r.http;
-        let path = keep(compile_located(&h.path, env), &mut diags);
-        let query: Vec<_> = h
-            .query
-            .iter()
-            .filter_map(|(k, v)| {
-                let mut key = String::new();
-                push_query_encoded(&mut key, k);
-                keep(compile_located(v, env), &mut diags).map(|t| (key, t))
-            })
-            .collect();
-        let headers: Vec<_> = h
-            .headers
-            .iter()
-            .filter_map(|(k, v)| keep(compile_located(v, env), &mut diags).map(|t| (k.clone(), t)))
-            .collect();
-        let body = match &h.body {
-            None => None,
-            Some(Body::Text(t)) => keep(compile_located(t, env), &mut diags).map(BodyTemplate::Text),
-            Some(Body::Json(j)) => match JsonTemplate::compile(j, env) {
-                Ok(t) => Some(BodyTemplate::Json(t)),
-                Err(d) => {
-                    diags.push(d);
-                    None
-                }
-            },
-        };
-        if let Some(path) = path {
-            out.push(HttpTemplate {
-                path,
-                query,
-                headers,
-                body,
-            });
-        }
-    }
-    if diags.is_empty() { Ok(out) } else { Err(diags) }
+/// Compiles a template written in the scenario file.
+pub fn compile_located(s: &Located<String>, env: &TemplateEnv) -> Result<Template, TemplateError> {
+    Template::compile(&s.value, env).map_err(|e| TemplateError {
+        pos: s.pos,
+        message: format!("template {e}"),
+    })
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@ use marked_yaml::{LoadError, LoaderOptions, Node, Spanned};
 use super::raw::{self, OrderedMap, RawScenario, Text};
 use super::threshold::{self, Threshold};
 use super::units::{self, DurationRange, Rate};
-use super::{Diagnostic, Located, Pos};
+use super::{Diagnostic, JsonNode, Located, Pos};
+use crate::template::{JsonTemplate, Template, TemplateEnv};
 
 /// A request name: letters, digits, `_` and `-`; never `all`, which names
 /// the whole run in reports and thresholds.
@@ -150,18 +151,6 @@ pub enum Body {
     Json(JsonNode),
     /// Sent as is.
     Text(Located<String>),
-}
-
-/// A JSON body as written in YAML; string leaves may hold templates.
-#[derive(Debug, Clone, PartialEq)]
-pub enum JsonNode {
-    Null,
-    Bool(bool),
-    /// The number as written, already checked to be valid JSON.
-    Number(String),
-    String(Located<String>),
-    Array(Vec<JsonNode>),
-    Object(Vec<(String, JsonNode)>),
 }
 
 /// The statuses that count as success.
@@ -390,16 +379,21 @@ fn load_error(e: &LoadError) -> Diagnostic {
 pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, Vec<Diagnostic>> {
     let options = LoaderOptions::default()
         .error_on_duplicate_keys(true)
+        .prevent_coercion(true)
         .toplevel_mapping();
     let node = marked_yaml::parse_yaml_with_options(0, text, options).map_err(|e| vec![load_error(&e)])?;
     let raw: RawScenario = marked_yaml::from_node(&node).map_err(|e| {
-        let pos = e.start_mark().map(|m| Pos {
+        let mut pos = e.start_mark().map(|m| Pos {
             line: m.line(),
             column: m.column(),
         });
         let where_ = e.path().map(|p| format!(" in `{p}`")).unwrap_or_default();
-        let msg = e.into_inner().to_string();
-        vec![Diagnostic::at(pos, format!("{}{where_}", lowercase_first(&msg)))]
+        let inner = e.into_inner();
+        if let marked_yaml::spanned_serde::Error::UnknownFieldError(field, _, _) = &inner {
+            // The reported span is the enclosing mapping; point at the key.
+            pos = find_key(&node, field, pos.unwrap_or_default()).or(pos);
+        }
+        vec![Diagnostic::at(pos, format!("{}{where_}", lowercase_first(&inner.to_string())))]
     })?;
     let _ = path;
     let mut c = Checker { diags: Vec::new() };
@@ -408,6 +402,23 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, Vec<Diagnostic>
         Ok(scenario.expect("a scenario without diagnostics is complete"))
     } else {
         Err(c.diags)
+    }
+}
+
+/// The first mapping key named `key` at or after `from`.
+fn find_key(node: &Node, key: &str, from: Pos) -> Option<Pos> {
+    let after = |p: Option<Pos>| p.filter(|p| (p.line, p.column) >= (from.line, from.column));
+    match node {
+        Node::Scalar(_) => None,
+        Node::Sequence(seq) => seq.iter().find_map(|n| find_key(n, key, from)),
+        Node::Mapping(map) => map.iter().find_map(|(k, v)| {
+            if k.as_str() == key
+                && let Some(p) = after(Pos::of_span(k.span()))
+            {
+                return Some(p);
+            }
+            find_key(v, key, from)
+        }),
     }
 }
 
@@ -426,8 +437,10 @@ fn check(c: &mut Checker, raw: &RawScenario, root: &Node) -> Option<Scenario> {
     let targets = check_targets(c, &raw.targets);
     let data = check_data(c, &raw.data);
     let load = check_load(c, &raw.load);
-    let requests = check_requests(c, raw, root, &targets);
-    let names: Vec<&str> = requests.iter().map(|r| r.name.as_str()).collect();
+    let env = TemplateEnv::new(data.iter().map(|d| (d.name.as_str(), d.values.as_slice())));
+    let requests = check_requests(c, raw, root, &targets, &env);
+    let mut names: Vec<&str> = raw.requests.iter().map(|r| r.name.as_str()).collect();
+    names.dedup();
     let mut thresholds = Vec::new();
     for t in &raw.thresholds {
         match threshold::parse(t.as_str(), &names) {
@@ -578,7 +591,7 @@ fn check_load(c: &mut Checker, load: &Spanned<raw::RawLoad>) -> Option<Load> {
     })
 }
 
-fn check_requests(c: &mut Checker, raw: &RawScenario, root: &Node, targets: &[Target]) -> Vec<Request> {
+fn check_requests(c: &mut Checker, raw: &RawScenario, root: &Node, targets: &[Target], env: &TemplateEnv) -> Vec<Request> {
     if raw.requests.is_empty() {
         c.err(pos(&raw.requests), "`requests`: expected at least one request");
     }
@@ -586,6 +599,7 @@ fn check_requests(c: &mut Checker, raw: &RawScenario, root: &Node, targets: &[Ta
         .as_mapping()
         .and_then(|m| m.get_sequence("requests"));
     let mut out: Vec<Request> = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
     for (i, r) in raw.requests.iter().enumerate() {
         let name = match RequestName::parse(&r.name) {
             Ok(n) => Some(n),
@@ -594,11 +608,10 @@ fn check_requests(c: &mut Checker, raw: &RawScenario, root: &Node, targets: &[Ta
                 None
             }
         };
-        if let Some(n) = &name
-            && out.iter().any(|o| &o.name == n)
-        {
-            c.err(pos(&r.name), format!("`name`: the request name `{n}` is used twice; names must be unique"));
+        if seen.contains(&r.name.as_str()) {
+            c.err(pos(&r.name), format!("`name`: the request name `{}` is used twice; names must be unique", r.name.as_str()));
         }
+        seen.push(r.name.as_str());
         let weight = match &r.weight {
             None => Weight::new(1),
             Some(w) => {
@@ -634,7 +647,7 @@ fn check_requests(c: &mut Checker, raw: &RawScenario, root: &Node, targets: &[Ta
             .and_then(|s| s.get_mapping(i))
             .and_then(|m| m.get_mapping("http"))
             .and_then(|m| m.get_node("json"));
-        let call = check_http(c, http, json_node, targets);
+        let call = check_http(c, http, json_node, targets, env);
         if let (Some(name), Some(weight), Some(expect), Some(http)) = (name, weight, expect, call) {
             out.push(Request {
                 name,
@@ -647,7 +660,7 @@ fn check_requests(c: &mut Checker, raw: &RawScenario, root: &Node, targets: &[Ta
     out
 }
 
-fn check_http(c: &mut Checker, h: &Spanned<raw::RawHttp>, json: Option<&Node>, targets: &[Target]) -> Option<HttpCall> {
+fn check_http(c: &mut Checker, h: &Spanned<raw::RawHttp>, json: Option<&Node>, targets: &[Target], env: &TemplateEnv) -> Option<HttpCall> {
     let target = targets.iter().position(|t| t.name == *h.target);
     if target.is_none() {
         let known: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
@@ -691,11 +704,31 @@ fn check_http(c: &mut Checker, h: &Spanned<raw::RawHttp>, json: Option<&Node>, t
         (None, Some(b), _) => Some(Body::Text(located(b))),
         _ => None,
     };
+    let mut check_template = |t: &Located<String>| {
+        if let Err(e) = Template::compile(&t.value, env) {
+            c.err(t.pos, format!("template {e}"));
+        }
+    };
+    let path = located(&h.path);
+    check_template(&path);
+    let query: Vec<(String, Located<String>)> = h.query.0.iter().map(|(k, v)| (k.to_string(), located(v))).collect();
+    for (_, v) in query.iter().chain(&headers) {
+        check_template(v);
+    }
+    match &body {
+        Some(Body::Text(t)) => check_template(t),
+        Some(Body::Json(j)) => {
+            if let Err(e) = JsonTemplate::compile(j, env) {
+                c.err(e.pos, e.message);
+            }
+        }
+        None => {}
+    }
     Some(HttpCall {
         target: target?,
         method: method?,
-        path: located(&h.path),
-        query: h.query.0.iter().map(|(k, v)| (k.to_string(), located(v))).collect(),
+        path,
+        query,
         headers,
         body,
     })

@@ -109,7 +109,7 @@ pub fn parse(text: &str, requests: &[&str]) -> Result<Threshold, String> {
     let lhs = text[..at].trim();
     let rhs = text[at + op_str.len()..].trim();
     let (name, metric_str) = lhs
-        .rsplit_once('.')
+        .split_once('.')
         .ok_or_else(|| format!("expected `NAME.METRIC` before `{op_str}`, e.g. `all.p95`, got `{lhs}`"))?;
     let subject = if name == "all" {
         Subject::All

@@ -1,0 +1,103 @@
+//! A small HTTP/1.1 server for end-to-end tests, bound to an ephemeral
+//! loopback port. It counts what it answers, so tests can compare the
+//! server's count with the client's.
+//!
+//! Routes: `/status/{code}` answers that status; `/slow/{ms}` answers 200
+//! after a delay; `/reset` resets the connection; anything else is 200.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+#[derive(Clone, Default)]
+pub struct Counts(Arc<Mutex<HashMap<String, u64>>>);
+
+impl Counts {
+    /// Requests answered whose path starts with `prefix`.
+    pub fn get(&self, prefix: &str) -> u64 {
+        self.0.lock().unwrap().iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v).sum()
+    }
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub counts: Counts,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl TestServer {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+pub fn start() -> TestServer {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counts = Counts::default();
+    let c = counts.clone();
+    rt.spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else { return };
+            let c = c.clone();
+            tokio::spawn(async move {
+                let _ = sock.set_nodelay(true);
+                let (r, mut w) = sock.into_split();
+                let mut r = BufReader::new(r);
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    let mut content_length = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if h == "\r\n" {
+                            break;
+                        }
+                        if let Some((k, v)) = h.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            content_length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; content_length];
+                    if r.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    let route = path.split('?').next().unwrap_or("/").to_owned();
+                    if route == "/reset" {
+                        let sock = r.into_inner().reunite(w).unwrap();
+                        let _ = sock.set_linger(Some(Duration::ZERO));
+                        drop(sock);
+                        return;
+                    }
+                    let status: u16 = if let Some(code) = route.strip_prefix("/status/") {
+                        code.parse().unwrap_or(400)
+                    } else if let Some(ms) = route.strip_prefix("/slow/") {
+                        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+                        200
+                    } else {
+                        200
+                    };
+                    *c.0.lock().unwrap().entry(route).or_default() += 1;
+                    let resp = format!("HTTP/1.1 {status} X\r\ncontent-length: 3\r\n\r\nok\n");
+                    if w.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    TestServer { addr, counts, _rt: rt }
+}

@@ -1,0 +1,411 @@
+//! End-to-end tests: the `redproof` binary against real servers on
+//! loopback. Every load here is bounded by a duration or an iteration count.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::Value;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_redproof"));
+    c.env("NO_COLOR", "1");
+    c
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    results: Option<Value>,
+    dir: tempfile::TempDir,
+}
+
+fn finish(out: Output, dir: tempfile::TempDir) -> Run {
+    let results_path = dir.path().join("results.json");
+    let results = std::fs::read_to_string(&results_path).ok().map(|t| serde_json::from_str(&t).unwrap());
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        results,
+        dir,
+    }
+}
+
+fn write_scenario(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("scenario.yaml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn run(scenario: &str, extra: &[&str]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_scenario(dir.path(), scenario);
+    let out = bin()
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(dir.path().join("results.json"))
+        .args(extra)
+        .output()
+        .unwrap();
+    finish(out, dir)
+}
+
+/// Completed count of one request in a results file, per outcome.
+fn outcome_count(results: &Value, request: &str, outcome: &Value) -> u64 {
+    results["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == request)
+        .unwrap()["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| &o["outcome"] == outcome)
+        .map(|o| o["count"].as_u64().unwrap())
+        .sum()
+}
+
+fn request_total(results: &Value, request: &str) -> u64 {
+    let r = results["requests"].as_array().unwrap().iter().find(|r| r["name"] == request).unwrap();
+    r["outcomes"].as_array().unwrap().iter().map(|o| o["count"].as_u64().unwrap()).sum()
+}
+
+#[test]
+fn weighted_mix_counts_match_the_server_exactly() {
+    let server = support::start();
+    let scenario = format!(
+        r#"
+name: mix
+targets:
+  web: {{ url: "{}" }}
+load: {{ users: 8, iterations: 20000 }}
+requests:
+  - {{ name: ok, weight: 2, http: {{ target: web, path: /ok }} }}
+  - {{ name: missing, weight: 1, http: {{ target: web, path: /status/404 }} }}
+  - name: broken
+    weight: 1
+    http: {{ target: web, method: POST, path: /status/500, json: {{ id: "{{{{ seq() }}}}" }} }}
+    expect: {{ status: 500 }}
+"#,
+        server.url()
+    );
+    let r = run(&scenario, &["--quiet"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let res = r.results.unwrap();
+    let ok = outcome_count(&res, "ok", &serde_json::json!({"status": 200}));
+    let missing = outcome_count(&res, "missing", &serde_json::json!({"status": 404}));
+    let broken = outcome_count(&res, "broken", &serde_json::json!({"status": 500}));
+    assert_eq!(ok + missing + broken, 20_000);
+    assert_eq!(server.counts.get("/ok"), ok);
+    assert_eq!(server.counts.get("/status/404"), missing);
+    assert_eq!(server.counts.get("/status/500"), broken);
+    for (n, share) in [(ok, 0.5), (missing, 0.25), (broken, 0.25)] {
+        let got = n as f64 / 20_000.0;
+        assert!((got - share).abs() < 0.01, "share {got} vs {share}");
+    }
+    // 404 is not expected, 500 is: only `missing` counts as errors.
+    let missing_row = res["requests"].as_array().unwrap().iter().find(|r| r["name"] == "missing").unwrap();
+    assert_eq!(missing_row["outcomes"][0]["ok"], false);
+    assert!(r.stdout.contains("404 ✗"), "{}", r.stdout);
+    assert!(r.stdout.lines().any(|l| l.starts_with("all ") && l.contains("20,000")), "{}", r.stdout);
+}
+
+#[test]
+fn open_model_keeps_the_schedule() {
+    let server = support::start();
+    let scenario = format!(
+        r#"
+name: open
+targets:
+  web: {{ url: "{}" }}
+load: {{ rate: 200/s, duration: 2s }}
+requests:
+  - {{ name: ok, http: {{ target: web, path: /ok }} }}
+"#,
+        server.url()
+    );
+    let r = run(&scenario, &["--quiet"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let res = r.results.unwrap();
+    let n = request_total(&res, "ok");
+    assert_eq!(n, 400, "2 s at 200/s starts exactly 400 requests");
+    assert_eq!(server.counts.get("/ok"), 400);
+    assert_eq!(res["schedule"]["dropped"], 0);
+}
+
+#[test]
+fn open_model_measures_from_the_due_time() {
+    // One slot in flight and a 100 ms server: requests queue behind each
+    // other, and latency from the due time must show the queueing.
+    let server = support::start();
+    let scenario = format!(
+        r#"
+name: stall
+targets:
+  web: {{ url: "{}" }}
+load: {{ rate: 50/s, max_in_flight: 1, duration: 1s, drain: 5s }}
+requests:
+  - {{ name: slow, http: {{ target: web, path: /slow/100 }} }}
+"#,
+        server.url()
+    );
+    let r = run(&scenario, &["--quiet"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let res = r.results.unwrap();
+    assert!(res["schedule"]["late_starts"].as_u64().unwrap() > 0);
+    assert!(res["schedule"]["dropped"].as_u64().unwrap() > 0);
+    let summary = report_json(&r.dir.path().join("results.json"));
+    let p99 = summary["summary"]["all"]["p99_us"].as_u64().unwrap();
+    assert!(p99 > 300_000, "latency should include time spent behind schedule, p99 = {p99}µs");
+}
+
+fn report_json(results: &Path) -> Value {
+    let out = bin().args(["report", "--format", "json"]).arg(results).output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn refused_connections_give_one_clear_error_and_exit_69() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let scenario = format!(
+        r#"
+name: down
+targets:
+  api: {{ url: "http://127.0.0.1:{port}" }}
+load: {{ users: 2, iterations: 200 }}
+requests:
+  - {{ name: ping, http: {{ target: api, path: / }} }}
+"#
+    );
+    let r = run(&scenario, &["--quiet"]);
+    assert_eq!(r.code, 69, "{}\n{}", r.stdout, r.stderr);
+    let res = r.results.unwrap();
+    assert_eq!(outcome_count(&res, "ping", &serde_json::json!({"transport": "refused"})), 200);
+    assert_eq!(r.stderr.matches("error:").count(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("target `api`"), "{}", r.stderr);
+    assert!(r.stdout.contains("connection refused × 200"), "{}", r.stdout);
+}
+
+#[test]
+fn resets_are_counted_as_transport_errors() {
+    let server = support::start();
+    let scenario = format!(
+        r#"
+name: resets
+targets:
+  web: {{ url: "{}" }}
+load: {{ users: 2, iterations: 100 }}
+requests:
+  - {{ name: flaky, http: {{ target: web, path: /reset }} }}
+  - {{ name: fine, http: {{ target: web, path: /ok }} }}
+"#,
+        server.url()
+    );
+    let r = run(&scenario, &["--quiet"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let res = r.results.unwrap();
+    let flaky = request_total(&res, "flaky");
+    let resets = outcome_count(&res, "flaky", &serde_json::json!({"transport": "reset"}));
+    assert!(flaky > 0);
+    assert_eq!(resets, flaky, "{}", r.stdout);
+    assert_eq!(outcome_count(&res, "fine", &serde_json::json!({"status": 200})), server.counts.get("/ok"));
+}
+
+#[test]
+fn drain_cuts_off_slow_requests_as_unknown() {
+    let server = support::start();
+    let scenario = format!(
+        r#"
+name: drain
+targets:
+  web: {{ url: "{}" }}
+load: {{ users: 4, duration: 500ms, drain: 300ms }}
+requests:
+  - {{ name: slow, http: {{ target: web, path: /slow/5000 }} }}
+"#,
+        server.url()
+    );
+    let started = std::time::Instant::now();
+    let r = run(&scenario, &["--quiet"]);
+    assert!(started.elapsed() < Duration::from_secs(4), "the drain limit must cut the run short");
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let res = r.results.unwrap();
+    let slow = res["requests"][0].clone();
+    assert_eq!(slow["unknown"], 4);
+    assert!(r.stdout.contains("outcome unknown"), "{}", r.stdout);
+}
+
+#[test]
+fn thresholds_gate_the_exit_code() {
+    let server = support::start();
+    let scenario = format!(
+        r#"
+name: gate
+targets:
+  web: {{ url: "{}" }}
+load: {{ users: 2, iterations: 200 }}
+requests:
+  - {{ name: ok, http: {{ target: web, path: /ok }} }}
+  - {{ name: bad, http: {{ target: web, path: /status/503 }} }}
+thresholds:
+  - ok.p99 < 5s
+  - all.errors < 1%
+"#,
+        server.url()
+    );
+    let r = run(&scenario, &["--quiet"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("pass ok.p99 < 5s"), "{}", r.stdout);
+    assert!(r.stdout.contains("FAIL all.errors < 1%"), "{}", r.stdout);
+    let res = r.results.unwrap();
+    assert_eq!(res["thresholds"][0]["passed"], true);
+    assert_eq!(res["thresholds"][1]["passed"], false);
+}
+
+#[test]
+fn results_file_matches_its_schema_and_re_renders() {
+    let server = support::start();
+    let scenario = format!(
+        r#"
+name: schema
+targets:
+  web: {{ url: "{}", headers: {{ x-team: qa }} }}
+load: {{ rate: 100/s, duration: 1500ms }}
+data:
+  ids: ["1", "2"]
+requests:
+  - {{ name: ok, http: {{ target: web, path: "/items/{{{{ pick(ids) }}}}", query: {{ q: "{{{{ uuid() }}}}" }} }} }}
+  - {{ name: gone, http: {{ target: web, path: /reset }} }}
+thresholds: [ "all.p95 < 10s" ]
+"#,
+        server.url()
+    );
+    let r = run(&scenario, &["--quiet"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let results = r.results.unwrap();
+    let schema: Value = serde_json::from_str(include_str!("../schema/results.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&results).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert!(!results["windows"].as_array().unwrap().is_empty());
+
+    let out = bin().arg("report").arg(r.dir.path().join("results.json")).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), r.stdout, "re-rendered report differs");
+}
+
+#[test]
+fn overrides_replace_the_file_settings() {
+    let server = support::start();
+    let scenario = r#"
+name: overrides
+targets:
+  web: { url: "http://127.0.0.1:1" }
+load: { users: 1, duration: 1h }
+requests:
+  - { name: ok, http: { target: web, path: /ok } }
+"#;
+    let target = format!("web={}", server.url());
+    let r = run(scenario, &["--quiet", "--target", &target, "--users", "3", "--iterations", "90"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(server.counts.get("/ok"), 90);
+    assert_eq!(r.results.unwrap()["load"]["users"], 3);
+}
+
+#[test]
+fn interrupt_writes_what_ran_and_exits_130() {
+    let server = support::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_scenario(
+        dir.path(),
+        &format!(
+            r#"
+name: long
+targets:
+  web: {{ url: "{}" }}
+load: {{ users: 2, wait: 10ms, duration: 60s }}
+requests:
+  - {{ name: ok, http: {{ target: web, path: /ok }} }}
+"#,
+            server.url()
+        ),
+    );
+    let child = bin()
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(dir.path().join("results.json"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let r = finish(out, dir);
+    assert_eq!(r.code, 130, "{}\n{}", r.stdout, r.stderr);
+    let res = r.results.unwrap();
+    assert_eq!(res["interrupted"], true);
+    let n = request_total(&res, "ok");
+    assert!(n > 0 && n == server.counts.get("/ok"), "client {n}, server {}", server.counts.get("/ok"));
+    assert!(r.stdout.contains("INTERRUPTED"));
+}
+
+#[test]
+fn cli_help_snapshots() {
+    for args in [&["--help"][..], &["run", "--help"], &["validate", "--help"], &["report", "--help"]] {
+        let out = bin().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        insta::assert_snapshot!(format!("help_{}", args[0].trim_start_matches('-')), String::from_utf8(out.stdout).unwrap());
+    }
+}
+
+#[test]
+fn usage_errors_exit_64() {
+    let out = bin().args(["run"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let out = bin().args(["run", "/nonexistent/scenario.yaml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the scenario file"));
+}
+
+#[test]
+fn invalid_fixture_snapshots() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(root.join("scenarios/invalid"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    fixtures.sort();
+    assert!(fixtures.len() >= 6);
+    for f in fixtures {
+        let rel = f.strip_prefix(root).unwrap();
+        let out = bin().current_dir(root).arg("validate").arg(rel).output().unwrap();
+        assert_eq!(out.status.code(), Some(64), "{}", rel.display());
+        let name = f.file_stem().unwrap().to_string_lossy().into_owned();
+        insta::assert_snapshot!(format!("invalid_{name}"), String::from_utf8(out.stderr).unwrap());
+    }
+}
+
+#[test]
+fn bundled_scenarios_validate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for e in std::fs::read_dir(root.join("scenarios")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|e| e == "yaml") {
+            let out = bin().arg("validate").arg(&p).output().unwrap();
+            assert_eq!(out.status.code(), Some(0), "{}: {}", p.display(), String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
