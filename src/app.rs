@@ -50,7 +50,11 @@ pub fn main() -> u8 {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { Exit::Usage as u8 } else { Exit::Pass as u8 };
+            return if e.use_stderr() {
+                Exit::Usage as u8
+            } else {
+                Exit::Pass as u8
+            };
         }
     };
     match dispatch(cli) {
@@ -123,15 +127,24 @@ fn report(file: &Path, format: Format) -> Result<Exit, Failure> {
         .map_err(|e| fail(Exit::Usage, e))?;
     let r = RunReport::from_json(&text)
         .map_err(|e| fail(Exit::Usage, anyhow!("`{}`: {e}", file.display())))?;
-    let summary = r.summary().map_err(|e| fail(Exit::Usage, anyhow!("`{}`: {e}", file.display())))?;
+    let summary = r
+        .summary()
+        .map_err(|e| fail(Exit::Usage, anyhow!("`{}`: {e}", file.display())))?;
     match format {
         Format::Text => print!("{}", render_text(&r, &summary)),
         Format::Json => {
             let v = serde_json::json!({ "summary": summary, "thresholds": r.thresholds });
-            println!("{}", serde_json::to_string_pretty(&v).map_err(|e| fail(Exit::Internal, e))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&v).map_err(|e| fail(Exit::Internal, e))?
+            );
         }
     }
-    Ok(if r.thresholds_failed() { Exit::ThresholdFailed } else { Exit::Pass })
+    Ok(if r.thresholds_failed() {
+        Exit::ThresholdFailed
+    } else {
+        Exit::Pass
+    })
 }
 
 fn overrides(a: &RunArgs) -> Result<Overrides, String> {
@@ -163,7 +176,12 @@ fn overrides(a: &RunArgs) -> Result<Overrides, String> {
             .map(units::parse_count)
             .transpose()
             .map_err(|e| format!("--users: {e}"))?,
-        rate: a.rate.as_deref().map(Rate::parse).transpose().map_err(|e| format!("--rate: {e}"))?,
+        rate: a
+            .rate
+            .as_deref()
+            .map(Rate::parse)
+            .transpose()
+            .map_err(|e| format!("--rate: {e}"))?,
         targets,
     })
 }
@@ -194,7 +212,9 @@ async fn run(args: RunArgs) -> Result<Exit, Failure> {
         let (interrupt, abort_now) = (interrupt.clone(), abort_now.clone());
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted: stopping, waiting for in-flight requests (Ctrl-C again to cut them off)");
+                eprintln!(
+                    "\ninterrupted: stopping, waiting for in-flight requests (Ctrl-C again to cut them off)"
+                );
                 interrupt.cancel();
                 if tokio::signal::ctrl_c().await.is_ok() {
                     abort_now.cancel();
@@ -204,13 +224,17 @@ async fn run(args: RunArgs) -> Result<Exit, Failure> {
     }
 
     let progress = ProgressDisplay::new(args.quiet, scenario.load.duration);
-    let output = engine::run(plan, &engine_plan, interrupt, abort_now, |p| progress.update(p))
-        .await
-        .map_err(|e| fail(Exit::Internal, anyhow!(e)))?;
+    let output = engine::run(plan, &engine_plan, interrupt, abort_now, |p| {
+        progress.update(p)
+    })
+    .await
+    .map_err(|e| fail(Exit::Internal, anyhow!(e)))?;
     progress.finish();
 
     let report = RunReport::new(&scenario, &args.file.display().to_string(), &output);
-    let summary = report.summary().map_err(|e| fail(Exit::Internal, anyhow!(e)))?;
+    let summary = report
+        .summary()
+        .map_err(|e| fail(Exit::Internal, anyhow!(e)))?;
     print!("{}", render_text(&report, &summary));
     if let Some(out) = &args.out {
         write_atomically(out, &report).map_err(|e| fail(Exit::Internal, e))?;
@@ -226,7 +250,9 @@ async fn run(args: RunArgs) -> Result<Exit, Failure> {
             .unwrap_or_default();
         eprintln!("error: target `{target}` ({url}) never answered: every connection failed");
         eprintln!("  Caused by: {example}");
-        eprintln!("hint: check that the service is running, or point the target elsewhere with --target {target}=URL");
+        eprintln!(
+            "hint: check that the service is running, or point the target elsewhere with --target {target}=URL"
+        );
     }
     Ok(if report.interrupted {
         Exit::Interrupted
@@ -243,11 +269,14 @@ async fn run(args: RunArgs) -> Result<Exit, Failure> {
 /// crash never leaves a half-written results file.
 fn write_atomically(path: &Path, report: &RunReport) -> anyhow::Result<()> {
     let tmp = path.with_extension("json.partial");
-    let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create `{}`", tmp.display()))?;
+    let file = std::fs::File::create(&tmp)
+        .with_context(|| format!("cannot create `{}`", tmp.display()))?;
     let mut w = std::io::BufWriter::new(file);
     serde_json::to_writer_pretty(&mut w, report).context("cannot serialise the results")?;
     use std::io::Write as _;
-    w.flush().with_context(|| format!("cannot write `{}`", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot move the results into `{}`", path.display()))?;
+    w.flush()
+        .with_context(|| format!("cannot write `{}`", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot move the results into `{}`", path.display()))?;
     Ok(())
 }

@@ -11,8 +11,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// and duration per request.
 #[derive(Debug, Parser)]
 #[command(name = "redproof", version, propagate_version = true)]
-#[command(after_help = "Exit codes: 0 pass · 1 a threshold failed · 64 usage or scenario error · \
-69 a target unavailable · 70 internal error · 130 interrupted")]
+#[command(
+    after_help = "Exit codes: 0 pass · 1 a threshold failed · 64 usage or scenario error · \
+69 a target unavailable · 70 internal error · 130 interrupted"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

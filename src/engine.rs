@@ -185,7 +185,8 @@ impl Schedule {
                 let lag = Instant::now().saturating_duration_since(due);
                 if lag > LATE_AFTER {
                     sh.late.fetch_add(1, Ordering::Relaxed);
-                    sh.max_lag_us.fetch_max(lag.as_micros() as u64, Ordering::Relaxed);
+                    sh.max_lag_us
+                        .fetch_max(lag.as_micros() as u64, Ordering::Relaxed);
                 }
                 Some(due)
             }
@@ -194,7 +195,14 @@ impl Schedule {
 }
 
 /// The one worker loop: next start, pick, send, record.
-async fn worker<E: Executor>(exec: Rc<E>, sh: Arc<Shared>, rec: Arc<Mutex<Recorder>>, choice: Rc<WeightedChoice>, mut schedule: Schedule, seed: u64) {
+async fn worker<E: Executor>(
+    exec: Rc<E>,
+    sh: Arc<Shared>,
+    rec: Arc<Mutex<Recorder>>,
+    choice: Rc<WeightedChoice>,
+    mut schedule: Schedule,
+    seed: u64,
+) {
     let mut scratch = Scratch::new(seed);
     while let Some(from) = schedule.next(&sh, &mut scratch.rng).await {
         let index = choice.pick(&mut scratch.rng);
@@ -224,7 +232,13 @@ fn lock(m: &Mutex<Recorder>) -> std::sync::MutexGuard<'_, Recorder> {
 
 /// Runs the load until its end, `interrupt`, or iterations run out, then
 /// drains. `on_progress` is called once a second.
-pub async fn run<F: ExecutorFactory + Clone>(factory: F, plan: &EnginePlan, interrupt: CancellationToken, abort_now: CancellationToken, mut on_progress: impl FnMut(&Progress)) -> Result<EngineOutput, String> {
+pub async fn run<F: ExecutorFactory + Clone>(
+    factory: F,
+    plan: &EnginePlan,
+    interrupt: CancellationToken,
+    abort_now: CancellationToken,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<EngineOutput, String> {
     let n_requests = plan.weights.len();
     let threads = plan.threads.max(1);
     let load = &plan.load;
@@ -252,13 +266,15 @@ pub async fn run<F: ExecutorFactory + Clone>(factory: F, plan: &EnginePlan, inte
         late: AtomicU64::new(0),
         max_lag_us: AtomicU64::new(0),
     });
-    let recorders: Vec<Arc<Mutex<Recorder>>> = (0..threads).map(|_| Arc::new(Mutex::new(Recorder::new(n_requests)))).collect();
+    let recorders: Vec<Arc<Mutex<Recorder>>> = (0..threads)
+        .map(|_| Arc::new(Mutex::new(Recorder::new(n_requests))))
+        .collect();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Result<(), String>>(threads);
     let mut handles = Vec::new();
-    for thread in 0..threads {
+    for (thread, rec) in recorders.iter().enumerate() {
         let factory = factory.clone();
         let sh = sh.clone();
-        let rec = recorders[thread].clone();
+        let rec = rec.clone();
         let done = done_tx.clone();
         let weights = plan.weights.clone();
         let model = load.model.clone();
@@ -286,7 +302,11 @@ pub async fn run<F: ExecutorFactory + Clone>(factory: F, plan: &EnginePlan, inte
     let mut thread_error = None;
     let far = t0 + Duration::from_secs(86_400 * 365);
 
-    let flush = |now: Instant, window: &mut Recorder, totals: &mut Recorder, windows: &mut Vec<Window>, last_flush: &mut Instant| {
+    let flush = |now: Instant,
+                 window: &mut Recorder,
+                 totals: &mut Recorder,
+                 windows: &mut Vec<Window>,
+                 last_flush: &mut Instant| {
         window.reset();
         for r in &recorders {
             let mut g = lock(r);
@@ -369,12 +389,16 @@ pub async fn run<F: ExecutorFactory + Clone>(factory: F, plan: &EnginePlan, inte
         return Err(e);
     }
     flush(t1, &mut window, &mut totals, &mut windows, &mut last_flush);
-    if windows.last().is_some_and(|w| w.all.count == 0 && windows.len() > 1) {
+    if windows
+        .last()
+        .is_some_and(|w| w.all.count == 0 && windows.len() > 1)
+    {
         windows.pop();
     }
 
     let schedule = interval.map(|interval| {
-        let due_by_time = (stopped_at.duration_since(t0).as_secs_f64() / interval.as_secs_f64()).ceil() as u64;
+        let due_by_time =
+            (stopped_at.duration_since(t0).as_secs_f64() / interval.as_secs_f64()).ceil() as u64;
         let due = load.iterations.map_or(due_by_time, |n| n.min(due_by_time));
         let total = totals.total();
         let started = total.count() + total.unknown;
@@ -397,7 +421,9 @@ pub async fn run<F: ExecutorFactory + Clone>(factory: F, plan: &EnginePlan, inte
 
 fn describe_load(model: &LoadModel, elapsed: Duration) -> String {
     match model {
-        LoadModel::Closed { users, spawn_rate, .. } => {
+        LoadModel::Closed {
+            users, spawn_rate, ..
+        } => {
             let active = match spawn_rate {
                 Some(r) => ((elapsed.as_secs_f64() * r.get()).floor() as u64 + 1).min(*users),
                 None => *users,
@@ -408,7 +434,15 @@ fn describe_load(model: &LoadModel, elapsed: Duration) -> String {
     }
 }
 
-fn run_thread<F: ExecutorFactory>(factory: &F, thread: usize, threads: usize, sh: Arc<Shared>, rec: Arc<Mutex<Recorder>>, weights: &[u32], model: &LoadModel) -> Result<(), String> {
+fn run_thread<F: ExecutorFactory>(
+    factory: &F,
+    thread: usize,
+    threads: usize,
+    sh: Arc<Shared>,
+    rec: Arc<Mutex<Recorder>>,
+    weights: &[u32],
+    model: &LoadModel,
+) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -426,14 +460,26 @@ fn run_thread<F: ExecutorFactory>(factory: &F, thread: usize, threads: usize, sh
         // in-flight cap spread evenly over threads.
         for w in (thread as u64..workers).step_by(threads) {
             let schedule = match model {
-                LoadModel::Closed { spawn_rate, wait, .. } => Schedule::Closed {
-                    spawn_at: Some(sh.t0 + spawn_rate.map_or(Duration::ZERO, |r| r.interval().mul_f64(w as f64))),
+                LoadModel::Closed {
+                    spawn_rate, wait, ..
+                } => Schedule::Closed {
+                    spawn_at: Some(
+                        sh.t0
+                            + spawn_rate.map_or(Duration::ZERO, |r| r.interval().mul_f64(w as f64)),
+                    ),
                     wait: *wait,
                 },
                 LoadModel::Open { .. } => Schedule::Open,
             };
             let seed = fastrand::u64(..) ^ w;
-            tracker.spawn_local(worker(exec.clone(), sh.clone(), rec.clone(), choice.clone(), schedule, seed));
+            tracker.spawn_local(worker(
+                exec.clone(),
+                sh.clone(),
+                rec.clone(),
+                choice.clone(),
+                schedule,
+                seed,
+            ));
         }
         tracker.close();
         tracker.wait().await;
@@ -465,7 +511,10 @@ mod tests {
         let m = LoadModel::Closed {
             users: 10,
             spawn_rate: crate::scenario::units::Rate::per_second(2.0),
-            wait: DurationRange { min: Duration::ZERO, max: Duration::ZERO },
+            wait: DurationRange {
+                min: Duration::ZERO,
+                max: Duration::ZERO,
+            },
         };
         assert_eq!(describe_load(&m, Duration::from_millis(1500)), "4/10 users");
         assert_eq!(describe_load(&m, Duration::from_secs(60)), "10/10 users");

@@ -48,11 +48,22 @@ impl HttpTemplate {
                     Ok((key, t(v)?))
                 })
                 .collect::<Result<_, String>>()?,
-            headers: h.headers.iter().map(|(k, v)| Ok((k.clone(), t(v)?))).collect::<Result<_, String>>()?,
+            headers: h
+                .headers
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), t(v)?)))
+                .collect::<Result<_, String>>()?,
             body: match &h.body {
                 None => None,
                 Some(Body::Text(b)) => Some(BodyTemplate::Text(t(b)?)),
-                Some(Body::Json(j)) => Some(BodyTemplate::Json(JsonTemplate::compile(j, env).map_err(|e| e.message)?)),
+                Some(Body::Json(j)) => Some(BodyTemplate::Json(
+                    JsonTemplate::compile(j, env).map_err(|e| {
+                        e.into_iter()
+                            .map(|e| e.message)
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    })?,
+                )),
             },
         })
     }
@@ -122,10 +133,15 @@ pub struct HttpPlan {
 impl HttpPlan {
     /// Compiles the templates of every request of a validated scenario.
     pub fn new(s: &Scenario) -> Result<Self, String> {
-        let env = TemplateEnv::new(s.data.iter().map(|d| (d.name.as_str(), d.values.as_slice())));
+        let env = TemplateEnv::new(
+            s.data
+                .iter()
+                .map(|d| (d.name.as_str(), d.values.as_slice())),
+        );
         let mut requests = Vec::new();
         for r in &s.requests {
-            let t = HttpTemplate::compile(&r.http, &env).map_err(|e| format!("request `{}`: {e}", r.name))?;
+            let t = HttpTemplate::compile(&r.http, &env)
+                .map_err(|e| format!("request `{}`: {e}", r.name))?;
             let target = &s.targets[r.http.target];
             let mut static_headers = HeaderMap::new();
             let mut dynamic_headers = Vec::new();
@@ -134,14 +150,17 @@ impl HttpPlan {
                     .map_err(|_| format!("request `{}`: invalid header name `{name}`", r.name))?;
                 match tpl.as_static() {
                     Some(v) => {
-                        let v = HeaderValue::from_str(v)
-                            .map_err(|_| format!("request `{}`: invalid value for header `{name}`", r.name))?;
+                        let v = HeaderValue::from_str(v).map_err(|_| {
+                            format!("request `{}`: invalid value for header `{name}`", r.name)
+                        })?;
                         static_headers.insert(name, v);
                     }
                     None => dynamic_headers.push((name, tpl.clone())),
                 }
             }
-            if matches!(t.body, Some(BodyTemplate::Json(_))) && !static_headers.contains_key(CONTENT_TYPE) {
+            if matches!(t.body, Some(BodyTemplate::Json(_)))
+                && !static_headers.contains_key(CONTENT_TYPE)
+            {
                 static_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             }
             requests.push(PreparedRequest {
@@ -202,8 +221,13 @@ impl ExecutorFactory for Arc<HttpPlan> {
                 if t.insecure {
                     b = b.tls_danger_accept_invalid_certs(true);
                 }
-                b.build()
-                    .map_err(|e| format!("target `{}`: cannot build an HTTP client: {}", t.name, chain(&e)))
+                b.build().map_err(|e| {
+                    format!(
+                        "target `{}`: cannot build an HTTP client: {}",
+                        t.name,
+                        chain(&e)
+                    )
+                })
             })
             .collect::<Result<_, _>>()?;
         Ok(HttpExecutor {
@@ -312,7 +336,10 @@ pub fn classify(e: &reqwest::Error) -> TransportError {
             return TransportError::Tls;
         }
         if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            if io.get_ref().is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()) {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+            {
                 return TransportError::Tls;
             }
             use std::io::ErrorKind::*;

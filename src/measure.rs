@@ -135,7 +135,11 @@ impl RequestStats {
 
     /// Completed requests whose outcome did not meet the expectation.
     pub fn errors(&self) -> u64 {
-        self.outcomes.iter().filter(|o| !o.ok).map(|o| o.histogram.len()).sum()
+        self.outcomes
+            .iter()
+            .filter(|o| !o.ok)
+            .map(|o| o.histogram.len())
+            .sum()
     }
 
     /// Latency over every request that got an HTTP response. Transport
@@ -145,7 +149,8 @@ impl RequestStats {
         let mut h = new_histogram();
         for o in &self.outcomes {
             if matches!(o.outcome, Outcome::Status(_)) {
-                h.add(&o.histogram).expect("auto-resizing histograms always merge");
+                h.add(&o.histogram)
+                    .expect("auto-resizing histograms always merge");
             }
         }
         h
@@ -157,7 +162,9 @@ impl RequestStats {
                 continue;
             }
             let slot = self.slot(o.outcome, o.ok);
-            slot.histogram.add(&o.histogram).expect("auto-resizing histograms always merge");
+            slot.histogram
+                .add(&o.histogram)
+                .expect("auto-resizing histograms always merge");
             if slot.example.is_none() {
                 slot.example.clone_from(&o.example);
             }
@@ -181,11 +188,20 @@ impl Recorder {
 
     /// Records one finished request.
     pub fn record(&mut self, request: usize, outcome: Outcome, ok: bool, latency: Duration) {
-        record_micros(&mut self.requests[request].slot(outcome, ok).histogram, latency);
+        record_micros(
+            &mut self.requests[request].slot(outcome, ok).histogram,
+            latency,
+        );
     }
 
     /// Records a transport error, keeping its message when it is the first.
-    pub fn record_error(&mut self, request: usize, kind: TransportError, latency: Duration, message: impl FnOnce() -> String) {
+    pub fn record_error(
+        &mut self,
+        request: usize,
+        kind: TransportError,
+        latency: Duration,
+        message: impl FnOnce() -> String,
+    ) {
         let slot = self.requests[request].slot(Outcome::Transport(kind), false);
         record_micros(&mut slot.histogram, latency);
         if slot.example.is_none() {
@@ -238,7 +254,13 @@ pub struct WindowFigures {
 impl WindowFigures {
     pub fn of(stats: &RequestStats) -> Self {
         let h = stats.response_latency();
-        let q = |q: f64| if h.is_empty() { 0 } else { h.value_at_quantile(q) };
+        let q = |q: f64| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(q)
+            }
+        };
         Self {
             count: stats.count(),
             errors: stats.errors(),
@@ -281,15 +303,28 @@ mod tests {
             a.record(0, Outcome::Status(200), true, Duration::from_millis(5));
         }
         b.record(0, Outcome::Status(500), false, Duration::from_millis(50));
-        b.record_error(1, TransportError::Refused, Duration::from_micros(80), || "refused #1".into());
-        b.record_error(1, TransportError::Refused, Duration::from_micros(80), || "refused #2".into());
+        b.record_error(
+            1,
+            TransportError::Refused,
+            Duration::from_micros(80),
+            || "refused #1".into(),
+        );
+        b.record_error(
+            1,
+            TransportError::Refused,
+            Duration::from_micros(80),
+            || "refused #2".into(),
+        );
         b.record_unknown(1);
         a.merge(&b);
         assert_eq!(a.requests[0].count(), 11);
         assert_eq!(a.requests[0].errors(), 1);
         assert_eq!(a.requests[1].count(), 2);
         assert_eq!(a.requests[1].unknown, 1);
-        assert_eq!(a.requests[1].outcomes[0].example.as_deref(), Some("refused #1"));
+        assert_eq!(
+            a.requests[1].outcomes[0].example.as_deref(),
+            Some("refused #1")
+        );
         let lat = a.requests[0].response_latency();
         assert_eq!(lat.len(), 11);
         assert!(lat.max() >= 49_000);

@@ -173,7 +173,11 @@ fn compile_expr(expr: &str, env: &TemplateEnv) -> Result<Part, String> {
                 known.sort_unstable();
                 format!(
                     "`{expr}`: no data list named `{name}`; defined under `data:`: {}",
-                    if known.is_empty() { "(none)".to_owned() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "(none)".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
                 )
             })?;
             Ok(Part::Pick(values.clone()))
@@ -186,7 +190,9 @@ fn compile_expr(expr: &str, env: &TemplateEnv) -> Result<Part, String> {
             };
             let (lo, hi) = (parse(args[0])?, parse(args[1])?);
             if lo > hi {
-                return Err(format!("`{expr}`: the low end {lo} is above the high end {hi}"));
+                return Err(format!(
+                    "`{expr}`: the low end {lo} is above the high end {hi}"
+                ));
             }
             Ok(Part::RandInt(lo, hi))
         }
@@ -227,10 +233,15 @@ pub struct JsonTemplate {
 }
 
 impl JsonTemplate {
-    pub fn compile(node: &JsonNode, env: &TemplateEnv) -> Result<Self, TemplateError> {
+    /// Compiles a body; on failure returns the error of every bad leaf.
+    pub fn compile(node: &JsonNode, env: &TemplateEnv) -> Result<Self, Vec<TemplateError>> {
         let mut parts = Vec::new();
         let mut lit = String::new();
-        build_json(node, env, &mut parts, &mut lit)?;
+        let mut errors = Vec::new();
+        build_json(node, env, &mut parts, &mut lit, &mut errors);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
         if !lit.is_empty() {
             parts.push(JsonPart::Lit(lit.into()));
         }
@@ -252,20 +263,36 @@ impl JsonTemplate {
     }
 }
 
-fn build_json(node: &JsonNode, env: &TemplateEnv, parts: &mut Vec<JsonPart>, lit: &mut String) -> Result<(), TemplateError> {
+fn build_json(
+    node: &JsonNode,
+    env: &TemplateEnv,
+    parts: &mut Vec<JsonPart>,
+    lit: &mut String,
+    errors: &mut Vec<TemplateError>,
+) {
     match node {
         JsonNode::Null => lit.push_str("null"),
         JsonNode::Bool(b) => lit.push_str(if *b { "true" } else { "false" }),
         JsonNode::Number(n) => lit.push_str(n),
         JsonNode::String(s) => {
-            let t = compile_located(s, env)?;
+            let t = match compile_located(s, env) {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.push(e);
+                    return;
+                }
+            };
             match t.as_static() {
                 Some(text) => push_json_string(lit, text),
                 None => {
                     if !lit.is_empty() {
                         parts.push(JsonPart::Lit(std::mem::take(lit).into()));
                     }
-                    parts.push(if t.is_numeric() { JsonPart::Raw(t) } else { JsonPart::Str(t) });
+                    parts.push(if t.is_numeric() {
+                        JsonPart::Raw(t)
+                    } else {
+                        JsonPart::Str(t)
+                    });
                 }
             }
         }
@@ -275,7 +302,7 @@ fn build_json(node: &JsonNode, env: &TemplateEnv, parts: &mut Vec<JsonPart>, lit
                 if i > 0 {
                     lit.push(',');
                 }
-                build_json(item, env, parts, lit)?;
+                build_json(item, env, parts, lit, errors);
             }
             lit.push(']');
         }
@@ -287,12 +314,11 @@ fn build_json(node: &JsonNode, env: &TemplateEnv, parts: &mut Vec<JsonPart>, lit
                 }
                 push_json_string(lit, k);
                 lit.push(':');
-                build_json(v, env, parts, lit)?;
+                build_json(v, env, parts, lit, errors);
             }
             lit.push('}');
         }
     }
-    Ok(())
 }
 
 fn push_json_string(out: &mut String, s: &str) {
@@ -338,7 +364,11 @@ mod tests {
 
     fn env() -> TemplateEnv {
         TemplateEnv {
-            data: [("names".to_owned(), Arc::from(vec!["ann".to_owned(), "bo".to_owned()]))].into(),
+            data: [(
+                "names".to_owned(),
+                Arc::from(vec!["ann".to_owned(), "bo".to_owned()]),
+            )]
+            .into(),
             seq: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -347,14 +377,23 @@ mod tests {
     fn renders_every_function() {
         let env = env();
         let mut rng = fastrand::Rng::with_seed(1);
-        let t = Template::compile("/u/{{ pick(names) }}/{{randint(5, 5)}}/{{ seq() }}/{{ seq() }}", &env).unwrap();
+        let t = Template::compile(
+            "/u/{{ pick(names) }}/{{randint(5, 5)}}/{{ seq() }}/{{ seq() }}",
+            &env,
+        )
+        .unwrap();
         let s = t.render(&mut rng);
         assert!(s == "/u/ann/5/1/2" || s == "/u/bo/5/1/2", "{s}");
-        let u = Template::compile("{{ uuid() }}", &env).unwrap().render(&mut rng);
+        let u = Template::compile("{{ uuid() }}", &env)
+            .unwrap()
+            .render(&mut rng);
         assert_eq!(u.len(), 36);
         assert_eq!(&u[14..15], "4");
         assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"), "{u}");
-        assert_eq!(Template::compile("/plain", &env).unwrap().as_static(), Some("/plain"));
+        assert_eq!(
+            Template::compile("/plain", &env).unwrap().as_static(),
+            Some("/plain")
+        );
     }
 
     #[test]
@@ -370,11 +409,30 @@ mod tests {
     fn errors_say_what_is_wrong() {
         let env = env();
         let e = Template::compile("{{ pick(nmes) }}", &env).unwrap_err();
-        assert!(e.contains("no data list named `nmes`") && e.contains("names"), "{e}");
-        assert!(Template::compile("{{ now() }}", &env).unwrap_err().contains("unknown function `now`"));
-        assert!(Template::compile("{{ seq() ", &env).unwrap_err().contains("without a closing"));
-        assert!(Template::compile("{{ randint(9, 1) }}", &env).unwrap_err().contains("above the high end"));
-        assert!(Template::compile("{{ uuid(1) }}", &env).unwrap_err().contains("takes 0 arguments"));
+        assert!(
+            e.contains("no data list named `nmes`") && e.contains("names"),
+            "{e}"
+        );
+        assert!(
+            Template::compile("{{ now() }}", &env)
+                .unwrap_err()
+                .contains("unknown function `now`")
+        );
+        assert!(
+            Template::compile("{{ seq() ", &env)
+                .unwrap_err()
+                .contains("without a closing")
+        );
+        assert!(
+            Template::compile("{{ randint(9, 1) }}", &env)
+                .unwrap_err()
+                .contains("above the high end")
+        );
+        assert!(
+            Template::compile("{{ uuid(1) }}", &env)
+                .unwrap_err()
+                .contains("takes 0 arguments")
+        );
     }
 
     #[test]
@@ -382,9 +440,24 @@ mod tests {
         let env = env();
         let node = JsonNode::Object(vec![
             ("n".into(), JsonNode::Number("3".into())),
-            ("id".into(), JsonNode::String(Located { value: "{{ seq() }}".into(), pos: None })),
-            ("who".into(), JsonNode::String(Located { value: "a\"{{ pick(names) }}".into(), pos: None })),
-            ("l".into(), JsonNode::Array(vec![JsonNode::Null, JsonNode::Bool(false)])),
+            (
+                "id".into(),
+                JsonNode::String(Located {
+                    value: "{{ seq() }}".into(),
+                    pos: None,
+                }),
+            ),
+            (
+                "who".into(),
+                JsonNode::String(Located {
+                    value: "a\"{{ pick(names) }}".into(),
+                    pos: None,
+                }),
+            ),
+            (
+                "l".into(),
+                JsonNode::Array(vec![JsonNode::Null, JsonNode::Bool(false)]),
+            ),
         ]);
         let t = JsonTemplate::compile(&node, &env).unwrap();
         let mut out = String::new();

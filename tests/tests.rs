@@ -25,7 +25,9 @@ struct Run {
 
 fn finish(out: Output, dir: tempfile::TempDir) -> Run {
     let results_path = dir.path().join("results.json");
-    let results = std::fs::read_to_string(&results_path).ok().map(|t| serde_json::from_str(&t).unwrap());
+    let results = std::fs::read_to_string(&results_path)
+        .ok()
+        .map(|t| serde_json::from_str(&t).unwrap());
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -72,8 +74,18 @@ fn outcome_count(results: &Value, request: &str, outcome: &Value) -> u64 {
 }
 
 fn request_total(results: &Value, request: &str) -> u64 {
-    let r = results["requests"].as_array().unwrap().iter().find(|r| r["name"] == request).unwrap();
-    r["outcomes"].as_array().unwrap().iter().map(|o| o["count"].as_u64().unwrap()).sum()
+    let r = results["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == request)
+        .unwrap();
+    r["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["count"].as_u64().unwrap())
+        .sum()
 }
 
 #[test]
@@ -110,10 +122,21 @@ requests:
         assert!((got - share).abs() < 0.01, "share {got} vs {share}");
     }
     // 404 is not expected, 500 is: only `missing` counts as errors.
-    let missing_row = res["requests"].as_array().unwrap().iter().find(|r| r["name"] == "missing").unwrap();
+    let missing_row = res["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "missing")
+        .unwrap();
     assert_eq!(missing_row["outcomes"][0]["ok"], false);
     assert!(r.stdout.contains("404 ✗"), "{}", r.stdout);
-    assert!(r.stdout.lines().any(|l| l.starts_with("all ") && l.contains("20,000")), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("all ") && l.contains("20,000")),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
@@ -162,11 +185,18 @@ requests:
     assert!(res["schedule"]["dropped"].as_u64().unwrap() > 0);
     let summary = report_json(&r.dir.path().join("results.json"));
     let p99 = summary["summary"]["all"]["p99_us"].as_u64().unwrap();
-    assert!(p99 > 300_000, "latency should include time spent behind schedule, p99 = {p99}µs");
+    assert!(
+        p99 > 300_000,
+        "latency should include time spent behind schedule, p99 = {p99}µs"
+    );
 }
 
 fn report_json(results: &Path) -> Value {
-    let out = bin().args(["report", "--format", "json"]).arg(results).output().unwrap();
+    let out = bin()
+        .args(["report", "--format", "json"])
+        .arg(results)
+        .output()
+        .unwrap();
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -189,10 +219,22 @@ requests:
     let r = run(&scenario, &["--quiet"]);
     assert_eq!(r.code, 69, "{}\n{}", r.stdout, r.stderr);
     let res = r.results.unwrap();
-    assert_eq!(outcome_count(&res, "ping", &serde_json::json!({"transport": "refused"})), 200);
-    assert_eq!(r.stderr.matches("error:").count(), 1, "{}", r.stderr);
+    assert_eq!(
+        outcome_count(&res, "ping", &serde_json::json!({"transport": "refused"})),
+        200
+    );
+    assert_eq!(
+        r.stderr.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("target `api`"), "{}", r.stderr);
-    assert!(r.stdout.contains("connection refused × 200"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("connection refused ✗ × 200"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
@@ -217,7 +259,10 @@ requests:
     let resets = outcome_count(&res, "flaky", &serde_json::json!({"transport": "reset"}));
     assert!(flaky > 0);
     assert_eq!(resets, flaky, "{}", r.stdout);
-    assert_eq!(outcome_count(&res, "fine", &serde_json::json!({"status": 200})), server.counts.get("/ok"));
+    assert_eq!(
+        outcome_count(&res, "fine", &serde_json::json!({"status": 200})),
+        server.counts.get("/ok")
+    );
 }
 
 #[test]
@@ -236,7 +281,10 @@ requests:
     );
     let started = std::time::Instant::now();
     let r = run(&scenario, &["--quiet"]);
-    assert!(started.elapsed() < Duration::from_secs(4), "the drain limit must cut the run short");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the drain limit must cut the run short"
+    );
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let res = r.results.unwrap();
     let slow = res["requests"][0].clone();
@@ -292,15 +340,27 @@ thresholds: [ "all.p95 < 10s" ]
     let r = run(&scenario, &["--quiet"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let results = r.results.unwrap();
-    let schema: Value = serde_json::from_str(include_str!("../schema/results.schema.json")).unwrap();
+    let schema: Value =
+        serde_json::from_str(include_str!("../schema/results.schema.json")).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator.iter_errors(&results).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    let errors: Vec<String> = validator
+        .iter_errors(&results)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
     assert!(errors.is_empty(), "{errors:#?}");
     assert!(!results["windows"].as_array().unwrap().is_empty());
 
-    let out = bin().arg("report").arg(r.dir.path().join("results.json")).output().unwrap();
+    let out = bin()
+        .arg("report")
+        .arg(r.dir.path().join("results.json"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), r.stdout, "re-rendered report differs");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        r.stdout,
+        "re-rendered report differs"
+    );
 }
 
 #[test]
@@ -315,7 +375,18 @@ requests:
   - { name: ok, http: { target: web, path: /ok } }
 "#;
     let target = format!("web={}", server.url());
-    let r = run(scenario, &["--quiet", "--target", &target, "--users", "3", "--iterations", "90"]);
+    let r = run(
+        scenario,
+        &[
+            "--quiet",
+            "--target",
+            &target,
+            "--users",
+            "3",
+            "--iterations",
+            "90",
+        ],
+    );
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert_eq!(server.counts.get("/ok"), 90);
     assert_eq!(r.results.unwrap()["load"]["users"], 3);
@@ -349,7 +420,10 @@ requests:
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
     let r = finish(out, dir);
@@ -357,16 +431,28 @@ requests:
     let res = r.results.unwrap();
     assert_eq!(res["interrupted"], true);
     let n = request_total(&res, "ok");
-    assert!(n > 0 && n == server.counts.get("/ok"), "client {n}, server {}", server.counts.get("/ok"));
+    assert!(
+        n > 0 && n == server.counts.get("/ok"),
+        "client {n}, server {}",
+        server.counts.get("/ok")
+    );
     assert!(r.stdout.contains("INTERRUPTED"));
 }
 
 #[test]
 fn cli_help_snapshots() {
-    for args in [&["--help"][..], &["run", "--help"], &["validate", "--help"], &["report", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["validate", "--help"],
+        &["report", "--help"],
+    ] {
         let out = bin().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(0));
-        insta::assert_snapshot!(format!("help_{}", args[0].trim_start_matches('-')), String::from_utf8(out.stdout).unwrap());
+        insta::assert_snapshot!(
+            format!("help_{}", args[0].trim_start_matches('-')),
+            String::from_utf8(out.stdout).unwrap()
+        );
     }
 }
 
@@ -374,7 +460,10 @@ fn cli_help_snapshots() {
 fn usage_errors_exit_64() {
     let out = bin().args(["run"]).output().unwrap();
     assert_eq!(out.status.code(), Some(64));
-    let out = bin().args(["run", "/nonexistent/scenario.yaml"]).output().unwrap();
+    let out = bin()
+        .args(["run", "/nonexistent/scenario.yaml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the scenario file"));
 }
@@ -391,10 +480,18 @@ fn invalid_fixture_snapshots() {
     assert!(fixtures.len() >= 6);
     for f in fixtures {
         let rel = f.strip_prefix(root).unwrap();
-        let out = bin().current_dir(root).arg("validate").arg(rel).output().unwrap();
+        let out = bin()
+            .current_dir(root)
+            .arg("validate")
+            .arg(rel)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(64), "{}", rel.display());
         let name = f.file_stem().unwrap().to_string_lossy().into_owned();
-        insta::assert_snapshot!(format!("invalid_{name}"), String::from_utf8(out.stderr).unwrap());
+        insta::assert_snapshot!(
+            format!("invalid_{name}"),
+            String::from_utf8(out.stderr).unwrap()
+        );
     }
 }
 
@@ -405,7 +502,13 @@ fn bundled_scenarios_validate() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|e| e == "yaml") {
             let out = bin().arg("validate").arg(&p).output().unwrap();
-            assert_eq!(out.status.code(), Some(0), "{}: {}", p.display(), String::from_utf8_lossy(&out.stderr));
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}: {}",
+                p.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }

@@ -105,7 +105,9 @@ pub struct ThresholdResult {
 
 fn encode(h: &Histogram<u64>) -> String {
     let mut buf = Vec::new();
-    V2Serializer::new().serialize(h, &mut buf).expect("serialising into memory cannot fail");
+    V2Serializer::new()
+        .serialize(h, &mut buf)
+        .expect("serialising into memory cannot fail");
     base64::engine::general_purpose::STANDARD.encode(buf)
 }
 
@@ -189,15 +191,22 @@ impl RunReport {
             windows: out.windows.clone(),
             thresholds: Vec::new(),
         };
-        report.thresholds = evaluate(&s.thresholds, &report.summary().expect("histograms just encoded"));
+        report.thresholds = evaluate(
+            &s.thresholds,
+            &report.summary().expect("histograms just encoded"),
+        );
         report
     }
 
     /// Reads a results file.
     pub fn from_json(text: &str) -> Result<Self, String> {
-        let r: RunReport = serde_json::from_str(text).map_err(|e| format!("not a redproof results file: {e}"))?;
+        let r: RunReport =
+            serde_json::from_str(text).map_err(|e| format!("not a redproof results file: {e}"))?;
         if r.format != FORMAT {
-            return Err(format!("unsupported results format `{}`; this redproof reads `{FORMAT}`", r.format));
+            return Err(format!(
+                "unsupported results format `{}`; this redproof reads `{FORMAT}`",
+                r.format
+            ));
         }
         Ok(r)
     }
@@ -216,7 +225,8 @@ impl RunReport {
                 st.outcomes.push(OutcomeStats {
                     outcome: o.outcome,
                     ok: o.ok,
-                    histogram: decode(&o.histogram).map_err(|e| format!("request `{}`: {e}", r.name))?,
+                    histogram: decode(&o.histogram)
+                        .map_err(|e| format!("request `{}`: {e}", r.name))?,
                     example: o.example.clone(),
                 });
             }
@@ -250,13 +260,16 @@ impl RunReport {
                     .flat_map(|r| &r.outcomes)
                     .collect();
                 let all_failed = !outcomes.is_empty()
-                    && outcomes
-                        .iter()
-                        .all(|o| matches!(o.outcome, Outcome::Transport(k) if k.is_connect_failure()));
+                    && outcomes.iter().all(
+                        |o| matches!(o.outcome, Outcome::Transport(k) if k.is_connect_failure()),
+                    );
                 all_failed.then(|| {
                     (
                         t.to_owned(),
-                        outcomes.iter().find_map(|o| o.example.clone()).unwrap_or_default(),
+                        outcomes
+                            .iter()
+                            .find_map(|o| o.example.clone())
+                            .unwrap_or_default(),
                     )
                 })
             })
@@ -291,7 +304,13 @@ pub struct Row {
 impl Row {
     fn of(name: &str, st: &RequestStats, secs: f64) -> Self {
         let h = st.response_latency();
-        let q = |q: f64| if h.is_empty() { 0 } else { h.value_at_quantile(q) };
+        let q = |q: f64| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(q)
+            }
+        };
         let count = st.count();
         let errors = st.errors();
         let mut outcomes: Vec<(Outcome, bool, u64)> = st
@@ -306,7 +325,11 @@ impl Row {
             count,
             rps: count as f64 / secs,
             errors,
-            error_ratio: if count == 0 { 0.0 } else { errors as f64 / count as f64 },
+            error_ratio: if count == 0 {
+                0.0
+            } else {
+                errors as f64 / count as f64
+            },
             unknown: st.unknown,
             p50_us: q(0.50),
             p90_us: q(0.90),
@@ -378,7 +401,9 @@ pub fn evaluate(thresholds: &[Threshold], summary: &Summary) -> Vec<ThresholdRes
     thresholds
         .iter()
         .map(|t| {
-            let observed = summary.row(&t.subject).and_then(|r| r.metric(t.metric, t.limit));
+            let observed = summary
+                .row(&t.subject)
+                .and_then(|r| r.metric(t.metric, t.limit));
             ThresholdResult {
                 threshold: t.clone(),
                 observed,

@@ -19,7 +19,11 @@ impl ProgressDisplay {
             return Self { bar: None };
         }
         let colour = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-        let bar_style = if colour { "{bar:24.cyan/blue}" } else { "{bar:24}" };
+        let bar_style = if colour {
+            "{bar:24.cyan/blue}"
+        } else {
+            "{bar:24}"
+        };
         let bar = ProgressBar::with_draw_target(
             planned.map(|d| d.as_secs().max(1)),
             ProgressDrawTarget::stderr_with_hz(4),
@@ -41,7 +45,11 @@ impl ProgressDisplay {
         let Some(bar) = &self.bar else { return };
         let w = &p.window.all;
         let secs = p.window_len.as_secs_f64().max(1e-3);
-        let err = if w.count == 0 { 0.0 } else { w.errors as f64 * 100.0 / w.count as f64 };
+        let err = if w.count == 0 {
+            0.0
+        } else {
+            w.errors as f64 * 100.0 / w.count as f64
+        };
         bar.set_position(p.elapsed.as_secs());
         bar.set_message(format!(
             "{} · {:.0} rps · {:.1}% errors · p95 {} · {} done{}",

@@ -10,7 +10,7 @@ fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -49,7 +49,13 @@ pub fn render_text(r: &RunReport, summary: &Summary) -> String {
         "request", "count", "rps", "errors", "err%", "p50", "p90", "p95", "p99", "max"
     );
     for row in summary.rows.iter().chain(std::iter::once(&summary.all)) {
-        let lat = |us: u64| if row.has_latency() { format_micros(us) } else { "-".into() };
+        let lat = |us: u64| {
+            if row.has_latency() {
+                format_micros(us)
+            } else {
+                "-".into()
+            }
+        };
         let _ = writeln!(
             o,
             "{:<name_w$} {:>10} {:>9.1} {:>8} {:>6.2}% {:>8} {:>8} {:>8} {:>8} {:>8}",
@@ -77,7 +83,11 @@ pub fn render_text(r: &RunReport, summary: &Summary) -> String {
             o,
             "  {:<name_w$} {}",
             row.name,
-            if parts.is_empty() { "nothing completed".into() } else { parts.join(" · ") }
+            if parts.is_empty() {
+                "nothing completed".into()
+            } else {
+                parts.join(" · ")
+            }
         );
     }
     let transport: Vec<String> = summary

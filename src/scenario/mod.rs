@@ -98,7 +98,10 @@ pub fn load_file(path: &Path) -> Result<Scenario, ScenarioErrors> {
         ScenarioErrors::new(
             path,
             "",
-            vec![Diagnostic::at(None, format!("cannot read the scenario file: {e}"))],
+            vec![Diagnostic::at(
+                None,
+                format!("cannot read the scenario file: {e}"),
+            )],
         )
     })?;
     parse(path, &text)

@@ -25,7 +25,10 @@ impl RequestName {
         if s == "all" {
             return Err("`all` is reserved for the whole run; choose another request name".into());
         }
-        if !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             return Err(format!(
                 "request name `{s}` may only contain letters, digits, `_` and `-`"
             ));
@@ -297,8 +300,9 @@ const HTTP_METHODS: &[&str] = &[
 ];
 
 fn check_url(url: &str) -> Result<String, String> {
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|e| format!("expected an absolute URL such as `http://127.0.0.1:8000`, got `{url}` ({e})"))?;
+    let parsed = reqwest::Url::parse(url).map_err(|e| {
+        format!("expected an absolute URL such as `http://127.0.0.1:8000`, got `{url}` ({e})")
+    })?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!(
             "expected an `http://` or `https://` URL, got scheme `{}` in `{url}`",
@@ -324,7 +328,12 @@ impl Checker {
     }
 
     /// Runs a parser on a located value, recording its error.
-    fn parse<T>(&mut self, v: &Text, field: &str, f: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+    fn parse<T>(
+        &mut self,
+        v: &Text,
+        field: &str,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
         match f(v.as_str()) {
             Ok(t) => Some(t),
             Err(e) => {
@@ -358,10 +367,15 @@ fn load_error(e: &LoadError) -> Diagnostic {
     };
     let message = match e {
         LoadError::TopLevelMustBeMapping(_) => {
-            "a scenario file is a YAML mapping (`name:`, `targets:`, `load:`, `requests:` …)".to_owned()
+            "a scenario file is a YAML mapping (`name:`, `targets:`, `load:`, `requests:` …)"
+                .to_owned()
         }
-        LoadError::UnexpectedAnchor(_) => "YAML anchors and aliases are not supported in scenario files".to_owned(),
-        LoadError::UnexpectedTag(_) => "YAML tags (`!foo`) are not supported in scenario files".to_owned(),
+        LoadError::UnexpectedAnchor(_) => {
+            "YAML anchors and aliases are not supported in scenario files".to_owned()
+        }
+        LoadError::UnexpectedTag(_) => {
+            "YAML tags (`!foo`) are not supported in scenario files".to_owned()
+        }
         LoadError::DuplicateKey(inner) => format!("the key `{}` appears twice", inner.key.as_str()),
         LoadError::ScanError(_, s) => format!("invalid YAML: {}", s.info()),
         other => format!("invalid YAML: {other}"),
@@ -381,7 +395,8 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, Vec<Diagnostic>
         .error_on_duplicate_keys(true)
         .prevent_coercion(true)
         .toplevel_mapping();
-    let node = marked_yaml::parse_yaml_with_options(0, text, options).map_err(|e| vec![load_error(&e)])?;
+    let node =
+        marked_yaml::parse_yaml_with_options(0, text, options).map_err(|e| vec![load_error(&e)])?;
     let raw: RawScenario = marked_yaml::from_node(&node).map_err(|e| {
         let mut pos = e.start_mark().map(|m| Pos {
             line: m.line(),
@@ -393,7 +408,10 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, Vec<Diagnostic>
             // The reported span is the enclosing mapping; point at the key.
             pos = find_key(&node, field, pos.unwrap_or_default()).or(pos);
         }
-        vec![Diagnostic::at(pos, format!("{}{where_}", lowercase_first(&inner.to_string())))]
+        vec![Diagnostic::at(
+            pos,
+            format!("{}{where_}", lowercase_first(&inner.to_string())),
+        )]
     })?;
     let _ = path;
     let mut c = Checker { diags: Vec::new() };
@@ -432,11 +450,15 @@ fn lowercase_first(s: &str) -> String {
 
 fn check(c: &mut Checker, raw: &RawScenario, root: &Node) -> Option<Scenario> {
     if raw.name.trim().is_empty() {
-        c.err(pos(&raw.name), "`name`: expected a scenario name, got an empty string");
+        c.err(
+            pos(&raw.name),
+            "`name`: expected a scenario name, got an empty string",
+        );
     }
     let targets = check_targets(c, &raw.targets);
     let data = check_data(c, &raw.data);
-    let load = check_load(c, &raw.load);
+    let load_key = find_key(root, "load", Pos::default());
+    let load = check_load(c, &raw.load, load_key);
     let env = TemplateEnv::new(data.iter().map(|d| (d.name.as_str(), d.values.as_slice())));
     let requests = check_requests(c, raw, root, &targets, &env);
     let mut names: Vec<&str> = raw.requests.iter().map(|r| r.name.as_str()).collect();
@@ -473,10 +495,22 @@ fn check_targets(c: &mut Checker, raw: &OrderedMap<raw::RawTarget>) -> Vec<Targe
         let mut headers = Vec::new();
         for (k, v) in &t.headers.0 {
             if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
-                c.err(pos(k), format!("`headers`: `{}` is not a valid HTTP header name", k.as_str()));
+                c.err(
+                    pos(k),
+                    format!(
+                        "`headers`: `{}` is not a valid HTTP header name",
+                        k.as_str()
+                    ),
+                );
             }
             if reqwest::header::HeaderValue::from_str(v).is_err() {
-                c.err(pos(v), format!("`headers`: the value of `{}` is not a valid HTTP header value", k.as_str()));
+                c.err(
+                    pos(v),
+                    format!(
+                        "`headers`: the value of `{}` is not a valid HTTP header value",
+                        k.as_str()
+                    ),
+                );
             }
             headers.push((k.to_string(), v.to_string()));
         }
@@ -509,7 +543,10 @@ fn check_data(c: &mut Checker, raw: &OrderedMap<Spanned<Vec<Text>>>) -> Vec<Data
         .iter()
         .map(|(name, values)| {
             if values.is_empty() {
-                c.err(pos(values), format!("`data.{}`: expected at least one value", name.as_str()));
+                c.err(
+                    pos(values),
+                    format!("`data.{}`: expected at least one value", name.as_str()),
+                );
             }
             DataList {
                 name: name.to_string(),
@@ -519,21 +556,45 @@ fn check_data(c: &mut Checker, raw: &OrderedMap<Spanned<Vec<Text>>>) -> Vec<Data
         .collect()
 }
 
-fn check_load(c: &mut Checker, load: &Spanned<raw::RawLoad>) -> Option<Load> {
+fn check_load(
+    c: &mut Checker,
+    load: &Spanned<raw::RawLoad>,
+    load_pos: Option<Pos>,
+) -> Option<Load> {
     let l: &raw::RawLoad = load;
     let count = |c: &mut Checker, v: &Option<Text>, field: &str| {
-        v.as_ref().and_then(|v| c.parse(v, field, units::parse_count))
+        v.as_ref()
+            .and_then(|v| c.parse(v, field, units::parse_count))
     };
     let users = count(c, &l.users, "users");
     let iterations = count(c, &l.iterations, "iterations");
     let max_in_flight = count(c, &l.max_in_flight, "max_in_flight");
-    let rate = l.rate.as_ref().and_then(|v| c.parse(v, "rate", Rate::parse));
-    let spawn_rate = l.spawn_rate.as_ref().and_then(|v| c.parse(v, "spawn_rate", Rate::parse));
-    let wait = l.wait.as_ref().and_then(|v| c.parse(v, "wait", DurationRange::parse));
-    let duration = l.duration.as_ref().and_then(|v| c.parse(v, "duration", units::parse_duration));
-    let drain = l.drain.as_ref().and_then(|v| c.parse(v, "drain", units::parse_duration));
+    let rate = l
+        .rate
+        .as_ref()
+        .and_then(|v| c.parse(v, "rate", Rate::parse));
+    let spawn_rate = l
+        .spawn_rate
+        .as_ref()
+        .and_then(|v| c.parse(v, "spawn_rate", Rate::parse));
+    let wait = l
+        .wait
+        .as_ref()
+        .and_then(|v| c.parse(v, "wait", DurationRange::parse));
+    let duration = l
+        .duration
+        .as_ref()
+        .and_then(|v| c.parse(v, "duration", units::parse_duration));
+    let drain = l
+        .drain
+        .as_ref()
+        .and_then(|v| c.parse(v, "drain", units::parse_duration));
 
-    for (v, field) in [(&l.users, "users"), (&l.iterations, "iterations"), (&l.max_in_flight, "max_in_flight")] {
+    for (v, field) in [
+        (&l.users, "users"),
+        (&l.iterations, "iterations"),
+        (&l.max_in_flight, "max_in_flight"),
+    ] {
         if let Some(v) = v
             && units::parse_count(v) == Ok(0)
         {
@@ -545,7 +606,6 @@ fn check_load(c: &mut Checker, load: &Spanned<raw::RawLoad>) -> Option<Load> {
     {
         c.err(pos(d), "`duration`: expected a positive duration, got zero");
     }
-    let load_pos = pos(load);
     let model = match (&l.users, &l.rate) {
         (Some(_), Some(r)) => {
             c.err(pos(r), "`load`: `users` (closed model) and `rate` (open model) exclude each other; keep one");
@@ -591,13 +651,20 @@ fn check_load(c: &mut Checker, load: &Spanned<raw::RawLoad>) -> Option<Load> {
     })
 }
 
-fn check_requests(c: &mut Checker, raw: &RawScenario, root: &Node, targets: &[Target], env: &TemplateEnv) -> Vec<Request> {
+fn check_requests(
+    c: &mut Checker,
+    raw: &RawScenario,
+    root: &Node,
+    targets: &[Target],
+    env: &TemplateEnv,
+) -> Vec<Request> {
     if raw.requests.is_empty() {
-        c.err(pos(&raw.requests), "`requests`: expected at least one request");
+        c.err(
+            pos(&raw.requests),
+            "`requests`: expected at least one request",
+        );
     }
-    let json_nodes = root
-        .as_mapping()
-        .and_then(|m| m.get_sequence("requests"));
+    let json_nodes = root.as_mapping().and_then(|m| m.get_sequence("requests"));
     let mut out: Vec<Request> = Vec::new();
     let mut seen: Vec<&str> = Vec::new();
     for (i, r) in raw.requests.iter().enumerate() {
@@ -609,7 +676,13 @@ fn check_requests(c: &mut Checker, raw: &RawScenario, root: &Node, targets: &[Ta
             }
         };
         if seen.contains(&r.name.as_str()) {
-            c.err(pos(&r.name), format!("`name`: the request name `{}` is used twice; names must be unique", r.name.as_str()));
+            c.err(
+                pos(&r.name),
+                format!(
+                    "`name`: the request name `{}` is used twice; names must be unique",
+                    r.name.as_str()
+                ),
+            );
         }
         seen.push(r.name.as_str());
         let weight = match &r.weight {
@@ -619,7 +692,13 @@ fn check_requests(c: &mut Checker, raw: &RawScenario, root: &Node, targets: &[Ta
                 match v.map(Weight::new) {
                     Some(Some(w)) => Some(w),
                     Some(None) => {
-                        c.err(pos(w), format!("`weight`: expected a whole number from 1 to 1000000, got `{}`", w.as_str()));
+                        c.err(
+                            pos(w),
+                            format!(
+                                "`weight`: expected a whole number from 1 to 1000000, got `{}`",
+                                w.as_str()
+                            ),
+                        );
                         None
                     }
                     None => None,
@@ -640,7 +719,10 @@ fn check_requests(c: &mut Checker, raw: &RawScenario, root: &Node, targets: &[Ta
             }
         };
         let Some(http) = &r.http else {
-            c.err(pos(&r.name), format!("request `{}`: expected an `http:` call", r.name.as_str()));
+            c.err(
+                pos(&r.name),
+                format!("request `{}`: expected an `http:` call", r.name.as_str()),
+            );
             continue;
         };
         let json_node = json_nodes
@@ -660,7 +742,13 @@ fn check_requests(c: &mut Checker, raw: &RawScenario, root: &Node, targets: &[Ta
     out
 }
 
-fn check_http(c: &mut Checker, h: &Spanned<raw::RawHttp>, json: Option<&Node>, targets: &[Target], env: &TemplateEnv) -> Option<HttpCall> {
+fn check_http(
+    c: &mut Checker,
+    h: &Spanned<raw::RawHttp>,
+    json: Option<&Node>,
+    targets: &[Target],
+    env: &TemplateEnv,
+) -> Option<HttpCall> {
     let target = targets.iter().position(|t| t.name == *h.target);
     if target.is_none() {
         let known: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
@@ -669,7 +757,11 @@ fn check_http(c: &mut Checker, h: &Spanned<raw::RawHttp>, json: Option<&Node>, t
             format!(
                 "`target`: no target named `{}`; expected one of: {}",
                 h.target.as_str(),
-                if known.is_empty() { "(none defined)".to_owned() } else { known.join(", ") }
+                if known.is_empty() {
+                    "(none defined)".to_owned()
+                } else {
+                    known.join(", ")
+                }
             ),
         );
     }
@@ -680,18 +772,37 @@ fn check_http(c: &mut Checker, h: &Spanned<raw::RawHttp>, json: Option<&Node>, t
             if HTTP_METHODS.contains(&up.as_str()) {
                 Some(up)
             } else {
-                c.err(pos(m), format!("`method`: expected one of {}, got `{}`", HTTP_METHODS.join(", "), m.as_str()));
+                c.err(
+                    pos(m),
+                    format!(
+                        "`method`: expected one of {}, got `{}`",
+                        HTTP_METHODS.join(", "),
+                        m.as_str()
+                    ),
+                );
                 None
             }
         }
     };
     if !h.path.starts_with('/') {
-        c.err(pos(&h.path), format!("`path`: expected a path starting with `/`, got `{}`", h.path.as_str()));
+        c.err(
+            pos(&h.path),
+            format!(
+                "`path`: expected a path starting with `/`, got `{}`",
+                h.path.as_str()
+            ),
+        );
     }
     let mut headers = Vec::new();
     for (k, v) in &h.headers.0 {
         if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
-            c.err(pos(k), format!("`headers`: `{}` is not a valid HTTP header name", k.as_str()));
+            c.err(
+                pos(k),
+                format!(
+                    "`headers`: `{}` is not a valid HTTP header name",
+                    k.as_str()
+                ),
+            );
         }
         headers.push((k.to_string(), located(v)));
     }
@@ -711,15 +822,22 @@ fn check_http(c: &mut Checker, h: &Spanned<raw::RawHttp>, json: Option<&Node>, t
     };
     let path = located(&h.path);
     check_template(&path);
-    let query: Vec<(String, Located<String>)> = h.query.0.iter().map(|(k, v)| (k.to_string(), located(v))).collect();
+    let query: Vec<(String, Located<String>)> = h
+        .query
+        .0
+        .iter()
+        .map(|(k, v)| (k.to_string(), located(v)))
+        .collect();
     for (_, v) in query.iter().chain(&headers) {
         check_template(v);
     }
     match &body {
         Some(Body::Text(t)) => check_template(t),
         Some(Body::Json(j)) => {
-            if let Err(e) = JsonTemplate::compile(j, env) {
-                c.err(e.pos, e.message);
+            if let Err(errors) = JsonTemplate::compile(j, env) {
+                for e in errors {
+                    c.err(e.pos, e.message);
+                }
             }
         }
         None => {}
@@ -825,12 +943,30 @@ thresholds:
         let diags = parse(&text).unwrap_err();
         let msgs: Vec<String> = diags
             .iter()
-            .map(|d| format!("{}:{} {}", d.pos.unwrap().line, d.pos.unwrap().column, d.message))
+            .map(|d| {
+                format!(
+                    "{}:{} {}",
+                    d.pos.unwrap().line,
+                    d.pos.unwrap().column,
+                    d.message
+                )
+            })
             .collect();
         assert_eq!(diags.len(), 4, "{msgs:#?}");
-        assert!(msgs.iter().any(|m| m.starts_with("8:13 `duration`")), "{msgs:#?}");
-        assert!(msgs.iter().any(|m| m.contains("weight") && m.contains("got `0`")), "{msgs:#?}");
-        assert!(msgs.iter().any(|m| m.contains("no target named `api`") && m.contains("web")), "{msgs:#?}");
+        assert!(
+            msgs.iter().any(|m| m.starts_with("8:13 `duration`")),
+            "{msgs:#?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("weight") && m.contains("got `0`")),
+            "{msgs:#?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("no target named `api`") && m.contains("web")),
+            "{msgs:#?}"
+        );
         assert!(msgs.iter().any(|m| m.contains("used twice")), "{msgs:#?}");
     }
 
@@ -839,7 +975,11 @@ thresholds:
         let text = GOOD.replace("wait: 10ms..20ms", "wiat: 10ms..20ms");
         let diags = parse(&text).unwrap_err();
         assert_eq!(diags.len(), 1);
-        assert!(diags[0].message.contains("unknown field `wiat`"), "{:?}", diags[0]);
+        assert!(
+            diags[0].message.contains("unknown field `wiat`"),
+            "{:?}",
+            diags[0]
+        );
         assert_eq!(diags[0].pos.unwrap().line, 7);
     }
 

@@ -108,9 +108,9 @@ pub fn parse(text: &str, requests: &[&str]) -> Result<Threshold, String> {
     };
     let lhs = text[..at].trim();
     let rhs = text[at + op_str.len()..].trim();
-    let (name, metric_str) = lhs
-        .split_once('.')
-        .ok_or_else(|| format!("expected `NAME.METRIC` before `{op_str}`, e.g. `all.p95`, got `{lhs}`"))?;
+    let (name, metric_str) = lhs.split_once('.').ok_or_else(|| {
+        format!("expected `NAME.METRIC` before `{op_str}`, e.g. `all.p95`, got `{lhs}`")
+    })?;
     let subject = if name == "all" {
         Subject::All
     } else if requests.contains(&name) {
@@ -144,10 +144,9 @@ pub fn parse(text: &str, requests: &[&str]) -> Result<Threshold, String> {
         }
         Metric::Errors => match rhs.strip_suffix('%') {
             Some(p) => Limit::Ratio(
-                p.trim()
-                    .parse::<f64>()
-                    .map_err(|_| format!("expected a percentage such as `1%` or a count, got `{rhs}`"))?
-                    / 100.0,
+                p.trim().parse::<f64>().map_err(|_| {
+                    format!("expected a percentage such as `1%` or a count, got `{rhs}`")
+                })? / 100.0,
             ),
             None => Limit::Number(units::parse_count(rhs)? as f64),
         },
@@ -168,7 +167,9 @@ pub fn parse(text: &str, requests: &[&str]) -> Result<Threshold, String> {
 }
 
 fn unknown_metric(m: &str) -> String {
-    format!("unknown metric `{m}`; expected p50, p90, p95, p99, p99.9, mean, min, max, rps, count or errors")
+    format!(
+        "unknown metric `{m}`; expected p50, p90, p95, p99, p99.9, mean, min, max, rps, count or errors"
+    )
 }
 
 #[cfg(test)]
@@ -184,19 +185,41 @@ mod tests {
         let t = parse("all.errors <= 1%", &names).unwrap();
         assert_eq!((t.op, t.limit), (Op::Le, Limit::Ratio(0.01)));
         let t = parse("revert.rps > 50", &names).unwrap();
-        assert_eq!((t.subject, t.limit), (Subject::Request("revert".into()), Limit::Number(50.0)));
+        assert_eq!(
+            (t.subject, t.limit),
+            (Subject::Request("revert".into()), Limit::Number(50.0))
+        );
         let t = parse("all.errors < 5", &names).unwrap();
         assert_eq!(t.limit, Limit::Number(5.0));
-        assert_eq!(parse("all.p99.9 < 1s", &names).unwrap().metric, Metric::Percentile(99.9));
+        assert_eq!(
+            parse("all.p99.9 < 1s", &names).unwrap().metric,
+            Metric::Percentile(99.9)
+        );
     }
 
     #[test]
     fn explains_mistakes() {
         let names = ["proxy"];
-        assert!(parse("prxy.p95 < 1s", &names).unwrap_err().contains("one of: proxy"));
-        assert!(parse("proxy.p95 < 300", &names).unwrap_err().contains("expected a duration"));
-        assert!(parse("proxy.latency < 1s", &names).unwrap_err().contains("unknown metric"));
-        assert!(parse("proxy.p95 300ms", &names).unwrap_err().contains("NAME.METRIC OP VALUE"));
+        assert!(
+            parse("prxy.p95 < 1s", &names)
+                .unwrap_err()
+                .contains("one of: proxy")
+        );
+        assert!(
+            parse("proxy.p95 < 300", &names)
+                .unwrap_err()
+                .contains("expected a duration")
+        );
+        assert!(
+            parse("proxy.latency < 1s", &names)
+                .unwrap_err()
+                .contains("unknown metric")
+        );
+        assert!(
+            parse("proxy.p95 300ms", &names)
+                .unwrap_err()
+                .contains("NAME.METRIC OP VALUE")
+        );
     }
 
     #[test]

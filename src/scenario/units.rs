@@ -10,9 +10,8 @@ use std::time::Duration;
 /// Parses `250ms`, `2s`, `1.5s`, `1m30s`, `2h`, `500us`. A bare number is
 /// rejected: a unit-less duration is a classic source of 1000× mistakes.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let expected = || {
-        format!("expected a duration such as `250ms`, `2s`, `1m30s` or `1h`, got `{text}`")
-    };
+    let expected =
+        || format!("expected a duration such as `250ms`, `2s`, `1m30s` or `1h`, got `{text}`");
     let s = text.trim();
     if s.is_empty() {
         return Err(expected());
@@ -110,7 +109,8 @@ impl Rate {
             None => (s, 1.0),
         };
         let value = parse_count_f64(num).ok_or_else(expected)?;
-        Self::per_second(value / per).ok_or_else(|| format!("a rate must be above zero, got `{text}`"))
+        Self::per_second(value / per)
+            .ok_or_else(|| format!("a rate must be above zero, got `{text}`"))
     }
 
     /// A rate from a per-second figure; `None` unless positive and finite.
@@ -202,7 +202,11 @@ mod tests {
             let d = r.sample(&mut rng);
             assert!(d >= r.min && d <= r.max);
         }
-        assert!(DurationRange::parse("2s..1s").unwrap_err().contains("starts after"));
+        assert!(
+            DurationRange::parse("2s..1s")
+                .unwrap_err()
+                .contains("starts after")
+        );
         let c = DurationRange::parse("1s").unwrap();
         assert_eq!(c.sample(&mut rng), Duration::from_secs(1));
     }
@@ -213,7 +217,10 @@ mod tests {
         assert_eq!(Rate::parse("30/m").unwrap().get(), 0.5);
         assert_eq!(Rate::parse("1k/s").unwrap().get(), 1000.0);
         assert_eq!(Rate::parse("50").unwrap().get(), 50.0);
-        assert_eq!(Rate::parse("200/s").unwrap().interval(), Duration::from_millis(5));
+        assert_eq!(
+            Rate::parse("200/s").unwrap().interval(),
+            Duration::from_millis(5)
+        );
         assert!(Rate::parse("0/s").unwrap_err().contains("above zero"));
         assert!(Rate::parse("fast").unwrap_err().contains("expected a rate"));
         assert!(Rate::parse("10/fortnight").is_err());

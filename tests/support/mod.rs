@@ -19,7 +19,13 @@ pub struct Counts(Arc<Mutex<HashMap<String, u64>>>);
 impl Counts {
     /// Requests answered whose path starts with `prefix`.
     pub fn get(&self, prefix: &str) -> u64 {
-        self.0.lock().unwrap().iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v).sum()
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+            .sum()
     }
 }
 
@@ -36,14 +42,20 @@ impl TestServer {
 }
 
 pub fn start() -> TestServer {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
     let counts = Counts::default();
     let c = counts.clone();
     rt.spawn(async move {
         loop {
-            let Ok((sock, _)) = listener.accept().await else { return };
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
             let c = c.clone();
             tokio::spawn(async move {
                 let _ = sock.set_nodelay(true);
@@ -78,7 +90,7 @@ pub fn start() -> TestServer {
                     let route = path.split('?').next().unwrap_or("/").to_owned();
                     if route == "/reset" {
                         let sock = r.into_inner().reunite(w).unwrap();
-                        let _ = sock.set_linger(Some(Duration::ZERO));
+                        let _ = sock.set_zero_linger();
                         drop(sock);
                         return;
                     }
@@ -99,5 +111,9 @@ pub fn start() -> TestServer {
             });
         }
     });
-    TestServer { addr, counts, _rt: rt }
+    TestServer {
+        addr,
+        counts,
+        _rt: rt,
+    }
 }
