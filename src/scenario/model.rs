@@ -300,16 +300,22 @@ const HTTP_METHODS: &[&str] = &[
 ];
 
 fn check_url(url: &str) -> Result<String, String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| {
-        format!("expected an absolute URL such as `http://127.0.0.1:8000`, got `{url}` ({e})")
-    })?;
-    if !matches!(parsed.scheme(), "http" | "https") {
+    let example = "expected an absolute URL such as `http://127.0.0.1:8000`";
+    let parsed: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{example}, got `{url}` ({e})"))?;
+    let scheme = parsed
+        .scheme_str()
+        .ok_or_else(|| format!("{example}, got `{url}` (no scheme)"))?;
+    if !matches!(scheme, "http" | "https") {
         return Err(format!(
-            "expected an `http://` or `https://` URL, got scheme `{}` in `{url}`",
-            parsed.scheme()
+            "expected an `http://` or `https://` URL, got scheme `{scheme}` in `{url}`"
         ));
     }
-    if parsed.query().is_some() || parsed.fragment().is_some() {
+    if parsed.host().is_none_or(str::is_empty) {
+        return Err(format!("{example}, got `{url}` (no host)"));
+    }
+    if parsed.query().is_some() || url.contains('#') {
         return Err(format!(
             "a target URL is a base without query or fragment, got `{url}`"
         ));
@@ -494,7 +500,7 @@ fn check_targets(c: &mut Checker, raw: &OrderedMap<raw::RawTarget>) -> Vec<Targe
             .unwrap_or(DEFAULT_TIMEOUT);
         let mut headers = Vec::new();
         for (k, v) in &t.headers.0 {
-            if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
                 c.err(
                     pos(k),
                     format!(
@@ -503,7 +509,7 @@ fn check_targets(c: &mut Checker, raw: &OrderedMap<raw::RawTarget>) -> Vec<Targe
                     ),
                 );
             }
-            if reqwest::header::HeaderValue::from_str(v).is_err() {
+            if http::HeaderValue::from_str(v).is_err() {
                 c.err(
                     pos(v),
                     format!(
@@ -795,7 +801,7 @@ fn check_http(
     }
     let mut headers = Vec::new();
     for (k, v) in &h.headers.0 {
-        if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+        if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
             c.err(
                 pos(k),
                 format!(

@@ -1,0 +1,25 @@
+//! Compiles `proto/*.proto` with protox (pure Rust, no system `protoc`)
+//! and generates the tonic servers and clients from the descriptor set,
+//! which is also kept for gRPC server reflection.
+
+use std::path::PathBuf;
+
+fn main() {
+    let proto_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    let files = ["revert_name.proto", "time.proto", "heartbeat.proto"];
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", proto_dir.join(f).display());
+    }
+    let fds = protox::compile(files, [&proto_dir]).expect("proto files compile");
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    std::fs::write(
+        out.join("descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )
+    .unwrap();
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(fds)
+        .expect("code generation");
+}

@@ -1,0 +1,90 @@
+//! Demo services for redproof: the systems it is shown and tested against.
+//!
+//! Each service is a function taking pre-bound listeners, options (with
+//! its [`faults::Faults`]) and a shutdown token, so tests and
+//! `redproof demo` can run them in-process on ephemeral ports, and the
+//! `redproof-services` binary can run them on their usual ports.
+//!
+//! # Layout
+//!
+//! - [`faults`]: the instrumentation bugs that can be switched on.
+//! - [`exporter`]: metric registries and the `/metrics` text, with the
+//!   registry-level faults (workers, resets, frozen endpoint).
+//! - [`web`]: HTTP instrumentation (django-prometheus, fastapi
+//!   instrumentator, gunicorn statsd) as an axum middleware.
+//! - [`grpc`]: gRPC instrumentation (go-grpc-prometheus) and generated code.
+//! - services: [`edge`], [`revert`] (revert-name), [`time_service`]
+//!   (time), [`polls`], [`bank`]; [`heartbeat`] is the client the gRPC
+//!   services use to report to edge.
+
+pub mod bank;
+pub mod edge;
+pub mod exporter;
+pub mod faults;
+pub mod grpc;
+pub mod heartbeat;
+pub mod polls;
+pub mod revert;
+pub mod time_service;
+pub mod web;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::exporter::{Exporter, Instruments};
+
+/// Serves an axum app until `shutdown`, letting in-flight requests finish.
+pub async fn serve_http(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// Serves an exporter's text at `path` until `shutdown`.
+pub async fn serve_metrics<I: Instruments>(
+    listener: TcpListener,
+    exporter: Arc<Exporter<I>>,
+    path: &str,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route(path, get(web::metrics_text::<I>))
+        .with_state(exporter);
+    serve_http(listener, app, shutdown).await
+}
+
+/// A tonic router with gRPC reflection (v1 and v1alpha) already added.
+pub fn grpc_router() -> tonic::transport::server::Router {
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(grpc::proto::DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the embedded descriptor set is valid");
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(grpc::proto::DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("the embedded descriptor set is valid");
+    tonic::transport::Server::builder()
+        .add_service(v1)
+        .add_service(v1alpha)
+}
+
+/// Serves a tonic router until `shutdown`.
+pub async fn serve_grpc(
+    listener: TcpListener,
+    router: tonic::transport::server::Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    router
+        .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
+        .await
+        .map_err(std::io::Error::other)
+}

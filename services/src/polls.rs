@@ -1,0 +1,143 @@
+//! polls: the Django polls app of the original system. Three views — a
+//! slow success, a 404 and an unhandled exception — with django-prometheus
+//! metrics and gunicorn's statsd metrics at `/prometheus/metrics`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::exporter::{Exporter, Instruments};
+use crate::faults::Faults;
+use crate::web::{
+    self, Django, Exception, GunicornStatsd, Observation, Views, WebInstruments, WebMetrics,
+};
+
+/// Settings of the polls service.
+#[derive(Debug, Clone)]
+pub struct PollsOptions {
+    /// Mean of the success view's normally distributed sleep.
+    pub mean: Duration,
+    /// Standard deviation of that sleep.
+    pub stddev: Duration,
+    pub faults: Faults,
+}
+
+impl Default for PollsOptions {
+    fn default() -> Self {
+        Self {
+            mean: Duration::from_millis(800),
+            stddev: Duration::from_millis(200),
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// Django and gunicorn metrics on one endpoint, as a gunicorn-run Django
+/// app scraped together with its statsd_exporter would show.
+pub struct PollsInstruments {
+    django: Django,
+    gunicorn: GunicornStatsd,
+}
+
+impl Instruments for PollsInstruments {
+    fn register(r: &mut Registry) -> Self {
+        Self {
+            django: Django::register(r),
+            gunicorn: GunicornStatsd::default(),
+        }
+    }
+
+    fn extra_text(&self, out: &mut String) {
+        self.gunicorn.encode(out);
+    }
+}
+
+impl WebInstruments for PollsInstruments {
+    fn observe(&self, o: &Observation, views: &Views) {
+        self.django.observe(o, views);
+        self.gunicorn.observe(o.status, o.seconds);
+    }
+}
+
+/// A standard normal draw (Box–Muller).
+fn standard_normal(rng: &mut fastrand::Rng) -> f64 {
+    let u1 = rng.f64().max(f64::MIN_POSITIVE);
+    let u2 = rng.f64();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+/// Serves polls on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    opts: PollsOptions,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let exporter = Exporter::<PollsInstruments>::new(&opts.faults);
+    exporter.spawn_fault_timers(shutdown.clone());
+    let metrics = Arc::new(WebMetrics {
+        exporter: exporter.clone(),
+        views: Views(vec![
+            ("/polls/2xx_success/", "polls:2xx_success"),
+            ("/polls/4xx_not_found/", "polls:4xx_not_found"),
+            ("/polls/5xx_exception/", "polls:5xx_exception"),
+        ]),
+    });
+    let (mean, sd) = (opts.mean.as_secs_f64(), opts.stddev.as_secs_f64());
+    let app = Router::new()
+        .route(
+            "/polls/2xx_success/",
+            get(move || async move {
+                let secs = (mean + sd * standard_normal(&mut fastrand::Rng::new())).max(0.0);
+                tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+                "Hello, world. You're at the polls index."
+            }),
+        )
+        .route(
+            "/polls/4xx_not_found/",
+            get(|| async { (StatusCode::NOT_FOUND, "Poll does not exist") }),
+        )
+        .route("/polls/5xx_exception/", get(exception))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            web::instrument::<PollsInstruments>,
+        ))
+        .merge(
+            Router::new()
+                .route(
+                    "/prometheus/metrics",
+                    get(web::metrics_text::<PollsInstruments>),
+                )
+                .with_state(exporter),
+        );
+    crate::serve_http(listener, app, shutdown).await
+}
+
+/// A view that raises: Django answers 500 and its exception middleware
+/// records the exception type.
+async fn exception() -> Response {
+    let mut r = (StatusCode::INTERNAL_SERVER_ERROR, "Server Error (500)").into_response();
+    r.extensions_mut().insert(Exception("ZeroDivisionError"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn normal_draws_have_the_right_shape() {
+        let mut rng = fastrand::Rng::with_seed(9);
+        let xs: Vec<f64> = (0..20_000)
+            .map(|_| super::standard_normal(&mut rng))
+            .collect();
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
+        assert!(mean.abs() < 0.03, "{mean}");
+        assert!((var - 1.0).abs() < 0.05, "{var}");
+    }
+}

@@ -1,0 +1,114 @@
+//! time: tells the time over gRPC (`timeservice.Time/WhatTimeIs`), and
+//! sends heartbeats to edge. gRPC metrics on their own port.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::exporter::Exporter;
+use crate::grpc::proto::timeservice::time_server::{Time, TimeServer};
+use crate::grpc::proto::timeservice::{WhatTimeIsReply, WhatTimeIsRequest};
+use crate::grpc::{GrpcInstruments, Method, Side, observe_unary};
+use crate::revert::GrpcOptions;
+
+pub const WHAT_TIME_IS: Method = Method {
+    service: "timeservice.Time",
+    method: "WhatTimeIs",
+};
+
+struct Service {
+    exporter: Arc<Exporter<GrpcInstruments>>,
+}
+
+/// RFC 3339 in UTC with milliseconds, from a Unix time in milliseconds.
+pub fn rfc3339(unix_ms: i64) -> String {
+    let secs = unix_ms.div_euclid(1000);
+    let ms = unix_ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[tonic::async_trait]
+impl Time for Service {
+    async fn what_time_is(
+        &self,
+        _req: Request<WhatTimeIsRequest>,
+    ) -> Result<Response<WhatTimeIsReply>, Status> {
+        observe_unary(&self.exporter, Side::Server, WHAT_TIME_IS, async {
+            let unix_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as i64;
+            Ok(Response::new(WhatTimeIsReply {
+                time: rfc3339(unix_ms),
+                unix_ms,
+            }))
+        })
+        .await
+    }
+}
+
+/// Serves time's gRPC on `grpc` and its metrics on `metrics` until
+/// `shutdown`.
+pub async fn serve(
+    grpc: TcpListener,
+    metrics: TcpListener,
+    opts: GrpcOptions,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let exporter = Exporter::<GrpcInstruments>::new(&opts.faults);
+    exporter.spawn_fault_timers(shutdown.clone());
+    if let Some(edge) = &opts.edge {
+        crate::heartbeat::spawn(
+            "time",
+            edge.clone(),
+            opts.heartbeat_every,
+            exporter.clone(),
+            shutdown.clone(),
+        )
+        .map_err(std::io::Error::other)?;
+    }
+    let service = TimeServer::new(Service {
+        exporter: exporter.clone(),
+    });
+    let grpc_server = crate::serve_grpc(
+        grpc,
+        crate::grpc_router().add_service(service),
+        shutdown.clone(),
+    );
+    let metrics_server = crate::serve_metrics(metrics, exporter, "/metrics", shutdown);
+    tokio::try_join!(grpc_server, metrics_server)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            super::rfc3339(1_795_000_000_123),
+            "2026-11-18T11:06:40.123Z"
+        );
+        assert_eq!(super::rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}

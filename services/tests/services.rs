@@ -1,0 +1,712 @@
+//! The demo services over real sockets on ephemeral loopback ports: their
+//! answers, their metric names and labels, and each fault's effect on the
+//! exported series.
+
+use std::time::Duration;
+
+use redproof_services::bank::{self, BankOptions};
+use redproof_services::edge::{self, EdgeListeners, EdgeOptions};
+use redproof_services::faults::{Fault, Faults};
+use redproof_services::grpc::proto::revertname::RevertNameRequest;
+use redproof_services::grpc::proto::revertname::revert_name_client::RevertNameClient;
+use redproof_services::polls::{self, PollsOptions};
+use redproof_services::revert::{self, GrpcOptions};
+use redproof_services::time_service;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+async fn listener() -> (TcpListener, String) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap().to_string();
+    (l, a)
+}
+
+fn faults(flags: &[&str]) -> Faults {
+    Faults::from_flags(
+        &flags
+            .iter()
+            .map(|f| f.parse::<Fault>().unwrap())
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// The value of the sample `name{labels…}` in exposition text; every given
+/// label must match, others are ignored.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (n, rest) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if n != name {
+            return None;
+        }
+        let ok = labels
+            .iter()
+            .all(|(k, v)| rest.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
+        if ok { value.parse().ok() } else { None }
+    })
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let r = reqwest::get(url).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+struct Polls {
+    url: String,
+    shutdown: CancellationToken,
+    handle: JoinHandle<std::io::Result<()>>,
+}
+
+async fn start_polls(flags: &[&str], mean_ms: u64) -> Polls {
+    let (l, addr) = listener().await;
+    let shutdown = CancellationToken::new();
+    let opts = PollsOptions {
+        mean: Duration::from_millis(mean_ms),
+        stddev: Duration::from_millis(mean_ms / 10),
+        faults: faults(flags),
+    };
+    let handle = tokio::spawn(polls::serve(l, opts, shutdown.clone()));
+    Polls {
+        url: format!("http://{addr}"),
+        shutdown,
+        handle,
+    }
+}
+
+impl Polls {
+    async fn metrics(&self) -> String {
+        get(&format!("{}/prometheus/metrics", self.url)).await.1
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), self.handle)
+            .await
+            .expect("shut down in time")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn polls_answers_and_exports_django_and_gunicorn_metrics() {
+    let p = start_polls(&[], 20).await;
+    assert_eq!(get(&format!("{}/polls/2xx_success/", p.url)).await.0, 200);
+    assert_eq!(get(&format!("{}/polls/4xx_not_found/", p.url)).await.0, 404);
+    assert_eq!(get(&format!("{}/polls/5xx_exception/", p.url)).await.0, 500);
+    let m = p.metrics().await;
+    let resp = "django_http_responses_total_by_status_view_method_total";
+    assert_eq!(
+        sample(
+            &m,
+            resp,
+            &[
+                ("status", "200"),
+                ("view", "polls:2xx_success"),
+                ("method", "GET")
+            ]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            resp,
+            &[("status", "404"), ("view", "polls:4xx_not_found")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            resp,
+            &[("status", "500"), ("view", "polls:5xx_exception")]
+        ),
+        Some(1.0)
+    );
+    assert!(m.contains("# TYPE django_http_responses_total_by_status_view_method_total counter"));
+    let hist = "django_http_requests_latency_seconds_by_view_method";
+    assert_eq!(
+        sample(
+            &m,
+            &format!("{hist}_count"),
+            &[("view", "polls:2xx_success"), ("method", "GET")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            &format!("{hist}_bucket"),
+            &[("view", "polls:2xx_success"), ("le", "0.01")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            &format!("{hist}_bucket"),
+            &[("view", "polls:2xx_success"), ("le", "+Inf")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        m.contains("le=\"75.0\"") || m.contains("le=\"75\""),
+        "django-prometheus buckets: {m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "django_http_exceptions_total_by_type_total",
+            &[("type", "ZeroDivisionError")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(sample(&m, "gunicorn_requests", &[]), Some(3.0));
+    assert_eq!(sample(&m, "gunicorn_request_status_404", &[]), Some(1.0));
+    assert!(
+        sample(&m, "gunicorn_request_duration", &[("quantile", "0.99")]).is_some(),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "gunicorn_request_duration_count", &[]),
+        Some(3.0)
+    );
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn workers_fault_makes_counters_saw_tooth() {
+    let p = start_polls(&["workers=4"], 1).await;
+    for _ in 0..60 {
+        get(&format!("{}/polls/4xx_not_found/", p.url)).await;
+    }
+    let mut values = Vec::new();
+    for _ in 0..8 {
+        let m = p.metrics().await;
+        values.push(
+            sample(
+                &m,
+                "django_http_responses_total_by_status_view_method_total",
+                &[("status", "404")],
+            )
+            .unwrap_or(0.0),
+        );
+    }
+    assert!(
+        values.windows(2).any(|w| w[1] < w[0]),
+        "successive scrapes never went down: {values:?}"
+    );
+    assert!(
+        values.iter().all(|v| *v < 60.0),
+        "no single worker saw every request: {values:?}"
+    );
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn uncounted_errors_fault_drops_5xx() {
+    let p = start_polls(&["uncounted-errors"], 1).await;
+    for path in ["2xx_success", "5xx_exception", "5xx_exception"] {
+        get(&format!("{}/polls/{path}/", p.url)).await;
+    }
+    let m = p.metrics().await;
+    let resp = "django_http_responses_total_by_status_view_method_total";
+    assert_eq!(sample(&m, resp, &[("status", "200")]), Some(1.0));
+    assert_eq!(sample(&m, resp, &[("status", "500")]), None, "{m}");
+    assert_eq!(sample(&m, "gunicorn_requests", &[]), Some(1.0));
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn unmeasured_delay_fault_hides_queueing() {
+    let p = start_polls(&["unmeasured-delay=200ms"], 1).await;
+    let start = std::time::Instant::now();
+    assert_eq!(get(&format!("{}/polls/4xx_not_found/", p.url)).await.0, 404);
+    assert!(start.elapsed() >= Duration::from_millis(200));
+    let m = p.metrics().await;
+    let sum = sample(
+        &m,
+        "django_http_requests_latency_seconds_by_view_method_sum",
+        &[("view", "polls:4xx_not_found")],
+    )
+    .unwrap();
+    assert!(
+        sum < 0.1,
+        "server-side time must not include the delay: {sum}"
+    );
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn ms_as_seconds_fault_inflates_latency_1000x() {
+    let p = start_polls(&["ms-as-seconds"], 30).await;
+    get(&format!("{}/polls/2xx_success/", p.url)).await;
+    let m = p.metrics().await;
+    let sum = sample(
+        &m,
+        "django_http_requests_latency_seconds_by_view_method_sum",
+        &[("view", "polls:2xx_success")],
+    )
+    .unwrap();
+    assert!(
+        sum > 10.0,
+        "30 ms observed as milliseconds reads as ~30 s: {sum}"
+    );
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn reset_every_fault_restarts_counters() {
+    let p = start_polls(&["reset-every=400ms"], 1).await;
+    for _ in 0..5 {
+        get(&format!("{}/polls/4xx_not_found/", p.url)).await;
+    }
+    let before = sample(&p.metrics().await, "gunicorn_requests", &[]).unwrap();
+    assert_eq!(before, 5.0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = sample(&p.metrics().await, "gunicorn_requests", &[]).unwrap();
+    assert_eq!(after, 0.0, "the registry was recreated");
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn frozen_metrics_fault_stops_updates() {
+    let p = start_polls(&["frozen-metrics=200ms"], 1).await;
+    get(&format!("{}/polls/4xx_not_found/", p.url)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        get(&format!("{}/polls/4xx_not_found/", p.url)).await;
+    }
+    let m = p.metrics().await;
+    assert_eq!(sample(&m, "gunicorn_requests", &[]), Some(1.0), "{m}");
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn bank_accounts_transactions_and_fastapi_metrics() {
+    let dir = std::env::temp_dir().join(format!("redproof-bank-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("bank.sqlite");
+    let client = reqwest::Client::new();
+    let (l, addr) = listener().await;
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(bank::serve(
+        l,
+        BankOptions {
+            database: Some(db.clone()),
+            faults: Faults::default(),
+        },
+        shutdown.clone(),
+    ));
+    let base = format!("http://{addr}");
+
+    let r = client
+        .post(format!("{base}/accounts"))
+        .body(r#"{"owner":"alice"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let acct: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    let id = acct["id"].as_i64().unwrap();
+    let tx = |body: &'static str| {
+        client
+            .post(format!("{base}/accounts/{id}/transactions"))
+            .body(body)
+            .send()
+    };
+    assert_eq!(
+        tx(r#"{"kind":"credit","amount":1000}"#)
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        201
+    );
+    assert_eq!(
+        tx(r#"{"kind":"debit","amount":300}"#)
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        201
+    );
+    let over = tx(r#"{"kind":"debit","amount":5000}"#).await.unwrap();
+    assert_eq!(over.status().as_u16(), 422);
+    let detail: serde_json::Value = serde_json::from_str(&over.text().await.unwrap()).unwrap();
+    assert_eq!(detail["detail"][0]["type"], "insufficient_funds");
+    assert_eq!(
+        tx(r#"{"kind":"gift","amount":-1}"#)
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        422
+    );
+    assert_eq!(
+        client
+            .post(format!("{base}/accounts"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        422
+    );
+    let (status, body) = get(&format!("{base}/accounts/{id}/balance")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["balance"],
+        700
+    );
+    assert_eq!(get(&format!("{base}/accounts/999999")).await.0, 404);
+    let (_, txs) = get(&format!("{base}/accounts/{id}/transactions")).await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&txs)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    let (_, m) = get(&format!("{base}/metrics")).await;
+    let h = "/accounts/{account_id}/transactions";
+    assert_eq!(
+        sample(
+            &m,
+            "http_requests_total",
+            &[("handler", h), ("method", "POST"), ("status", "2xx")]
+        ),
+        Some(2.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "http_requests_total",
+            &[("handler", h), ("method", "POST"), ("status", "4xx")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "http_requests_total",
+            &[("handler", "/accounts/{account_id}"), ("status", "4xx")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "http_request_duration_seconds_bucket",
+            &[("handler", h), ("le", "+Inf")]
+        ),
+        Some(4.0)
+    );
+    assert!(
+        m.contains("le=\"0.1\"") && m.contains("le=\"0.5\"") && m.contains("le=\"1.0\""),
+        "{m}"
+    );
+
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
+    // The database survives a restart.
+    let (l, addr) = listener().await;
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(bank::serve(
+        l,
+        BankOptions {
+            database: Some(db),
+            faults: Faults::default(),
+        },
+        shutdown.clone(),
+    ));
+    let (status, body) = get(&format!("http://{addr}/accounts/{id}/balance")).await;
+    assert_eq!(
+        (
+            status,
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()["balance"].clone()
+        ),
+        (200, serde_json::json!(700))
+    );
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+struct Grpc {
+    edge_web: String,
+    edge_metrics: String,
+    revert_grpc: String,
+    revert_metrics: String,
+    shutdown: CancellationToken,
+    handles: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+async fn start_grpc(flags: &[&str]) -> Grpc {
+    let shutdown = CancellationToken::new();
+    let (ew, ew_a) = listener().await;
+    let (eg, eg_a) = listener().await;
+    let (em, em_a) = listener().await;
+    let (rg, rg_a) = listener().await;
+    let (rm, rm_a) = listener().await;
+    let (tg, tg_a) = listener().await;
+    let (tm, _) = listener().await;
+    let grpc_opts = GrpcOptions {
+        edge: Some(format!("http://{eg_a}")),
+        heartbeat_every: Duration::from_millis(100),
+        faults: faults(flags),
+    };
+    let handles = vec![
+        tokio::spawn(edge::serve(
+            EdgeListeners {
+                web: ew,
+                grpc: eg,
+                grpc_metrics: em,
+            },
+            EdgeOptions {
+                revert_name: format!("http://{rg_a}"),
+                time: format!("http://{tg_a}"),
+                deadline: Duration::from_secs(2),
+                faults: faults(flags),
+            },
+            shutdown.clone(),
+        )),
+        tokio::spawn(revert::serve(rg, rm, grpc_opts.clone(), shutdown.clone())),
+        tokio::spawn(time_service::serve(tg, tm, grpc_opts, shutdown.clone())),
+    ];
+    Grpc {
+        edge_web: format!("http://{ew_a}"),
+        edge_metrics: format!("http://{em_a}/metrics"),
+        revert_grpc: format!("http://{rg_a}"),
+        revert_metrics: format!("http://{rm_a}/metrics"),
+        shutdown,
+        handles,
+    }
+}
+
+impl Grpc {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        for h in self.handles {
+            tokio::time::timeout(Duration::from_secs(5), h)
+                .await
+                .expect("shut down in time")
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn edge_proxies_over_grpc_and_receives_heartbeats() {
+    let g = start_grpc(&[]).await;
+    let (status, body) = get(&format!("{}/proxy/alice/", g.edge_web)).await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["reverted"], "ecila");
+    assert!(v["time"].as_str().unwrap().ends_with('Z'));
+
+    let mut client = RevertNameClient::connect(g.revert_grpc.clone())
+        .await
+        .unwrap();
+    let err = client
+        .revert_name(RevertNameRequest {
+            name: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (_, em) = get(&g.edge_metrics).await;
+    let beats = sample(
+        &em,
+        "grpc_server_handled_total",
+        &[
+            ("grpc_service", "heartbeat.Heartbeat"),
+            ("grpc_method", "BeatHeart"),
+            ("grpc_code", "OK"),
+            ("grpc_type", "unary"),
+        ],
+    );
+    assert!(
+        beats.unwrap_or(0.0) >= 2.0,
+        "heartbeats from revert-name and time arrive: {em}"
+    );
+    assert_eq!(
+        sample(
+            &em,
+            "grpc_client_handled_total",
+            &[
+                ("grpc_service", "revertname.RevertName"),
+                ("grpc_method", "RevertName"),
+                ("grpc_code", "OK")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &em,
+            "grpc_client_handled_total",
+            &[
+                ("grpc_service", "timeservice.Time"),
+                ("grpc_method", "WhatTimeIs")
+            ]
+        ),
+        Some(1.0)
+    );
+    let (_, web) = get(&format!("{}/prometheus/metrics", g.edge_web)).await;
+    assert_eq!(
+        sample(
+            &web,
+            "django_http_responses_total_by_status_view_method_total",
+            &[("view", "proxy"), ("status", "200"), ("method", "GET")]
+        ),
+        Some(1.0),
+        "{web}"
+    );
+    let (_, rm) = get(&g.revert_metrics).await;
+    assert_eq!(
+        sample(
+            &rm,
+            "grpc_server_handled_total",
+            &[("grpc_method", "RevertName"), ("grpc_code", "OK")]
+        ),
+        Some(1.0),
+        "{rm}"
+    );
+    assert_eq!(
+        sample(
+            &rm,
+            "grpc_server_handled_total",
+            &[
+                ("grpc_method", "RevertName"),
+                ("grpc_code", "InvalidArgument")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &rm,
+            "grpc_server_started_total",
+            &[("grpc_method", "RevertName")]
+        ),
+        Some(2.0)
+    );
+    assert!(
+        sample(
+            &rm,
+            "grpc_client_handled_total",
+            &[("grpc_method", "BeatHeart"), ("grpc_code", "OK")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert!(
+        sample(
+            &rm,
+            "grpc_server_handling_seconds_bucket",
+            &[("grpc_method", "RevertName"), ("le", "0.005")]
+        )
+        .is_some()
+    );
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn edge_answers_502_when_a_downstream_is_down() {
+    let (ew, ew_a) = listener().await;
+    let (eg, _) = listener().await;
+    let (em, _) = listener().await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let shutdown = CancellationToken::new();
+    let h = tokio::spawn(edge::serve(
+        EdgeListeners {
+            web: ew,
+            grpc: eg,
+            grpc_metrics: em,
+        },
+        EdgeOptions {
+            revert_name: format!("http://{dead}"),
+            time: format!("http://{dead}"),
+            deadline: Duration::from_secs(1),
+            faults: Faults::default(),
+        },
+        shutdown.clone(),
+    ));
+    let (status, body) = get(&format!("http://{ew_a}/proxy/bob/")).await;
+    assert_eq!(status, 502);
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("Unavailable"),
+        "{body}"
+    );
+    shutdown.cancel();
+    h.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn grpc_uncounted_errors_fault_drops_non_ok_codes() {
+    let g = start_grpc(&["uncounted-errors"]).await;
+    let mut client = RevertNameClient::connect(g.revert_grpc.clone())
+        .await
+        .unwrap();
+    client
+        .revert_name(RevertNameRequest { name: "x".into() })
+        .await
+        .unwrap();
+    client
+        .revert_name(RevertNameRequest {
+            name: String::new(),
+        })
+        .await
+        .unwrap_err();
+    let (_, rm) = get(&g.revert_metrics).await;
+    assert_eq!(
+        sample(
+            &rm,
+            "grpc_server_handled_total",
+            &[("grpc_method", "RevertName"), ("grpc_code", "OK")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &rm,
+            "grpc_server_handled_total",
+            &[
+                ("grpc_method", "RevertName"),
+                ("grpc_code", "InvalidArgument")
+            ]
+        ),
+        None
+    );
+    assert_eq!(
+        sample(
+            &rm,
+            "grpc_server_started_total",
+            &[("grpc_method", "RevertName")]
+        ),
+        Some(2.0),
+        "started is still counted"
+    );
+    g.stop().await;
+}

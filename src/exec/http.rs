@@ -1,0 +1,564 @@
+//! The HTTP executor, on hyper's connection API.
+//!
+//! Each worker owns one connection per target (like wrk), kept in its
+//! [`Scratch`]: no pool, no locks, no URL parsing beyond the rendered path.
+//! Connections are HTTP/1.1, or HTTP/2 with prior knowledge (`http2: true`)
+//! or when TLS negotiates `h2` through ALPN. A connection that fails is
+//! dropped and the worker's next request opens a new one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, header};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+
+use super::{CallResult, Executor, ExecutorFactory, Scratch, chain, classify, init_tls};
+use crate::measure::TransportError;
+use crate::scenario::{Body, Expect, HttpCall, Scenario, Target};
+use crate::template::{JsonTemplate, Template, TemplateEnv, compile_located, push_query_encoded};
+
+/// A worker's open connection to one target.
+pub(crate) enum Conn {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+impl Conn {
+    fn is_closed(&self) -> bool {
+        match self {
+            Conn::H1(s) => s.is_closed(),
+            Conn::H2(s) => s.is_closed(),
+        }
+    }
+}
+
+/// A target resolved for connecting.
+#[derive(Debug)]
+struct Endpoint {
+    name: String,
+    scheme: Scheme,
+    authority: Authority,
+    host: String,
+    port: u16,
+    /// Path of the target URL, prepended to every request path.
+    prefix: String,
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    h2c: bool,
+    timeout: Duration,
+    connect_timeout: Duration,
+    /// `user-agent` and the target's headers.
+    headers: HeaderMap,
+}
+
+impl Endpoint {
+    fn new(t: &Target) -> Result<Self, String> {
+        let uri: Uri = t
+            .url
+            .parse()
+            .map_err(|e| format!("target `{}`: invalid URL `{}`: {e}", t.name, t.url))?;
+        let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTP);
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("target `{}`: URL `{}` has no host", t.name, t.url))?;
+        let https = scheme == Scheme::HTTPS;
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tls = if https {
+            let server_name = ServerName::try_from(host.clone()).map_err(|e| {
+                format!(
+                    "target `{}`: `{host}` is not a valid TLS server name: {e}",
+                    t.name
+                )
+            })?;
+            Some((Arc::new(tls_config(t.insecure)?), server_name))
+        } else {
+            None
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::USER_AGENT,
+            HeaderValue::from_static(concat!("redproof/", env!("CARGO_PKG_VERSION"))),
+        );
+        for (k, v) in &t.headers {
+            headers.insert(
+                HeaderName::from_bytes(k.as_bytes())
+                    .map_err(|e| format!("target `{}`: header `{k}`: {e}", t.name))?,
+                HeaderValue::from_str(v)
+                    .map_err(|e| format!("target `{}`: header `{k}`: {e}", t.name))?,
+            );
+        }
+        Ok(Self {
+            name: t.name.clone(),
+            scheme,
+            authority,
+            host,
+            port,
+            prefix: uri.path().trim_end_matches('/').to_owned(),
+            tls,
+            h2c: t.http2,
+            timeout: t.timeout,
+            connect_timeout: t.timeout.min(Duration::from_secs(10)),
+            headers,
+        })
+    }
+
+    /// Opens a connection: resolve, connect, TLS, HTTP handshake.
+    async fn connect(&self) -> Result<Conn, (TransportError, String)> {
+        let addrs: Vec<_> = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| {
+                (
+                    TransportError::Dns,
+                    format!("cannot resolve `{}`: {e}", self.host),
+                )
+            })?
+            .collect();
+        let mut last = None;
+        let mut stream = None;
+        for addr in addrs {
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => {
+                    stream = Some(s);
+                    break;
+                }
+                Ok(Err(e)) => {
+                    last = Some((
+                        if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                            TransportError::Refused
+                        } else {
+                            TransportError::Connect
+                        },
+                        format!("tcp connect to {addr}: {e}"),
+                    ))
+                }
+                Err(_) => {
+                    last = Some((
+                        TransportError::Connect,
+                        format!(
+                            "tcp connect to {addr}: no answer within {:?}",
+                            self.connect_timeout
+                        ),
+                    ))
+                }
+            }
+        }
+        let stream = stream.ok_or_else(|| {
+            last.unwrap_or((
+                TransportError::Dns,
+                format!("`{}` resolved to no address", self.host),
+            ))
+        })?;
+        let _ = stream.set_nodelay(true);
+        match &self.tls {
+            None => handshake(stream, self.h2c).await,
+            Some((config, name)) => {
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name.clone(), stream)
+                    .await
+                    .map_err(|e| {
+                        (
+                            TransportError::Tls,
+                            format!("TLS handshake with `{}`: {}", self.host, chain(&e)),
+                        )
+                    })?;
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                handshake(tls, h2).await
+            }
+        }
+    }
+}
+
+async fn handshake<IO>(io: IO, h2: bool) -> Result<Conn, (TransportError, String)>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
+    let fail = |e: hyper::Error| (classify(&e), format!("HTTP handshake: {}", chain(&e)));
+    if h2 {
+        let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(fail)?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Conn::H2(sender))
+    } else {
+        let (sender, conn) = http1::handshake(io).await.map_err(fail)?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Conn::H1(sender))
+    }
+}
+
+fn tls_config(insecure: bool) -> Result<rustls::ClientConfig, String> {
+    init_tls();
+    let mut config = if insecure {
+        rustls::ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(
+                rustls::crypto::ring::default_provider().into(),
+            )))
+            .with_no_client_auth()
+    } else {
+        use rustls_platform_verifier::ConfigVerifierExt;
+        rustls::ClientConfig::with_platform_verifier()
+            .map_err(|e| format!("cannot load the system's TLS roots: {e}"))?
+    };
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// `insecure: true`: accepts any certificate (self-signed test servers),
+/// still checking that signatures are well formed.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A compiled body.
+#[derive(Debug, Clone)]
+enum BodyTemplate {
+    Json(JsonTemplate),
+    Text(Template),
+}
+
+/// One request ready to send: everything static is resolved up front.
+#[derive(Debug)]
+struct PreparedRequest {
+    target: usize,
+    method: Method,
+    path: Template,
+    /// Keys are already percent-encoded.
+    query: Vec<(String, Template)>,
+    /// The target's headers, then the request's static ones.
+    static_headers: HeaderMap,
+    dynamic_headers: Vec<(HeaderName, Template)>,
+    body: Option<BodyTemplate>,
+    expect: Expect,
+}
+
+impl PreparedRequest {
+    fn new(
+        name: &str,
+        h: &HttpCall,
+        endpoint: &Endpoint,
+        expect: &Expect,
+        env: &TemplateEnv,
+    ) -> Result<Self, String> {
+        let t = |l| compile_located(l, env).map_err(|e| format!("request `{name}`: {}", e.message));
+        let mut static_headers = endpoint.headers.clone();
+        let mut dynamic_headers = Vec::new();
+        for (k, v) in &h.headers {
+            let name_ = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("request `{name}`: invalid header name `{k}`"))?;
+            let tpl = t(v)?;
+            match tpl.as_static() {
+                Some(v) => {
+                    let v = HeaderValue::from_str(v)
+                        .map_err(|_| format!("request `{name}`: invalid value for header `{k}`"))?;
+                    static_headers.insert(name_, v);
+                }
+                None => dynamic_headers.push((name_, tpl)),
+            }
+        }
+        let body = match &h.body {
+            None => None,
+            Some(Body::Text(b)) => Some(BodyTemplate::Text(t(b)?)),
+            Some(Body::Json(j)) => {
+                if !static_headers.contains_key(header::CONTENT_TYPE) {
+                    static_headers.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                }
+                let compiled = JsonTemplate::compile(j, env).map_err(|e| {
+                    format!(
+                        "request `{name}`: {}",
+                        e.into_iter()
+                            .map(|e| e.message)
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    )
+                })?;
+                Some(BodyTemplate::Json(compiled))
+            }
+        };
+        Ok(Self {
+            target: h.target,
+            method: Method::from_bytes(h.method.as_bytes()).map_err(|e| e.to_string())?,
+            path: t(&h.path)?,
+            query: h
+                .query
+                .iter()
+                .map(|(k, v)| {
+                    let mut key = String::new();
+                    push_query_encoded(&mut key, k);
+                    Ok((key, t(v)?))
+                })
+                .collect::<Result<_, String>>()?,
+            static_headers,
+            dynamic_headers,
+            body,
+            expect: expect.clone(),
+        })
+    }
+}
+
+/// Everything needed to build HTTP executors, shared by all threads.
+#[derive(Debug)]
+pub struct HttpPlan {
+    endpoints: Vec<Endpoint>,
+    requests: Vec<PreparedRequest>,
+}
+
+impl HttpPlan {
+    /// Resolves targets and compiles the templates of a validated scenario.
+    pub fn new(s: &Scenario) -> Result<Self, String> {
+        let env = TemplateEnv::new(
+            s.data
+                .iter()
+                .map(|d| (d.name.as_str(), d.values.as_slice())),
+        );
+        let endpoints = s
+            .targets
+            .iter()
+            .map(Endpoint::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        let requests = s
+            .requests
+            .iter()
+            .map(|r| {
+                PreparedRequest::new(
+                    r.name.as_str(),
+                    &r.http,
+                    &endpoints[r.http.target],
+                    &r.expect,
+                    &env,
+                )
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            endpoints,
+            requests,
+        })
+    }
+}
+
+/// The per-thread HTTP executor.
+pub struct HttpExecutor {
+    plan: Arc<HttpPlan>,
+}
+
+impl ExecutorFactory for Arc<HttpPlan> {
+    type Executor = HttpExecutor;
+
+    fn build(&self) -> Result<HttpExecutor, String> {
+        Ok(HttpExecutor { plan: self.clone() })
+    }
+}
+
+impl HttpExecutor {
+    /// Renders request `r` for a connection of the given kind.
+    fn build_request(
+        &self,
+        r: &PreparedRequest,
+        e: &Endpoint,
+        h2: bool,
+        s: &mut Scratch,
+    ) -> Result<Request<Full<Bytes>>, CallResult> {
+        s.url.clear();
+        s.url.push_str(&e.prefix);
+        r.path.render_into(&mut s.url, &mut s.rng);
+        for (i, (k, v)) in r.query.iter().enumerate() {
+            s.url.push(if i == 0 { '?' } else { '&' });
+            s.url.push_str(k);
+            s.url.push('=');
+            s.tmp.clear();
+            v.render_into(&mut s.tmp, &mut s.rng);
+            push_query_encoded(&mut s.url, &s.tmp);
+        }
+        let uri = if h2 {
+            Uri::builder()
+                .scheme(e.scheme.clone())
+                .authority(e.authority.clone())
+                .path_and_query(s.url.as_str())
+                .build()
+        } else {
+            Uri::try_from(s.url.as_str()).map_err(http::Error::from)
+        }
+        .map_err(|err| {
+            CallResult::Failed(
+                TransportError::Other,
+                format!("rendered path `{}` is not a valid URI: {err}", s.url),
+            )
+        })?;
+        let body = match &r.body {
+            None => Bytes::new(),
+            Some(BodyTemplate::Text(t)) => {
+                s.text.clear();
+                t.render_into(&mut s.text, &mut s.rng);
+                Bytes::from(std::mem::take(&mut s.text))
+            }
+            Some(BodyTemplate::Json(t)) => {
+                s.text.clear();
+                t.render_into(&mut s.text, &mut s.rng, &mut s.tmp);
+                Bytes::from(std::mem::take(&mut s.text))
+            }
+        };
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = r.method.clone();
+        *req.uri_mut() = uri;
+        let headers = req.headers_mut();
+        *headers = r.static_headers.clone();
+        if !h2 {
+            headers.insert(
+                header::HOST,
+                HeaderValue::from_str(e.authority.as_str())
+                    .expect("an authority is a valid header value"),
+            );
+        }
+        for (name, tpl) in &r.dynamic_headers {
+            s.tmp.clear();
+            tpl.render_into(&mut s.tmp, &mut s.rng);
+            let v = HeaderValue::from_str(&s.tmp).map_err(|_| {
+                CallResult::Failed(
+                    TransportError::Other,
+                    format!("header `{name}` rendered to an invalid value `{}`", s.tmp),
+                )
+            })?;
+            headers.insert(name.clone(), v);
+        }
+        Ok(req)
+    }
+}
+
+impl Executor for HttpExecutor {
+    async fn execute(&self, index: usize, s: &mut Scratch) -> CallResult {
+        let r = &self.plan.requests[index];
+        let e = &self.plan.endpoints[r.target];
+        if s.conns.len() < self.plan.endpoints.len() {
+            s.conns.resize_with(self.plan.endpoints.len(), || None);
+        }
+        let outcome = tokio::time::timeout(e.timeout, async {
+            // A connection the server has closed is replaced before use;
+            // that is not a failure of this request, which was not sent.
+            let usable = match s.conns[r.target].as_mut() {
+                None => false,
+                Some(c) if c.is_closed() => false,
+                Some(Conn::H1(sender)) => sender.ready().await.is_ok(),
+                Some(Conn::H2(sender)) => sender.ready().await.is_ok(),
+            };
+            if !usable {
+                s.conns[r.target] = Some(
+                    e.connect()
+                        .await
+                        .map_err(|(k, m)| CallResult::Failed(k, m))?,
+                );
+            }
+            let h2 = matches!(s.conns[r.target], Some(Conn::H2(_)));
+            let req = self.build_request(r, e, h2, s)?;
+            let sent = match s.conns[r.target].as_mut().expect("connected above") {
+                Conn::H1(sender) => sender.send_request(req).await,
+                Conn::H2(sender) => sender.send_request(req).await,
+            };
+            let resp = sent.map_err(|err| {
+                CallResult::Failed(
+                    classify(&err),
+                    format!("sending the request: {}", chain(&err)),
+                )
+            })?;
+            let status = resp.status().as_u16();
+            let mut body = resp.into_body();
+            while let Some(frame) = body.frame().await {
+                if let Err(err) = frame {
+                    let kind = match classify(&err) {
+                        TransportError::Other => TransportError::Body,
+                        k => k,
+                    };
+                    return Err(CallResult::Failed(
+                        kind,
+                        format!("reading the response body: {}", chain(&err)),
+                    ));
+                }
+            }
+            Ok(CallResult::Status(status))
+        })
+        .await;
+        match outcome {
+            Ok(Ok(done)) => done,
+            Ok(Err(failed)) => {
+                s.conns[r.target] = None;
+                failed
+            }
+            Err(_) => {
+                s.conns[r.target] = None;
+                CallResult::Failed(
+                    TransportError::Timeout,
+                    format!(
+                        "no complete response from `{}` within {:?}",
+                        e.name, e.timeout
+                    ),
+                )
+            }
+        }
+    }
+
+    fn accepts(&self, request: usize, status: u16) -> bool {
+        self.plan.requests[request].expect.accepts(status)
+    }
+}

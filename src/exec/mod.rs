@@ -1,0 +1,115 @@
+//! Executors send one request and say what happened. The engine drives
+//! them through the [`Executor`] trait and never sees a protocol.
+//!
+//! Executors are built once per engine thread by an [`ExecutorFactory`];
+//! connections belong to the worker that opened them (in its [`Scratch`]),
+//! so they never hop between threads and nothing is shared on the hot path.
+
+mod http;
+
+use std::future::Future;
+
+pub use http::{HttpExecutor, HttpPlan};
+
+use crate::measure::TransportError;
+
+/// The result of one call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallResult {
+    /// A response with this status, read to the last byte.
+    Status(u16),
+    /// No (complete) response; the message explains.
+    Failed(TransportError, String),
+}
+
+/// Per-worker state reused across requests: randomness, buffers and the
+/// worker's open connections.
+pub struct Scratch {
+    pub rng: fastrand::Rng,
+    url: String,
+    text: String,
+    tmp: String,
+    conns: Vec<Option<http::Conn>>,
+}
+
+impl Scratch {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            rng: fastrand::Rng::with_seed(seed),
+            url: String::with_capacity(128),
+            text: String::new(),
+            tmp: String::new(),
+            conns: Vec::new(),
+        }
+    }
+}
+
+/// Sends requests by index into the scenario's request list.
+pub trait Executor {
+    fn execute(&self, request: usize, scratch: &mut Scratch) -> impl Future<Output = CallResult>;
+
+    /// Whether `status` meets request `request`'s expectation.
+    fn accepts(&self, request: usize, status: u16) -> bool;
+}
+
+/// Builds one executor per engine thread.
+pub trait ExecutorFactory: Send + Sync + 'static {
+    type Executor: Executor + 'static;
+    fn build(&self) -> Result<Self::Executor, String>;
+}
+
+/// Installs the TLS crypto provider once per process.
+pub fn init_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The error and its causes on one line.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// Sorts an I/O-level failure into a transport error kind, walking its
+/// causes: the I/O error kind is the most reliable signal, then TLS errors
+/// by type and hyper's own classification.
+pub fn classify(e: &(dyn std::error::Error + 'static)) -> TransportError {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if c.downcast_ref::<rustls::Error>().is_some() {
+            return TransportError::Tls;
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+            {
+                return TransportError::Tls;
+            }
+            use std::io::ErrorKind::*;
+            match io.kind() {
+                ConnectionRefused => return TransportError::Refused,
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => {
+                    return TransportError::Reset;
+                }
+                TimedOut => return TransportError::Timeout,
+                _ => {}
+            }
+        }
+        if let Some(h) = c.downcast_ref::<hyper::Error>()
+            && (h.is_incomplete_message() || h.is_closed() || h.is_canceled())
+        {
+            return TransportError::Reset;
+        }
+        cur = c.source();
+    }
+    TransportError::Other
+}
