@@ -17,7 +17,7 @@
 //! recorded as "outcome unknown".
 
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -117,6 +117,9 @@ impl WeightedChoice {
 struct Shared {
     t0: Instant,
     stop: CancellationToken,
+    /// Mirrors `stop` for the per-request check: reading a token takes
+    /// its lock, which threads would contend for.
+    stopping: AtomicBool,
     abort: CancellationToken,
     /// Requests claimed so far, against `load.iterations`.
     claimed: AtomicU64,
@@ -126,6 +129,14 @@ struct Shared {
     interval: Option<Duration>,
     late: AtomicU64,
     max_lag_us: AtomicU64,
+}
+
+impl Shared {
+    /// Stops the starting of requests.
+    fn halt(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.stop.cancel();
+    }
 }
 
 /// When a worker starts its next request.
@@ -157,7 +168,7 @@ impl Schedule {
                         _ = sh.stop.cancelled() => return None,
                         _ = tokio::time::sleep_until(until.into()) => {}
                     }
-                } else if sh.stop.is_cancelled() {
+                } else if sh.stopping.load(Ordering::Relaxed) {
                     return None;
                 }
                 if let Some(limit) = sh.iterations
@@ -204,11 +215,15 @@ async fn worker<E: Executor>(
     seed: u64,
 ) {
     let mut scratch = Scratch::new(seed);
+    // One long-lived wait on `abort`, so a request does not register and
+    // unregister a waiter each time.
+    let abort = sh.abort.clone().cancelled_owned();
+    tokio::pin!(abort);
     while let Some(from) = schedule.next(&sh, &mut scratch.rng).await {
         let index = choice.pick(&mut scratch.rng);
         let result = tokio::select! {
             biased;
-            _ = sh.abort.cancelled() => {
+            _ = &mut abort => {
                 lock(&rec).record_unknown(index);
                 return;
             }
@@ -258,6 +273,7 @@ pub async fn run<F: ExecutorFactory + Clone>(
     let sh = Arc::new(Shared {
         t0,
         stop: CancellationToken::new(),
+        stopping: AtomicBool::new(false),
         abort: CancellationToken::new(),
         claimed: AtomicU64::new(0),
         iterations: load.iterations,
@@ -333,7 +349,7 @@ pub async fn run<F: ExecutorFactory + Clone>(
                     finished += 1;
                     if let Err(e) = r {
                         thread_error.get_or_insert(e);
-                        sh.stop.cancel();
+                        sh.halt();
                         sh.abort.cancel();
                     }
                 }
@@ -344,11 +360,11 @@ pub async fn run<F: ExecutorFactory + Clone>(
                 if stopped_at.is_none() {
                     stopped_at = Some(Instant::now());
                     drain_deadline = Some(Instant::now() + load.drain);
-                    sh.stop.cancel();
+                    sh.halt();
                 }
             }
             _ = abort_now.cancelled(), if !sh.abort.is_cancelled() => {
-                sh.stop.cancel();
+                sh.halt();
                 sh.abort.cancel();
                 stopped_at.get_or_insert_with(Instant::now);
             }
@@ -357,7 +373,7 @@ pub async fn run<F: ExecutorFactory + Clone>(
                 if stopped_at.is_none() && now >= load_end {
                     stopped_at = Some(now);
                     drain_deadline = Some(now + load.drain);
-                    sh.stop.cancel();
+                    sh.halt();
                 }
                 if drain_deadline.is_some_and(|d| now >= d) {
                     sh.abort.cancel();

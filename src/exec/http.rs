@@ -54,6 +54,8 @@ struct Endpoint {
     connect_timeout: Duration,
     /// `user-agent` and the target's headers.
     headers: HeaderMap,
+    /// `host` for HTTP/1.1 requests.
+    host_header: HeaderValue,
 }
 
 impl Endpoint {
@@ -101,7 +103,6 @@ impl Endpoint {
         Ok(Self {
             name: t.name.clone(),
             scheme,
-            authority,
             host,
             port,
             prefix: uri.path().trim_end_matches('/').to_owned(),
@@ -110,6 +111,9 @@ impl Endpoint {
             timeout: t.timeout,
             connect_timeout: t.timeout.min(Duration::from_secs(10)),
             headers,
+            host_header: HeaderValue::from_str(authority.as_str())
+                .map_err(|e| format!("target `{}`: {e}", t.name))?,
+            authority,
         })
     }
 
@@ -290,6 +294,9 @@ struct PreparedRequest {
     dynamic_headers: Vec<(HeaderName, Template)>,
     body: Option<BodyTemplate>,
     expect: Expect,
+    /// The request URIs for HTTP/1.1 and HTTP/2 when path and query have
+    /// no templates, so they are parsed once instead of per request.
+    static_uris: Option<(Uri, Uri)>,
 }
 
 impl PreparedRequest {
@@ -338,24 +345,69 @@ impl PreparedRequest {
                 Some(BodyTemplate::Json(compiled))
             }
         };
-        Ok(Self {
+        let path = t(&h.path)?;
+        let query: Vec<(String, Template)> = h
+            .query
+            .iter()
+            .map(|(k, v)| {
+                let mut key = String::new();
+                push_query_encoded(&mut key, k);
+                Ok((key, t(v)?))
+            })
+            .collect::<Result<_, String>>()?;
+        let mut prepared = Self {
             target: h.target,
             method: Method::from_bytes(h.method.as_bytes()).map_err(|e| e.to_string())?,
-            path: t(&h.path)?,
-            query: h
-                .query
-                .iter()
-                .map(|(k, v)| {
-                    let mut key = String::new();
-                    push_query_encoded(&mut key, k);
-                    Ok((key, t(v)?))
-                })
-                .collect::<Result<_, String>>()?,
+            path,
+            query,
             static_headers,
             dynamic_headers,
             body,
             expect: expect.clone(),
-        })
+            static_uris: None,
+        };
+        if prepared.path.as_static().is_some()
+            && prepared.query.iter().all(|(_, v)| v.as_static().is_some())
+        {
+            let mut target = String::new();
+            prepared.render_target(
+                endpoint,
+                &mut target,
+                &mut String::new(),
+                &mut fastrand::Rng::with_seed(0),
+            );
+            let h1 = Uri::try_from(target.as_str())
+                .map_err(|e| format!("request `{name}`: `{target}` is not a valid URI: {e}"))?;
+            let h2 = Uri::builder()
+                .scheme(endpoint.scheme.clone())
+                .authority(endpoint.authority.clone())
+                .path_and_query(target.as_str())
+                .build()
+                .map_err(|e| format!("request `{name}`: `{target}` is not a valid URI: {e}"))?;
+            prepared.static_uris = Some((h1, h2));
+        }
+        Ok(prepared)
+    }
+
+    /// Renders the request target (path and query) into `out`.
+    fn render_target(
+        &self,
+        e: &Endpoint,
+        out: &mut String,
+        tmp: &mut String,
+        rng: &mut fastrand::Rng,
+    ) {
+        out.clear();
+        out.push_str(&e.prefix);
+        self.path.render_into(out, rng);
+        for (i, (k, v)) in self.query.iter().enumerate() {
+            out.push(if i == 0 { '?' } else { '&' });
+            out.push_str(k);
+            out.push('=');
+            tmp.clear();
+            v.render_into(tmp, rng);
+            push_query_encoded(out, tmp);
+        }
     }
 }
 
@@ -421,32 +473,33 @@ impl HttpExecutor {
         h2: bool,
         s: &mut Scratch,
     ) -> Result<Request<Full<Bytes>>, CallResult> {
-        s.url.clear();
-        s.url.push_str(&e.prefix);
-        r.path.render_into(&mut s.url, &mut s.rng);
-        for (i, (k, v)) in r.query.iter().enumerate() {
-            s.url.push(if i == 0 { '?' } else { '&' });
-            s.url.push_str(k);
-            s.url.push('=');
-            s.tmp.clear();
-            v.render_into(&mut s.tmp, &mut s.rng);
-            push_query_encoded(&mut s.url, &s.tmp);
-        }
-        let uri = if h2 {
-            Uri::builder()
-                .scheme(e.scheme.clone())
-                .authority(e.authority.clone())
-                .path_and_query(s.url.as_str())
-                .build()
-        } else {
-            Uri::try_from(s.url.as_str()).map_err(http::Error::from)
-        }
-        .map_err(|err| {
-            CallResult::Failed(
-                TransportError::Other,
-                format!("rendered path `{}` is not a valid URI: {err}", s.url),
-            )
-        })?;
+        let uri = match &r.static_uris {
+            Some((h1, h2_uri)) => {
+                if h2 {
+                    h2_uri.clone()
+                } else {
+                    h1.clone()
+                }
+            }
+            None => {
+                r.render_target(e, &mut s.url, &mut s.tmp, &mut s.rng);
+                if h2 {
+                    Uri::builder()
+                        .scheme(e.scheme.clone())
+                        .authority(e.authority.clone())
+                        .path_and_query(s.url.as_str())
+                        .build()
+                } else {
+                    Uri::try_from(s.url.as_str()).map_err(http::Error::from)
+                }
+                .map_err(|err| {
+                    CallResult::Failed(
+                        TransportError::Other,
+                        format!("rendered path `{}` is not a valid URI: {err}", s.url),
+                    )
+                })?
+            }
+        };
         let body = match &r.body {
             None => Bytes::new(),
             Some(BodyTemplate::Text(t)) => {
@@ -466,11 +519,7 @@ impl HttpExecutor {
         let headers = req.headers_mut();
         *headers = r.static_headers.clone();
         if !h2 {
-            headers.insert(
-                header::HOST,
-                HeaderValue::from_str(e.authority.as_str())
-                    .expect("an authority is a valid header value"),
-            );
+            headers.insert(header::HOST, e.host_header.clone());
         }
         for (name, tpl) in &r.dynamic_headers {
             s.tmp.clear();
@@ -494,14 +543,21 @@ impl Executor for HttpExecutor {
         if s.conns.len() < self.plan.endpoints.len() {
             s.conns.resize_with(self.plan.endpoints.len(), || None);
         }
-        let outcome = tokio::time::timeout(e.timeout, async {
+        let mut deadline = s
+            .deadline
+            .take()
+            .unwrap_or_else(|| Box::pin(tokio::time::sleep(Duration::ZERO)));
+        deadline
+            .as_mut()
+            .reset(tokio::time::Instant::now() + e.timeout);
+        let call = async {
             // A connection the server has closed is replaced before use;
             // that is not a failure of this request, which was not sent.
             let usable = match s.conns[r.target].as_mut() {
                 None => false,
                 Some(c) if c.is_closed() => false,
-                Some(Conn::H1(sender)) => sender.ready().await.is_ok(),
-                Some(Conn::H2(sender)) => sender.ready().await.is_ok(),
+                Some(Conn::H1(sender)) => sender.is_ready() || sender.ready().await.is_ok(),
+                Some(Conn::H2(sender)) => sender.is_ready() || sender.ready().await.is_ok(),
             };
             if !usable {
                 s.conns[r.target] = Some(
@@ -537,8 +593,13 @@ impl Executor for HttpExecutor {
                 }
             }
             Ok(CallResult::Status(status))
-        })
-        .await;
+        };
+        let outcome = tokio::select! {
+            biased;
+            r = call => Ok(r),
+            _ = deadline.as_mut() => Err(()),
+        };
+        s.deadline = Some(deadline);
         match outcome {
             Ok(Ok(done)) => done,
             Ok(Err(failed)) => {

@@ -30,6 +30,9 @@ pub struct Scratch {
     text: String,
     tmp: String,
     conns: Vec<Option<http::Conn>>,
+    /// The request timeout, re-armed for each request rather than
+    /// created anew.
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Scratch {
@@ -40,6 +43,7 @@ impl Scratch {
             text: String::new(),
             tmp: String::new(),
             conns: Vec::new(),
+            deadline: None,
         }
     }
 }
