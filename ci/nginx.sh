@@ -1,4 +1,4 @@
-# Sourced by ci/demo.sh and ci/bench-http.sh: starts nginx on
+# Sourced by ci/bench-http.sh: starts nginx on
 # 127.0.0.1:$NGINX_PORT from ci/nginx.conf, installing it when missing,
 # and stops it when the calling script exits.
 if ! command -v nginx >/dev/null; then
