@@ -560,11 +560,10 @@ impl Executor for HttpExecutor {
                 Some(Conn::H2(sender)) => sender.is_ready() || sender.ready().await.is_ok(),
             };
             if !usable {
-                s.conns[r.target] = Some(
-                    e.connect()
-                        .await
-                        .map_err(|(k, m)| CallResult::Failed(k, m))?,
-                );
+                // Boxed: connecting is rare, and its state would otherwise
+                // make every request's future larger.
+                let conn = Box::pin(e.connect()).await;
+                s.conns[r.target] = Some(conn.map_err(|(k, m)| CallResult::Failed(k, m))?);
             }
             let h2 = matches!(s.conns[r.target], Some(Conn::H2(_)));
             let req = self.build_request(r, e, h2, s)?;
