@@ -440,6 +440,66 @@ requests:
 }
 
 #[test]
+fn h2c_targets_speak_http2_with_prior_knowledge() {
+    let server = support::start_h2c();
+    let scenario = format!(
+        r#"
+name: h2c
+targets:
+  grpcish: {{ url: "http://{}", http2: true }}
+load: {{ users: 4, iterations: 500 }}
+requests:
+  - {{ name: ok, http: {{ target: grpcish, path: /ok }} }}
+"#,
+        server.addr
+    );
+    let r = run(&scenario, &["--quiet"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        outcome_count(
+            &r.results.unwrap(),
+            "ok",
+            &serde_json::json!({"status": 200})
+        ),
+        500
+    );
+    assert_eq!(server.versions.get("HTTP/2.0"), 500);
+}
+
+#[test]
+fn tls_targets_negotiate_http2_and_check_certificates() {
+    let server = support::start_tls();
+    let scenario = |insecure: bool| {
+        format!(
+            r#"
+name: tls
+targets:
+  secure: {{ url: "https://localhost:{}", insecure: {insecure} }}
+load: {{ users: 2, iterations: 100 }}
+requests:
+  - {{ name: ok, http: {{ target: secure, path: / }} }}
+"#,
+            server.addr.port()
+        )
+    };
+    let r = run(&scenario(true), &["--quiet"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(server.versions.get("HTTP/2.0"), 100, "ALPN chose HTTP/2");
+
+    // Without `insecure`, a self-signed certificate is a TLS error.
+    let r = run(&scenario(false), &["--quiet"]);
+    assert_eq!(r.code, 69, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        outcome_count(
+            &r.results.unwrap(),
+            "ok",
+            &serde_json::json!({"transport": "tls"})
+        ),
+        100
+    );
+}
+
+#[test]
 fn cli_help_snapshots() {
     for args in [
         &["--help"][..],

@@ -117,3 +117,112 @@ pub fn start() -> TestServer {
         _rt: rt,
     }
 }
+
+/// How a [`TlsServer`]/[`H2cServer`] request arrived.
+#[derive(Clone, Default)]
+pub struct Versions(Arc<Mutex<HashMap<String, u64>>>);
+
+impl Versions {
+    pub fn get(&self, version: &str) -> u64 {
+        self.0.lock().unwrap().get(version).copied().unwrap_or(0)
+    }
+}
+
+async fn answer(
+    versions: Versions,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<String>, std::convert::Infallible> {
+    *versions
+        .0
+        .lock()
+        .unwrap()
+        .entry(format!("{:?}", req.version()))
+        .or_default() += 1;
+    Ok(hyper::Response::new("ok\n".to_owned()))
+}
+
+/// An HTTP/2-only cleartext server (h2c with prior knowledge).
+pub struct H2cServer {
+    pub addr: SocketAddr,
+    pub versions: Versions,
+    _rt: tokio::runtime::Runtime,
+}
+
+pub fn start_h2c() -> H2cServer {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let versions = Versions::default();
+    let v = versions.clone();
+    rt.spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let v = v.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| answer(v.clone(), req));
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(sock), service)
+                        .await;
+            });
+        }
+    });
+    H2cServer {
+        addr,
+        versions,
+        _rt: rt,
+    }
+}
+
+/// A TLS server with a fresh self-signed certificate for `localhost`,
+/// offering HTTP/2 and HTTP/1.1 through ALPN.
+pub struct TlsServer {
+    pub addr: SocketAddr,
+    pub versions: Versions,
+    _rt: tokio::runtime::Runtime,
+}
+
+pub fn start_tls() -> TlsServer {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let versions = Versions::default();
+    let v = versions.clone();
+    rt.spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let (v, acceptor) = (v.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(sock).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |req| answer(v.clone(), req));
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+            });
+        }
+    });
+    TlsServer {
+        addr,
+        versions,
+        _rt: rt,
+    }
+}
