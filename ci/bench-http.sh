@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # HTTP generator benchmark: redproof, wrk, oha and Locust (FastHttpUser)
 # against the same local nginx (one worker, fixed 200) with the same
-# connection count, in one run. Prints requests/s, CPU µs per request
+# connection count, in one run. redproof and Locust send a 3:1 weighted mix
+# of two paths nginx answers identically; wrk and oha send one path. Prints requests/s, CPU µs per request
 # (user+sys of the generator / requests), peak RSS, and redproof's ratios.
 # Then checks redproof's peak RSS on a 1,000,000-request run against a
 # 200,000-request one (memory must not grow with run length).
@@ -21,7 +22,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}") >/dev/null
 fi
 command -v oha >/dev/null || cargo install --locked --quiet oha
-command -v locust >/dev/null || pip install --quiet locust
+command -v locust >/dev/null || pip install --quiet locust || pip install --quiet --break-system-packages locust
 cargo build --release --quiet
 
 source ci/nginx.sh
@@ -32,7 +33,8 @@ measure() { # name, then the command; appends "name user sys maxrss_kb" to $WORK
 }
 
 echo "generators: $CONNS connections, ${DURATION}s each, target nginx on 127.0.0.1:$NGINX_PORT" >&2
-measure redproof target/release/redproof run ci/bench/http.yaml --quiet \
+TARGET="web=http://127.0.0.1:$NGINX_PORT"
+measure redproof target/release/redproof run ci/bench/http.yaml --quiet --target "$TARGET" \
   --users "$CONNS" --duration "${DURATION}s" --out "$WORK/redproof.json"
 measure wrk wrk -t2 -c"$CONNS" -d"${DURATION}s" "http://127.0.0.1:$NGINX_PORT/"
 measure oha oha --no-tui --output-format json -c "$CONNS" -z "${DURATION}s" "http://127.0.0.1:$NGINX_PORT/"
@@ -40,8 +42,8 @@ measure locust locust -f ci/bench/locustfile.py --headless --only-summary -u "$C
   -t "${DURATION}s" --host "http://127.0.0.1:$NGINX_PORT" --csv "$WORK/locust"
 
 echo "memory: redproof peak RSS over 200k and 1M requests" >&2
-measure rss200k target/release/redproof run ci/bench/http.yaml --quiet --users "$CONNS" --iterations 200k
-measure rss1m target/release/redproof run ci/bench/http.yaml --quiet --users "$CONNS" --iterations 1M
+measure rss200k target/release/redproof run ci/bench/http.yaml --quiet --target "$TARGET" --users "$CONNS" --iterations 200k
+measure rss1m target/release/redproof run ci/bench/http.yaml --quiet --target "$TARGET" --users "$CONNS" --iterations 1M
 
 python3 - "$WORK" "$DURATION" <<'PY'
 import csv, json, re, sys

@@ -204,22 +204,21 @@ async fn run(args: RunArgs) -> Result<Exit, Failure> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
     };
 
-    // First Ctrl-C: stop starting requests and drain. Second: cut off
-    // in-flight requests at once. Either way the report is still written.
+    // First Ctrl-C (or SIGTERM): stop starting requests and drain. Second:
+    // cut off in-flight requests at once. Either way the report is still
+    // written.
     let interrupt = CancellationToken::new();
     let abort_now = CancellationToken::new();
     {
         let (interrupt, abort_now) = (interrupt.clone(), abort_now.clone());
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!(
-                    "\ninterrupted: stopping, waiting for in-flight requests (Ctrl-C again to cut them off)"
-                );
-                interrupt.cancel();
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    abort_now.cancel();
-                }
-            }
+            stop_signal().await;
+            eprintln!(
+                "\ninterrupted: stopping, waiting for in-flight requests (Ctrl-C again to cut them off)"
+            );
+            interrupt.cancel();
+            stop_signal().await;
+            abort_now.cancel();
         });
     }
 
@@ -263,6 +262,29 @@ async fn run(args: RunArgs) -> Result<Exit, Failure> {
     } else {
         Exit::Pass
     })
+}
+
+/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Writes JSON to a temporary file beside `path`, then renames it, so a

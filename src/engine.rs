@@ -174,6 +174,9 @@ impl Schedule {
                 if let Some(limit) = sh.iterations
                     && sh.claimed.fetch_add(1, Ordering::Relaxed) >= limit
                 {
+                    // Users still waiting to spawn or between requests
+                    // have nothing left to do.
+                    sh.halt();
                     return None;
                 }
                 Some(Instant::now())
@@ -413,8 +416,11 @@ pub async fn run<F: ExecutorFactory + Clone>(
     }
 
     let schedule = interval.map(|interval| {
+        // Slots due before the stop (or the planned end, whichever came
+        // first: timer slop past the end must not count as a drop).
+        let until = end.map_or(stopped_at, |end| stopped_at.min(end));
         let due_by_time =
-            (stopped_at.duration_since(t0).as_secs_f64() / interval.as_secs_f64()).ceil() as u64;
+            (until.duration_since(t0).as_secs_f64() / interval.as_secs_f64()).ceil() as u64;
         let due = load.iterations.map_or(due_by_time, |n| n.min(due_by_time));
         let total = totals.total();
         let started = total.count() + total.unknown;

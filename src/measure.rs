@@ -4,8 +4,9 @@
 //! Each engine thread owns one [`Recorder`] (behind an uncontended mutex)
 //! and records into it directly; once a second the engine merges every
 //! thread's recorder into the run totals and into a one-second window, then
-//! resets it, keeping its allocations. Nothing is sent per request and
-//! memory does not grow with run length or with the number of users.
+//! resets it, keeping its allocations. Nothing is sent per request, and a
+//! recorder's size depends on the requests and outcomes seen, not on run
+//! length or on the number of users.
 
 use std::fmt;
 use std::time::Duration;
@@ -113,7 +114,13 @@ pub struct RequestStats {
 impl RequestStats {
     fn slot(&mut self, outcome: Outcome, ok: bool) -> &mut OutcomeStats {
         // A handful of outcomes per request: a linear scan beats hashing.
-        let i = match self.outcomes.iter().position(|o| o.outcome == outcome) {
+        // `ok` is part of the key: in `all`, the same status can be expected
+        // by one request and an error for another.
+        let i = match self
+            .outcomes
+            .iter()
+            .position(|o| o.outcome == outcome && o.ok == ok)
+        {
             Some(i) => i,
             None => {
                 self.outcomes.push(OutcomeStats {
@@ -332,6 +339,17 @@ mod tests {
         assert!(a.requests[1].response_latency().is_empty());
         let total = a.total();
         assert_eq!((total.count(), total.errors(), total.unknown), (13, 3, 1));
+    }
+
+    #[test]
+    fn all_keeps_each_requests_expectation() {
+        // Request 0 expects 404, request 1 does not.
+        let mut a = Recorder::new(2);
+        a.record(0, Outcome::Status(404), true, Duration::from_millis(1));
+        a.record(1, Outcome::Status(404), false, Duration::from_millis(1));
+        a.record(1, Outcome::Status(404), false, Duration::from_millis(1));
+        let total = a.total();
+        assert_eq!((total.count(), total.errors()), (3, 2));
     }
 
     #[test]

@@ -140,6 +140,34 @@ requests:
 }
 
 #[test]
+fn iterations_end_the_run_before_every_user_has_spawned() {
+    // 50 users at 5/s would take 10 s to spawn; 100 requests run out long
+    // before, and users still waiting to spawn must not hold the run open.
+    let server = support::start();
+    let scenario = format!(
+        r#"
+name: short
+targets:
+  web: {{ url: "{}" }}
+load: {{ users: 50, spawn_rate: 5/s, iterations: 100 }}
+requests:
+  - {{ name: ok, http: {{ target: web, path: /ok }} }}
+"#,
+        server.url()
+    );
+    let r = run(&scenario, &["--quiet"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let res = r.results.unwrap();
+    assert_eq!(request_total(&res, "ok"), 100);
+    assert_eq!(server.counts.get("/ok"), 100);
+    let load_s = res["timing"]["load_s"].as_f64().unwrap();
+    assert!(
+        load_s < 9.8,
+        "the run waited for the last spawn: {load_s} s"
+    );
+}
+
+#[test]
 fn open_model_keeps_the_schedule() {
     let server = support::start();
     let scenario = format!(

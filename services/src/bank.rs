@@ -118,6 +118,17 @@ fn balance(conn: &Connection, id: i64) -> rusqlite::Result<i64> {
     )
 }
 
+/// Parses the `{account_id}` path segment, answering 422 like FastAPI.
+fn account_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::Invalid(vec![(
+            vec![json!("path"), json!("account_id")],
+            "Input should be a valid integer, unable to parse string as an integer".into(),
+            "int_parsing",
+        )])
+    })
+}
+
 fn body_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
@@ -178,14 +189,16 @@ async fn list_accounts(State(db): State<Db>) -> Result<Response, ApiError> {
     Ok(axum::Json(Value::Array(rows)).into_response())
 }
 
-async fn get_account(State(db): State<Db>, Path(id): Path<i64>) -> Result<Response, ApiError> {
+async fn get_account(State(db): State<Db>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = account_id(&id)?;
     let conn = lock(&db);
     let mut a = account_json(&conn, id)?;
     a["balance"] = json!(balance(&conn, id)?);
     Ok(axum::Json(a).into_response())
 }
 
-async fn get_balance(State(db): State<Db>, Path(id): Path<i64>) -> Result<Response, ApiError> {
+async fn get_balance(State(db): State<Db>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = account_id(&id)?;
     let conn = lock(&db);
     account_json(&conn, id)?;
     Ok(axum::Json(json!({ "account_id": id, "balance": balance(&conn, id)? })).into_response())
@@ -193,9 +206,10 @@ async fn get_balance(State(db): State<Db>, Path(id): Path<i64>) -> Result<Respon
 
 async fn post_transaction(
     State(db): State<Db>,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
+    let id = account_id(&id)?;
     let m = body_object(&body)?;
     let mut problems = Vec::new();
     let kind = match m.get("kind").and_then(Value::as_str) {
@@ -255,8 +269,9 @@ async fn post_transaction(
 
 async fn list_transactions(
     State(db): State<Db>,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    let id = account_id(&id)?;
     let conn = lock(&db);
     account_json(&conn, id)?;
     let mut stmt = conn.prepare(

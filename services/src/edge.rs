@@ -82,6 +82,21 @@ struct Proxy {
     revert: RevertNameClient<Channel>,
     time: TimeClient<Channel>,
     exporter: Arc<Exporter<GrpcInstruments>>,
+    deadline: Duration,
+}
+
+/// A client call bounded by `deadline`, failing as `DEADLINE_EXCEEDED`
+/// the way grpc-go reports an expired deadline.
+async fn with_deadline<T>(
+    deadline: Duration,
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    match tokio::time::timeout(deadline, call).await {
+        Ok(r) => r,
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "no answer within {deadline:?}"
+        ))),
+    }
 }
 
 async fn proxy(State(p): State<Proxy>, Path(name): Path<String>) -> Response {
@@ -90,17 +105,21 @@ async fn proxy(State(p): State<Proxy>, Path(name): Path<String>) -> Response {
         &p.exporter,
         Side::Client,
         crate::revert::REVERT_NAME,
-        async {
-            revert
-                .revert_name(RevertNameRequest { name: name.clone() })
-                .await
-        },
+        with_deadline(p.deadline, async {
+            let mut req = tonic::Request::new(RevertNameRequest { name: name.clone() });
+            req.set_timeout(p.deadline);
+            revert.revert_name(req).await
+        }),
     );
     let now = observe_unary(
         &p.exporter,
         Side::Client,
         crate::time_service::WHAT_TIME_IS,
-        async { time.what_time_is(WhatTimeIsRequest {}).await },
+        with_deadline(p.deadline, async {
+            let mut req = tonic::Request::new(WhatTimeIsRequest {});
+            req.set_timeout(p.deadline);
+            time.what_time_is(req).await
+        }),
     );
     match tokio::join!(reverted, now) {
         (Ok(r), Ok(t)) => axum::Json(json!({
@@ -124,7 +143,6 @@ fn channel(url: &str, deadline: Duration) -> std::io::Result<Channel> {
     Ok(Channel::from_shared(url.to_owned())
         .map_err(|e| std::io::Error::other(format!("`{url}`: {e}")))?
         .connect_timeout(deadline)
-        .timeout(deadline)
         .connect_lazy())
 }
 
@@ -143,6 +161,7 @@ pub async fn serve(
         revert: RevertNameClient::new(channel(&opts.revert_name, opts.deadline)?),
         time: TimeClient::new(channel(&opts.time, opts.deadline)?),
         exporter: grpc_exporter.clone(),
+        deadline: opts.deadline,
     };
     let metrics = Arc::new(WebMetrics {
         exporter: web_exporter.clone(),

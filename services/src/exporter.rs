@@ -22,11 +22,12 @@ pub trait Instruments: Send + Sync + 'static {
     fn register(registry: &mut Registry) -> Self
     where
         Self: Sized;
-
-    /// Families `prometheus-client` cannot express (summaries), appended
-    /// to the text in 0.0.4 format.
-    fn extra_text(&self, _out: &mut String) {}
 }
+
+/// Text appended to every scrape from outside the worker registries, such
+/// as a statsd_exporter's families: one process that every worker reports
+/// to, so it is neither split by workers nor reset with them.
+pub type SharedText = Arc<dyn Fn(&mut String) + Send + Sync>;
 
 struct Worker<I> {
     registry: Registry,
@@ -47,9 +48,7 @@ impl<I: Instruments> Worker<I> {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
-        let mut out = to_text_format(&text);
-        self.instruments.extra_text(&mut out);
-        out
+        to_text_format(&text)
     }
 }
 
@@ -63,10 +62,16 @@ struct State<I> {
 pub struct Exporter<I: Instruments> {
     faults: Faults,
     state: Mutex<State<I>>,
+    shared: Option<SharedText>,
 }
 
 impl<I: Instruments> Exporter<I> {
     pub fn new(faults: &Faults) -> Arc<Self> {
+        Self::with_shared_text(faults, None)
+    }
+
+    /// An exporter whose scrapes also carry `shared`.
+    pub fn with_shared_text(faults: &Faults, shared: Option<SharedText>) -> Arc<Self> {
         let n = faults.workers.unwrap_or(1);
         Arc::new(Self {
             faults: faults.clone(),
@@ -75,6 +80,7 @@ impl<I: Instruments> Exporter<I> {
                 next_scrape: 0,
                 frozen: None,
             }),
+            shared,
         })
     }
 
@@ -107,7 +113,11 @@ impl<I: Instruments> Exporter<I> {
         }
         let i = s.next_scrape % s.workers.len();
         s.next_scrape = s.next_scrape.wrapping_add(1);
-        s.workers[i].encode()
+        let mut text = s.workers[i].encode();
+        if let Some(shared) = &self.shared {
+            shared(&mut text);
+        }
+        text
     }
 
     /// Starts the timers of the `reset-every` and `frozen-metrics` faults.

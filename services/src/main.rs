@@ -92,7 +92,34 @@ enum Service {
         database: Option<PathBuf>,
     },
     /// Every service on its default port.
-    All,
+    All {
+        /// SQLite file for bank (in memory when absent).
+        #[arg(long)]
+        bank_database: Option<PathBuf>,
+    },
+}
+
+/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 async fn bind(host: std::net::IpAddr, port: u16, what: &str) -> Result<TcpListener, String> {
@@ -118,7 +145,7 @@ async fn main() -> std::process::ExitCode {
     {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
+            stop_signal().await;
             shutdown.cancel();
         });
     }
@@ -217,7 +244,7 @@ async fn run(cli: Cli, faults: Faults, shutdown: CancellationToken) -> Result<()
                 .await
                 .map_err(io)
         }
-        Service::All => {
+        Service::All { bank_database } => {
             let edge_l = EdgeListeners {
                 web: bind(h, 8012, "edge web").await?,
                 grpc: bind(h, 50053, "edge gRPC").await?,
@@ -277,7 +304,7 @@ async fn run(cli: Cli, faults: Faults, shutdown: CancellationToken) -> Result<()
                 bank::serve(
                     bank_l,
                     BankOptions {
-                        database: None,
+                        database: bank_database,
                         faults
                     },
                     shutdown

@@ -1,6 +1,7 @@
 //! polls: the Django polls app of the original system. Three views — a
 //! slow success, a 404 and an unhandled exception — with django-prometheus
-//! metrics and gunicorn's statsd metrics at `/prometheus/metrics`.
+//! metrics and gunicorn's statsd metrics (as statsd_exporter serves them)
+//! at `/prometheus/metrics`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,15 +10,12 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::exporter::{Exporter, Instruments};
+use crate::exporter::Exporter;
 use crate::faults::Faults;
-use crate::web::{
-    self, Django, Exception, GunicornStatsd, Observation, Views, WebInstruments, WebMetrics,
-};
+use crate::web::{self, Django, Exception, GunicornStatsd, Views, WebMetrics};
 
 /// Settings of the polls service.
 #[derive(Debug, Clone)]
@@ -39,33 +37,6 @@ impl Default for PollsOptions {
     }
 }
 
-/// Django and gunicorn metrics on one endpoint, as a gunicorn-run Django
-/// app scraped together with its statsd_exporter would show.
-pub struct PollsInstruments {
-    django: Django,
-    gunicorn: GunicornStatsd,
-}
-
-impl Instruments for PollsInstruments {
-    fn register(r: &mut Registry) -> Self {
-        Self {
-            django: Django::register(r),
-            gunicorn: GunicornStatsd::default(),
-        }
-    }
-
-    fn extra_text(&self, out: &mut String) {
-        self.gunicorn.encode(out);
-    }
-}
-
-impl WebInstruments for PollsInstruments {
-    fn observe(&self, o: &Observation, views: &Views) {
-        self.django.observe(o, views);
-        self.gunicorn.observe(o.status, o.seconds);
-    }
-}
-
 /// A standard normal draw (Box–Muller).
 fn standard_normal(rng: &mut fastrand::Rng) -> f64 {
     let u1 = rng.f64().max(f64::MIN_POSITIVE);
@@ -79,7 +50,14 @@ pub async fn serve(
     opts: PollsOptions,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let exporter = Exporter::<PollsInstruments>::new(&opts.faults);
+    // gunicorn's statsd metrics live in statsd_exporter, one process for
+    // all workers, and are served here beside Django's.
+    let gunicorn = Arc::new(GunicornStatsd::default());
+    let shared = gunicorn.clone();
+    let exporter = Exporter::<Django>::with_shared_text(
+        &opts.faults,
+        Some(Arc::new(move |out: &mut String| shared.encode(out))),
+    );
     exporter.spawn_fault_timers(shutdown.clone());
     let metrics = Arc::new(WebMetrics {
         exporter: exporter.clone(),
@@ -105,15 +83,16 @@ pub async fn serve(
         )
         .route("/polls/5xx_exception/", get(exception))
         .layer(axum::middleware::from_fn_with_state(
+            gunicorn,
+            web::gunicorn_statsd,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             metrics,
-            web::instrument::<PollsInstruments>,
+            web::instrument::<Django>,
         ))
         .merge(
             Router::new()
-                .route(
-                    "/prometheus/metrics",
-                    get(web::metrics_text::<PollsInstruments>),
-                )
+                .route("/prometheus/metrics", get(web::metrics_text::<Django>))
                 .with_state(exporter),
         );
     crate::serve_http(listener, app, shutdown).await

@@ -208,6 +208,12 @@ async fn workers_fault_makes_counters_saw_tooth() {
         values.iter().all(|v| *v < 61.0),
         "no single worker saw every request: {values:?}"
     );
+    let m = p.metrics().await;
+    assert_eq!(
+        sample(&m, "gunicorn_requests", &[]),
+        Some(61.0),
+        "statsd_exporter sums every worker"
+    );
     p.stop().await;
 }
 
@@ -221,7 +227,9 @@ async fn uncounted_errors_fault_drops_5xx() {
     let resp = "django_http_responses_total_by_status_view_method_total";
     assert_eq!(sample(&m, resp, &[("status", "200")]), Some(1.0));
     assert_eq!(sample(&m, resp, &[("status", "500")]), None, "{m}");
-    assert_eq!(sample(&m, "gunicorn_requests", &[]), Some(1.0));
+    // gunicorn's statsd metrics see every response the app sent.
+    assert_eq!(sample(&m, "gunicorn_requests", &[]), Some(3.0));
+    assert_eq!(sample(&m, "gunicorn_request_status_500", &[]), Some(2.0));
     p.stop().await;
 }
 
@@ -269,11 +277,21 @@ async fn reset_every_fault_restarts_counters() {
     for _ in 0..5 {
         get(&format!("{}/polls/4xx_not_found/", p.url)).await;
     }
-    let before = sample(&p.metrics().await, "gunicorn_requests", &[]).unwrap();
-    assert_eq!(before, 5.0);
+    let by_method = "django_http_requests_total_by_method_total";
+    let before = sample(&p.metrics().await, by_method, &[("method", "GET")]);
+    assert_eq!(before, Some(5.0));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = sample(&p.metrics().await, "gunicorn_requests", &[]).unwrap();
-    assert_eq!(after, 0.0, "the registry was recreated");
+    let m = p.metrics().await;
+    assert_eq!(
+        sample(&m, by_method, &[("method", "GET")]),
+        None,
+        "the registry was recreated: {m}"
+    );
+    assert_eq!(
+        sample(&m, "gunicorn_requests", &[]),
+        Some(5.0),
+        "statsd_exporter is another process"
+    );
     p.stop().await;
 }
 
@@ -370,6 +388,9 @@ async fn bank_accounts_transactions_and_fastapi_metrics() {
         700
     );
     assert_eq!(get(&format!("{base}/accounts/999999")).await.0, 404);
+    let (status, body) = get(&format!("{base}/accounts/abc")).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("int_parsing"), "{body}");
     let (_, txs) = get(&format!("{base}/accounts/{id}/transactions")).await;
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&txs)
@@ -403,9 +424,9 @@ async fn bank_accounts_transactions_and_fastapi_metrics() {
         sample(
             &m,
             "http_requests_total",
-            &[("handler", "/accounts/{account_id}"), ("status", "4xx")]
+            &[("handler", "/accounts/{account_id}"), ("status", "4xx")] // 404 and the 422 for `abc`
         ),
-        Some(1.0)
+        Some(2.0)
     );
     assert_eq!(
         sample(

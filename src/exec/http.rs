@@ -550,6 +550,9 @@ impl Executor for HttpExecutor {
         deadline
             .as_mut()
             .reset(tokio::time::Instant::now() + e.timeout);
+        // A deadline that expires while connecting means the target never
+        // answered: a connect failure, not a slow response.
+        let connecting = std::cell::Cell::new(false);
         let call = async {
             // A connection the server has closed is replaced before use;
             // that is not a failure of this request, which was not sent.
@@ -562,16 +565,35 @@ impl Executor for HttpExecutor {
             if !usable {
                 // Boxed: connecting is rare, and its state would otherwise
                 // make every request's future larger.
+                connecting.set(true);
                 let conn = Box::pin(e.connect()).await;
+                connecting.set(false);
                 s.conns[r.target] = Some(conn.map_err(|(k, m)| CallResult::Failed(k, m))?);
             }
             let h2 = matches!(s.conns[r.target], Some(Conn::H2(_)));
             let req = self.build_request(r, e, h2, s)?;
-            let sent = match s.conns[r.target].as_mut().expect("connected above") {
-                Conn::H1(sender) => sender.send_request(req).await,
-                Conn::H2(sender) => sender.send_request(req).await,
+            let mut sent = match s.conns[r.target].as_mut().expect("connected above") {
+                Conn::H1(sender) => sender.try_send_request(req).await,
+                Conn::H2(sender) => sender.try_send_request(req).await,
             };
+            // A keep-alive connection the server closed just as the request
+            // went out: the request never left, so it is sent once more on
+            // a fresh connection rather than counted as an error the server
+            // never saw.
+            if let Err(err) = &mut sent
+                && let Some(req) = err.take_message()
+            {
+                connecting.set(true);
+                let conn = Box::pin(e.connect()).await;
+                connecting.set(false);
+                s.conns[r.target] = Some(conn.map_err(|(k, m)| CallResult::Failed(k, m))?);
+                sent = match s.conns[r.target].as_mut().expect("connected above") {
+                    Conn::H1(sender) => sender.try_send_request(req).await,
+                    Conn::H2(sender) => sender.try_send_request(req).await,
+                };
+            }
             let resp = sent.map_err(|err| {
+                let err = err.into_error();
                 CallResult::Failed(
                     classify(&err),
                     format!("sending the request: {}", chain(&err)),
@@ -604,6 +626,13 @@ impl Executor for HttpExecutor {
             Ok(Err(failed)) => {
                 s.conns[r.target] = None;
                 failed
+            }
+            Err(_) if connecting.get() => {
+                s.conns[r.target] = None;
+                CallResult::Failed(
+                    TransportError::Connect,
+                    format!("no connection to `{}` within {:?}", e.name, e.timeout),
+                )
             }
             Err(_) => {
                 s.conns[r.target] = None;

@@ -403,29 +403,66 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, Vec<Diagnostic>
         .toplevel_mapping();
     let node =
         marked_yaml::parse_yaml_with_options(0, text, options).map_err(|e| vec![load_error(&e)])?;
-    let raw: RawScenario = marked_yaml::from_node(&node).map_err(|e| {
-        let mut pos = e.start_mark().map(|m| Pos {
-            line: m.line(),
-            column: m.column(),
-        });
-        let where_ = e.path().map(|p| format!(" in `{p}`")).unwrap_or_default();
-        let inner = e.into_inner();
-        if let marked_yaml::spanned_serde::Error::UnknownFieldError(field, _, _) = &inner {
-            // The reported span is the enclosing mapping; point at the key.
-            pos = find_key(&node, field, pos.unwrap_or_default()).or(pos);
+    // Serde stops at the first unknown key; remove each one and try again,
+    // so a file with several misspellings reports them all, and the rest
+    // of the file is still checked.
+    let mut node = node;
+    let mut shape_errors = Vec::new();
+    let raw: RawScenario = loop {
+        match marked_yaml::from_node::<RawScenario>(&node) {
+            Ok(raw) => break raw,
+            Err(e) => {
+                let mut pos = e.start_mark().map(|m| Pos {
+                    line: m.line(),
+                    column: m.column(),
+                });
+                let where_ = e.path().map(|p| format!(" in `{p}`")).unwrap_or_default();
+                let inner = e.into_inner();
+                let mut removed = false;
+                if let marked_yaml::spanned_serde::Error::UnknownFieldError(field, _, _) = &inner {
+                    // The reported span is the enclosing mapping; point at the key.
+                    if let Some(key_pos) = find_key(&node, field, pos.unwrap_or_default()) {
+                        pos = Some(key_pos);
+                        removed = remove_key(&mut node, field, key_pos);
+                    }
+                }
+                shape_errors.push(Diagnostic::at(
+                    pos,
+                    format!("{}{where_}", lowercase_first(&inner.to_string())),
+                ));
+                if !removed || shape_errors.len() >= 50 {
+                    return Err(shape_errors);
+                }
+            }
         }
-        vec![Diagnostic::at(
-            pos,
-            format!("{}{where_}", lowercase_first(&inner.to_string())),
-        )]
-    })?;
+    };
     let _ = path;
-    let mut c = Checker { diags: Vec::new() };
+    let mut c = Checker {
+        diags: shape_errors,
+    };
     let scenario = check(&mut c, &raw, &node);
     if c.diags.is_empty() {
         Ok(scenario.expect("a scenario without diagnostics is complete"))
     } else {
         Err(c.diags)
+    }
+}
+
+/// Removes the mapping key named `key` that starts at `at`.
+fn remove_key(node: &mut Node, key: &str, at: Pos) -> bool {
+    match node {
+        Node::Scalar(_) => false,
+        Node::Sequence(seq) => seq.iter_mut().any(|n| remove_key(n, key, at)),
+        Node::Mapping(map) => {
+            let found = map
+                .keys()
+                .find(|k| k.as_str() == key && Pos::of_span(k.span()) == Some(at))
+                .cloned();
+            match found {
+                Some(k) => map.remove(&k).is_some(),
+                None => map.values_mut().any(|v| remove_key(v, key, at)),
+            }
+        }
     }
 }
 
@@ -810,6 +847,15 @@ fn check_http(
                 ),
             );
         }
+        if !v.contains("{{") && http::HeaderValue::from_str(v).is_err() {
+            c.err(
+                pos(v),
+                format!(
+                    "`headers`: the value of `{}` is not a valid HTTP header value",
+                    k.as_str()
+                ),
+            );
+        }
         headers.push((k.to_string(), located(v)));
     }
     let body = match (&h.json, &h.body, json) {
@@ -987,6 +1033,20 @@ thresholds:
             diags[0]
         );
         assert_eq!(diags[0].pos.unwrap().line, 7);
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_with_the_rest() {
+        let text = GOOD
+            .replace("wait: 10ms..20ms", "wiat: 10ms..20ms")
+            .replace("duration: 2s", "duraton: 2s")
+            .replace("weight: 2", "weight: 0");
+        let diags = parse(&text).unwrap_err();
+        let has = |s: &str| diags.iter().any(|d| d.message.contains(s));
+        assert!(has("`wiat`") && has("`duraton`"), "{diags:#?}");
+        assert!(has("to say when the run ends"), "{diags:#?}");
+        assert!(has("`weight`"), "{diags:#?}");
+        assert_eq!(diags.len(), 4, "{diags:#?}");
     }
 
     #[test]
