@@ -76,6 +76,22 @@ pub fn grpc_router() -> tonic::transport::server::Router {
         .add_service(v1alpha)
 }
 
+/// Serves a gRPC router on `grpc` and its metrics on `metrics` until
+/// `shutdown`.
+pub async fn serve_grpc_with_metrics(
+    grpc: TcpListener,
+    router: tonic::transport::server::Router,
+    metrics: TcpListener,
+    exporter: Arc<Exporter<grpc::GrpcInstruments>>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    tokio::try_join!(
+        serve_grpc(grpc, router, shutdown.clone()),
+        serve_metrics(metrics, exporter, "/metrics", shutdown),
+    )?;
+    Ok(())
+}
+
 /// Serves a tonic router until `shutdown`.
 pub async fn serve_grpc(
     listener: TcpListener,

@@ -61,6 +61,28 @@ impl RevertName for Service {
     }
 }
 
+/// The metrics of a gRPC demo service, with its fault timers and (when an
+/// edge address is set) its heartbeats started.
+pub(crate) fn start_exporter(
+    service: &'static str,
+    opts: &GrpcOptions,
+    shutdown: &CancellationToken,
+) -> std::io::Result<Arc<Exporter<GrpcInstruments>>> {
+    let exporter = Exporter::<GrpcInstruments>::new(&opts.faults);
+    exporter.spawn_fault_timers(shutdown.clone());
+    if let Some(edge) = &opts.edge {
+        crate::heartbeat::spawn(
+            service,
+            edge.clone(),
+            opts.heartbeat_every,
+            exporter.clone(),
+            shutdown.clone(),
+        )
+        .map_err(std::io::Error::other)?;
+    }
+    Ok(exporter)
+}
+
 /// Serves revert-name's gRPC on `grpc` and its metrics on `metrics` until
 /// `shutdown`.
 pub async fn serve(
@@ -69,27 +91,9 @@ pub async fn serve(
     opts: GrpcOptions,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let exporter = Exporter::<GrpcInstruments>::new(&opts.faults);
-    exporter.spawn_fault_timers(shutdown.clone());
-    if let Some(edge) = &opts.edge {
-        crate::heartbeat::spawn(
-            "revert-name",
-            edge.clone(),
-            opts.heartbeat_every,
-            exporter.clone(),
-            shutdown.clone(),
-        )
-        .map_err(std::io::Error::other)?;
-    }
-    let service = RevertNameServer::new(Service {
+    let exporter = start_exporter("revert-name", &opts, &shutdown)?;
+    let router = crate::grpc_router().add_service(RevertNameServer::new(Service {
         exporter: exporter.clone(),
-    });
-    let grpc_server = crate::serve_grpc(
-        grpc,
-        crate::grpc_router().add_service(service),
-        shutdown.clone(),
-    );
-    let metrics_server = crate::serve_metrics(metrics, exporter, "/metrics", shutdown);
-    tokio::try_join!(grpc_server, metrics_server)?;
-    Ok(())
+    }));
+    crate::serve_grpc_with_metrics(grpc, router, metrics, exporter, shutdown).await
 }

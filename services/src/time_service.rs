@@ -75,29 +75,11 @@ pub async fn serve(
     opts: GrpcOptions,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let exporter = Exporter::<GrpcInstruments>::new(&opts.faults);
-    exporter.spawn_fault_timers(shutdown.clone());
-    if let Some(edge) = &opts.edge {
-        crate::heartbeat::spawn(
-            "time",
-            edge.clone(),
-            opts.heartbeat_every,
-            exporter.clone(),
-            shutdown.clone(),
-        )
-        .map_err(std::io::Error::other)?;
-    }
-    let service = TimeServer::new(Service {
+    let exporter = crate::revert::start_exporter("time", &opts, &shutdown)?;
+    let router = crate::grpc_router().add_service(TimeServer::new(Service {
         exporter: exporter.clone(),
-    });
-    let grpc_server = crate::serve_grpc(
-        grpc,
-        crate::grpc_router().add_service(service),
-        shutdown.clone(),
-    );
-    let metrics_server = crate::serve_metrics(metrics, exporter, "/metrics", shutdown);
-    tokio::try_join!(grpc_server, metrics_server)?;
-    Ok(())
+    }));
+    crate::serve_grpc_with_metrics(grpc, router, metrics, exporter, shutdown).await
 }
 
 #[cfg(test)]
