@@ -733,3 +733,39 @@ async fn grpc_uncounted_errors_fault_drops_non_ok_codes() {
     );
     g.stop().await;
 }
+
+#[tokio::test]
+async fn grpc_servers_serve_reflection() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let g = start_grpc(&[]).await;
+    let mut client = ServerReflectionClient::new(
+        tonic::transport::Channel::from_shared(g.revert_grpc.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = responses.message().await.unwrap().expect("one answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = first.message_response else {
+        panic!("expected a service list, got {first:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"revertname.RevertName".to_owned()),
+        "{names:?}"
+    );
+    g.stop().await;
+}
