@@ -102,24 +102,24 @@ impl GrpcFamilies {
         };
         r.register(
             format!("grpc_{side}_started"),
-            format!("Total number of RPCs {verb}."),
+            format!("Total number of RPCs {verb}"),
             f.started.clone(),
         );
         r.register(
             format!("grpc_{side}_handled"),
             format!(
-                "Total number of RPCs completed on the {who}, regardless of success or failure."
+                "Total number of RPCs completed on the {who}, regardless of success or failure"
             ),
             f.handled.clone(),
         );
         r.register(
             format!("grpc_{side}_msg_received"),
-            format!("Total number of RPC stream messages received on the {who}."),
+            format!("Total number of RPC stream messages received on the {who}"),
             f.msg_received.clone(),
         );
         r.register(
             format!("grpc_{side}_msg_sent"),
-            format!("Total number of gRPC stream messages sent by the {who}."),
+            format!("Total number of gRPC stream messages sent by the {who}"),
             f.msg_sent.clone(),
         );
         let hist = if side == "server" {
@@ -129,7 +129,7 @@ impl GrpcFamilies {
         };
         r.register(
             hist,
-            format!("Histogram of response latency (seconds) of gRPC that had been application-level handled by the {who}."),
+            format!("Histogram of response latency (seconds) of gRPC that had been application-level handled by the {who}"),
             f.handling.clone(),
         );
         f

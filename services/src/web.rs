@@ -129,27 +129,27 @@ impl Instruments for Django {
         };
         r.register(
             "django_http_requests_total_by_method",
-            "Count of requests by method.",
+            "Count of requests by method",
             d.requests_by_method.clone(),
         );
         r.register(
             "django_http_responses_total_by_status_view_method",
-            "Count of responses by status, view, method.",
+            "Count of responses by status, view, method",
             d.responses_by_status_view_method.clone(),
         );
         r.register(
             "django_http_requests_latency_seconds_by_view_method",
-            "Histogram of request processing time labelled by view.",
+            "Histogram of request processing time labelled by view",
             d.latency_by_view_method.clone(),
         );
         r.register(
             "django_http_exceptions_total_by_view",
-            "Count of exceptions by view.",
+            "Count of exceptions by view",
             d.exceptions_by_view.clone(),
         );
         r.register(
             "django_http_exceptions_total_by_type",
-            "Count of exceptions by object type.",
+            "Count of exceptions by object type",
             d.exceptions_by_type.clone(),
         );
         d
@@ -219,12 +219,12 @@ impl Instruments for FastApi {
         };
         r.register(
             "http_requests",
-            "Total number of requests by method, status and handler.",
+            "Total number of requests by method, status and handler",
             f.requests.clone(),
         );
         r.register(
             "http_request_duration_seconds",
-            "Latency with only few buckets by handler. Made to be only used if aggregation by handler is important.",
+            "Latency with only few buckets by handler. Made to be only used if aggregation by handler is important",
             f.duration.clone(),
         );
         f
