@@ -312,10 +312,6 @@ pub async fn serve(
             metrics,
             web::instrument::<FastApi>,
         ))
-        .merge(
-            Router::new()
-                .route("/metrics", get(web::metrics_text::<FastApi>))
-                .with_state(exporter),
-        );
+        .merge(crate::metrics_router("/metrics", exporter));
     crate::serve_http(listener, app, shutdown).await
 }

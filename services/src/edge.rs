@@ -174,11 +174,7 @@ pub async fn serve(
             metrics,
             web::instrument::<Django>,
         ))
-        .merge(
-            Router::new()
-                .route("/prometheus/metrics", get(web::metrics_text::<Django>))
-                .with_state(web_exporter),
-        );
+        .merge(crate::metrics_router("/prometheus/metrics", web_exporter));
     let heartbeat = HeartbeatServer::new(HeartbeatService {
         exporter: grpc_exporter.clone(),
         received: Mutex::new(HashMap::new()),

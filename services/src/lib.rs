@@ -55,10 +55,14 @@ pub async fn serve_metrics<I: Instruments>(
     path: &str,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = Router::new()
+    serve_http(listener, metrics_router(path, exporter), shutdown).await
+}
+
+/// A router answering `path` with an exporter's text.
+pub fn metrics_router<I: Instruments>(path: &str, exporter: Arc<Exporter<I>>) -> Router {
+    Router::new()
         .route(path, get(web::metrics_text::<I>))
-        .with_state(exporter);
-    serve_http(listener, app, shutdown).await
+        .with_state(exporter)
 }
 
 /// A tonic router with gRPC reflection (v1 and v1alpha) already added.

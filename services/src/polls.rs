@@ -90,11 +90,7 @@ pub async fn serve(
             metrics,
             web::instrument::<Django>,
         ))
-        .merge(
-            Router::new()
-                .route("/prometheus/metrics", get(web::metrics_text::<Django>))
-                .with_state(exporter),
-        );
+        .merge(crate::metrics_router("/prometheus/metrics", exporter));
     crate::serve_http(listener, app, shutdown).await
 }
 

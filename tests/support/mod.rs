@@ -118,7 +118,7 @@ pub fn start() -> TestServer {
     }
 }
 
-/// How a [`TlsServer`]/[`H2cServer`] request arrived.
+/// The HTTP versions a [`HyperServer`] saw, with their counts.
 #[derive(Clone, Default)]
 pub struct Versions(Arc<Mutex<HashMap<String, u64>>>);
 
@@ -141,14 +141,19 @@ async fn answer(
     Ok(hyper::Response::new("ok\n".to_owned()))
 }
 
-/// An HTTP/2-only cleartext server (h2c with prior knowledge).
-pub struct H2cServer {
+/// A hyper-based test server on an ephemeral loopback port.
+pub struct HyperServer {
     pub addr: SocketAddr,
     pub versions: Versions,
     _rt: tokio::runtime::Runtime,
 }
 
-pub fn start_h2c() -> H2cServer {
+/// Accepts connections and hands each to `serve` on its own task.
+fn spawn_server<F, Fut>(serve: F) -> HyperServer
+where
+    F: Fn(tokio::net::TcpStream, Versions) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -160,32 +165,29 @@ pub fn start_h2c() -> H2cServer {
     let v = versions.clone();
     rt.spawn(async move {
         while let Ok((sock, _)) = listener.accept().await {
-            let v = v.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| answer(v.clone(), req));
-                let _ =
-                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(sock), service)
-                        .await;
-            });
+            tokio::spawn(serve(sock, v.clone()));
         }
     });
-    H2cServer {
+    HyperServer {
         addr,
         versions,
         _rt: rt,
     }
 }
 
-/// A TLS server with a fresh self-signed certificate for `localhost`,
-/// offering HTTP/2 and HTTP/1.1 through ALPN.
-pub struct TlsServer {
-    pub addr: SocketAddr,
-    pub versions: Versions,
-    _rt: tokio::runtime::Runtime,
+/// An HTTP/2-only cleartext server (h2c with prior knowledge).
+pub fn start_h2c() -> HyperServer {
+    spawn_server(|sock, v| async move {
+        let service = hyper::service::service_fn(move |req| answer(v.clone(), req));
+        let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .serve_connection(hyper_util::rt::TokioIo::new(sock), service)
+            .await;
+    })
 }
 
-pub fn start_tls() -> TlsServer {
+/// A TLS server with a fresh self-signed certificate for `localhost`,
+/// offering HTTP/2 and HTTP/1.1 through ALPN.
+pub fn start_tls() -> HyperServer {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
@@ -195,34 +197,17 @@ pub fn start_tls() -> TlsServer {
         .unwrap();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let versions = Versions::default();
-    let v = versions.clone();
-    rt.spawn(async move {
-        while let Ok((sock, _)) = listener.accept().await {
-            let (v, acceptor) = (v.clone(), acceptor.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(sock).await else {
-                    return;
-                };
-                let service = hyper::service::service_fn(move |req| answer(v.clone(), req));
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                .await;
-            });
+    spawn_server(move |sock, v| {
+        let acceptor = acceptor.clone();
+        async move {
+            let Ok(tls) = acceptor.accept(sock).await else {
+                return;
+            };
+            let service = hyper::service::service_fn(move |req| answer(v.clone(), req));
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
         }
-    });
-    TlsServer {
-        addr,
-        versions,
-        _rt: rt,
-    }
+    })
 }
