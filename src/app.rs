@@ -10,12 +10,17 @@ use anyhow::{Context, anyhow};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, Format, RunArgs};
+use crate::cli::{Cli, Command, Format, OutputArgs, RunArgs};
 use crate::engine::{self, EnginePlan};
 use crate::exec::HttpPlan;
-use crate::report::{ProgressDisplay, RunReport, render_text};
+use crate::metrics::{MetricSource as _, Prometheus, Scraper, SourceError};
+use crate::report::{
+    ProgressDisplay, RunReport, Summary, render_junit, render_markdown, render_text,
+};
 use crate::scenario::units::{self, Rate};
+use crate::scenario::verification::MetricsSpec;
 use crate::scenario::{self, Diagnostic, Overrides, Scenario, ScenarioErrors};
+use crate::verify::{self, ClientRun, VerificationReport};
 
 /// Process exit codes (sysexits-style where one fits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +28,8 @@ use crate::scenario::{self, Diagnostic, Overrides, Scenario, ScenarioErrors};
 pub enum Exit {
     Pass = 0,
     ThresholdFailed = 1,
+    VerificationFailed = 2,
+    Both = 3,
     Usage = 64,
     Unavailable = 69,
     Internal = 70,
@@ -32,12 +39,12 @@ pub enum Exit {
 /// An error that knows its exit code.
 #[derive(Debug, thiserror::Error)]
 #[error("{error}")]
-struct Failure {
+pub(crate) struct Failure {
     code: Exit,
     error: anyhow::Error,
 }
 
-fn fail(code: Exit, error: impl Into<anyhow::Error>) -> Failure {
+pub(crate) fn fail(code: Exit, error: impl Into<anyhow::Error>) -> Failure {
     Failure {
         code,
         error: error.into(),
@@ -73,6 +80,13 @@ fn dispatch(cli: Cli) -> Result<Exit, Failure> {
     match cli.command {
         Command::Validate { files } => Ok(validate(&files)),
         Command::Report { file, format } => report(&file, format),
+        Command::Demo(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| fail(Exit::Internal, e))?;
+            rt.block_on(crate::demo::run(args))
+        }
         Command::Run(args) => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -133,18 +147,21 @@ fn report(file: &Path, format: Format) -> Result<Exit, Failure> {
     match format {
         Format::Text => print!("{}", render_text(&r, &summary)),
         Format::Json => {
-            let v = serde_json::json!({ "summary": summary, "thresholds": r.thresholds });
+            let v = serde_json::json!({
+                "summary": summary,
+                "thresholds": r.thresholds,
+                "verification": r.verification,
+                "verification_error": r.verification_error,
+            });
             println!(
                 "{}",
                 serde_json::to_string_pretty(&v).map_err(|e| fail(Exit::Internal, e))?
             );
         }
+        Format::Junit => print!("{}", render_junit(&r)),
+        Format::Markdown => print!("{}", render_markdown(&r, &summary)),
     }
-    Ok(if r.thresholds_failed() {
-        Exit::ThresholdFailed
-    } else {
-        Exit::Pass
-    })
+    Ok(exit_code(&r, r.verification_error.is_some() && !r.interrupted))
 }
 
 fn overrides(a: &RunArgs) -> Result<Overrides, String> {
@@ -183,6 +200,7 @@ fn overrides(a: &RunArgs) -> Result<Overrides, String> {
             .transpose()
             .map_err(|e| format!("--rate: {e}"))?,
         targets,
+        prometheus: a.prometheus.clone(),
     })
 }
 
@@ -195,14 +213,111 @@ async fn run(args: RunArgs) -> Result<Exit, Failure> {
             return Ok(Exit::Usage);
         }
     };
+    let settings = RunSettings {
+        threads: args.threads,
+        output: args.output.clone(),
+    };
+    run_scenario(scenario, &args.file.display().to_string(), &settings).await
+}
+
+/// How a scenario is run, beyond the scenario itself.
+pub(crate) struct RunSettings {
+    pub threads: Option<usize>,
+    pub output: OutputArgs,
+}
+
+/// The metric source a run verifies against.
+enum Source {
+    Prometheus(Prometheus),
+    Scraper(Arc<Scraper>),
+}
+
+impl Source {
+    fn new(spec: &MetricsSpec) -> Result<Option<Self>, Failure> {
+        if let Some(url) = &spec.prometheus {
+            let token = match &spec.token_env {
+                Some(var) => Some(std::env::var(var).map_err(|_| {
+                    fail(
+                        Exit::Usage,
+                        anyhow!("metrics.token_env names `{var}`, which is not set in the environment"),
+                    )
+                })?),
+                None => None,
+            };
+            return Ok(Some(Source::Prometheus(
+                Prometheus::new(url, token).map_err(|e| fail(Exit::Usage, anyhow!(e)))?,
+            )));
+        }
+        if spec.scrape.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Source::Scraper(
+            Scraper::new(&spec.scrape, spec.scrape_interval)
+                .map_err(|e| fail(Exit::Usage, anyhow!(e)))?,
+        )))
+    }
+
+    async fn verify(
+        &self,
+        scenario: &Scenario,
+        client: &ClientRun,
+    ) -> Result<VerificationReport, SourceError> {
+        match self {
+            Source::Prometheus(p) => verify::verify(p, scenario, client).await,
+            Source::Scraper(s) => verify::verify(s.as_ref(), scenario, client).await,
+        }
+    }
+}
+
+/// Runs a loaded scenario: load, report, verification, outputs, exit code.
+pub(crate) async fn run_scenario(
+    scenario: Scenario,
+    file: &str,
+    settings: &RunSettings,
+) -> Result<Exit, Failure> {
+    let output = &settings.output;
     let plan = Arc::new(HttpPlan::new(&scenario).map_err(|e| fail(Exit::Usage, anyhow!(e)))?);
     let engine_plan = EnginePlan {
         load: scenario.load.clone(),
         weights: scenario.requests.iter().map(|r| r.weight.get()).collect(),
-        threads: args
+        threads: settings
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
     };
+
+    // The metric source is checked before any traffic; an unreachable one
+    // does not stop the run (the client figures are still worth having),
+    // but verification is then reported as not run.
+    let verification = &scenario.verification;
+    let source = if verification.is_requested() {
+        let source = Source::new(&verification.metrics)?.ok_or_else(|| {
+            fail(
+                Exit::Usage,
+                anyhow!(
+                    "the scenario asks for verification but names no metric source: add `metrics: {{ scrape: [URL] }}` for the embedded scraper, `metrics: {{ prometheus: URL }}`, or --prometheus URL"
+                ),
+            )
+        })?;
+        Some(source)
+    } else {
+        None
+    };
+    let mut source_error = None;
+    let stop_scraping = CancellationToken::new();
+    match &source {
+        Some(Source::Prometheus(p)) => {
+            if let Err(e) = p.check().await {
+                eprintln!("error: {e}");
+                eprintln!("hint: the load still runs; verification will be reported as not run");
+                source_error = Some(e.to_string());
+            }
+        }
+        Some(Source::Scraper(s)) => {
+            s.scrape_all().await;
+            s.spawn(stop_scraping.clone());
+        }
+        None => {}
+    }
 
     // First Ctrl-C (or SIGTERM): stop starting requests and drain. Second:
     // cut off in-flight requests at once. Either way the report is still
@@ -222,22 +337,52 @@ async fn run(args: RunArgs) -> Result<Exit, Failure> {
         });
     }
 
-    let progress = ProgressDisplay::new(args.quiet, scenario.load.duration);
-    let output = engine::run(plan, &engine_plan, interrupt, abort_now, |p| {
+    let progress = ProgressDisplay::new(output.quiet, scenario.load.duration);
+    let engine_output = engine::run(plan, &engine_plan, interrupt.clone(), abort_now, |p| {
         progress.update(p)
     })
     .await
     .map_err(|e| fail(Exit::Internal, anyhow!(e)))?;
     progress.finish();
 
-    let report = RunReport::new(&scenario, &args.file.display().to_string(), &output);
+    let mut report = RunReport::new(&scenario, file, &engine_output);
+    let mut source_down = false;
+    if let Some(source) = &source {
+        let outcome = if let Some(e) = source_error {
+            source_down = true;
+            Err(e)
+        } else if report.interrupted {
+            Err("the run was interrupted".to_owned())
+        } else {
+            if !output.quiet {
+                eprintln!("verifying: waiting for a scrape after the load ended…");
+            }
+            let client = ClientRun::new(&scenario, &engine_output);
+            let verified = tokio::select! {
+                v = source.verify(&scenario, &client) => Some(v),
+                _ = stop_signal() => None,
+            };
+            match verified {
+                Some(Ok(v)) => Ok(v),
+                Some(Err(e)) => {
+                    source_down = matches!(e, SourceError::Unavailable(_));
+                    Err(e.to_string())
+                }
+                None => {
+                    report.interrupted = true;
+                    Err("interrupted while verifying".to_owned())
+                }
+            }
+        };
+        report.attach_verification(outcome);
+    }
+    stop_scraping.cancel();
+
     let summary = report
         .summary()
         .map_err(|e| fail(Exit::Internal, anyhow!(e)))?;
     print!("{}", render_text(&report, &summary));
-    if let Some(out) = &args.out {
-        write_atomically(out, &report).map_err(|e| fail(Exit::Internal, e))?;
-    }
+    write_outputs(output, &report, &summary)?;
 
     let unavailable = report.unavailable_targets();
     for (target, example) in &unavailable {
@@ -253,15 +398,44 @@ async fn run(args: RunArgs) -> Result<Exit, Failure> {
             "hint: check that the service is running, or point the target elsewhere with --target {target}=URL"
         );
     }
-    Ok(if report.interrupted {
+    if source_down && let Some(e) = &report.verification_error {
+        eprintln!("error: verification not run: {e}");
+    }
+    Ok(exit_code(&report, !unavailable.is_empty() || source_down))
+}
+
+fn exit_code(report: &RunReport, unavailable: bool) -> Exit {
+    let thresholds = report.thresholds_failed();
+    let verification = report.verification_failed();
+    if report.interrupted {
         Exit::Interrupted
-    } else if !unavailable.is_empty() {
+    } else if unavailable {
         Exit::Unavailable
-    } else if report.thresholds_failed() {
+    } else if thresholds && verification {
+        Exit::Both
+    } else if verification {
+        Exit::VerificationFailed
+    } else if thresholds {
         Exit::ThresholdFailed
     } else {
         Exit::Pass
-    })
+    }
+}
+
+fn write_outputs(o: &OutputArgs, report: &RunReport, summary: &Summary) -> Result<(), Failure> {
+    if let Some(out) = &o.out {
+        let json = serde_json::to_vec_pretty(report).map_err(|e| fail(Exit::Internal, e))?;
+        write_atomically(out, &json).map_err(|e| fail(Exit::Internal, e))?;
+    }
+    if let Some(path) = &o.junit {
+        write_atomically(path, render_junit(report).as_bytes())
+            .map_err(|e| fail(Exit::Internal, e))?;
+    }
+    if let Some(path) = &o.markdown {
+        write_atomically(path, render_markdown(report, summary).as_bytes())
+            .map_err(|e| fail(Exit::Internal, e))?;
+    }
+    Ok(())
 }
 
 /// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
@@ -287,16 +461,29 @@ async fn stop_signal() {
     }
 }
 
-/// Writes JSON to a temporary file beside `path`, then renames it, so a
-/// crash never leaves a half-written results file.
-fn write_atomically(path: &Path, report: &RunReport) -> anyhow::Result<()> {
-    let tmp = path.with_extension("json.partial");
-    let file = std::fs::File::create(&tmp)
-        .with_context(|| format!("cannot create `{}`", tmp.display()))?;
-    let mut w = std::io::BufWriter::new(file);
-    serde_json::to_writer_pretty(&mut w, report).context("cannot serialise the results")?;
+/// Writes to a temporary file beside `path`, then renames it, so a crash
+/// never leaves a half-written file. Standard output and other special
+/// files (`/dev/stdout`, a `$GITHUB_STEP_SUMMARY` pipe) are written
+/// directly.
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write as _;
-    w.flush()
+    let special = std::fs::metadata(path).is_ok_and(|m| !m.is_file());
+    if special {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open `{}`", path.display()))?;
+        f.write_all(bytes)
+            .with_context(|| format!("cannot write `{}`", path.display()))?;
+        return Ok(());
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = std::path::PathBuf::from(tmp);
+    let mut file = std::fs::File::create(&tmp)
+        .with_context(|| format!("cannot create `{}`", tmp.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.flush())
         .with_context(|| format!("cannot write `{}`", tmp.display()))?;
     std::fs::rename(&tmp, path)
         .with_context(|| format!("cannot move the results into `{}`", path.display()))?;

@@ -7,13 +7,18 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Load testing that proves your monitoring tells the truth.
 ///
 /// redproof drives weighted HTTP traffic from a YAML scenario file, measures
-/// every request on the client side and prints a RED report: rate, errors
-/// and duration per request.
+/// every request on the client side, then reads the server's own metrics
+/// (Prometheus, or its embedded scraper) and proves they agree: rate,
+/// errors and duration per request, with a diagnosis for every
+/// disagreement.
+///
+/// Start with `redproof demo`, then `redproof demo --fault workers=4`.
 #[derive(Debug, Parser)]
 #[command(name = "redproof", version, propagate_version = true)]
 #[command(
-    after_help = "Exit codes: 0 pass · 1 a threshold failed · 64 usage or scenario error · \
-69 a target unavailable · 70 internal error · 130 interrupted"
+    after_help = "Exit codes: 0 pass · 1 a threshold failed · 2 a verification check failed or had \
+no data · 3 both · 64 usage or scenario error · 69 a target or the metric source unavailable · \
+70 internal error · 130 interrupted"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -30,6 +35,9 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Start the demo services in-process, run a bundled scenario against
+    /// them and verify their metrics with the embedded scraper.
+    Demo(DemoArgs),
     /// Re-render the report of a results file written by `run --out`.
     Report {
         /// A results file (JSON).
@@ -44,8 +52,52 @@ pub enum Command {
 pub enum Format {
     /// The RED table.
     Text,
-    /// Per-request figures and threshold verdicts as JSON.
+    /// Per-request figures, threshold verdicts and verification as JSON.
     Json,
+    /// JUnit XML, one test case per check and threshold.
+    Junit,
+    /// A Markdown summary for a CI job page.
+    Markdown,
+}
+
+/// Where the report goes besides the terminal.
+#[derive(Debug, Args, Clone, Default)]
+pub struct OutputArgs {
+    /// Write the full results (histograms, windows, verdicts) as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+
+    /// Write JUnit XML: one test case per verification check and threshold.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+
+    /// Write a Markdown summary (e.g. to $GITHUB_STEP_SUMMARY).
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+
+    /// No live progress on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Switch on an instrumentation fault in the demo services
+    /// (repeatable): workers=N, uncounted-errors, unmeasured-delay=DUR,
+    /// ms-as-seconds, reset-every=DUR, frozen-metrics[=AFTER].
+    #[arg(long = "fault", value_name = "FAULT")]
+    pub faults: Vec<String>,
+
+    /// How long to send load [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<String>,
+
+    /// Print the bundled scenario and exit.
+    #[arg(long)]
+    pub print_scenario: bool,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -73,13 +125,13 @@ pub struct RunArgs {
     #[arg(long = "target", value_name = "NAME=URL")]
     pub targets: Vec<String>,
 
-    /// Write the full results (histograms, windows, verdicts) as JSON.
-    #[arg(long, value_name = "FILE")]
-    pub out: Option<PathBuf>,
+    /// Read server metrics from this Prometheus, replacing the file's
+    /// `metrics.prometheus`.
+    #[arg(long, value_name = "URL", env = "REDPROOF_PROMETHEUS")]
+    pub prometheus: Option<String>,
 
-    /// No live progress on stderr.
-    #[arg(long, short)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
 
     /// Engine threads, each with its own connection pools [default: CPU count].
     #[arg(long, value_name = "N")]

@@ -19,10 +19,14 @@
 
 pub mod app;
 pub mod cli;
+mod demo;
 pub mod engine;
 pub mod exec;
 pub mod measure;
+pub mod metrics;
+pub mod promql;
 pub mod report;
 pub mod scenario;
 pub mod source;
 pub mod template;
+pub mod verify;

@@ -651,3 +651,101 @@ impl Executor for HttpExecutor {
         self.plan.requests[request].expect.accepts(status)
     }
 }
+
+/// A plain GET client for one base URL, used to read Prometheus' API and
+/// `/metrics` pages. It keeps one connection and reopens it when needed;
+/// calls are serialised.
+pub struct Fetcher {
+    endpoint: Endpoint,
+    conn: tokio::sync::Mutex<Option<Conn>>,
+}
+
+impl Fetcher {
+    /// `url` is a base URL; `headers` are sent with every request.
+    pub fn new(url: &str, headers: Vec<(String, String)>, timeout: Duration) -> Result<Self, String> {
+        let target = Target {
+            name: url.to_owned(),
+            url: url.trim_end_matches('/').to_owned(),
+            headers,
+            timeout,
+            http2: false,
+            insecure: false,
+        };
+        Ok(Self {
+            endpoint: Endpoint::new(&target)?,
+            conn: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// GETs `path_and_query` (appended to the base URL's path) and returns
+    /// the status and the whole body.
+    pub async fn get(&self, path_and_query: &str) -> Result<(u16, Bytes), String> {
+        let e = &self.endpoint;
+        let mut slot = self.conn.lock().await;
+        let work = async {
+            for attempt in 0..2 {
+                let usable = match slot.as_mut() {
+                    None => false,
+                    Some(c) if c.is_closed() => false,
+                    Some(Conn::H1(s)) => s.ready().await.is_ok(),
+                    Some(Conn::H2(s)) => s.ready().await.is_ok(),
+                };
+                if !usable {
+                    *slot = Some(e.connect().await.map_err(|(_, m)| m)?);
+                }
+                let h2 = matches!(*slot, Some(Conn::H2(_)));
+                let uri: Uri = if h2 {
+                    format!("{}://{}{}{}", e.scheme, e.authority, e.prefix, path_and_query)
+                } else {
+                    format!("{}{}", e.prefix, path_and_query)
+                }
+                .parse()
+                .map_err(|err| format!("invalid request path `{path_and_query}`: {err}"))?;
+                let mut req = Request::get(uri)
+                    .body(Full::new(Bytes::new()))
+                    .map_err(|err| err.to_string())?;
+                *req.headers_mut() = e.headers.clone();
+                if !h2 {
+                    req.headers_mut().insert(header::HOST, e.host_header.clone());
+                }
+                let sent = match slot.as_mut().expect("connected above") {
+                    Conn::H1(s) => s.try_send_request(req).await,
+                    Conn::H2(s) => s.try_send_request(req).await,
+                };
+                let resp = match sent {
+                    Ok(r) => r,
+                    Err(mut err) => {
+                        *slot = None;
+                        // The server closed a kept-alive connection before
+                        // the request left: retry once on a new one.
+                        if attempt == 0 && err.take_message().is_some() {
+                            continue;
+                        }
+                        return Err(chain(&err.into_error()));
+                    }
+                };
+                let status = resp.status().as_u16();
+                let body = resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|err| format!("reading the response: {}", chain(&err)))?
+                    .to_bytes();
+                return Ok((status, body));
+            }
+            Err("the connection closed twice in a row".to_owned())
+        };
+        let result = tokio::time::timeout(e.timeout, work).await;
+        match result {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(m)) => {
+                *slot = None;
+                Err(m)
+            }
+            Err(_) => {
+                *slot = None;
+                Err(format!("no answer within {:?}", e.timeout))
+            }
+        }
+    }
+}

@@ -9,7 +9,7 @@ mod http;
 
 use std::future::Future;
 
-pub use http::{HttpExecutor, HttpPlan};
+pub use http::{Fetcher, HttpExecutor, HttpPlan};
 
 use crate::measure::TransportError;
 

@@ -2,6 +2,8 @@
 //! renderings of it: the RED table on the terminal, the summary JSON, and
 //! the results file that `redproof report` re-renders.
 
+mod junit;
+mod markdown;
 mod progress;
 mod text;
 
@@ -13,12 +15,15 @@ use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use serde::{Deserialize, Serialize};
 
 pub use progress::ProgressDisplay;
+pub use junit::render_junit;
+pub use markdown::render_markdown;
 pub use text::render_text;
 
 use crate::engine::{EngineOutput, ScheduleStats};
 use crate::measure::{Outcome, OutcomeStats, RequestStats, Window};
 use crate::scenario::threshold::{Limit, Metric, Subject, Threshold};
 use crate::scenario::{LoadModel, Scenario};
+use crate::verify::VerificationReport;
 
 /// Identifies the results file format.
 pub const FORMAT: &str = "redproof-results/1";
@@ -37,6 +42,12 @@ pub struct RunReport {
     pub requests: Vec<RequestResult>,
     pub windows: Vec<Window>,
     pub thresholds: Vec<ThresholdResult>,
+    /// Server-side verdicts, when the scenario asks for verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerificationReport>,
+    /// Why verification could not run (metric source unreachable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -189,13 +200,47 @@ impl RunReport {
             schedule: out.schedule.clone(),
             requests,
             windows: out.windows.clone(),
-            thresholds: Vec::new(),
+            thresholds: s
+                .thresholds
+                .iter()
+                .map(|t| ThresholdResult {
+                    threshold: t.clone(),
+                    observed: None,
+                    passed: false,
+                })
+                .collect(),
+            verification: None,
+            verification_error: None,
         };
-        report.thresholds = evaluate(
-            &s.thresholds,
-            &report.summary().expect("histograms just encoded"),
-        );
+        report.evaluate_thresholds();
         report
+    }
+
+    /// Adds the verification outcome and re-evaluates the thresholds on
+    /// server figures.
+    pub fn attach_verification(&mut self, v: Result<VerificationReport, String>) {
+        match v {
+            Ok(v) => self.verification = Some(v),
+            Err(e) => self.verification_error = Some(e),
+        }
+        self.evaluate_thresholds();
+    }
+
+    fn evaluate_thresholds(&mut self) {
+        let thresholds: Vec<Threshold> =
+            self.thresholds.iter().map(|t| t.threshold.clone()).collect();
+        let summary = self.summary().expect("histograms just encoded");
+        self.thresholds = evaluate(
+            &thresholds,
+            &summary,
+            self.verification.as_ref(),
+            self.timing.load_s,
+        );
+    }
+
+    /// True when a verification check failed or had no data.
+    pub fn verification_failed(&self) -> bool {
+        self.verification.as_ref().is_some_and(|v| v.failed())
     }
 
     /// Reads a results file.
@@ -395,15 +440,30 @@ impl Summary {
     }
 }
 
-/// Checks thresholds against the summary. A threshold with nothing to
-/// measure (no responses) fails: no data is never a pass.
-pub fn evaluate(thresholds: &[Threshold], summary: &Summary) -> Vec<ThresholdResult> {
+/// Checks thresholds against the summary and, for `NAME.server.METRIC`,
+/// the server figures. A threshold with nothing to measure fails: no data
+/// is never a pass.
+pub fn evaluate(
+    thresholds: &[Threshold],
+    summary: &Summary,
+    verification: Option<&VerificationReport>,
+    load_s: f64,
+) -> Vec<ThresholdResult> {
     thresholds
         .iter()
         .map(|t| {
-            let observed = summary
-                .row(&t.subject)
-                .and_then(|r| r.metric(t.metric, t.limit));
+            let observed = if t.server {
+                match &t.subject {
+                    Subject::Request(name) => verification
+                        .and_then(|v| v.figures(name))
+                        .and_then(|f| server_metric(f, t.metric, t.limit, load_s)),
+                    Subject::All => None,
+                }
+            } else {
+                summary
+                    .row(&t.subject)
+                    .and_then(|r| r.metric(t.metric, t.limit))
+            };
             ThresholdResult {
                 threshold: t.clone(),
                 observed,
@@ -411,6 +471,32 @@ pub fn evaluate(thresholds: &[Threshold], summary: &Summary) -> Vec<ThresholdRes
             }
         })
         .collect()
+}
+
+/// A server figure in a threshold's unit.
+fn server_metric(
+    f: &crate::verify::ServerFigures,
+    metric: Metric,
+    limit: Limit,
+    load_s: f64,
+) -> Option<f64> {
+    Some(match metric {
+        Metric::Percentile(p) => f.quantile(p / 100.0)? * 1e6,
+        Metric::Mean => f.mean_s? * 1e6,
+        Metric::Count => f.count?,
+        Metric::Rps => f.count? / load_s.max(1e-3),
+        Metric::Errors => match limit {
+            Limit::Ratio(_) => {
+                let c = f.count?;
+                if c <= 0.0 {
+                    return None;
+                }
+                f.errors? / c
+            }
+            _ => f.errors?,
+        },
+        Metric::Min | Metric::Max => return None,
+    })
 }
 
 /// Formats an observed threshold value in its unit.

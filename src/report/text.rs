@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use super::{RunReport, Summary, format_observed};
 use crate::measure::Outcome;
 use crate::scenario::units::format_micros;
+use crate::verify::Status;
 
 fn thousands(n: u64) -> String {
     let s = n.to_string();
@@ -129,6 +130,7 @@ pub fn render_text(r: &RunReport, summary: &Summary) -> String {
             thousands(s.dropped)
         );
     }
+    render_verification(&mut o, r, summary);
     if !r.thresholds.is_empty() {
         let _ = writeln!(o, "\nthresholds");
         for t in &r.thresholds {
@@ -142,6 +144,111 @@ pub fn render_text(r: &RunReport, summary: &Summary) -> String {
         }
     }
     o
+}
+
+/// The server columns beside the client's, and every verdict.
+fn render_verification(o: &mut String, r: &RunReport, summary: &Summary) {
+    if let Some(e) = &r.verification_error {
+        let _ = writeln!(o, "\nverification not run: {e}");
+    }
+    let Some(v) = &r.verification else {
+        return;
+    };
+    let _ = writeln!(
+        o,
+        "\nserver side · {} · verdict {:.1}s after the load ended",
+        v.source, v.verdict_after_s
+    );
+    let name_w = v
+        .server
+        .iter()
+        .map(|f| f.request.chars().count())
+        .max()
+        .unwrap_or(7)
+        .max(7);
+    let _ = writeln!(
+        o,
+        "{:<name_w$} {:<10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "request", "convention", "server", "client", "5xx srv", "5xx cli", "p50", "p95", "p99", "mean"
+    );
+    for f in &v.server {
+        let row = summary.rows.iter().find(|row| row.name == f.request);
+        let client_5xx: u64 = row.map_or(0, |row| {
+            row.outcomes
+                .iter()
+                .filter(|(out, _, _)| matches!(out, Outcome::Status(c) if *c >= 500))
+                .map(|(_, _, n)| n)
+                .sum()
+        });
+        let num = |x: Option<f64>| x.map_or("-".to_owned(), |x| thousands(x.round() as u64));
+        let dur = |x: Option<f64>| x.map_or("-".to_owned(), |x| format_micros((x * 1e6) as u64));
+        let _ = writeln!(
+            o,
+            "{:<name_w$} {:<10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            f.request,
+            f.convention,
+            num(f.count),
+            row.map_or("-".to_owned(), |row| thousands(responses(row))),
+            num(f.errors),
+            thousands(client_5xx),
+            dur(f.quantile(0.5)),
+            dur(f.quantile(0.95)),
+            dur(f.quantile(0.99)),
+            dur(f.mean_s),
+        );
+    }
+    let count = |s: Status| v.verdicts.iter().filter(|x| x.status == s).count();
+    let _ = writeln!(
+        o,
+        "\nverification: {} check{} · {} pass · {} failed · {} no data · {} skipped",
+        v.verdicts.len(),
+        if v.verdicts.len() == 1 { "" } else { "s" },
+        count(Status::Pass),
+        count(Status::Fail),
+        count(Status::NoData),
+        count(Status::Skipped)
+    );
+    let w = v
+        .verdicts
+        .iter()
+        .map(|x| x.name().chars().count())
+        .max()
+        .unwrap_or(10);
+    for x in &v.verdicts {
+        let _ = writeln!(o, "  {:<7} {:<w$}  {}", x.status.label(), x.name(), x.summary);
+        if let Some(d) = &x.diagnosis {
+            let _ = writeln!(o, "  {:<7} {:<w$}  → {d}", "", "");
+        }
+        if x.status.failed() && !x.query.is_empty() {
+            let _ = writeln!(
+                o,
+                "  {:<7} {:<w$}  query: {} @ {}",
+                "",
+                "",
+                x.query,
+                rfc3339(x.eval_unix_ms)
+            );
+        }
+        for warning in &x.warnings {
+            let _ = writeln!(o, "  {:<7} {:<w$}  warning: {warning}", "", "");
+        }
+    }
+}
+
+/// Requests of a row that got an HTTP response.
+fn responses(row: &super::Row) -> u64 {
+    row.outcomes
+        .iter()
+        .filter(|(out, _, _)| matches!(out, Outcome::Status(_)))
+        .map(|(_, _, n)| n)
+        .sum()
+}
+
+/// A Unix time in ms as RFC 3339 UTC.
+pub(super) fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
 }
 
 #[cfg(test)]

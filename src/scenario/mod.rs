@@ -10,6 +10,7 @@ mod model;
 pub mod raw;
 pub mod threshold;
 pub mod units;
+pub mod verification;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -9,6 +9,7 @@ use marked_yaml::{LoadError, LoaderOptions, Node, Spanned};
 use super::raw::{self, OrderedMap, RawScenario, Text};
 use super::threshold::{self, Threshold};
 use super::units::{self, DurationRange, Rate};
+use super::verification::Verification;
 use super::{Diagnostic, JsonNode, Located, Pos};
 use crate::template::{JsonTemplate, Template, TemplateEnv};
 
@@ -69,6 +70,7 @@ pub struct Scenario {
     pub data: Vec<DataList>,
     pub requests: Vec<Request>,
     pub thresholds: Vec<Threshold>,
+    pub verification: Verification,
 }
 
 /// A service base URL with the settings shared by its requests.
@@ -216,6 +218,8 @@ pub struct Overrides {
     pub rate: Option<Rate>,
     /// `NAME=URL` pairs.
     pub targets: Vec<(String, String)>,
+    /// Prometheus base URL, replacing `metrics.prometheus`.
+    pub prometheus: Option<String>,
 }
 
 impl Scenario {
@@ -283,6 +287,10 @@ impl Scenario {
                 })?;
             target.url = check_url(url)?;
         }
+        if let Some(p) = &o.prometheus {
+            self.verification.metrics.prometheus =
+                Some(check_url(p).map_err(|e| format!("--prometheus: {e}"))?);
+        }
         Ok(())
     }
 
@@ -299,7 +307,7 @@ const HTTP_METHODS: &[&str] = &[
     "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE",
 ];
 
-fn check_url(url: &str) -> Result<String, String> {
+pub(super) fn check_url(url: &str) -> Result<String, String> {
     let example = "expected an absolute URL such as `http://127.0.0.1:8000`";
     let parsed: http::Uri = url
         .parse()
@@ -324,17 +332,17 @@ fn check_url(url: &str) -> Result<String, String> {
 }
 
 /// Collects diagnostics while building the model.
-struct Checker {
+pub(super) struct Checker {
     diags: Vec<Diagnostic>,
 }
 
 impl Checker {
-    fn err(&mut self, pos: Option<Pos>, msg: impl Into<String>) {
+    pub(super) fn err(&mut self, pos: Option<Pos>, msg: impl Into<String>) {
         self.diags.push(Diagnostic::at(pos, msg));
     }
 
     /// Runs a parser on a located value, recording its error.
-    fn parse<T>(
+    pub(super) fn parse<T>(
         &mut self,
         v: &Text,
         field: &str,
@@ -350,7 +358,7 @@ impl Checker {
     }
 }
 
-fn pos<T>(s: &Spanned<T>) -> Option<Pos> {
+pub(super) fn pos<T>(s: &Spanned<T>) -> Option<Pos> {
     Pos::of_span(s.span())
 }
 
@@ -513,6 +521,25 @@ fn check(c: &mut Checker, raw: &RawScenario, root: &Node) -> Option<Scenario> {
             Err(e) => c.err(pos(t), format!("threshold `{}`: {e}", t.as_str())),
         }
     }
+    let request_names: Vec<&str> = raw.requests.iter().map(|r| r.name.as_str()).collect();
+    let verification = super::verification::check(c, raw, &request_names);
+    for (t, raw_t) in thresholds.iter().zip(&raw.thresholds) {
+        if let (true, threshold::Subject::Request(name)) = (t.server, &t.subject) {
+            let has_entry = verification
+                .entries
+                .iter()
+                .any(|e| raw.requests.get(e.request).is_some_and(|r| r.name.as_str() == name));
+            if !has_entry {
+                c.err(
+                    pos(raw_t),
+                    format!(
+                        "threshold `{}`: server figures need a `verify.{name}` entry saying where `{name}` is counted",
+                        raw_t.as_str()
+                    ),
+                );
+            }
+        }
+    }
     if raw.targets.0.is_empty() {
         c.err(None, "`targets`: expected at least one target, e.g. `targets: { web: { url: \"http://127.0.0.1:8000\" } }`");
     }
@@ -523,6 +550,7 @@ fn check(c: &mut Checker, raw: &RawScenario, root: &Node) -> Option<Scenario> {
         data,
         requests,
         thresholds,
+        verification,
     })
 }
 

@@ -57,6 +57,59 @@ pub struct RawScenario {
     pub requests: Spanned<Vec<RawRequest>>,
     #[serde(default)]
     pub thresholds: Vec<Text>,
+    pub metrics: Option<Spanned<RawMetrics>>,
+    #[serde(default)]
+    pub verify: OrderedMap<Spanned<RawVerify>>,
+    #[serde(default)]
+    pub alerts: OrderedMap<Text>,
+    #[serde(default)]
+    pub promql: Vec<Spanned<RawPromql>>,
+}
+
+/// Where server-side metrics come from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub prometheus: Option<Text>,
+    pub token_env: Option<Text>,
+    #[serde(default)]
+    pub scrape: Vec<Text>,
+    pub scrape_interval: Option<Text>,
+    pub grace: Option<Text>,
+    pub settle_timeout: Option<Text>,
+}
+
+/// How one request shows up in the server's metrics.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVerify {
+    pub convention: Text,
+    pub side: Option<Text>,
+    #[serde(default, rename = "match")]
+    pub matchers: OrderedMap<Text>,
+    pub requests: Option<Text>,
+    pub status_label: Option<Text>,
+    pub duration: Option<Text>,
+    pub tolerance: Option<RawTolerance>,
+    pub overhead: Option<Text>,
+}
+
+/// Allowed disagreement beyond the run's outcome-unknown requests.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTolerance {
+    pub count: Option<Text>,
+    pub errors: Option<Text>,
+    pub duration: Option<Text>,
+}
+
+/// A PromQL expression that must satisfy a comparison at the end.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPromql {
+    pub name: Text,
+    pub query: Text,
+    pub expect: Text,
 }
 
 /// A service the scenario talks to.

@@ -80,6 +80,10 @@ pub struct Threshold {
     /// As written in the scenario.
     pub text: String,
     pub subject: Subject,
+    /// About the server's figures (`NAME.server.METRIC`) rather than the
+    /// client's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub server: bool,
     pub metric: Metric,
     pub op: Op,
     pub limit: Limit,
@@ -121,6 +125,16 @@ pub fn parse(text: &str, requests: &[&str]) -> Result<Threshold, String> {
             requests.join(", ")
         ));
     };
+    let (server, metric_str) = match metric_str.strip_prefix("server.") {
+        Some(m) => (true, m),
+        None => (false, metric_str),
+    };
+    if server && subject == Subject::All {
+        return Err(
+            "server figures are per request: write `NAME.server.METRIC`, not `all.server…`"
+                .into(),
+        );
+    }
     let metric = match metric_str {
         "mean" | "avg" => Metric::Mean,
         "min" => Metric::Min,
@@ -137,6 +151,11 @@ pub fn parse(text: &str, requests: &[&str]) -> Result<Threshold, String> {
         }
         _ => return Err(unknown_metric(metric_str)),
     };
+    if server && matches!(metric, Metric::Min | Metric::Max) {
+        return Err(format!(
+            "`server.{metric_str}` is not known from server metrics; expected pNN, mean, rps, count or errors"
+        ));
+    }
     let limit = match metric {
         Metric::Percentile(_) | Metric::Mean | Metric::Min | Metric::Max => {
             let d = units::parse_duration(rhs)?;
@@ -160,6 +179,7 @@ pub fn parse(text: &str, requests: &[&str]) -> Result<Threshold, String> {
     Ok(Threshold {
         text: text.trim().to_owned(),
         subject,
+        server,
         metric,
         op,
         limit,
@@ -195,6 +215,11 @@ mod tests {
             parse("all.p99.9 < 1s", &names).unwrap().metric,
             Metric::Percentile(99.9)
         );
+        let t = parse("proxy.server.p99 < 500ms", &names).unwrap();
+        assert!(t.server);
+        assert_eq!(t.metric, Metric::Percentile(99.0));
+        assert!(parse("all.server.p99 < 1s", &names).is_err());
+        assert!(parse("proxy.server.max < 1s", &names).is_err());
     }
 
     #[test]

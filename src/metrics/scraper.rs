@@ -1,0 +1,224 @@
+//! The embedded scraper: reads `/metrics` pages itself, at a fixed
+//! interval, and keeps every raw sample in memory.
+//!
+//! Each sample carries the start time of its scrape (as in Prometheus),
+//! and each series gets an `instance` label (`host:port` of its page)
+//! unless the page already sets one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Fetch, MetricSource, Series, SourceError, TargetStatus, now_ms, text};
+use crate::exec::Fetcher;
+use crate::promql::{Labels, Selector};
+
+struct Page {
+    url: String,
+    instance: String,
+    path: String,
+    fetcher: Fetcher,
+}
+
+#[derive(Default)]
+struct Store {
+    series: HashMap<(String, Labels), Vec<(i64, f64)>>,
+    status: Vec<TargetStatus>,
+}
+
+/// Scrapes a fixed set of pages.
+pub struct Scraper {
+    pages: Vec<Page>,
+    interval: Duration,
+    store: Mutex<Store>,
+}
+
+impl Scraper {
+    pub fn new(urls: &[String], interval: Duration) -> Result<Arc<Self>, String> {
+        let mut pages = Vec::new();
+        for url in urls {
+            let uri: http::Uri = url
+                .parse()
+                .map_err(|e| format!("scrape URL `{url}`: {e}"))?;
+            let authority = uri
+                .authority()
+                .ok_or_else(|| format!("scrape URL `{url}` has no host"))?;
+            let base = format!("{}://{authority}", uri.scheme_str().unwrap_or("http"));
+            let timeout = interval.max(Duration::from_secs(1)) * 5;
+            pages.push(Page {
+                url: url.clone(),
+                instance: authority.to_string(),
+                path: uri
+                    .path_and_query()
+                    .map_or("/metrics".to_owned(), |p| p.to_string()),
+                fetcher: Fetcher::new(
+                    &base,
+                    vec![(
+                        "accept".into(),
+                        "text/plain;version=0.0.4;q=1,*/*;q=0.1".into(),
+                    )],
+                    timeout.min(Duration::from_secs(10)),
+                )?,
+            });
+        }
+        let status = pages
+            .iter()
+            .map(|p| TargetStatus {
+                job: String::new(),
+                instance: p.instance.clone(),
+                scrape_url: p.url.clone(),
+                health: "unknown".into(),
+                last_scrape_ms: None,
+                last_error: String::new(),
+                interval: Some(interval),
+            })
+            .collect();
+        Ok(Arc::new(Self {
+            pages,
+            interval,
+            store: Mutex::new(Store {
+                series: HashMap::new(),
+                status,
+            }),
+        }))
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Scrapes every page once, concurrently.
+    pub async fn scrape_all(&self) {
+        let scrapes = self.pages.iter().enumerate().map(|(i, p)| self.scrape(i, p));
+        futures_join_all(scrapes).await;
+    }
+
+    async fn scrape(&self, i: usize, page: &Page) {
+        let started = now_ms();
+        let result = match page.fetcher.get(&page.path).await {
+            Ok((200, body)) => {
+                text::parse(&String::from_utf8_lossy(&body)).map_err(|e| format!("unreadable metrics page: {e}"))
+            }
+            Ok((status, _)) => Err(format!("HTTP {status}")),
+            Err(e) => Err(e),
+        };
+        let mut store = self.store();
+        let st = &mut store.status[i];
+        st.last_scrape_ms = Some(started);
+        match result {
+            Ok(samples) => {
+                st.health = "up".into();
+                st.last_error.clear();
+                for s in samples {
+                    let mut labels = s.labels;
+                    labels
+                        .entry("instance".into())
+                        .or_insert_with(|| page.instance.clone());
+                    store
+                        .series
+                        .entry((s.name, labels))
+                        .or_default()
+                        .push((started, s.value));
+                }
+            }
+            Err(e) => {
+                st.health = "down".into();
+                st.last_error = e;
+            }
+        }
+    }
+
+    /// Scrapes every page at the interval until `stop`.
+    pub fn spawn(self: &Arc<Self>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(me.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => me.scrape_all().await,
+                }
+            }
+        })
+    }
+}
+
+/// Runs futures concurrently on the current task.
+async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: impl Iterator<Item = F>) {
+    let mut set: Vec<std::pin::Pin<Box<F>>> = futs.map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        set.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if set.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+impl MetricSource for Scraper {
+    fn describe(&self) -> String {
+        format!(
+            "embedded scraper ({} page{}, every {:?})",
+            self.pages.len(),
+            if self.pages.len() == 1 { "" } else { "s" },
+            self.interval
+        )
+    }
+
+    fn supports_promql(&self) -> bool {
+        false
+    }
+
+    async fn check(&self) -> Result<String, SourceError> {
+        Ok("embedded".into())
+    }
+
+    async fn samples(
+        &self,
+        selector: &Selector,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Fetch, SourceError> {
+        let store = self.store();
+        let mut series: Vec<Series> = store
+            .series
+            .iter()
+            .filter(|((name, labels), _)| selector.matches(name, labels))
+            .filter_map(|((name, labels), samples)| {
+                let samples: Vec<(i64, f64)> = samples
+                    .iter()
+                    .copied()
+                    .filter(|(t, _)| *t > from_ms && *t <= to_ms)
+                    .collect();
+                (!samples.is_empty()).then(|| Series {
+                    name: name.clone(),
+                    labels: labels.clone(),
+                    samples,
+                })
+            })
+            .collect();
+        series.sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
+        Ok(Fetch {
+            query: selector.to_string(),
+            eval_ms: to_ms,
+            series,
+            warnings: Vec::new(),
+        })
+    }
+
+    async fn targets(&self) -> Result<Vec<TargetStatus>, SourceError> {
+        Ok(self.store().status.clone())
+    }
+
+    async fn instant(&self, _expr: &str, _at_ms: i64) -> Result<Fetch, SourceError> {
+        Err(SourceError::Unsupported(
+            "PromQL needs a Prometheus source: give `metrics.prometheus` or --prometheus URL"
+                .into(),
+        ))
+    }
+}

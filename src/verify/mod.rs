@@ -1,0 +1,575 @@
+//! Verification: proves, per request, that the server's metrics agree
+//! with what the client measured, or says exactly how they disagree.
+//!
+//! Times: T0 is the load start, T1 the end of the drain, S the settle
+//! point, the newest scrape of the relevant targets that started after
+//! T1 plus a grace. Counts come from raw samples: the last sample ≤ S
+//! minus the last sample ≤ T0 (0 for a series born during the run), with
+//! drops corrected as resets.
+//!
+//! - [`convention`]: metric names of the instrumentation libraries.
+//! - [`counters`]: arithmetic on raw samples.
+//! - [`checks`]: the checks of one `verify:` entry.
+
+mod checks;
+pub mod convention;
+pub mod counters;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::EngineOutput;
+use crate::measure::{Outcome, RequestStats, new_histogram};
+use crate::metrics::{MetricSource, SourceError, TargetStatus, now_ms};
+use crate::promql::Selector;
+use crate::scenario::Scenario;
+use crate::scenario::threshold::Op;
+use crate::scenario::verification::{MetricsSpec, Verification};
+
+use convention::Names;
+
+/// How far before T0 samples are read, to find each series' baseline.
+const LOOKBACK_MS: i64 = 5 * 60 * 1000;
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pass,
+    Fail,
+    /// Nothing to compare: never a pass.
+    NoData,
+    /// Not evaluated because another check already explains the problem.
+    Skipped,
+}
+
+impl Status {
+    pub fn failed(self) -> bool {
+        matches!(self, Status::Fail | Status::NoData)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Fail => "FAIL",
+            Status::NoData => "NO DATA",
+            Status::Skipped => "skip",
+        }
+    }
+}
+
+/// One named, separately reported verdict.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Verdict {
+    /// The request it is about; `None` for alerts, PromQL assertions and
+    /// the source itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// `source`, `settle`, `preflight`, `resets`, `freshness`, `count`,
+    /// `errors`, `duration`, `mean`, `quantiles`, `alert` or `promql`.
+    pub check: String,
+    pub status: Status,
+    /// The figures compared, in one line.
+    pub summary: String,
+    /// What the disagreement most likely means.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<String>,
+    /// The selector or PromQL read.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub query: String,
+    /// Evaluation time, ms since the Unix epoch.
+    pub eval_unix_ms: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl Verdict {
+    /// `request.check` or `check`.
+    pub fn name(&self) -> String {
+        match &self.request {
+            Some(r) => format!("{r}.{}", self.check),
+            None => self.check.clone(),
+        }
+    }
+}
+
+/// The server's RED figures of one request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ServerFigures {
+    pub request: String,
+    pub convention: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<f64>,
+    /// Server errors: 5xx, or gRPC codes that blame the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<f64>,
+    /// By status key (`200`, `5xx`, `Unavailable`).
+    #[serde(default)]
+    pub by_status: BTreeMap<String, f64>,
+    /// Seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_s: Option<f64>,
+    /// Increases of the finite duration buckets over the run: `(le, count)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buckets: Vec<(f64, f64)>,
+    /// Increase of the `+Inf` bucket.
+    #[serde(default)]
+    pub bucket_total: f64,
+}
+
+impl ServerFigures {
+    fn all_buckets(&self) -> Vec<(f64, f64)> {
+        let mut b = self.buckets.clone();
+        if self.bucket_total > 0.0 {
+            b.push((f64::INFINITY, self.bucket_total));
+        }
+        b
+    }
+
+    /// A quantile (0..1) in seconds, interpolated in the server's buckets
+    /// as `histogram_quantile` does.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        counters::interpolated_quantile(&self.all_buckets(), q)
+    }
+
+    /// The server bucket `(lower, upper]` holding a quantile.
+    pub fn bracket(&self, q: f64) -> Option<(f64, f64)> {
+        counters::bucket_of_quantile(&self.all_buckets(), q)
+    }
+}
+
+/// Everything verification produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerificationReport {
+    pub source: String,
+    /// S, ms since the Unix epoch.
+    pub settle_unix_ms: i64,
+    /// From T1 to the last verdict.
+    pub verdict_after_s: f64,
+    pub verdicts: Vec<Verdict>,
+    pub server: Vec<ServerFigures>,
+}
+
+impl VerificationReport {
+    pub fn failed(&self) -> bool {
+        self.verdicts.iter().any(|v| v.status.failed())
+    }
+
+    /// The server figures of a request.
+    pub fn figures(&self, request: &str) -> Option<&ServerFigures> {
+        self.server.iter().find(|f| f.request == request)
+    }
+}
+
+/// The client's side of one request, as verification needs it.
+#[derive(Debug, Clone)]
+pub struct ClientRequest {
+    pub name: String,
+    /// Responses by HTTP status.
+    pub by_status: BTreeMap<u16, u64>,
+    pub responses: u64,
+    /// Requests the server may or may not have handled: cut off by the
+    /// drain, or failed after the connection was made (timeouts, resets).
+    pub unsure: u64,
+    /// Latency of the responses, µs.
+    pub latency: Histogram<u64>,
+    /// Completed requests per one-second window: (window end ms, count).
+    pub windows: Vec<(i64, u64)>,
+}
+
+/// The client's side of the run.
+#[derive(Debug, Clone)]
+pub struct ClientRun {
+    pub t0_ms: i64,
+    pub t1_ms: i64,
+    pub load_s: f64,
+    pub requests: Vec<ClientRequest>,
+}
+
+impl ClientRun {
+    pub fn new(s: &Scenario, out: &EngineOutput) -> Self {
+        let t0_ms = out
+            .t0
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let requests = s
+            .requests
+            .iter()
+            .zip(&out.totals.requests)
+            .enumerate()
+            .map(|(i, (r, st))| ClientRequest {
+                name: r.name.to_string(),
+                windows: out
+                    .windows
+                    .iter()
+                    .map(|w| {
+                        (
+                            t0_ms + (w.t * 1000.0) as i64,
+                            w.requests.get(i).map_or(0, |f| f.count),
+                        )
+                    })
+                    .collect(),
+                ..client_request(st)
+            })
+            .collect();
+        Self {
+            t0_ms,
+            t1_ms: t0_ms + out.elapsed.as_millis() as i64,
+            load_s: out.load_time.as_secs_f64(),
+            requests,
+        }
+    }
+}
+
+fn client_request(st: &RequestStats) -> ClientRequest {
+    let mut by_status = BTreeMap::new();
+    let mut unsure = st.unknown;
+    let mut latency = new_histogram();
+    for o in &st.outcomes {
+        match o.outcome {
+            Outcome::Status(code) => {
+                *by_status.entry(code).or_default() += o.histogram.len();
+                latency
+                    .add(&o.histogram)
+                    .expect("auto-resizing histograms always merge");
+            }
+            Outcome::Transport(k) if !k.is_connect_failure() => unsure += o.histogram.len(),
+            Outcome::Transport(_) => {}
+        }
+    }
+    ClientRequest {
+        name: String::new(),
+        responses: by_status.values().sum(),
+        by_status,
+        unsure,
+        latency,
+        windows: Vec::new(),
+    }
+}
+
+/// Waits for the settle point and runs every check.
+pub async fn verify<M: MetricSource>(
+    source: &M,
+    scenario: &Scenario,
+    client: &ClientRun,
+) -> Result<VerificationReport, SourceError> {
+    let v = &scenario.verification;
+    let names: Vec<Names> = v.entries.iter().map(Names::of).collect();
+    let settle = settle(source, &names, client, &v.metrics).await?;
+    let s = settle.s_ms;
+    let mut verdicts = Vec::new();
+    if let Some(failed) = settle.verdict {
+        verdicts.push(failed);
+    }
+    let mut server = Vec::new();
+    for (entry, n) in v.entries.iter().zip(&names) {
+        let req = &client.requests[entry.request];
+        let ctx = checks::Context {
+            source,
+            entry,
+            names: n,
+            client: req,
+            t0: client.t0_ms,
+            t1: client.t1_ms,
+            s,
+            interval_ms: settle.interval.as_millis() as i64,
+            targets: &settle.targets,
+        };
+        let (mut vs, figures) = checks::run(&ctx).await?;
+        verdicts.append(&mut vs);
+        server.push(figures);
+    }
+    verdicts.extend(check_alerts(source, v, client, s).await?);
+    verdicts.extend(check_promql(source, v, s).await?);
+    Ok(VerificationReport {
+        source: source.describe(),
+        settle_unix_ms: s,
+        verdict_after_s: (now_ms() - client.t1_ms) as f64 / 1000.0,
+        verdicts,
+        server,
+    })
+}
+
+struct Settled {
+    s_ms: i64,
+    targets: Vec<TargetStatus>,
+    interval: Duration,
+    verdict: Option<Verdict>,
+}
+
+/// Waits until every target holding the checked series has a scrape
+/// that started after T1 plus the grace, then confirms it with sample
+/// timestamps.
+async fn settle<M: MetricSource>(
+    source: &M,
+    names: &[Names],
+    client: &ClientRun,
+    spec: &MetricsSpec,
+) -> Result<Settled, SourceError> {
+    let after = client.t1_ms + spec.grace.as_millis() as i64;
+    let from = client.t0_ms - LOOKBACK_MS;
+    // Which targets hold the series: read them as they are now.
+    let mut holders: BTreeSet<(String, String)> = BTreeSet::new();
+    for n in names {
+        let f = source.samples(&n.requests, from, now_ms()).await?;
+        for s in &f.series {
+            holders.insert((
+                s.labels.get("job").cloned().unwrap_or_default(),
+                s.labels.get("instance").cloned().unwrap_or_default(),
+            ));
+        }
+    }
+    let relevant = |targets: &[TargetStatus]| -> Vec<TargetStatus> {
+        let r: Vec<TargetStatus> = targets
+            .iter()
+            .filter(|t| {
+                holders.iter().any(|(job, instance)| {
+                    &t.instance == instance && (t.job.is_empty() || &t.job == job)
+                })
+            })
+            .cloned()
+            .collect();
+        // No series anywhere: wait for every target, so that the checks
+        // see all there is and a target that is down is named.
+        if r.is_empty() { targets.to_vec() } else { r }
+    };
+    let started = Instant::now();
+    let mut targets = relevant(&source.targets().await?);
+    let interval = targets
+        .iter()
+        .filter_map(|t| t.interval)
+        .max()
+        .unwrap_or(spec.scrape_interval);
+    let timeout = spec
+        .settle_timeout
+        .unwrap_or(interval * 2 + Duration::from_secs(5));
+    loop {
+        let lagging: Vec<&TargetStatus> = targets
+            .iter()
+            .filter(|t| t.health != "up" || t.last_scrape_ms.is_none_or(|l| l < after))
+            .collect();
+        if lagging.is_empty() {
+            break;
+        }
+        if started.elapsed() >= timeout {
+            let parts: Vec<String> = lagging
+                .iter()
+                .map(|t| describe_lag(t, client.t1_ms))
+                .collect();
+            let s_ms = now_ms();
+            return Ok(Settled {
+                s_ms,
+                verdict: Some(Verdict {
+                    request: None,
+                    check: "settle".into(),
+                    status: Status::Fail,
+                    summary: format!(
+                        "{} of {} target{} had no scrape after the load ended within {:.1}s",
+                        lagging.len(),
+                        targets.len(),
+                        if targets.len() == 1 { "" } else { "s" },
+                        timeout.as_secs_f64()
+                    ),
+                    diagnosis: Some(parts.join("; ")),
+                    query: String::new(),
+                    eval_unix_ms: s_ms,
+                    warnings: Vec::new(),
+                }),
+                targets,
+                interval,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        targets = relevant(&source.targets().await?);
+    }
+    let s_ms = targets
+        .iter()
+        .filter_map(|t| t.last_scrape_ms)
+        .max()
+        .unwrap_or_else(now_ms);
+    // Confirm with sample timestamps: the samples of the settling scrape
+    // must be readable before the checks run.
+    let confirm_until = Instant::now() + Duration::from_secs(2);
+    for n in names {
+        loop {
+            let f = source.samples(&n.requests, from, s_ms).await?;
+            let stale = f.series.iter().any(|s| {
+                targets.iter().any(|t| t.holds(s))
+                    && s.samples.last().is_none_or(|(t, _)| *t < after)
+            });
+            if !stale || Instant::now() >= confirm_until {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(Settled {
+        s_ms,
+        targets,
+        interval,
+        verdict: None,
+    })
+}
+
+fn describe_lag(t: &TargetStatus, t1: i64) -> String {
+    let what = t.describe();
+    match t.last_scrape_ms {
+        None => format!("{what} was never scraped"),
+        Some(l) if t.health != "up" => format!(
+            "{what} is {}: last scrape {} {}{}",
+            t.health,
+            relative(l, t1),
+            "the load ended",
+            if t.last_error.is_empty() {
+                String::new()
+            } else {
+                format!(", error: {}", t.last_error)
+            }
+        ),
+        Some(l) => format!("{what}: last scrape {} the load ended", relative(l, t1)),
+    }
+}
+
+fn relative(t: i64, reference: i64) -> String {
+    let d = (t - reference) as f64 / 1000.0;
+    if d >= 0.0 {
+        format!("{d:.1}s after")
+    } else {
+        format!("{:.1}s before", -d)
+    }
+}
+
+async fn check_alerts<M: MetricSource>(
+    source: &M,
+    v: &Verification,
+    client: &ClientRun,
+    s: i64,
+) -> Result<Vec<Verdict>, SourceError> {
+    let mut out = Vec::new();
+    for a in &v.alerts {
+        let sel = Selector::new(
+            "ALERTS",
+            vec![crate::promql::Matcher::new("alertname", crate::promql::MatchOp::Eq, &a.name)
+                .expect("alertname is a valid label")],
+        );
+        let verdict = |status, summary: String, diagnosis: Option<String>, query: String| Verdict {
+            request: None,
+            check: "alert".into(),
+            status,
+            summary,
+            diagnosis,
+            query,
+            eval_unix_ms: s,
+            warnings: Vec::new(),
+        };
+        if !source.supports_promql() {
+            out.push(verdict(
+                Status::NoData,
+                format!("alert {} cannot be checked", a.name),
+                Some("alerts live in Prometheus: give `metrics.prometheus` or --prometheus URL".into()),
+                sel.to_string(),
+            ));
+            continue;
+        }
+        let f = source.samples(&sel, client.t0_ms, s).await?;
+        let state = |st: &str| {
+            f.series
+                .iter()
+                .any(|x| x.labels.get("alertstate").is_some_and(|v| v == st))
+        };
+        let (fired, pending) = (state("firing"), state("pending"));
+        let q = f.query.clone();
+        out.push(match (a.fires, fired) {
+            (true, true) => verdict(Status::Pass, format!("alert {} fired during the run", a.name), None, q),
+            (false, false) => verdict(
+                Status::Pass,
+                format!("alert {} stayed silent during the run", a.name),
+                None,
+                q,
+            ),
+            (true, false) => verdict(
+                Status::Fail,
+                format!("alert {} never fired", a.name),
+                Some(if pending {
+                    "it was pending: its `for:` is longer than the load lasted; run longer or shorten `for:`".into()
+                } else {
+                    "the rule's expression never held: check the rule is loaded (Prometheus' rule_files), its expression, and that the rule evaluation interval is short enough".into()
+                }),
+                q,
+            ),
+            (false, true) => verdict(
+                Status::Fail,
+                format!("alert {} fired during the run", a.name),
+                Some("the alert was expected to stay silent under this load".into()),
+                q,
+            ),
+        });
+    }
+    Ok(out)
+}
+
+async fn check_promql<M: MetricSource>(
+    source: &M,
+    v: &Verification,
+    s: i64,
+) -> Result<Vec<Verdict>, SourceError> {
+    let mut out = Vec::new();
+    for p in &v.promql {
+        let op = match p.op {
+            Op::Lt => "<",
+            Op::Le => "<=",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+        };
+        let mut verdict = Verdict {
+            request: None,
+            check: format!("promql {}", p.name),
+            status: Status::NoData,
+            summary: String::new(),
+            diagnosis: None,
+            query: p.query.clone(),
+            eval_unix_ms: s,
+            warnings: Vec::new(),
+        };
+        match source.instant(&p.query, s).await {
+            Err(SourceError::Unsupported(m)) => {
+                verdict.summary = "not evaluated".into();
+                verdict.diagnosis = Some(m);
+            }
+            Err(SourceError::Query(m)) => {
+                verdict.status = Status::Fail;
+                verdict.summary = "the query failed".into();
+                verdict.diagnosis = Some(m);
+            }
+            Err(e) => return Err(e),
+            Ok(f) => {
+                verdict.warnings = f.warnings;
+                match f.series.as_slice() {
+                    [] => verdict.summary = "the query returned nothing".into(),
+                    [one] => match one.samples.last() {
+                        Some((_, x)) if x.is_finite() => {
+                            let ok = p.op.holds(*x, p.value);
+                            verdict.status = if ok { Status::Pass } else { Status::Fail };
+                            verdict.summary = format!("{x} {op} {}", p.value);
+                        }
+                        _ => verdict.summary = "the query returned no number".into(),
+                    },
+                    many => {
+                        verdict.status = Status::Fail;
+                        verdict.summary = format!("the query returned {} series; expected one", many.len());
+                        verdict.diagnosis = Some(format!(
+                            "aggregate it, e.g. `sum({})`; series: {}",
+                            p.query,
+                            many.iter().take(3).map(|s| s.describe()).collect::<Vec<_>>().join(", ")
+                        ));
+                    }
+                }
+            }
+        }
+        out.push(verdict);
+    }
+    Ok(out)
+}
