@@ -137,13 +137,16 @@ pub(super) async fn run<M: MetricSource>(
         let resets = check_resets(cx, &series, &query).await?;
         if resets.status.failed() {
             premise = Some("counters dropped during the run (see resets)");
+            out.push(resets);
+            out.push(cx.skipped("freshness", "counters dropped during the run (see resets)"));
+        } else {
+            out.push(resets);
+            let fresh = check_freshness(cx, &series, &query);
+            if fresh.status.failed() {
+                premise = Some("the metrics are not fresh (see freshness)");
+            }
+            out.push(fresh);
         }
-        out.push(resets);
-        let fresh = check_freshness(cx, &series, &query);
-        if fresh.status.failed() && premise.is_none() {
-            premise = Some("the metrics are not fresh (see freshness)");
-        }
-        out.push(fresh);
     }
     if let Some(why) = premise {
         for check in ["count", "errors", "duration"] {
@@ -257,42 +260,76 @@ async fn explain_no_series<M: MetricSource>(
     Ok(((summary, diagnosis), true))
 }
 
+/// Looks for drops in every series of the counter on the same targets:
+/// a page answered by several worker registries, or reset, shows it in
+/// all its series, including ones that saw little traffic. A series that
+/// vanishes from a page that is still scraped counts as a reset too.
 async fn check_resets<M: MetricSource>(
     cx: &Context<'_, M>,
     series: &[(Series, Increase)],
     query: &str,
 ) -> Result<Verdict, SourceError> {
-    let drops: usize = series.iter().map(|(_, i)| i.drops).sum();
-    let scrapes: usize = series.iter().map(|(_, i)| i.samples.saturating_sub(1)).sum();
-    if drops == 0 {
+    let instances: BTreeSet<&String> = series
+        .iter()
+        .filter_map(|(s, _)| s.labels.get("instance"))
+        .collect();
+    let family_sel = Selector::new(cx.names.requests.metric.clone(), Vec::new());
+    let family: Vec<(Series, Increase)> = cx
+        .fetch(&family_sel)
+        .await?
+        .series
+        .into_iter()
+        .filter(|s| s.labels.get("instance").is_none_or(|i| instances.contains(i)))
+        .filter_map(|s| counters::increase(&s, cx.t0, cx.s).map(|i| (s, i)))
+        .collect();
+    let family = if family.is_empty() { series.to_vec() } else { family };
+    // The target still answers scrapes after the load (per the source's
+    // target list, or other series of the same page).
+    let still_scraped = |s: &Series| {
+        cx.targets
+            .iter()
+            .any(|t| t.holds(s) && t.health == "up" && t.last_scrape_ms.is_some_and(|l| l >= cx.t1))
+            || family.iter().any(|(o, i)| {
+                o.labels.get("instance") == s.labels.get("instance") && i.newest_ms >= cx.t1
+            })
+    };
+    let vanished = family
+        .iter()
+        .filter(|(s, i)| i.newest_ms < cx.t1 && still_scraped(s))
+        .count();
+    let drops: usize = family.iter().map(|(_, i)| i.drops).sum();
+    let scrapes: usize = series.iter().map(|(_, i)| i.samples.saturating_sub(1)).max().unwrap_or(0);
+    let in_family = if family.len() > series.len() {
+        format!(" across the {} series of {} on the same target", family.len(), family_sel.metric)
+    } else {
+        String::new()
+    };
+    if drops + vanished == 0 {
         return Ok(cx.verdict(
             "resets",
             Status::Pass,
-            format!("no counter drops in {} scrape intervals", scrapes),
+            format!("no counter drops in {scrapes} scrape intervals{in_family}"),
             query,
         ));
     }
-    let near_zero: usize = series.iter().map(|(_, i)| i.drops_to_near_zero).sum();
+    let sawtooth_drops: usize = family.iter().map(|(_, i)| i.sawtooth_drops).sum();
     let restarts = process_restarts(cx, series).await?;
-    let mut v = cx.verdict(
-        "resets",
-        Status::Fail,
-        format!("counters dropped {drops}× in {scrapes} scrape intervals"),
-        query,
-    );
-    let sawtooth = near_zero < drops || (drops >= 3 && drops * 4 >= scrapes);
+    let mut summary = format!("counters dropped {drops}× in {scrapes} scrape intervals{in_family}");
+    if vanished > 0 {
+        summary.push_str(&format!(
+            "; {vanished} series vanished from a page that is still scraped"
+        ));
+    }
+    let mut v = cx.verdict("resets", Status::Fail, summary, query);
+    let sawtooth = sawtooth_drops * 2 > drops + vanished;
     v.diagnosis = Some(if restarts > 0 {
         format!(
             "the process restarted {restarts}× during the run (process_start_time_seconds changed): requests handled between its last scrape and the restart are lost to every query"
         )
     } else if sawtooth {
-        format!(
-            "counter dropped {drops}× without a restart and climbed back: scrapes hit different worker processes, each with its own registry (gunicorn/uwsgi workers); use the client library's multiprocess mode or aggregate before exporting"
-        )
+        "counters drop and climb back without a restart: scrapes hit different worker processes, each with its own registry (gunicorn/uwsgi workers); use the client library's multiprocess mode or aggregate before exporting".to_owned()
     } else {
-        format!(
-            "counter fell to near zero {drops}× without a process restart: the registry is re-created or cleared while the process runs; counts between the last scrape and each reset are lost"
-        )
+        "counters fall back to zero (or vanish) without a process restart: the registry is re-created or cleared while the process runs; counts between the last scrape and each reset are lost".to_owned()
     });
     Ok(v)
 }
@@ -385,9 +422,8 @@ fn check_freshness<M: MetricSource>(
         "freshness",
         Status::Pass,
         format!(
-            "newest samples {} after the load ended; values moving until T0+{:.1}s",
-            secs((oldest.1.newest_ms - cx.t1) as f64 / 1000.0),
-            (since - cx.t0) as f64 / 1000.0
+            "newest samples {} after the load ended",
+            secs((oldest.1.newest_ms - cx.t1) as f64 / 1000.0)
         ),
         query,
     )
@@ -458,7 +494,15 @@ fn check_count<M: MetricSource>(
     if pass {
         return v;
     }
-    v.diagnosis = Some(if server < lower {
+    let ratio = if server > 0.0 { client / server } else { 0.0 };
+    let workers = ratio.round();
+    v.diagnosis = Some(if server < lower && workers >= 2.0 && (ratio - workers).abs() < 0.15 * workers {
+        format!(
+            "server counted {}, about 1/{workers:.0} of the client's {}: each scrape sees one of ~{workers:.0} worker processes' registries (multiprocess mode missing)",
+            thousands(server),
+            thousands(client)
+        )
+    } else if server < lower {
         let missing = client - server;
         let missing_5xx: f64 = client_keys
             .iter()
@@ -615,8 +659,10 @@ async fn check_duration<M: MetricSource>(
     // Mean and units.
     let tol = cx.entry.tolerance.duration;
     let ratio = if client_mean > 0.0 { server_mean / client_mean } else { f64::INFINITY };
-    let mean_ok = server_mean <= client_mean * (1.001 + tol) + 0.0005;
-    let units_wrong = ratio >= 200.0;
+    let fits = |server: f64| server <= client_mean * (1.001 + tol) + 0.0005;
+    let mean_ok = fits(server_mean);
+    // Ten times slower than the client can only be a unit mistake.
+    let units_wrong = !mean_ok && ratio > 10.0;
     let mut v = cx.verdict(
         "mean",
         if mean_ok { Status::Pass } else { Status::Fail },
@@ -624,14 +670,17 @@ async fn check_duration<M: MetricSource>(
         &format!("{sum_sel} / {count_sel}"),
     );
     if !mean_ok {
-        v.diagnosis = Some(if (200.0..5000.0).contains(&ratio) {
+        v.diagnosis = Some(if units_wrong && fits(server_mean / 1e3) {
             format!(
-                "server mean {:.3} vs client {:.3} s (×{:.0}): milliseconds exported as seconds",
-                server_mean, client_mean, ratio
+                "server mean {server_mean:.4} vs client {client_mean:.4} s (×{ratio:.0}); divided by 1,000 it fits: milliseconds exported as seconds"
             )
-        } else if ratio >= 5e5 {
+        } else if units_wrong && fits(server_mean / 1e6) {
             format!(
-                "server mean {server_mean:.3} vs client {client_mean:.6} s (×{ratio:.0}): microseconds exported as seconds"
+                "server mean {server_mean:.4} vs client {client_mean:.6} s (×{ratio:.0}); divided by 1,000,000 it fits: microseconds exported as seconds"
+            )
+        } else if units_wrong {
+            format!(
+                "server mean {server_mean:.4} vs client {client_mean:.4} s (×{ratio:.0}): the server's durations are not in seconds"
             )
         } else {
             "the server's mean is above the client's: its timer includes work after the response was sent, or slower traffic from elsewhere matches these series".into()
@@ -654,7 +703,7 @@ async fn check_duration<M: MetricSource>(
     }
     match kind {
         DurationKind::Histogram => {
-            out.push(check_distribution(cx, &buckets, base));
+            out.push(check_distribution(cx, &buckets, base, figures.mean_s));
             out.push(check_quantiles(cx, &buckets, base));
         }
         DurationKind::Summary => {
@@ -667,7 +716,12 @@ async fn check_duration<M: MetricSource>(
 
 /// Compares the server's and the client's latency distributions at each
 /// server bucket bound.
-fn check_distribution<M: MetricSource>(cx: &Context<'_, M>, buckets: &[(f64, f64)], base: &Selector) -> Verdict {
+fn check_distribution<M: MetricSource>(
+    cx: &Context<'_, M>,
+    buckets: &[(f64, f64)],
+    base: &Selector,
+    server_mean: Option<f64>,
+) -> Verdict {
     let query = format!("{}_bucket{}", base.metric, base.to_string().trim_start_matches(&base.metric));
     let h = &cx.client.latency;
     let Some(&(_, total)) = buckets.last() else {
@@ -710,24 +764,31 @@ fn check_distribution<M: MetricSource>(cx: &Context<'_, M>, buckets: &[(f64, f64
     }
     let mut v = cx.verdict("duration", Status::Fail, String::new(), &query);
     if let Some((le, sf, cf)) = unmeasured {
-        // How far the client's distribution must shift to reach the
+        // The time outside the timer: the difference of the means, or
+        // else how far the client's distribution must shift to reach the
         // server's fraction at this bound.
-        let (mut lo, mut hi) = (0.0_f64, 3.6e9_f64);
-        for _ in 0..60 {
-            let mid = (lo + hi) / 2.0;
-            if client_fraction(h, le * 1e6 + mid, true) + tol >= sf {
-                hi = mid;
-            } else {
-                lo = mid;
+        let gap_us = match server_mean {
+            Some(m) if !h.is_empty() => (h.mean() - m * 1e6).max(0.0),
+            _ => {
+                let (mut lo, mut hi) = (0.0_f64, 3.6e9_f64);
+                for _ in 0..60 {
+                    let mid = (lo + hi) / 2.0;
+                    if client_fraction(h, le * 1e6 + mid, true) + tol >= sf {
+                        hi = mid;
+                    } else {
+                        lo = mid;
+                    }
+                }
+                hi
             }
-        }
+        };
         v.summary = format!("at le={} server {}, client {}", secs(le), pct(sf), pct(cf));
         v.diagnosis = Some(format!(
             "at le={} s server {}, client {}: ~{} of each request is spent outside the server's timer (queueing before the handler, or a middleware that starts timing late)",
             le,
             pct(sf),
             pct(cf),
-            format_micros(hi as u64)
+            format_micros(gap_us as u64)
         ));
     } else if let Some((le, sf, cf)) = slower {
         v.summary = format!("at le={} server {}, client {}", secs(le), pct(sf), pct(cf));

@@ -22,9 +22,10 @@ pub struct Increase {
     /// Time of the first sample at the final value: the counter has not
     /// changed since.
     pub settled_since_ms: i64,
-    /// Drops where the value fell to at most a tenth of the one before:
-    /// a fresh registry rather than another worker's.
-    pub drops_to_near_zero: usize,
+    /// Drops that look like another process's counter rather than a
+    /// reset: the value fell by less than half, or climbed back above the
+    /// value before the drop within three scrapes.
+    pub sawtooth_drops: usize,
 }
 
 /// The increase of a counter series between `t0` and `s` (ms).
@@ -41,14 +42,24 @@ pub fn increase(series: &Series, t0: i64, s: i64) -> Option<Increase> {
     let window = &samples[start.unwrap_or(0)..];
     let mut delta = if born { window[0].1 } else { 0.0 };
     let mut drops = 0;
-    let mut near_zero = 0;
+    let mut sawtooth = 0;
     let mut settled_since_ms = window[0].0;
-    for pair in window.windows(2) {
+    for (j, pair) in window.windows(2).enumerate() {
         let ((_, a), (t, b)) = (pair[0], pair[1]);
         if b < a {
             drops += 1;
-            if b <= a / 10.0 {
-                near_zero += 1;
+            let mut prev = b;
+            let climbs_back = window[j + 2..]
+                .iter()
+                .take(3)
+                .take_while(|(_, v)| {
+                    let ok = *v >= prev;
+                    prev = *v;
+                    ok
+                })
+                .any(|(_, v)| *v > a);
+            if b > a / 2.0 || climbs_back {
+                sawtooth += 1;
             }
             delta += b;
         } else {
@@ -65,7 +76,7 @@ pub fn increase(series: &Series, t0: i64, s: i64) -> Option<Increase> {
         born,
         newest_ms,
         settled_since_ms,
-        drops_to_near_zero: near_zero,
+        sawtooth_drops: sawtooth,
     })
 }
 
@@ -182,8 +193,19 @@ mod tests {
         let s = series(&[(0, 100.0), (1000, 110.0), (2000, 3.0), (3000, 8.0)]);
         let i = increase(&s, 500, 5000).unwrap();
         assert_eq!(i.delta, 10.0 + 3.0 + 5.0);
-        assert_eq!((i.drops, i.drops_to_near_zero), (1, 1));
+        assert_eq!((i.drops, i.sawtooth_drops), (1, 0));
         assert_eq!(i.settled_since_ms, 3000);
+    }
+
+    #[test]
+    fn interleaved_registries_saw_tooth() {
+        let s = series(&[(0, 10.0), (1000, 30.0), (2000, 25.0), (3000, 50.0), (4000, 44.0)]);
+        let i = increase(&s, 0, 5000).unwrap();
+        assert_eq!((i.drops, i.sawtooth_drops), (2, 2));
+        // A reset: falls far and stays below the old value.
+        let r = series(&[(0, 10.0), (1000, 140.0), (2000, 35.0), (3000, 105.0), (4000, 30.0)]);
+        let i = increase(&r, 0, 5000).unwrap();
+        assert_eq!((i.drops, i.sawtooth_drops), (2, 0));
     }
 
     #[test]
