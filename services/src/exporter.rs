@@ -32,6 +32,10 @@ pub type SharedText = Arc<dyn Fn(&mut String) + Send + Sync>;
 struct Worker<I> {
     registry: Registry,
     instruments: Arc<I>,
+    /// When each counter series was first exported, in Unix seconds: the
+    /// `_created` samples Python's prometheus_client adds to every
+    /// counter. Each worker (and each reset registry) has its own.
+    created: Mutex<std::collections::HashMap<String, f64>>,
 }
 
 impl<I: Instruments> Worker<I> {
@@ -41,6 +45,7 @@ impl<I: Instruments> Worker<I> {
         Self {
             registry,
             instruments,
+            created: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -48,7 +53,13 @@ impl<I: Instruments> Worker<I> {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
-        to_text_format(&text)
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let mut created = self.created.lock().unwrap_or_else(|p| p.into_inner());
+        with_created(&to_text_format(&text), |series| {
+            *created.entry(series.to_owned()).or_insert(now)
+        })
     }
 }
 
@@ -63,6 +74,9 @@ pub struct Exporter<I: Instruments> {
     faults: Faults,
     state: Mutex<State<I>>,
     shared: Option<SharedText>,
+    /// Set by the first request; starts the `frozen-metrics` timer.
+    served: std::sync::atomic::AtomicBool,
+    first_request: tokio::sync::Notify,
 }
 
 impl<I: Instruments> Exporter<I> {
@@ -81,6 +95,8 @@ impl<I: Instruments> Exporter<I> {
                 frozen: None,
             }),
             shared,
+            served: std::sync::atomic::AtomicBool::new(false),
+            first_request: tokio::sync::Notify::new(),
         })
     }
 
@@ -94,12 +110,25 @@ impl<I: Instruments> Exporter<I> {
 
     /// The instruments of the worker that handles the next request: a
     /// random one, as when worker processes race to accept connections.
+    /// The race is uneven, as with gunicorn's sync workers: worker `i`
+    /// wins in proportion to `i + 1`, so the registries hold different
+    /// counts and the scraped counters saw-tooth.
     pub fn instruments(&self) -> Arc<I> {
+        if !self.served.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            self.first_request.notify_one();
+        }
         let s = self.state();
-        let i = if s.workers.len() == 1 {
+        let n = s.workers.len();
+        let i = if n == 1 {
             0
         } else {
-            fastrand::usize(..s.workers.len())
+            let mut ticket = fastrand::usize(..n * (n + 1) / 2);
+            let mut i = 0;
+            while ticket > i {
+                ticket -= i + 1;
+                i += 1;
+            }
+            i
         };
         s.workers[i].instruments.clone()
     }
@@ -142,9 +171,13 @@ impl<I: Instruments> Exporter<I> {
         if let Some(after) = self.faults.frozen_after {
             let me = self.clone();
             tokio::spawn(async move {
+                let freeze = async {
+                    me.first_request.notified().await;
+                    tokio::time::sleep(after.max(Duration::ZERO)).await;
+                };
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
-                    _ = tokio::time::sleep(after.max(Duration::ZERO)) => {
+                    _ = freeze => {
                         let text = me.scrape();
                         me.state().frozen = Some(text);
                     }
@@ -178,6 +211,41 @@ fn to_text_format(open_metrics: &str) -> String {
     }
     let mut out = lines.join("\n");
     out.push('\n');
+    out
+}
+
+/// Adds a `<name>_created{labels} <time>` sample after each counter
+/// family, one per `<name>_total` series, as prometheus_client does.
+fn with_created(text: &str, mut created: impl FnMut(&str) -> f64) -> String {
+    let mut out = String::new();
+    let mut family: Option<String> = None;
+    let mut pending: Vec<String> = Vec::new();
+    let flush = |out: &mut String, pending: &mut Vec<String>| {
+        for l in pending.drain(..) {
+            out.push_str(&l);
+            out.push('\n');
+        }
+    };
+    for line in text.lines() {
+        if line.starts_with('#') {
+            flush(&mut out, &mut pending);
+            family = line
+                .strip_prefix("# TYPE ")
+                .and_then(|r| r.strip_suffix(" counter"))
+                .and_then(|n| n.strip_suffix("_total"))
+                .map(str::to_owned);
+        } else if let Some(base) = &family
+            && let Some(rest) = line.strip_prefix(base.as_str()).and_then(|r| r.strip_prefix("_total"))
+        {
+            let labels = rest.split_whitespace().next().unwrap_or("");
+            let labels = if labels.starts_with('{') { labels } else { "" };
+            let t = created(&format!("{base}{labels}"));
+            pending.push(format!("{base}_created{labels} {t:.3}"));
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    flush(&mut out, &mut pending);
     out
 }
 

@@ -9,8 +9,10 @@ use std::time::Duration;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Faults {
     /// `workers=N`: N separate metric registries, requests spread across
-    /// them and each scrape answered by the next one, as with gunicorn or
-    /// uwsgi workers that each keep their own `prometheus_client` registry.
+    /// them unevenly (worker i takes a share ∝ i+1, as with gunicorn's
+    /// sync workers) and scrapes answered by each in turn, as with
+    /// gunicorn or uwsgi workers that each keep their own
+    /// `prometheus_client` registry.
     pub workers: Option<usize>,
     /// `uncounted-errors`: 5xx responses and non-OK gRPC calls are not
     /// recorded, as when an exception escapes the metrics middleware.
@@ -25,7 +27,8 @@ pub struct Faults {
     /// process restarts.
     pub reset_every: Option<Duration>,
     /// `frozen-metrics[=AFTER]`: the metrics endpoint keeps answering with
-    /// the values it had AFTER the start (default: at once).
+    /// the values it had AFTER the first request (default: at once), as a
+    /// cached or stuck exporter does while the service keeps serving.
     pub frozen_after: Option<Duration>,
 }
 

@@ -68,6 +68,10 @@ pub struct TargetStatus {
     pub last_error: String,
     #[serde(skip)]
     pub interval: Option<Duration>,
+    /// Named in the scenario (the embedded scraper's pages): always waited
+    /// for, even when it holds none of the checked series.
+    #[serde(skip)]
+    pub listed: bool,
 }
 
 impl TargetStatus {

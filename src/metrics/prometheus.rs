@@ -207,6 +207,7 @@ impl MetricSource for Prometheus {
                         last_scrape_ms: t["lastScrape"].as_str().and_then(rfc3339_ms),
                         last_error: t["lastError"].as_str().unwrap_or_default().to_owned(),
                         interval: t["scrapeInterval"].as_str().and_then(go_duration),
+                        listed: false,
                     })
                     .collect()
             })

@@ -73,6 +73,7 @@ impl Scraper {
                 last_scrape_ms: None,
                 last_error: String::new(),
                 interval: Some(interval),
+                listed: true,
             })
             .collect();
         Ok(Arc::new(Self {
@@ -106,9 +107,11 @@ impl Scraper {
         };
         let mut store = self.store();
         let st = &mut store.status[i];
-        st.last_scrape_ms = Some(started);
         match result {
             Ok(samples) => {
+                // The start of the last successful scrape: a page that
+                // never answered has none.
+                st.last_scrape_ms = Some(started);
                 st.health = "up".into();
                 st.last_error.clear();
                 for s in samples {

@@ -108,7 +108,12 @@ pub(super) async fn run<M: MetricSource>(
         v.diagnosis = Some(message.1);
         v.warnings = fetched.warnings.clone();
         out.push(v);
-        if !exported {
+        // Counted as zero only when the client saw server errors: then the
+        // metric is exported and the missing series is the finding
+        // (exceptions that bypass the middleware). Otherwise the matcher
+        // is the likelier culprit, and the preflight says so.
+        let saw_5xx = cx.client.by_status.keys().any(|c| *c >= 500);
+        if !exported || !saw_5xx {
             for check in ["count", "errors", "duration"] {
                 out.push(cx.skipped(check, "no series to read (see preflight)"));
             }
@@ -321,15 +326,48 @@ async fn check_resets<M: MetricSource>(
         ));
     }
     let mut v = cx.verdict("resets", Status::Fail, summary, query);
-    let sawtooth = sawtooth_drops * 2 > drops + vanished;
-    v.diagnosis = Some(if restarts > 0 {
-        format!(
-            "the process restarted {restarts}× during the run (process_start_time_seconds changed): requests handled between its last scrape and the restart are lost to every query"
-        )
-    } else if sawtooth {
-        "counters drop and climb back without a restart: scrapes hit different worker processes, each with its own registry (gunicorn/uwsgi workers); use the client library's multiprocess mode or aggregate before exporting".to_owned()
+    // Python's client exports `<name>_created` per counter: it flips
+    // between values when scrapes reach different worker registries, and
+    // only moves forward when one registry is re-created.
+    let created = match cx.names.requests.metric.strip_suffix("_total") {
+        Some(base) => cx
+            .fetch(&Selector::new(format!("{base}_created"), Vec::new()))
+            .await?
+            .series
+            .into_iter()
+            .filter(|s| s.labels.get("instance").is_none_or(|i| instances.contains(i)))
+            .collect(),
+        None => Vec::new(),
+    };
+    let moves = |back: bool| -> usize {
+        created
+            .iter()
+            .map(|c| {
+                c.samples
+                    .windows(2)
+                    .filter(|w| w[1].0 > cx.t0 && if back { w[1].1 < w[0].1 } else { w[1].1 > w[0].1 })
+                    .count()
+            })
+            .sum()
+    };
+    let (back, forward) = (moves(true), moves(false));
+    let sawtooth = if created.is_empty() {
+        None
     } else {
-        "counters fall back to zero (or vanish) without a process restart: the registry is re-created or cleared while the process runs; counts between the last scrape and each reset are lost".to_owned()
+        Some(back > 0)
+    };
+    v.diagnosis = Some(match (restarts, sawtooth) {
+        (r, _) if r > 0 => format!(
+            "the process restarted {r}× during the run (process_start_time_seconds changed): requests handled between its last scrape and the restart are lost to every query"
+        ),
+        (_, Some(true)) => format!(
+            "counters drop and climb back without a restart, and their `_created` time flips between values {back}×: scrapes hit different worker processes, each with its own registry (gunicorn/uwsgi workers); use the client library's multiprocess mode or aggregate before exporting"
+        ),
+        (_, Some(false)) => format!(
+            "counters fall back to zero (or vanish) without a process restart and their `_created` time moved forward {forward}×: the registry is re-created or cleared while the process runs; counts between the last scrape and each reset are lost"
+        ),
+        (_, None) if sawtooth_drops * 2 > drops + vanished => "counters drop and climb back without a restart: scrapes most likely hit different worker processes, each with its own registry (gunicorn/uwsgi workers); use the client library's multiprocess mode or aggregate before exporting".to_owned(),
+        (_, None) => "counters fall back without a process restart: either the registry is re-created or cleared while the process runs, or scrapes hit different worker processes with their own registries (export `_created` or process_start_time_seconds to tell which)".to_owned(),
     });
     Ok(v)
 }

@@ -326,7 +326,8 @@ async fn settle<M: MetricSource>(
         let r: Vec<TargetStatus> = targets
             .iter()
             .filter(|t| {
-                holders.iter().any(|(job, instance)| {
+                t.listed
+                    || holders.iter().any(|(job, instance)| {
                     &t.instance == instance && (t.job.is_empty() || &t.job == job)
                 })
             })
@@ -417,7 +418,11 @@ async fn settle<M: MetricSource>(
 fn describe_lag(t: &TargetStatus, t1: i64) -> String {
     let what = t.describe();
     match t.last_scrape_ms {
-        None => format!("{what} was never scraped"),
+        None if t.last_error.is_empty() => format!("{what} was never scraped"),
+        None => format!(
+            "{what} was never scraped successfully ({}): {}",
+            t.health, t.last_error
+        ),
         Some(l) if t.health != "up" => format!(
             "{what} is {}: last scrape {} {}{}",
             t.health,

@@ -1,0 +1,572 @@
+//! End-to-end verification: the demo services run in this process on
+//! ephemeral loopback ports, a real Prometheus (Debian's package) scrapes
+//! them once a second, and `redproof run` must prove healthy services
+//! clean and catch each injected fault with the right diagnosis.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use redproof_services::edge::{self, EdgeListeners, EdgeOptions};
+use redproof_services::faults::{Fault, Faults};
+use redproof_services::polls::{self, PollsOptions};
+use redproof_services::revert::{self, GrpcOptions};
+use redproof_services::time_service;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Demo services on ephemeral ports, stopped on drop.
+struct Services {
+    polls: SocketAddr,
+    edge_web: SocketAddr,
+    edge_grpc_metrics: SocketAddr,
+    shutdown: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Services {
+    /// polls with the given faults, plus edge, revert-name and time
+    /// (healthy) when `grpc` is set.
+    fn start(faults: &[&str], grpc: bool) -> Self {
+        let flags: Vec<Fault> = faults.iter().map(|f| f.parse().unwrap()).collect();
+        let faults = Faults::from_flags(&flags);
+        let shutdown = CancellationToken::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let token = shutdown.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let bind = || async { TcpListener::bind("127.0.0.1:0").await.unwrap() };
+                let polls_l = bind().await;
+                let polls_addr = polls_l.local_addr().unwrap();
+                let opts = PollsOptions {
+                    mean: Duration::from_millis(20),
+                    stddev: Duration::from_millis(5),
+                    faults,
+                };
+                let mut tasks = tokio::task::JoinSet::new();
+                tasks.spawn(polls::serve(polls_l, opts, token.clone()));
+                let (mut edge_web, mut edge_metrics) = (polls_addr, polls_addr);
+                if grpc {
+                    let (rg, rm, tg, tm) = (bind().await, bind().await, bind().await, bind().await);
+                    let l = EdgeListeners {
+                        web: bind().await,
+                        grpc: bind().await,
+                        grpc_metrics: bind().await,
+                    };
+                    edge_web = l.web.local_addr().unwrap();
+                    edge_metrics = l.grpc_metrics.local_addr().unwrap();
+                    let edge_grpc = format!("http://{}", l.grpc.local_addr().unwrap());
+                    let grpc_opts = || GrpcOptions {
+                        edge: Some(edge_grpc.clone()),
+                        heartbeat_every: Duration::from_secs(5),
+                        faults: Faults::default(),
+                    };
+                    let eo = EdgeOptions {
+                        revert_name: format!("http://{}", rg.local_addr().unwrap()),
+                        time: format!("http://{}", tg.local_addr().unwrap()),
+                        deadline: Duration::from_secs(2),
+                        faults: Faults::default(),
+                    };
+                    tasks.spawn(edge::serve(l, eo, token.clone()));
+                    tasks.spawn(revert::serve(rg, rm, grpc_opts(), token.clone()));
+                    tasks.spawn(time_service::serve(tg, tm, grpc_opts(), token.clone()));
+                }
+                tx.send((polls_addr, edge_web, edge_metrics)).unwrap();
+                while tasks.join_next().await.is_some() {}
+            });
+        });
+        let (polls, edge_web, edge_grpc_metrics) = rx.recv().unwrap();
+        Services {
+            polls,
+            edge_web,
+            edge_grpc_metrics,
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+
+    fn polls_metrics(&self) -> String {
+        format!("http://{}/prometheus/metrics", self.polls)
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A free loopback port (bound, read and released).
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A GET over a fresh connection; returns the status and body.
+fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_owned())?;
+    Some((status, body))
+}
+
+/// A Prometheus scraping `targets` (job, metrics URL) every second, with
+/// the demo alert rules; killed on drop.
+struct Prometheus {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(targets: &[(&str, String)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("ci/rules/demo.yml");
+        let mut config = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n",
+            rules.display()
+        );
+        for (job, url) in targets {
+            let rest = url.strip_prefix("http://").unwrap();
+            let (host, path) = rest.split_at(rest.find('/').unwrap());
+            config.push_str(&format!(
+                "  - job_name: {job}\n    metrics_path: {path}\n    static_configs:\n      - targets: [\"{host}\"]\n"
+            ));
+        }
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--log.level=warn")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("`prometheus` is not installed: run ci/test.sh, which installs Debian's package");
+        let p = Prometheus {
+            child,
+            addr,
+            _dir: dir,
+        };
+        // Ready, and every target scraped at least once.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(Instant::now() < deadline, "Prometheus did not become ready");
+            if let Some((200, body)) = http_get(&p.addr, "/api/v1/targets") {
+                let v: Value = serde_json::from_str(&body).unwrap();
+                let active = v["data"]["activeTargets"].as_array().unwrap();
+                if active.len() == targets.len() && active.iter().all(|t| t["health"] == "up") {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        p
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The polls mix against `polls`, with a metrics block and extra YAML.
+fn polls_scenario(polls: SocketAddr, metrics: &str, duration: &str, extra: &str) -> String {
+    format!(
+        r#"name: polls-e2e
+targets:
+  polls: {{ url: "http://{polls}", timeout: 5s }}
+load: {{ users: 6, wait: 5ms..20ms, duration: {duration}, drain: 5s }}
+requests:
+  - name: success
+    weight: 2
+    http: {{ target: polls, path: /polls/2xx_success/ }}
+  - name: not_found
+    weight: 1
+    http: {{ target: polls, path: /polls/4xx_not_found/ }}
+    expect: {{ status: 404 }}
+  - name: exception
+    weight: 1
+    http: {{ target: polls, path: /polls/5xx_exception/ }}
+    expect: {{ status: 500 }}
+metrics: {metrics}
+verify:
+  success: {{ convention: django, match: {{ view: "polls:2xx_success" }} }}
+  not_found: {{ convention: django, match: {{ view: "polls:4xx_not_found" }} }}
+  exception: {{ convention: django, match: {{ view: "polls:5xx_exception" }} }}
+{extra}"#
+    )
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    results: Option<Value>,
+}
+
+impl Run {
+    fn verdicts(&self) -> Vec<(String, String, String)> {
+        self.results.as_ref().unwrap()["verification"]["verdicts"]
+            .as_array()
+            .unwrap_or(&Vec::new())
+            .iter()
+            .map(|v| {
+                let name = match v["request"].as_str() {
+                    Some(r) => format!("{r}.{}", v["check"].as_str().unwrap()),
+                    None => v["check"].as_str().unwrap().to_owned(),
+                };
+                (
+                    name,
+                    v["status"].as_str().unwrap().to_owned(),
+                    format!(
+                        "{} {}",
+                        v["summary"].as_str().unwrap_or_default(),
+                        v["diagnosis"].as_str().unwrap_or_default()
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    fn failing(&self) -> Vec<(String, String, String)> {
+        self.verdicts()
+            .into_iter()
+            .filter(|(_, s, _)| s == "fail" || s == "no_data")
+            .collect()
+    }
+
+    fn verdict(&self, name: &str) -> (String, String) {
+        self.verdicts()
+            .into_iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, s, d)| (s, d))
+            .unwrap_or_else(|| panic!("no verdict {name}; report:\n{}", self.stdout))
+    }
+
+    fn server_count(&self, request: &str) -> f64 {
+        let v = self.results.as_ref().unwrap();
+        v["verification"]["server"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["request"] == request)
+            .and_then(|f| f["count"].as_f64())
+            .unwrap_or(-1.0)
+    }
+
+    fn client_responses(&self, request: &str) -> f64 {
+        let v = self.results.as_ref().unwrap();
+        v["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == request)
+            .map(|r| {
+                r["outcomes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|o| o["outcome"].get("status").is_some())
+                    .map(|o| o["count"].as_f64().unwrap())
+                    .sum()
+            })
+            .unwrap()
+    }
+}
+
+fn redproof(dir: &Path, scenario: &str, args: &[&str]) -> Run {
+    let file = dir.join("scenario.yaml");
+    std::fs::write(&file, scenario).unwrap();
+    let out = dir.join("results.json");
+    let _ = std::fs::remove_file(&out);
+    let output: Output = Command::new(env!("CARGO_BIN_EXE_redproof"))
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(&out)
+        .args(["--quiet", "--threads", "1"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let results = std::fs::read_to_string(&out)
+        .ok()
+        .map(|t| serde_json::from_str(&t).unwrap());
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        results,
+    }
+}
+
+fn assert_clean(run: &Run) {
+    assert_eq!(
+        run.failing(),
+        Vec::<(String, String, String)>::new(),
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.verdicts().iter().all(|(_, s, _)| s == "pass" || s == "skipped"),
+        "{}",
+        run.stdout
+    );
+}
+
+/// A request through edge's REST endpoint, which calls revert-name and
+/// time over gRPC.
+const PROXY_REQUEST: &str = r#"  - name: proxy
+    weight: 1
+    http: { target: edge, path: "/proxy/{{ pick(names) }}/" }
+"#;
+
+/// Healthy polls, REST through edge into gRPC, 5 runs in a row with
+/// Prometheus: every check passes and counts are exact.
+#[test]
+fn healthy_services_verify_clean_with_prometheus() {
+    let s = Services::start(&[], true);
+    let prom = Prometheus::start(&[
+        ("polls", s.polls_metrics()),
+        ("edge-grpc", format!("http://{}/metrics", s.edge_grpc_metrics)),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = polls_scenario(s.polls, &format!("{{ prometheus: \"{}\" }}", prom.url()), "3s", "")
+        .replace(
+            "requests:\n",
+            &format!("data:\n  names: [alice, bob]\nrequests:\n{PROXY_REQUEST}"),
+        )
+        .replace(
+            "targets:\n",
+            &format!("targets:\n  edge: {{ url: \"http://{}\", timeout: 5s }}\n", s.edge_web),
+        )
+        + "  proxy: { convention: grpc, side: client, match: { grpc_method: RevertName } }\n";
+    for i in 0..5 {
+        let run = redproof(dir.path(), &scenario, &[]);
+        assert_clean(&run);
+        for r in ["success", "not_found", "exception", "proxy"] {
+            assert_eq!(
+                run.server_count(r),
+                run.client_responses(r),
+                "run {i}, {r}: {}",
+                run.stdout
+            );
+            assert!(run.client_responses(r) > 0.0);
+        }
+        let after = run.results.as_ref().unwrap()["verification"]["verdict_after_s"]
+            .as_f64()
+            .unwrap();
+        eprintln!("run {i}: verdict {after:.2}s after the load ended");
+    }
+}
+
+/// The same with the embedded scraper, plus gunicorn's statsd metrics.
+#[test]
+fn healthy_services_verify_clean_with_the_embedded_scraper() {
+    let s = Services::start(&[], false);
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = format!("{{ scrape: [\"{}\"] }}", s.polls_metrics());
+    let scenario = polls_scenario(s.polls, &metrics, "3s", "");
+    for _ in 0..5 {
+        let run = redproof(dir.path(), &scenario, &[]);
+        assert_clean(&run);
+        for r in ["success", "not_found", "exception"] {
+            assert_eq!(run.server_count(r), run.client_responses(r), "{}", run.stdout);
+        }
+    }
+    // statsd counts every request to the service: one request only.
+    let statsd = format!(
+        r#"name: statsd
+targets: {{ polls: {{ url: "http://{}" }} }}
+load: {{ users: 4, duration: 2s }}
+requests:
+  - {{ name: success, http: {{ target: polls, path: /polls/2xx_success/ }} }}
+metrics: {metrics}
+verify:
+  success: {{ convention: statsd }}
+"#,
+        s.polls
+    );
+    let run = redproof(dir.path(), &statsd, &[]);
+    assert_clean(&run);
+    assert_eq!(run.server_count("success"), run.client_responses("success"));
+}
+
+/// Each fault is caught by the check meant for it, with its diagnosis,
+/// and the checks it does not concern stay quiet.
+#[test]
+fn each_fault_is_caught_with_its_diagnosis() {
+    // (fault, check that must fail, words its diagnosis must contain)
+    let cases: &[(&str, &str, &str)] = &[
+        ("workers=4", "resets", "different worker processes"),
+        ("uncounted-errors", "exception.errors", "bypass"),
+        ("unmeasured-delay=150ms", "duration", "outside the server's timer"),
+        ("ms-as-seconds", "mean", "milliseconds exported as seconds"),
+        ("reset-every=2s", "resets", "re-created or cleared"),
+        ("frozen-metrics=1500ms", "freshness", "stopped updating"),
+    ];
+    let services: Vec<Services> = cases.iter().map(|(f, _, _)| Services::start(&[f], false)).collect();
+    let targets: Vec<(&str, String)> = services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (["a", "b", "c", "d", "e", "f"][i], s.polls_metrics()))
+        .collect();
+    let prom = Prometheus::start(&targets);
+    let dir = tempfile::tempdir().unwrap();
+    for ((fault, check, words), s) in cases.iter().zip(&services) {
+        let metrics = format!(
+            "{{ prometheus: \"{}\" }}",
+            prom.url()
+        );
+        // Matchers pin the instance: one Prometheus scrapes every faulty
+        // service.
+        let scenario = polls_scenario(s.polls, &metrics, "5s", "").replace(
+            "convention: django, match: {",
+            &format!("convention: django, match: {{ instance: \"{}\", ", s.polls),
+        );
+        let run = redproof(dir.path(), &scenario, &[]);
+        let failing = run.failing();
+        assert!(
+            failing
+                .iter()
+                .any(|(n, _, d)| n.ends_with(check) && d.contains(words)),
+            "{fault}: expected a failing `{check}` saying `{words}`; got {failing:#?}\n{}",
+            run.stdout
+        );
+        // No false alarms: only the checks this fault concerns fail.
+        let allowed: &[&str] = match *fault {
+            "uncounted-errors" => &["exception.preflight", "exception.count", "exception.errors"],
+            "workers=4" => &["resets", "count", "errors"],
+            _ => &[check],
+        };
+        for (n, _, d) in &failing {
+            assert!(
+                allowed.iter().any(|a| n.ends_with(a)),
+                "{fault}: unexpected failure {n}: {d}\n{}",
+                run.stdout
+            );
+        }
+        assert_eq!(run.code, 2, "{fault}: {}", run.stdout);
+    }
+}
+
+/// The polls mix from `scenarios/polls-alert.yaml`: error classes agree
+/// and the demo alert rule fires.
+#[test]
+fn error_classes_agree_and_the_alert_fires() {
+    let s = Services::start(&[], false);
+    let prom = Prometheus::start(&[("polls", s.polls_metrics())]);
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/polls-alert.yaml");
+    let scenario = std::fs::read_to_string(file).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = redproof(
+        dir.path(),
+        &scenario,
+        &[
+            "--target",
+            &format!("polls=http://{}", s.polls),
+            "--prometheus",
+            &prom.url(),
+            "--duration",
+            "6s",
+        ],
+    );
+    assert_clean(&run);
+    let (status, summary) = run.verdict("exception.errors");
+    assert_eq!(status, "pass");
+    assert!(summary.contains("500: server"), "{summary}");
+    assert_eq!(run.verdict("alert").0, "pass");
+    assert!(run.verdict("alert").1.contains("fired"));
+    assert_eq!(run.verdict("promql polls 5xx ratio").0, "pass");
+}
+
+/// Prometheus down: the load still runs, the client report is printed and
+/// written, and the exit code is 69.
+#[test]
+fn unreachable_prometheus_exits_69_with_the_client_report() {
+    let s = Services::start(&[], false);
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = format!("{{ prometheus: \"http://127.0.0.1:{}\" }}", free_port());
+    let run = redproof(dir.path(), &polls_scenario(s.polls, &metrics, "1s", ""), &[]);
+    assert_eq!(run.code, 69, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("success"), "{}", run.stdout);
+    assert!(run.stdout.contains("verification not run"), "{}", run.stdout);
+    assert!(run.stderr.contains("unreachable"), "{}", run.stderr);
+    let results = run.results.as_ref().expect("results written");
+    assert!(results["requests"][0]["outcomes"][0]["count"].as_u64().unwrap() > 0);
+}
+
+/// A page that never answers gets its own message; a matcher that finds
+/// nothing is "no data", listing what exists.
+#[test]
+fn never_scraped_targets_and_empty_matchers_are_named() {
+    let s = Services::start(&[], false);
+    let dir = tempfile::tempdir().unwrap();
+    let dead = format!("http://127.0.0.1:{}/metrics", free_port());
+    let metrics = format!(
+        "{{ scrape: [\"{}\", \"{dead}\"], settle_timeout: 3s }}",
+        s.polls_metrics()
+    );
+    let scenario = polls_scenario(s.polls, &metrics, "1s", "")
+        .replace("polls:4xx_not_found", "polls:nope");
+    let run = redproof(dir.path(), &scenario, &[]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    let (status, text) = run.verdict("settle");
+    assert_eq!(status, "fail");
+    assert!(
+        text.contains(&dead) && text.contains("never scraped successfully"),
+        "{text}"
+    );
+    let (status, text) = run.verdict("not_found.preflight");
+    assert_eq!(status, "no_data");
+    assert!(
+        text.contains("found view: polls:2xx_success, polls:4xx_not_found, polls:5xx_exception"),
+        "{text}"
+    );
+    // The rest of the run is still verified.
+    assert_eq!(run.verdict("success.count").0, "pass");
+    // JUnit and Markdown carry the same verdicts.
+    let junit = dir.path().join("junit.xml");
+    let md = dir.path().join("summary.md");
+    let run = redproof(
+        dir.path(),
+        &scenario,
+        &["--junit", junit.to_str().unwrap(), "--markdown", md.to_str().unwrap()],
+    );
+    assert_eq!(run.code, 2);
+    let junit = std::fs::read_to_string(junit).unwrap();
+    assert!(junit.contains(r#"classname="redproof.verify.not_found" name="preflight""#), "{junit}");
+    assert!(junit.contains("<failure type=\"no_data\""), "{junit}");
+    let md = std::fs::read_to_string(md).unwrap();
+    assert!(md.contains("| `not_found.preflight` | ❌ no data |"), "{md}");
+}
