@@ -110,8 +110,27 @@ fn validate(files: &[std::path::PathBuf]) -> Exit {
     for f in files {
         match load(f, &Overrides::default()) {
             Ok(s) => {
+                let v = &s.verification;
+                let verify = if v.is_requested() {
+                    let source = match (&v.metrics.prometheus, v.metrics.scrape.len()) {
+                        (Some(url), _) => format!("Prometheus at {url}"),
+                        (None, 0) => "no metric source yet (give --prometheus URL)".to_owned(),
+                        (None, n) => format!("embedded scraper, {n} page{}", plural(n)),
+                    };
+                    format!(
+                        ", {} verify entr{}, {} alert{}, {} PromQL assertion{} ({source})",
+                        v.entries.len(),
+                        if v.entries.len() == 1 { "y" } else { "ies" },
+                        v.alerts.len(),
+                        plural(v.alerts.len()),
+                        v.promql.len(),
+                        plural(v.promql.len()),
+                    )
+                } else {
+                    String::new()
+                };
                 println!(
-                    "ok: {} — scenario `{}`, {} target{}, {} request{}, {} threshold{}",
+                    "ok: {} — scenario `{}`, {} target{}, {} request{}, {} threshold{}{verify}",
                     f.display(),
                     s.name,
                     s.targets.len(),

@@ -27,7 +27,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a scenario file and print the RED report.
+    /// Run a scenario file, print the RED report and verify the server's
+    /// metrics against it.
     Run(RunArgs),
     /// Check scenario files without sending traffic; lists every problem.
     Validate {

@@ -534,6 +534,7 @@ fn cli_help_snapshots() {
         &["run", "--help"],
         &["validate", "--help"],
         &["report", "--help"],
+        &["demo", "--help"],
     ] {
         let out = bin().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(0));

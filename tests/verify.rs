@@ -397,9 +397,15 @@ fn healthy_services_verify_clean_with_the_embedded_scraper() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = format!("{{ scrape: [\"{}\"] }}", s.polls_metrics());
     let scenario = polls_scenario(s.polls, &metrics, "3s", "");
+    let schema: Value =
+        serde_json::from_str(include_str!("../schema/results.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
     for _ in 0..5 {
         let run = redproof(dir.path(), &scenario, &[]);
         assert_clean(&run);
+        let results = run.results.as_ref().unwrap();
+        let errors: Vec<String> = validator.iter_errors(results).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:#?}");
         for r in ["success", "not_found", "exception"] {
             assert_eq!(run.server_count(r), run.client_responses(r), "{}", run.stdout);
         }
@@ -569,4 +575,26 @@ fn never_scraped_targets_and_empty_matchers_are_named() {
     assert!(junit.contains("<failure type=\"no_data\""), "{junit}");
     let md = std::fs::read_to_string(md).unwrap();
     assert!(md.contains("| `not_found.preflight` | ❌ no data |"), "{md}");
+}
+
+/// `redproof demo`: clean when healthy, and a caught fault with
+/// `--fault workers=4`.
+#[test]
+fn demo_verifies_clean_and_catches_a_fault() {
+    let demo = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_redproof"))
+            .args(["demo", "--quiet", "--duration", "4s"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let ok = demo(&[]);
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert_eq!(ok.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("0 failed · 0 no data"), "{stdout}");
+    let bad = demo(&["--fault", "workers=4"]);
+    let stdout = String::from_utf8_lossy(&bad.stdout);
+    assert!(matches!(bad.status.code(), Some(2 | 3)), "{stdout}");
+    assert!(stdout.contains("different worker processes"), "{stdout}");
 }
