@@ -180,7 +180,10 @@ fn report(file: &Path, format: Format) -> Result<Exit, Failure> {
         Format::Junit => print!("{}", render_junit(&r)),
         Format::Markdown => print!("{}", render_markdown(&r, &summary)),
     }
-    Ok(exit_code(&r, r.verification_error.is_some() && !r.interrupted))
+    Ok(exit_code(
+        &r,
+        r.verification_error.is_some() && !r.interrupted,
+    ))
 }
 
 fn overrides(a: &RunArgs) -> Result<Overrides, String> {
@@ -247,7 +250,7 @@ pub(crate) struct RunSettings {
 
 /// The metric source a run verifies against.
 enum Source {
-    Prometheus(Prometheus),
+    Prometheus(Box<Prometheus>),
     Scraper(Arc<Scraper>),
 }
 
@@ -258,14 +261,16 @@ impl Source {
                 Some(var) => Some(std::env::var(var).map_err(|_| {
                     fail(
                         Exit::Usage,
-                        anyhow!("metrics.token_env names `{var}`, which is not set in the environment"),
+                        anyhow!(
+                            "metrics.token_env names `{var}`, which is not set in the environment"
+                        ),
                     )
                 })?),
                 None => None,
             };
-            return Ok(Some(Source::Prometheus(
+            return Ok(Some(Source::Prometheus(Box::new(
                 Prometheus::new(url, token).map_err(|e| fail(Exit::Usage, anyhow!(e)))?,
-            )));
+            ))));
         }
         if spec.scrape.is_empty() {
             return Ok(None);
@@ -282,7 +287,7 @@ impl Source {
         client: &ClientRun,
     ) -> Result<VerificationReport, SourceError> {
         match self {
-            Source::Prometheus(p) => verify::verify(p, scenario, client).await,
+            Source::Prometheus(p) => verify::verify(p.as_ref(), scenario, client).await,
             Source::Scraper(s) => verify::verify(s.as_ref(), scenario, client).await,
         }
     }

@@ -38,9 +38,12 @@ pub async fn run(args: DemoArgs) -> Result<Exit, Failure> {
         .map_err(|e| fail(Exit::Usage, anyhow!("--duration: {e}")))?;
 
     let bind = || async {
-        TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| fail(Exit::Unavailable, anyhow!("cannot bind a loopback port: {e}")))
+        TcpListener::bind("127.0.0.1:0").await.map_err(|e| {
+            fail(
+                Exit::Unavailable,
+                anyhow!("cannot bind a loopback port: {e}"),
+            )
+        })
     };
     let (polls_l, bank_l) = (bind().await?, bind().await?);
     let polls_addr = polls_l.local_addr().map_err(|e| fail(Exit::Internal, e))?;

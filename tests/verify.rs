@@ -157,13 +157,18 @@ impl Prometheus {
         let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .arg("--log.level=warn")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("`prometheus` is not installed: run ci/test.sh, which installs Debian's package");
+            .expect(
+                "`prometheus` is not installed: run ci/test.sh, which installs Debian's package",
+            );
         let p = Prometheus {
             child,
             addr,
@@ -338,7 +343,9 @@ fn assert_clean(run: &Run) {
     );
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert!(
-        run.verdicts().iter().all(|(_, s, _)| s == "pass" || s == "skipped"),
+        run.verdicts()
+            .iter()
+            .all(|(_, s, _)| s == "pass" || s == "skipped"),
         "{}",
         run.stdout
     );
@@ -358,19 +365,29 @@ fn healthy_services_verify_clean_with_prometheus() {
     let s = Services::start(&[], true);
     let prom = Prometheus::start(&[
         ("polls", s.polls_metrics()),
-        ("edge-grpc", format!("http://{}/metrics", s.edge_grpc_metrics)),
+        (
+            "edge-grpc",
+            format!("http://{}/metrics", s.edge_grpc_metrics),
+        ),
     ]);
     let dir = tempfile::tempdir().unwrap();
-    let scenario = polls_scenario(s.polls, &format!("{{ prometheus: \"{}\" }}", prom.url()), "3s", "")
-        .replace(
-            "requests:\n",
-            &format!("data:\n  names: [alice, bob]\nrequests:\n{PROXY_REQUEST}"),
-        )
-        .replace(
-            "targets:\n",
-            &format!("targets:\n  edge: {{ url: \"http://{}\", timeout: 5s }}\n", s.edge_web),
-        )
-        + "  proxy: { convention: grpc, side: client, match: { grpc_method: RevertName } }\n";
+    let scenario = polls_scenario(
+        s.polls,
+        &format!("{{ prometheus: \"{}\" }}", prom.url()),
+        "3s",
+        "",
+    )
+    .replace(
+        "requests:\n",
+        &format!("data:\n  names: [alice, bob]\nrequests:\n{PROXY_REQUEST}"),
+    )
+    .replace(
+        "targets:\n",
+        &format!(
+            "targets:\n  edge: {{ url: \"http://{}\", timeout: 5s }}\n",
+            s.edge_web
+        ),
+    ) + "  proxy: { convention: grpc, side: client, match: { grpc_method: RevertName } }\n";
     for i in 0..5 {
         let run = redproof(dir.path(), &scenario, &[]);
         assert_clean(&run);
@@ -404,10 +421,18 @@ fn healthy_services_verify_clean_with_the_embedded_scraper() {
         let run = redproof(dir.path(), &scenario, &[]);
         assert_clean(&run);
         let results = run.results.as_ref().unwrap();
-        let errors: Vec<String> = validator.iter_errors(results).map(|e| e.to_string()).collect();
+        let errors: Vec<String> = validator
+            .iter_errors(results)
+            .map(|e| e.to_string())
+            .collect();
         assert!(errors.is_empty(), "{errors:#?}");
         for r in ["success", "not_found", "exception"] {
-            assert_eq!(run.server_count(r), run.client_responses(r), "{}", run.stdout);
+            assert_eq!(
+                run.server_count(r),
+                run.client_responses(r),
+                "{}",
+                run.stdout
+            );
         }
     }
     // statsd counts every request to the service: one request only.
@@ -436,12 +461,19 @@ fn each_fault_is_caught_with_its_diagnosis() {
     let cases: &[(&str, &str, &str)] = &[
         ("workers=4", "resets", "different worker processes"),
         ("uncounted-errors", "exception.errors", "bypass"),
-        ("unmeasured-delay=150ms", "duration", "outside the server's timer"),
+        (
+            "unmeasured-delay=150ms",
+            "duration",
+            "outside the server's timer",
+        ),
         ("ms-as-seconds", "mean", "milliseconds exported as seconds"),
         ("reset-every=2s", "resets", "re-created or cleared"),
         ("frozen-metrics=1500ms", "freshness", "stopped updating"),
     ];
-    let services: Vec<Services> = cases.iter().map(|(f, _, _)| Services::start(&[f], false)).collect();
+    let services: Vec<Services> = cases
+        .iter()
+        .map(|(f, _, _)| Services::start(&[f], false))
+        .collect();
     let targets: Vec<(&str, String)> = services
         .iter()
         .enumerate()
@@ -450,10 +482,7 @@ fn each_fault_is_caught_with_its_diagnosis() {
     let prom = Prometheus::start(&targets);
     let dir = tempfile::tempdir().unwrap();
     for ((fault, check, words), s) in cases.iter().zip(&services) {
-        let metrics = format!(
-            "{{ prometheus: \"{}\" }}",
-            prom.url()
-        );
+        let metrics = format!("{{ prometheus: \"{}\" }}", prom.url());
         // Matchers pin the instance: one Prometheus scrapes every faulty
         // service.
         let scenario = polls_scenario(s.polls, &metrics, "5s", "").replace(
@@ -523,13 +552,26 @@ fn unreachable_prometheus_exits_69_with_the_client_report() {
     let s = Services::start(&[], false);
     let dir = tempfile::tempdir().unwrap();
     let metrics = format!("{{ prometheus: \"http://127.0.0.1:{}\" }}", free_port());
-    let run = redproof(dir.path(), &polls_scenario(s.polls, &metrics, "1s", ""), &[]);
+    let run = redproof(
+        dir.path(),
+        &polls_scenario(s.polls, &metrics, "1s", ""),
+        &[],
+    );
     assert_eq!(run.code, 69, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("success"), "{}", run.stdout);
-    assert!(run.stdout.contains("verification not run"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("verification not run"),
+        "{}",
+        run.stdout
+    );
     assert!(run.stderr.contains("unreachable"), "{}", run.stderr);
     let results = run.results.as_ref().expect("results written");
-    assert!(results["requests"][0]["outcomes"][0]["count"].as_u64().unwrap() > 0);
+    assert!(
+        results["requests"][0]["outcomes"][0]["count"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 }
 
 /// A page that never answers gets its own message; a matcher that finds
@@ -543,8 +585,8 @@ fn never_scraped_targets_and_empty_matchers_are_named() {
         "{{ scrape: [\"{}\", \"{dead}\"], settle_timeout: 3s }}",
         s.polls_metrics()
     );
-    let scenario = polls_scenario(s.polls, &metrics, "1s", "")
-        .replace("polls:4xx_not_found", "polls:nope");
+    let scenario =
+        polls_scenario(s.polls, &metrics, "1s", "").replace("polls:4xx_not_found", "polls:nope");
     let run = redproof(dir.path(), &scenario, &[]);
     assert_eq!(run.code, 2, "{}", run.stdout);
     let (status, text) = run.verdict("settle");
@@ -567,14 +609,25 @@ fn never_scraped_targets_and_empty_matchers_are_named() {
     let run = redproof(
         dir.path(),
         &scenario,
-        &["--junit", junit.to_str().unwrap(), "--markdown", md.to_str().unwrap()],
+        &[
+            "--junit",
+            junit.to_str().unwrap(),
+            "--markdown",
+            md.to_str().unwrap(),
+        ],
     );
     assert_eq!(run.code, 2);
     let junit = std::fs::read_to_string(junit).unwrap();
-    assert!(junit.contains(r#"classname="redproof.verify.not_found" name="preflight""#), "{junit}");
+    assert!(
+        junit.contains(r#"classname="redproof.verify.not_found" name="preflight""#),
+        "{junit}"
+    );
     assert!(junit.contains("<failure type=\"no_data\""), "{junit}");
     let md = std::fs::read_to_string(md).unwrap();
-    assert!(md.contains("| `not_found.preflight` | ❌ no data |"), "{md}");
+    assert!(
+        md.contains("| `not_found.preflight` | ❌ no data |"),
+        "{md}"
+    );
 }
 
 /// `redproof demo`: clean when healthy, and a caught fault with

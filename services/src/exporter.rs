@@ -235,7 +235,9 @@ fn with_created(text: &str, mut created: impl FnMut(&str) -> f64) -> String {
                 .and_then(|n| n.strip_suffix("_total"))
                 .map(str::to_owned);
         } else if let Some(base) = &family
-            && let Some(rest) = line.strip_prefix(base.as_str()).and_then(|r| r.strip_prefix("_total"))
+            && let Some(rest) = line
+                .strip_prefix(base.as_str())
+                .and_then(|r| r.strip_prefix("_total"))
         {
             let labels = rest.split_whitespace().next().unwrap_or("");
             let labels = if labels.starts_with('{') { labels } else { "" };

@@ -662,7 +662,11 @@ pub struct Fetcher {
 
 impl Fetcher {
     /// `url` is a base URL; `headers` are sent with every request.
-    pub fn new(url: &str, headers: Vec<(String, String)>, timeout: Duration) -> Result<Self, String> {
+    pub fn new(
+        url: &str,
+        headers: Vec<(String, String)>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
         let target = Target {
             name: url.to_owned(),
             url: url.trim_end_matches('/').to_owned(),
@@ -695,7 +699,10 @@ impl Fetcher {
                 }
                 let h2 = matches!(*slot, Some(Conn::H2(_)));
                 let uri: Uri = if h2 {
-                    format!("{}://{}{}{}", e.scheme, e.authority, e.prefix, path_and_query)
+                    format!(
+                        "{}://{}{}{}",
+                        e.scheme, e.authority, e.prefix, path_and_query
+                    )
                 } else {
                     format!("{}{}", e.prefix, path_and_query)
                 }
@@ -706,7 +713,8 @@ impl Fetcher {
                     .map_err(|err| err.to_string())?;
                 *req.headers_mut() = e.headers.clone();
                 if !h2 {
-                    req.headers_mut().insert(header::HOST, e.host_header.clone());
+                    req.headers_mut()
+                        .insert(header::HOST, e.host_header.clone());
                 }
                 let sent = match slot.as_mut().expect("connected above") {
                     Conn::H1(s) => s.try_send_request(req).await,

@@ -120,8 +120,12 @@ pub trait MetricSource {
     async fn check(&self) -> Result<String, SourceError>;
 
     /// Raw samples of every series matching `selector` in `(from_ms, to_ms]`.
-    async fn samples(&self, selector: &Selector, from_ms: i64, to_ms: i64)
-    -> Result<Fetch, SourceError>;
+    async fn samples(
+        &self,
+        selector: &Selector,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Fetch, SourceError>;
 
     /// The scrape targets and their last scrape.
     async fn targets(&self) -> Result<Vec<TargetStatus>, SourceError>;

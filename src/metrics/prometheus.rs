@@ -106,7 +106,9 @@ fn series_of(result: &Value) -> Vec<Series> {
                         .as_object()
                         .map(|m| {
                             m.iter()
-                                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                                .map(|(k, v)| {
+                                    (k.clone(), v.as_str().unwrap_or_default().to_owned())
+                                })
                                 .collect()
                         })
                         .unwrap_or_default();
@@ -162,7 +164,10 @@ impl MetricSource for Prometheus {
 
     async fn check(&self) -> Result<String, SourceError> {
         let (data, _) = self.api("/api/v1/status/buildinfo").await?;
-        let v = data["version"].as_str().unwrap_or("(unknown version)").to_owned();
+        let v = data["version"]
+            .as_str()
+            .unwrap_or("(unknown version)")
+            .to_owned();
         *self.version.lock().unwrap_or_else(|p| p.into_inner()) = Some(v.clone());
         Ok(v)
     }

@@ -92,16 +92,19 @@ impl Scraper {
 
     /// Scrapes every page once, concurrently.
     pub async fn scrape_all(&self) {
-        let scrapes = self.pages.iter().enumerate().map(|(i, p)| self.scrape(i, p));
+        let scrapes = self
+            .pages
+            .iter()
+            .enumerate()
+            .map(|(i, p)| self.scrape(i, p));
         futures_join_all(scrapes).await;
     }
 
     async fn scrape(&self, i: usize, page: &Page) {
         let started = now_ms();
         let result = match page.fetcher.get(&page.path).await {
-            Ok((200, body)) => {
-                text::parse(&String::from_utf8_lossy(&body)).map_err(|e| format!("unreadable metrics page: {e}"))
-            }
+            Ok((200, body)) => text::parse(&String::from_utf8_lossy(&body))
+                .map_err(|e| format!("unreadable metrics page: {e}")),
             Ok((status, _)) => Err(format!("HTTP {status}")),
             Err(e) => Err(e),
         };

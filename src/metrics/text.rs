@@ -65,7 +65,9 @@ fn parse_labels(mut s: &str) -> Result<(Labels, &str), String> {
         if let Some(after) = s.strip_prefix('}') {
             return Ok((labels, after));
         }
-        let eq = s.find('=').ok_or("expected `label=\"value\"` in the labels")?;
+        let eq = s
+            .find('=')
+            .ok_or("expected `label=\"value\"` in the labels")?;
         let key = s[..eq].trim();
         if !crate::promql::is_label_name(key) {
             return Err(format!("`{key}` is not a valid label name"));
@@ -101,9 +103,7 @@ fn parse_value(s: &str) -> Result<f64, String> {
         "+Inf" | "Inf" | "+inf" | "inf" => Ok(f64::INFINITY),
         "-Inf" | "-inf" => Ok(f64::NEG_INFINITY),
         "NaN" | "nan" => Ok(f64::NAN),
-        _ => s
-            .parse()
-            .map_err(|_| format!("`{s}` is not a number")),
+        _ => s.parse().map_err(|_| format!("`{s}` is not a number")),
     }
 }
 

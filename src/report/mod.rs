@@ -14,9 +14,9 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use serde::{Deserialize, Serialize};
 
-pub use progress::ProgressDisplay;
 pub use junit::render_junit;
 pub use markdown::render_markdown;
+pub use progress::ProgressDisplay;
 pub use text::render_text;
 
 use crate::engine::{EngineOutput, ScheduleStats};
@@ -227,8 +227,11 @@ impl RunReport {
     }
 
     fn evaluate_thresholds(&mut self) {
-        let thresholds: Vec<Threshold> =
-            self.thresholds.iter().map(|t| t.threshold.clone()).collect();
+        let thresholds: Vec<Threshold> = self
+            .thresholds
+            .iter()
+            .map(|t| t.threshold.clone())
+            .collect();
         let summary = self.summary().expect("histograms just encoded");
         self.thresholds = evaluate(
             &thresholds,

@@ -169,7 +169,16 @@ fn render_verification(o: &mut String, r: &RunReport, summary: &Summary) {
     let _ = writeln!(
         o,
         "{:<name_w$} {:<10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "request", "convention", "server", "client", "5xx srv", "5xx cli", "p50", "p95", "p99", "mean"
+        "request",
+        "convention",
+        "server",
+        "client",
+        "5xx srv",
+        "5xx cli",
+        "p50",
+        "p95",
+        "p99",
+        "mean"
     );
     for f in &v.server {
         let row = summary.rows.iter().find(|row| row.name == f.request);
@@ -215,7 +224,13 @@ fn render_verification(o: &mut String, r: &RunReport, summary: &Summary) {
         .max()
         .unwrap_or(10);
     for x in &v.verdicts {
-        let _ = writeln!(o, "  {:<7} {:<w$}  {}", x.status.label(), x.name(), x.summary);
+        let _ = writeln!(
+            o,
+            "  {:<7} {:<w$}  {}",
+            x.status.label(),
+            x.name(),
+            x.summary
+        );
         if let Some(d) = &x.diagnosis {
             let _ = writeln!(o, "  {:<7} {:<w$}  → {d}", "", "");
         }

@@ -525,10 +525,11 @@ fn check(c: &mut Checker, raw: &RawScenario, root: &Node) -> Option<Scenario> {
     let verification = super::verification::check(c, raw, &request_names);
     for (t, raw_t) in thresholds.iter().zip(&raw.thresholds) {
         if let (true, threshold::Subject::Request(name)) = (t.server, &t.subject) {
-            let has_entry = verification
-                .entries
-                .iter()
-                .any(|e| raw.requests.get(e.request).is_some_and(|r| r.name.as_str() == name));
+            let has_entry = verification.entries.iter().any(|e| {
+                raw.requests
+                    .get(e.request)
+                    .is_some_and(|r| r.name.as_str() == name)
+            });
             if !has_entry {
                 c.err(
                     pos(raw_t),

@@ -131,8 +131,7 @@ pub fn parse(text: &str, requests: &[&str]) -> Result<Threshold, String> {
     };
     if server && subject == Subject::All {
         return Err(
-            "server figures are per request: write `NAME.server.METRIC`, not `all.server…`"
-                .into(),
+            "server figures are per request: write `NAME.server.METRIC`, not `all.server…`".into(),
         );
     }
     let metric = match metric_str {

@@ -135,9 +135,9 @@ impl Slack {
             }
             return Ok(Slack::Ratio(v / 100.0));
         }
-        units::parse_count(t)
-            .map(Slack::Count)
-            .map_err(|_| format!("expected a count (e.g. `5`) or a percentage (e.g. `1%`), got `{text}`"))
+        units::parse_count(t).map(Slack::Count).map_err(|_| {
+            format!("expected a count (e.g. `5`) or a percentage (e.g. `1%`), got `{text}`")
+        })
     }
 
     /// The allowance for a client count of `n`.
@@ -294,9 +294,9 @@ fn check_metrics(c: &mut Checker, m: &RawMetrics) -> MetricsSpec {
 }
 
 fn check_scrape_url(u: &str) -> Result<String, String> {
-    let parsed: http::Uri = u
-        .parse()
-        .map_err(|e| format!("expected a URL such as `http://127.0.0.1:8000/metrics`, got `{u}` ({e})"))?;
+    let parsed: http::Uri = u.parse().map_err(|e| {
+        format!("expected a URL such as `http://127.0.0.1:8000/metrics`, got `{u}` ({e})")
+    })?;
     if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none() {
         return Err(format!(
             "expected an `http://` or `https://` URL such as `http://127.0.0.1:8000/metrics`, got `{u}`"
@@ -412,11 +412,13 @@ fn check_entry(
             tolerance.errors = s;
         }
         if let Some(x) = &t.duration
-            && let Some(s) = c.parse(x, &field("tolerance.duration"), |s| match Slack::parse(s)? {
-                Slack::Ratio(r) => Ok(r),
-                Slack::Count(_) => Err(format!(
-                    "expected a percentage of requests, e.g. `2%`, got `{s}`"
-                )),
+            && let Some(s) = c.parse(x, &field("tolerance.duration"), |s| {
+                match Slack::parse(s)? {
+                    Slack::Ratio(r) => Ok(r),
+                    Slack::Count(_) => Err(format!(
+                        "expected a percentage of requests, e.g. `2%`, got `{s}`"
+                    )),
+                }
             })
         {
             tolerance.duration = s;
@@ -493,19 +495,16 @@ fn check_promql(c: &mut Checker, p: &marked_yaml::Spanned<RawPromql>) -> Option<
 /// `>=` together).
 fn parse_expect(s: &str) -> Result<(Op, f64), String> {
     let s = s.trim();
-    let (op, rest) = [
-        ("<=", Op::Le),
-        (">=", Op::Ge),
-        ("<", Op::Lt),
-        (">", Op::Gt),
-    ]
-    .into_iter()
-    .find_map(|(p, op)| s.strip_prefix(p).map(|r| (op, r)))
-    .ok_or_else(|| format!("expected a comparison such as `< 0.05` or `>= 1`, got `{s}`"))?;
-    let v: f64 = rest
-        .trim()
-        .parse()
-        .map_err(|_| format!("expected a number after the operator, got `{}`", rest.trim()))?;
+    let (op, rest) = [("<=", Op::Le), (">=", Op::Ge), ("<", Op::Lt), (">", Op::Gt)]
+        .into_iter()
+        .find_map(|(p, op)| s.strip_prefix(p).map(|r| (op, r)))
+        .ok_or_else(|| format!("expected a comparison such as `< 0.05` or `>= 1`, got `{s}`"))?;
+    let v: f64 = rest.trim().parse().map_err(|_| {
+        format!(
+            "expected a number after the operator, got `{}`",
+            rest.trim()
+        )
+    })?;
     Ok((op, v))
 }
 

@@ -30,7 +30,9 @@ pub(super) struct Context<'a, M> {
 
 impl<M: MetricSource> Context<'_, M> {
     async fn fetch(&self, sel: &Selector) -> Result<Fetch, SourceError> {
-        self.source.samples(sel, self.t0 - LOOKBACK_MS, self.s).await
+        self.source
+            .samples(sel, self.t0 - LOOKBACK_MS, self.s)
+            .await
     }
 
     fn verdict(&self, check: &str, status: Status, summary: String, query: &str) -> Verdict {
@@ -124,11 +126,7 @@ pub(super) async fn run<M: MetricSource>(
         let mut v = cx.verdict(
             "preflight",
             Status::Pass,
-            format!(
-                "{} series of {}",
-                series.len(),
-                cx.names.requests.metric
-            ),
+            format!("{} series of {}", series.len(), cx.names.requests.metric),
             &query,
         );
         v.warnings = fetched.warnings.clone();
@@ -166,20 +164,24 @@ pub(super) async fn run<M: MetricSource>(
     // Errors per status.
     let by_status = server_by_status(cx, &series).await?;
     let style = convention::style_of(by_status.keys().map(String::as_str));
-    let server_keys: BTreeMap<String, f64> = by_status.iter().fold(BTreeMap::new(), |mut m, (k, v)| {
-        *m.entry(convention::status_key(k, style)).or_default() += v;
-        m
-    });
+    let server_keys: BTreeMap<String, f64> =
+        by_status.iter().fold(BTreeMap::new(), |mut m, (k, v)| {
+            *m.entry(convention::status_key(k, style)).or_default() += v;
+            m
+        });
     let client_keys: BTreeMap<String, u64> =
         cx.client
             .by_status
             .iter()
             .fold(BTreeMap::new(), |mut m, (code, n)| {
-                let key = convention::status_key(&code.to_string(), if style == StatusStyle::Class {
-                    StatusStyle::Class
-                } else {
-                    StatusStyle::Code
-                });
+                let key = convention::status_key(
+                    &code.to_string(),
+                    if style == StatusStyle::Class {
+                        StatusStyle::Class
+                    } else {
+                        StatusStyle::Code
+                    },
+                );
                 *m.entry(key).or_default() += n;
                 m
             });
@@ -194,8 +196,21 @@ pub(super) async fn run<M: MetricSource>(
     }
     figures.by_status = server_keys.clone();
 
-    out.push(check_count(cx, server_count, &server_keys, &client_keys, &query, absent_but_exported));
-    out.push(check_errors(cx, style, &server_keys, &client_keys, absent_but_exported));
+    out.push(check_count(
+        cx,
+        server_count,
+        &server_keys,
+        &client_keys,
+        &query,
+        absent_but_exported,
+    ));
+    out.push(check_errors(
+        cx,
+        style,
+        &server_keys,
+        &client_keys,
+        absent_but_exported,
+    ));
     if absent_but_exported {
         out.push(cx.skipped("duration", "no series to read (see preflight)"));
         return Ok((out, figures));
@@ -226,7 +241,11 @@ async fn explain_no_series<M: MetricSource>(
                     } else {
                         format!(
                             "targets: {}",
-                            cx.targets.iter().map(TargetStatus::describe).collect::<Vec<_>>().join(", ")
+                            cx.targets
+                                .iter()
+                                .map(TargetStatus::describe)
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         )
                     },
                     cx.entry.convention.name()
@@ -284,10 +303,18 @@ async fn check_resets<M: MetricSource>(
         .await?
         .series
         .into_iter()
-        .filter(|s| s.labels.get("instance").is_none_or(|i| instances.contains(i)))
+        .filter(|s| {
+            s.labels
+                .get("instance")
+                .is_none_or(|i| instances.contains(i))
+        })
         .filter_map(|s| counters::increase(&s, cx.t0, cx.s).map(|i| (s, i)))
         .collect();
-    let family = if family.is_empty() { series.to_vec() } else { family };
+    let family = if family.is_empty() {
+        series.to_vec()
+    } else {
+        family
+    };
     // The target still answers scrapes after the load (per the source's
     // target list, or other series of the same page).
     let still_scraped = |s: &Series| {
@@ -303,9 +330,17 @@ async fn check_resets<M: MetricSource>(
         .filter(|(s, i)| i.newest_ms < cx.t1 && still_scraped(s))
         .count();
     let drops: usize = family.iter().map(|(_, i)| i.drops).sum();
-    let scrapes: usize = series.iter().map(|(_, i)| i.samples.saturating_sub(1)).max().unwrap_or(0);
+    let scrapes: usize = series
+        .iter()
+        .map(|(_, i)| i.samples.saturating_sub(1))
+        .max()
+        .unwrap_or(0);
     let in_family = if family.len() > series.len() {
-        format!(" across the {} series of {} on the same target", family.len(), family_sel.metric)
+        format!(
+            " across the {} series of {} on the same target",
+            family.len(),
+            family_sel.metric
+        )
     } else {
         String::new()
     };
@@ -335,7 +370,11 @@ async fn check_resets<M: MetricSource>(
             .await?
             .series
             .into_iter()
-            .filter(|s| s.labels.get("instance").is_none_or(|i| instances.contains(i)))
+            .filter(|s| {
+                s.labels
+                    .get("instance")
+                    .is_none_or(|i| instances.contains(i))
+            })
             .collect(),
         None => Vec::new(),
     };
@@ -345,7 +384,14 @@ async fn check_resets<M: MetricSource>(
             .map(|c| {
                 c.samples
                     .windows(2)
-                    .filter(|w| w[1].0 > cx.t0 && if back { w[1].1 < w[0].1 } else { w[1].1 > w[0].1 })
+                    .filter(|w| {
+                        w[1].0 > cx.t0
+                            && if back {
+                                w[1].1 < w[0].1
+                            } else {
+                                w[1].1 > w[0].1
+                            }
+                    })
                     .count()
             })
             .sum()
@@ -387,7 +433,11 @@ async fn process_restarts<M: MetricSource>(
         .collect();
     Ok(f.series
         .iter()
-        .filter(|p| p.labels.get("instance").is_some_and(|i| instances.contains(i)))
+        .filter(|p| {
+            p.labels
+                .get("instance")
+                .is_some_and(|i| instances.contains(i))
+        })
         .map(|p| {
             p.samples
                 .windows(2)
@@ -508,7 +558,11 @@ fn check_count<M: MetricSource>(
     let lower = client - slack;
     let pass = server >= lower - 1e-9 && server <= upper + 1e-9;
     let range = if upper > client {
-        format!(", up to {} with {} unsure", thousands(upper), thousands(cx.unsure() as f64 + slack))
+        format!(
+            ", up to {} with {} unsure",
+            thousands(upper),
+            thousands(cx.unsure() as f64 + slack)
+        )
     } else {
         String::new()
     };
@@ -534,40 +588,42 @@ fn check_count<M: MetricSource>(
     }
     let ratio = if server > 0.0 { client / server } else { 0.0 };
     let workers = ratio.round();
-    v.diagnosis = Some(if server < lower && workers >= 2.0 && (ratio - workers).abs() < 0.15 * workers {
-        format!(
-            "server counted {}, about 1/{workers:.0} of the client's {}: each scrape sees one of ~{workers:.0} worker processes' registries (multiprocess mode missing)",
-            thousands(server),
-            thousands(client)
-        )
-    } else if server < lower {
-        let missing = client - server;
-        let missing_5xx: f64 = client_keys
-            .iter()
-            .filter(|(k, _)| k.starts_with('5'))
-            .map(|(k, n)| (*n as f64 - server_keys.get(k).copied().unwrap_or(0.0)).max(0.0))
-            .sum();
-        if missing_5xx > 0.0 && (missing_5xx - missing).abs() < 0.5 {
+    v.diagnosis = Some(
+        if server < lower && workers >= 2.0 && (ratio - workers).abs() < 0.15 * workers {
             format!(
-                "server counted {}, client {}: the {} missing are all 5xx responses: exceptions bypass the metrics middleware (see errors)",
+                "server counted {}, about 1/{workers:.0} of the client's {}: each scrape sees one of ~{workers:.0} worker processes' registries (multiprocess mode missing)",
                 thousands(server),
-                thousands(client),
-                thousands(missing)
+                thousands(client)
             )
+        } else if server < lower {
+            let missing = client - server;
+            let missing_5xx: f64 = client_keys
+                .iter()
+                .filter(|(k, _)| k.starts_with('5'))
+                .map(|(k, n)| (*n as f64 - server_keys.get(k).copied().unwrap_or(0.0)).max(0.0))
+                .sum();
+            if missing_5xx > 0.0 && (missing_5xx - missing).abs() < 0.5 {
+                format!(
+                    "server counted {}, client {}: the {} missing are all 5xx responses: exceptions bypass the metrics middleware (see errors)",
+                    thousands(server),
+                    thousands(client),
+                    thousands(missing)
+                )
+            } else {
+                format!(
+                    "server counted {}, client {}: {} requests lost before instrumentation (answered by a proxy or an earlier middleware), or the matcher misses some series",
+                    thousands(server),
+                    thousands(client),
+                    thousands(missing)
+                )
+            }
         } else {
             format!(
-                "server counted {}, client {}: {} requests lost before instrumentation (answered by a proxy or an earlier middleware), or the matcher misses some series",
-                thousands(server),
-                thousands(client),
-                thousands(missing)
+                "server counted {} more than the client sent: other traffic matches these series (narrow `match`), or requests are counted twice",
+                thousands(server - client)
             )
-        }
-    } else {
-        format!(
-            "server counted {} more than the client sent: other traffic matches these series (narrow `match`), or requests are counted twice",
-            thousands(server - client)
-        )
-    });
+        },
+    );
     v
 }
 
@@ -600,7 +656,11 @@ fn check_errors<M: MetricSource>(
     for k in keys {
         let s = server.get(k).copied().unwrap_or(0.0);
         let c = client.get(k).copied().unwrap_or(0) as f64;
-        parts.push(format!("{k}: server {} / client {}", thousands(s), thousands(c)));
+        parts.push(format!(
+            "{k}: server {} / client {}",
+            thousands(s),
+            thousands(c)
+        ));
         if s < c - slack - 1e-9 {
             problems.push(if k.starts_with('5') {
                 format!(
@@ -625,7 +685,11 @@ fn check_errors<M: MetricSource>(
     }
     let mut v = cx.verdict(
         "errors",
-        if problems.is_empty() { Status::Pass } else { Status::Fail },
+        if problems.is_empty() {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
         if parts.is_empty() {
             "no responses on either side".into()
         } else {
@@ -662,7 +726,9 @@ async fn check_duration<M: MetricSource>(
     figures: &mut ServerFigures,
 ) -> Result<Vec<Verdict>, SourceError> {
     let Some((base, kind)) = &cx.names.duration else {
-        return Ok(vec![cx.skipped("duration", "no duration metric for this convention")]);
+        return Ok(vec![
+            cx.skipped("duration", "no duration metric for this convention"),
+        ]);
     };
     let mut out = Vec::new();
     let count_sel = base.with_metric(format!("{}_count", base.metric));
@@ -696,7 +762,11 @@ async fn check_duration<M: MetricSource>(
 
     // Mean and units.
     let tol = cx.entry.tolerance.duration;
-    let ratio = if client_mean > 0.0 { server_mean / client_mean } else { f64::INFINITY };
+    let ratio = if client_mean > 0.0 {
+        server_mean / client_mean
+    } else {
+        f64::INFINITY
+    };
     let fits = |server: f64| server <= client_mean * (1.001 + tol) + 0.0005;
     let mean_ok = fits(server_mean);
     // Ten times slower than the client can only be a unit mistake.
@@ -704,7 +774,11 @@ async fn check_duration<M: MetricSource>(
     let mut v = cx.verdict(
         "mean",
         if mean_ok { Status::Pass } else { Status::Fail },
-        format!("server mean {} vs client mean {}", secs(server_mean), secs(client_mean)),
+        format!(
+            "server mean {} vs client mean {}",
+            secs(server_mean),
+            secs(client_mean)
+        ),
         &format!("{sum_sel} / {count_sel}"),
     );
     if !mean_ok {
@@ -727,12 +801,18 @@ async fn check_duration<M: MetricSource>(
     out.push(v);
 
     let buckets = if *kind == DurationKind::Histogram {
-        let f = cx.fetch(&base.with_metric(format!("{}_bucket", base.metric))).await?;
+        let f = cx
+            .fetch(&base.with_metric(format!("{}_bucket", base.metric)))
+            .await?;
         counters::bucket_increases(&f.series, cx.t0, cx.s)
     } else {
         Vec::new()
     };
-    figures.buckets = buckets.iter().copied().filter(|(le, _)| le.is_finite()).collect();
+    figures.buckets = buckets
+        .iter()
+        .copied()
+        .filter(|(le, _)| le.is_finite())
+        .collect();
     figures.bucket_total = buckets.last().map_or(0.0, |b| b.1);
     if units_wrong {
         out.push(cx.skipped("duration", "durations are in the wrong unit (see mean)"));
@@ -760,11 +840,23 @@ fn check_distribution<M: MetricSource>(
     base: &Selector,
     server_mean: Option<f64>,
 ) -> Verdict {
-    let query = format!("{}_bucket{}", base.metric, base.to_string().trim_start_matches(&base.metric));
+    let query = format!(
+        "{}_bucket{}",
+        base.metric,
+        base.to_string().trim_start_matches(&base.metric)
+    );
     let h = &cx.client.latency;
     let Some(&(_, total)) = buckets.last() else {
-        let mut v = cx.verdict("duration", Status::NoData, "no bucket series".into(), &query);
-        v.diagnosis = Some(format!("`{}_bucket` has no series for these matchers", base.metric));
+        let mut v = cx.verdict(
+            "duration",
+            Status::NoData,
+            "no bucket series".into(),
+            &query,
+        );
+        v.diagnosis = Some(format!(
+            "`{}_bucket` has no series for these matchers",
+            base.metric
+        ));
         return v;
     };
     let n = h.len().max(1) as f64;
@@ -839,8 +931,16 @@ fn check_distribution<M: MetricSource>(
     v
 }
 
-fn check_quantiles<M: MetricSource>(cx: &Context<'_, M>, buckets: &[(f64, f64)], base: &Selector) -> Verdict {
-    let query = format!("{}_bucket{}", base.metric, base.to_string().trim_start_matches(&base.metric));
+fn check_quantiles<M: MetricSource>(
+    cx: &Context<'_, M>,
+    buckets: &[(f64, f64)],
+    base: &Selector,
+) -> Verdict {
+    let query = format!(
+        "{}_bucket{}",
+        base.metric,
+        base.to_string().trim_start_matches(&base.metric)
+    );
     let h = &cx.client.latency;
     let mut parts = Vec::new();
     let mut warnings = Vec::new();
@@ -849,8 +949,17 @@ fn check_quantiles<M: MetricSource>(cx: &Context<'_, M>, buckets: &[(f64, f64)],
         let Some((lo, hi)) = counters::bucket_of_quantile(buckets, q) else {
             continue;
         };
-        let cq = if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1e6 };
-        parts.push(format!("{label} client {} in server ({}, {}]", secs(cq), secs(lo), secs(hi)));
+        let cq = if h.is_empty() {
+            0.0
+        } else {
+            h.value_at_quantile(q) as f64 / 1e6
+        };
+        parts.push(format!(
+            "{label} client {} in server ({}, {}]",
+            secs(cq),
+            secs(lo),
+            secs(hi)
+        ));
         if hi.is_infinite() {
             warnings.push(format!(
                 "server {label} only known as > {} (top finite bucket); add larger buckets",
@@ -867,7 +976,11 @@ fn check_quantiles<M: MetricSource>(cx: &Context<'_, M>, buckets: &[(f64, f64)],
     }
     let mut v = cx.verdict(
         "quantiles",
-        if problems.is_empty() { Status::Pass } else { Status::Fail },
+        if problems.is_empty() {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
         parts.join(" · "),
         &query,
     );
@@ -897,10 +1010,22 @@ async fn check_summary_quantiles<M: MetricSource>(
     }
     for (q, server) in &by_q {
         let Ok(qv) = q.parse::<f64>() else { continue };
-        let cq = if h.is_empty() { 0.0 } else { h.value_at_quantile(qv) as f64 / 1e6 };
-        parts.push(format!("q{q}: server {} / client {}", secs(*server), secs(cq)));
+        let cq = if h.is_empty() {
+            0.0
+        } else {
+            h.value_at_quantile(qv) as f64 / 1e6
+        };
+        parts.push(format!(
+            "q{q}: server {} / client {}",
+            secs(*server),
+            secs(cq)
+        ));
         if *server > cq * 1.002 + 0.0005 {
-            problems.push(format!("q{q} server {} above client {}", secs(*server), secs(cq)));
+            problems.push(format!(
+                "q{q} server {} above client {}",
+                secs(*server),
+                secs(cq)
+            ));
         }
     }
     let mut v = cx.verdict(
@@ -912,7 +1037,11 @@ async fn check_summary_quantiles<M: MetricSource>(
         } else {
             Status::Fail
         },
-        if parts.is_empty() { format!("no quantile series for `{base}`") } else { parts.join(" · ") },
+        if parts.is_empty() {
+            format!("no quantile series for `{base}`")
+        } else {
+            parts.join(" · ")
+        },
         &base.to_string(),
     );
     v.warnings.push(

@@ -76,7 +76,9 @@ impl Names {
             ),
             Convention::Statsd => (
                 "gunicorn_requests".into(),
-                Some(StatusSource::MetricSuffix("gunicorn_request_status_".into())),
+                Some(StatusSource::MetricSuffix(
+                    "gunicorn_request_status_".into(),
+                )),
                 Some(("gunicorn_request_duration".into(), DurationKind::Summary)),
             ),
             Convention::Otel => (

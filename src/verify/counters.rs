@@ -172,7 +172,13 @@ mod tests {
 
     #[test]
     fn increase_from_the_baseline() {
-        let s = series(&[(0, 5.0), (1000, 7.0), (2000, 10.0), (3000, 12.0), (4000, 20.0)]);
+        let s = series(&[
+            (0, 5.0),
+            (1000, 7.0),
+            (2000, 10.0),
+            (3000, 12.0),
+            (4000, 20.0),
+        ]);
         let i = increase(&s, 1500, 3500).unwrap();
         assert_eq!(i.delta, 5.0);
         assert!(!i.born);
@@ -199,11 +205,23 @@ mod tests {
 
     #[test]
     fn interleaved_registries_saw_tooth() {
-        let s = series(&[(0, 10.0), (1000, 30.0), (2000, 25.0), (3000, 50.0), (4000, 44.0)]);
+        let s = series(&[
+            (0, 10.0),
+            (1000, 30.0),
+            (2000, 25.0),
+            (3000, 50.0),
+            (4000, 44.0),
+        ]);
         let i = increase(&s, 0, 5000).unwrap();
         assert_eq!((i.drops, i.sawtooth_drops), (2, 2));
         // A reset: falls far and stays below the old value.
-        let r = series(&[(0, 10.0), (1000, 140.0), (2000, 35.0), (3000, 105.0), (4000, 30.0)]);
+        let r = series(&[
+            (0, 10.0),
+            (1000, 140.0),
+            (2000, 35.0),
+            (3000, 105.0),
+            (4000, 30.0),
+        ]);
         let i = increase(&r, 0, 5000).unwrap();
         assert_eq!((i.drops, i.sawtooth_drops), (2, 0));
     }
@@ -215,7 +233,12 @@ mod tests {
 
     #[test]
     fn quantiles_from_buckets() {
-        let b = [(0.1, 50.0), (0.5, 90.0), (1.0, 100.0), (f64::INFINITY, 100.0)];
+        let b = [
+            (0.1, 50.0),
+            (0.5, 90.0),
+            (1.0, 100.0),
+            (f64::INFINITY, 100.0),
+        ];
         assert_eq!(bucket_of_quantile(&b, 0.5), Some((0.0, 0.1)));
         assert_eq!(bucket_of_quantile(&b, 0.95), Some((0.5, 1.0)));
         let p = interpolated_quantile(&b, 0.7).unwrap();

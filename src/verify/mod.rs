@@ -328,8 +328,8 @@ async fn settle<M: MetricSource>(
             .filter(|t| {
                 t.listed
                     || holders.iter().any(|(job, instance)| {
-                    &t.instance == instance && (t.job.is_empty() || &t.job == job)
-                })
+                        &t.instance == instance && (t.job.is_empty() || &t.job == job)
+                    })
             })
             .cloned()
             .collect();
@@ -457,8 +457,10 @@ async fn check_alerts<M: MetricSource>(
     for a in &v.alerts {
         let sel = Selector::new(
             "ALERTS",
-            vec![crate::promql::Matcher::new("alertname", crate::promql::MatchOp::Eq, &a.name)
-                .expect("alertname is a valid label")],
+            vec![
+                crate::promql::Matcher::new("alertname", crate::promql::MatchOp::Eq, &a.name)
+                    .expect("alertname is a valid label"),
+            ],
         );
         let verdict = |status, summary: String, diagnosis: Option<String>, query: String| Verdict {
             request: None,
@@ -474,7 +476,10 @@ async fn check_alerts<M: MetricSource>(
             out.push(verdict(
                 Status::NoData,
                 format!("alert {} cannot be checked", a.name),
-                Some("alerts live in Prometheus: give `metrics.prometheus` or --prometheus URL".into()),
+                Some(
+                    "alerts live in Prometheus: give `metrics.prometheus` or --prometheus URL"
+                        .into(),
+                ),
                 sel.to_string(),
             ));
             continue;
@@ -564,11 +569,16 @@ async fn check_promql<M: MetricSource>(
                     },
                     many => {
                         verdict.status = Status::Fail;
-                        verdict.summary = format!("the query returned {} series; expected one", many.len());
+                        verdict.summary =
+                            format!("the query returned {} series; expected one", many.len());
                         verdict.diagnosis = Some(format!(
                             "aggregate it, e.g. `sum({})`; series: {}",
                             p.query,
-                            many.iter().take(3).map(|s| s.describe()).collect::<Vec<_>>().join(", ")
+                            many.iter()
+                                .take(3)
+                                .map(|s| s.describe())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ));
                     }
                 }
