@@ -155,7 +155,7 @@ pub struct Tolerance {
     pub count: Slack,
     pub errors: Slack,
     /// Fraction of requests by which the latency distributions may differ
-    /// at a bucket bound.
+    /// at a bucket bound (1% unless the scenario says otherwise).
     pub duration: f64,
 }
 
@@ -198,6 +198,10 @@ pub struct PromqlAssertion {
 }
 
 const DEFAULT_OVERHEAD: Duration = Duration::from_millis(25);
+/// Counts and errors are exact by default; latency distributions may
+/// differ by 1% of requests, so a few client-side hiccups (a GC pause, a
+/// descheduled thread) are not mistaken for a systematic gap.
+const DEFAULT_DURATION_TOLERANCE: f64 = 0.01;
 
 pub(super) fn check(c: &mut Checker, raw: &RawScenario, requests: &[&str]) -> Verification {
     let metrics = raw
@@ -399,7 +403,10 @@ fn check_entry(
             ),
         );
     }
-    let mut tolerance = Tolerance::default();
+    let mut tolerance = Tolerance {
+        duration: DEFAULT_DURATION_TOLERANCE,
+        ..Tolerance::default()
+    };
     if let Some(t) = &v.tolerance {
         if let Some(x) = &t.count
             && let Some(s) = c.parse(x, &field("tolerance.count"), Slack::parse)
