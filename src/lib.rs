@@ -14,8 +14,15 @@
 //! - [`measure`]: per-thread recorders of HDR histograms, merged per second.
 //! - [`engine`]: schedules (closed users, open arrival rate), the worker
 //!   loop, stop and drain.
-//! - [`report`]: the serialisable run report and its renderings.
+//! - [`promql`]: series selectors, rendered as PromQL or matched
+//!   directly, and PromQL syntax checks.
+//! - [`metrics`]: metric sources behind one trait: Prometheus' HTTP API
+//!   and the embedded scraper, both giving raw samples.
+//! - [`verify`]: conventions, the settle point, checks and diagnoses.
+//! - [`report`]: the serialisable run report and its renderings (terminal,
+//!   JSON, JUnit, Markdown).
 //! - [`app`]: wires a command together and maps the result to an exit code.
+//!   `demo` starts the demo services in-process for `redproof demo`.
 
 pub mod app;
 pub mod cli;
