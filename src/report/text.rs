@@ -4,20 +4,8 @@ use std::fmt::Write as _;
 
 use super::{RunReport, Summary, format_observed};
 use crate::measure::Outcome;
-use crate::scenario::units::format_micros;
+use crate::scenario::units::{format_micros, thousands};
 use crate::verify::Status;
-
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
 
 /// Renders the report; `summary` comes from [`RunReport::summary`].
 pub fn render_text(r: &RunReport, summary: &Summary) -> String {
@@ -264,15 +252,4 @@ pub(super) fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_else(|| ms.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn thousands_separators() {
-        assert_eq!(super::thousands(0), "0");
-        assert_eq!(super::thousands(999), "999");
-        assert_eq!(super::thousands(1000), "1,000");
-        assert_eq!(super::thousands(1234567), "1,234,567");
-    }
 }

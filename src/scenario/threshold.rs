@@ -46,6 +46,15 @@ pub enum Op {
 }
 
 impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Lt => "<",
+            Op::Le => "<=",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+        }
+    }
+
     pub fn holds(self, observed: f64, limit: f64) -> bool {
         match self {
             Op::Lt => observed < limit,

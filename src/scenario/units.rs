@@ -161,6 +161,19 @@ pub fn parse_count(text: &str) -> Result<u64, String> {
     Ok(v as u64)
 }
 
+/// A count with `,` between thousands: `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Formats a duration the way the report prints latencies: `812µs`,
 /// `12.3ms`, `1.25s`.
 pub fn format_micros(us: u64) -> String {
@@ -178,6 +191,14 @@ pub fn format_micros(us: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
 
     #[test]
     fn durations() {

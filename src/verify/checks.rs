@@ -12,7 +12,7 @@ use super::counters::{self, Increase};
 use super::{ClientRequest, LOOKBACK_MS, ServerFigures, Status, Verdict};
 use crate::metrics::{Fetch, MetricSource, Series, SourceError, TargetStatus};
 use crate::promql::Selector;
-use crate::scenario::units::format_micros;
+use crate::scenario::units::{self, format_micros};
 use crate::scenario::verification::VerifyEntry;
 
 /// What the checks of one entry read.
@@ -58,17 +58,9 @@ impl<M: MetricSource> Context<'_, M> {
     }
 }
 
+/// A server or client count (an increase, so a whole number ≥ 0).
 fn thousands(v: f64) -> String {
-    let n = v.round() as i64;
-    let s = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 { format!("-{out}") } else { out }
+    units::thousands(v.round().max(0.0) as u64)
 }
 
 fn secs(v: f64) -> String {
@@ -568,7 +560,7 @@ fn check_count<M: MetricSource>(
     };
     let mut v = cx.verdict(
         "count",
-        if pass { Status::Pass } else { Status::Fail },
+        Status::pass_if(pass),
         format!(
             "server {} {} client {}{range}",
             thousands(server),
@@ -685,11 +677,7 @@ fn check_errors<M: MetricSource>(
     }
     let mut v = cx.verdict(
         "errors",
-        if problems.is_empty() {
-            Status::Pass
-        } else {
-            Status::Fail
-        },
+        Status::pass_if(problems.is_empty()),
         if parts.is_empty() {
             "no responses on either side".into()
         } else {
@@ -719,6 +707,15 @@ fn client_fraction(h: &Histogram<u64>, us: f64, upper: bool) -> f64 {
     }
     let bound = bound.min(u64::MAX as f64 / 2.0) as u64;
     h.count_between(0, bound) as f64 / h.len() as f64
+}
+
+/// The client's latency at quantile `q`, in seconds (0 with no data).
+fn client_quantile(h: &Histogram<u64>, q: f64) -> f64 {
+    if h.is_empty() {
+        0.0
+    } else {
+        h.value_at_quantile(q) as f64 / 1e6
+    }
 }
 
 async fn check_duration<M: MetricSource>(
@@ -773,7 +770,7 @@ async fn check_duration<M: MetricSource>(
     let units_wrong = !mean_ok && ratio > 10.0;
     let mut v = cx.verdict(
         "mean",
-        if mean_ok { Status::Pass } else { Status::Fail },
+        Status::pass_if(mean_ok),
         format!(
             "server mean {} vs client mean {}",
             secs(server_mean),
@@ -949,11 +946,7 @@ fn check_quantiles<M: MetricSource>(
         let Some((lo, hi)) = counters::bucket_of_quantile(buckets, q) else {
             continue;
         };
-        let cq = if h.is_empty() {
-            0.0
-        } else {
-            h.value_at_quantile(q) as f64 / 1e6
-        };
+        let cq = client_quantile(h, q);
         parts.push(format!(
             "{label} client {} in server ({}, {}]",
             secs(cq),
@@ -976,11 +969,7 @@ fn check_quantiles<M: MetricSource>(
     }
     let mut v = cx.verdict(
         "quantiles",
-        if problems.is_empty() {
-            Status::Pass
-        } else {
-            Status::Fail
-        },
+        Status::pass_if(problems.is_empty()),
         parts.join(" · "),
         &query,
     );
@@ -1010,11 +999,7 @@ async fn check_summary_quantiles<M: MetricSource>(
     }
     for (q, server) in &by_q {
         let Ok(qv) = q.parse::<f64>() else { continue };
-        let cq = if h.is_empty() {
-            0.0
-        } else {
-            h.value_at_quantile(qv) as f64 / 1e6
-        };
+        let cq = client_quantile(h, qv);
         parts.push(format!(
             "q{q}: server {} / client {}",
             secs(*server),
@@ -1032,10 +1017,8 @@ async fn check_summary_quantiles<M: MetricSource>(
         "quantiles",
         if by_q.is_empty() {
             Status::NoData
-        } else if problems.is_empty() {
-            Status::Pass
         } else {
-            Status::Fail
+            Status::pass_if(problems.is_empty())
         },
         if parts.is_empty() {
             format!("no quantile series for `{base}`")

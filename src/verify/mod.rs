@@ -26,7 +26,6 @@ use crate::measure::{Outcome, RequestStats, new_histogram};
 use crate::metrics::{MetricSource, SourceError, TargetStatus, now_ms};
 use crate::promql::Selector;
 use crate::scenario::Scenario;
-use crate::scenario::threshold::Op;
 use crate::scenario::verification::{MetricsSpec, Verification};
 
 use convention::Names;
@@ -47,6 +46,11 @@ pub enum Status {
 }
 
 impl Status {
+    /// `Pass` when `ok`, else `Fail`.
+    pub fn pass_if(ok: bool) -> Self {
+        if ok { Status::Pass } else { Status::Fail }
+    }
+
     pub fn failed(self) -> bool {
         matches!(self, Status::Fail | Status::NoData)
     }
@@ -528,12 +532,7 @@ async fn check_promql<M: MetricSource>(
 ) -> Result<Vec<Verdict>, SourceError> {
     let mut out = Vec::new();
     for p in &v.promql {
-        let op = match p.op {
-            Op::Lt => "<",
-            Op::Le => "<=",
-            Op::Gt => ">",
-            Op::Ge => ">=",
-        };
+        let op = p.op.as_str();
         let mut verdict = Verdict {
             request: None,
             check: format!("promql {}", p.name),
@@ -561,8 +560,7 @@ async fn check_promql<M: MetricSource>(
                     [] => verdict.summary = "the query returned nothing".into(),
                     [one] => match one.samples.last() {
                         Some((_, x)) if x.is_finite() => {
-                            let ok = p.op.holds(*x, p.value);
-                            verdict.status = if ok { Status::Pass } else { Status::Fail };
+                            verdict.status = Status::pass_if(p.op.holds(*x, p.value));
                             verdict.summary = format!("{x} {op} {}", p.value);
                         }
                         _ => verdict.summary = "the query returned no number".into(),
