@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command, Format, OutputArgs, RunArgs};
 use crate::engine::{self, EnginePlan};
-use crate::exec::HttpPlan;
+use crate::exec::CallPlan;
 use crate::metrics::{MetricSource as _, Prometheus, Scraper, SourceError};
 use crate::report::{
     ProgressDisplay, RunReport, Summary, render_junit, render_markdown, render_text,
@@ -129,6 +129,12 @@ fn validate(files: &[std::path::PathBuf]) -> Exit {
                 } else {
                     String::new()
                 };
+                for t in s.reflection_targets() {
+                    println!(
+                        "note: target `{}` uses server reflection: its gRPC calls are checked against the server when the run starts",
+                        s.targets[t].name
+                    );
+                }
                 println!(
                     "ok: {} — scenario `{}`, {} target{}, {} request{}, {} threshold{}{verify}",
                     f.display(),
@@ -293,6 +299,36 @@ impl Source {
     }
 }
 
+/// Fetches the descriptors of targets with `reflection: true` and checks
+/// the calls made to them, before any traffic.
+async fn resolve_by_reflection(scenario: &mut Scenario, file: &str) -> Result<(), Failure> {
+    let mut diagnostics = Vec::new();
+    for t in scenario.reflection_targets() {
+        let target = &scenario.targets[t];
+        let pool = crate::exec::reflect(target).await.map_err(|e| {
+            fail(
+                Exit::Unavailable,
+                anyhow!(
+                    "target `{}` ({}): cannot read its services by reflection: {e}",
+                    target.name,
+                    target.url
+                ),
+            )
+        })?;
+        diagnostics.extend(scenario.resolve_target(t, pool));
+    }
+    if diagnostics.is_empty() {
+        return Ok(());
+    }
+    let path = Path::new(file);
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    eprintln!("{}", ScenarioErrors::new(path, &text, diagnostics));
+    Err(fail(
+        Exit::Usage,
+        anyhow!("the scenario's gRPC calls do not match the services the server reflects"),
+    ))
+}
+
 /// Runs a loaded scenario: load, report, verification, outputs, exit code.
 pub(crate) async fn run_scenario(
     scenario: Scenario,
@@ -300,7 +336,9 @@ pub(crate) async fn run_scenario(
     settings: &RunSettings,
 ) -> Result<Exit, Failure> {
     let output = &settings.output;
-    let plan = Arc::new(HttpPlan::new(&scenario).map_err(|e| fail(Exit::Usage, anyhow!(e)))?);
+    let mut scenario = scenario;
+    resolve_by_reflection(&mut scenario, file).await?;
+    let plan = Arc::new(CallPlan::new(&scenario).map_err(|e| fail(Exit::Usage, anyhow!(e)))?);
     let engine_plan = EnginePlan {
         load: scenario.load.clone(),
         weights: scenario.requests.iter().map(|r| r.weight.get()).collect(),

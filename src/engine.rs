@@ -235,8 +235,20 @@ async fn worker<E: Executor>(
         let latency = from.elapsed();
         match result {
             CallResult::Status(s) => {
-                let ok = exec.accepts(index, s);
-                lock(&rec).record(index, Outcome::Status(s), ok, latency);
+                let outcome = Outcome::Status(s);
+                let ok = exec.accepts(index, outcome);
+                lock(&rec).record(index, outcome, ok, latency);
+            }
+            CallResult::Grpc {
+                code,
+                sent,
+                received,
+            } => {
+                let outcome = Outcome::Grpc(code);
+                let ok = exec.accepts(index, outcome);
+                let mut rec = lock(&rec);
+                rec.record(index, outcome, ok, latency);
+                rec.record_messages(index, sent, received);
             }
             CallResult::Failed(kind, msg) => lock(&rec).record_error(index, kind, latency, || msg),
         }

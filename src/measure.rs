@@ -56,20 +56,120 @@ impl TransportError {
     }
 }
 
+/// A gRPC status code, written by its canonical name (`OK`,
+/// `DEADLINE_EXCEEDED`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GrpcCode(u8);
+
+impl GrpcCode {
+    pub const OK: GrpcCode = GrpcCode(0);
+    pub const CANCELLED: GrpcCode = GrpcCode(1);
+    pub const UNKNOWN: GrpcCode = GrpcCode(2);
+    pub const DEADLINE_EXCEEDED: GrpcCode = GrpcCode(4);
+
+    /// The 17 codes, indexed by number.
+    pub const NAMES: [&'static str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+
+    /// A code by number; numbers outside 0–16 read as `UNKNOWN`, as gRPC
+    /// clients do.
+    pub fn from_number(n: i32) -> Self {
+        if (0..17).contains(&n) {
+            GrpcCode(n as u8)
+        } else {
+            Self::UNKNOWN
+        }
+    }
+
+    pub fn number(self) -> u8 {
+        self.0
+    }
+
+    /// Reads `DEADLINE_EXCEEDED`, `deadline_exceeded`, `DeadlineExceeded`
+    /// (Go's spelling, also `Canceled`) or a number.
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim();
+        if let Ok(n) = s.parse::<u8>() {
+            return (n < 17).then_some(GrpcCode(n));
+        }
+        let squash = |x: &str| x.replace('_', "").to_ascii_lowercase();
+        let wanted = squash(s);
+        if wanted == "canceled" {
+            return Some(Self::CANCELLED);
+        }
+        Self::NAMES
+            .iter()
+            .position(|n| squash(n) == wanted)
+            .map(|i| GrpcCode(i as u8))
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self.0 as usize]
+    }
+}
+
+impl fmt::Display for GrpcCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for GrpcCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for GrpcCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        GrpcCode::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not a gRPC status code")))
+    }
+}
+
 /// What happened to one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// An HTTP response with this status.
     Status(u16),
+    /// A gRPC call that ended with this status code.
+    Grpc(GrpcCode),
     /// No response.
     Transport(TransportError),
+}
+
+impl Outcome {
+    /// Whether the server answered (an HTTP status or a gRPC code), as
+    /// opposed to a transport error.
+    pub fn is_response(self) -> bool {
+        !matches!(self, Outcome::Transport(_))
+    }
 }
 
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Outcome::Status(s) => write!(f, "{s}"),
+            Outcome::Grpc(c) => f.write_str(c.name()),
             Outcome::Transport(t) => f.write_str(t.as_str()),
         }
     }
@@ -109,6 +209,15 @@ pub struct RequestStats {
     /// Requests cut off by the end of the drain: the server may or may not
     /// have handled them.
     pub unknown: u64,
+    /// gRPC messages sent and received by completed calls.
+    pub messages: MessageCounts,
+}
+
+/// Messages sent and received by gRPC calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageCounts {
+    pub sent: u64,
+    pub received: u64,
 }
 
 impl RequestStats {
@@ -149,13 +258,13 @@ impl RequestStats {
             .sum()
     }
 
-    /// Latency over every request that got an HTTP response. Transport
-    /// errors are left out: a refused connection takes microseconds and
-    /// would make a failing service look fast.
+    /// Latency over every request that got a response (an HTTP status or
+    /// a gRPC code). Transport errors are left out: a refused connection
+    /// takes microseconds and would make a failing service look fast.
     pub fn response_latency(&self) -> Histogram<u64> {
         let mut h = new_histogram();
         for o in &self.outcomes {
-            if matches!(o.outcome, Outcome::Status(_)) {
+            if o.outcome.is_response() {
                 h.add(&o.histogram)
                     .expect("auto-resizing histograms always merge");
             }
@@ -177,6 +286,8 @@ impl RequestStats {
             }
         }
         self.unknown += other.unknown;
+        self.messages.sent += other.messages.sent;
+        self.messages.received += other.messages.received;
     }
 }
 
@@ -199,6 +310,13 @@ impl Recorder {
             &mut self.requests[request].slot(outcome, ok).histogram,
             latency,
         );
+    }
+
+    /// Adds the messages of one gRPC call.
+    pub fn record_messages(&mut self, request: usize, sent: u64, received: u64) {
+        let m = &mut self.requests[request].messages;
+        m.sent += sent;
+        m.received += received;
     }
 
     /// Records a transport error, keeping its message when it is the first.
@@ -235,6 +353,7 @@ impl Recorder {
                 o.example = None;
             }
             r.unknown = 0;
+            r.messages = MessageCounts::default();
         }
     }
 
@@ -350,6 +469,31 @@ mod tests {
         a.record(1, Outcome::Status(404), false, Duration::from_millis(1));
         let total = a.total();
         assert_eq!((total.count(), total.errors()), (3, 2));
+    }
+
+    #[test]
+    fn grpc_codes_read_every_spelling() {
+        assert_eq!(GrpcCode::parse("OK"), Some(GrpcCode::OK));
+        assert_eq!(
+            GrpcCode::parse("deadline_exceeded"),
+            Some(GrpcCode::DEADLINE_EXCEEDED)
+        );
+        assert_eq!(
+            GrpcCode::parse("DeadlineExceeded"),
+            Some(GrpcCode::DEADLINE_EXCEEDED)
+        );
+        assert_eq!(GrpcCode::parse("Canceled"), Some(GrpcCode::CANCELLED));
+        assert_eq!(
+            GrpcCode::parse("16").map(GrpcCode::name),
+            Some("UNAUTHENTICATED")
+        );
+        assert_eq!(GrpcCode::parse("17"), None);
+        assert_eq!(GrpcCode::parse("NOPE"), None);
+        assert_eq!(GrpcCode::from_number(99), GrpcCode::UNKNOWN);
+        let json = serde_json::to_string(&Outcome::Grpc(GrpcCode::DEADLINE_EXCEEDED)).unwrap();
+        assert_eq!(json, r#"{"grpc":"DEADLINE_EXCEEDED"}"#);
+        let back: Outcome = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, Outcome::Grpc(GrpcCode::DEADLINE_EXCEEDED));
     }
 
     #[test]

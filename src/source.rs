@@ -23,3 +23,13 @@ pub struct Located<T> {
     pub value: T,
     pub pos: Option<Pos>,
 }
+
+impl From<&str> for Located<String> {
+    /// A value with no known position.
+    fn from(value: &str) -> Self {
+        Located {
+            value: value.to_owned(),
+            pos: None,
+        }
+    }
+}

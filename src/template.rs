@@ -51,7 +51,8 @@ pub enum JsonNode {
     Number(String),
     String(Located<String>),
     Array(Vec<JsonNode>),
-    Object(Vec<(String, JsonNode)>),
+    /// Keys keep their position, for messages about fields.
+    Object(Vec<(Located<String>, JsonNode)>),
 }
 
 /// A template error and where its text starts.
@@ -248,6 +249,15 @@ impl JsonTemplate {
         Ok(Self { parts })
     }
 
+    /// The JSON text, when nothing in it is templated.
+    pub fn as_static(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [] => Some(""),
+            [JsonPart::Lit(s)] => Some(s),
+            _ => None,
+        }
+    }
+
     pub fn render_into(&self, out: &mut String, rng: &mut fastrand::Rng, scratch: &mut String) {
         for p in &self.parts {
             match p {
@@ -312,7 +322,7 @@ fn build_json(
                 if i > 0 {
                     lit.push(',');
                 }
-                push_json_string(lit, k);
+                push_json_string(lit, &k.value);
                 lit.push(':');
                 build_json(v, env, parts, lit, errors);
             }

@@ -157,12 +157,14 @@ pub struct Method {
     /// Fully qualified service, e.g. `revertname.RevertName`.
     pub service: &'static str,
     pub method: &'static str,
+    /// `unary`, `client_stream`, `server_stream` or `bidi_stream`.
+    pub grpc_type: &'static str,
 }
 
 impl Method {
     fn labels(&self) -> MethodLabels {
         MethodLabels {
-            grpc_type: "unary".into(),
+            grpc_type: self.grpc_type.into(),
             grpc_service: self.service.into(),
             grpc_method: self.method.into(),
         }
@@ -170,7 +172,7 @@ impl Method {
 
     fn code_labels(&self, code: Code) -> CodeLabels {
         CodeLabels {
-            grpc_type: "unary".into(),
+            grpc_type: self.grpc_type.into(),
             grpc_service: self.service.into(),
             grpc_method: self.method.into(),
             grpc_code: go_code_name(code).into(),
@@ -233,6 +235,61 @@ pub async fn observe_unary<T>(
         .get_or_create(&labels)
         .observe(faults.observed_seconds(elapsed));
     result
+}
+
+/// A streaming call being served: counts messages as they pass and
+/// records the outcome once, at [`StreamCall::finish`].
+pub struct StreamCall {
+    exporter: Arc<Exporter<GrpcInstruments>>,
+    method: Method,
+    labels: MethodLabels,
+    start: Instant,
+}
+
+impl StreamCall {
+    /// Counts the call as started.
+    pub fn start(exporter: &Arc<Exporter<GrpcInstruments>>, method: Method) -> Self {
+        let labels = method.labels();
+        exporter
+            .instruments()
+            .server
+            .started
+            .get_or_create(&labels)
+            .inc();
+        Self {
+            exporter: exporter.clone(),
+            method,
+            labels,
+            start: Instant::now(),
+        }
+    }
+
+    pub fn received(&self) {
+        let inst = self.exporter.instruments();
+        inst.server.msg_received.get_or_create(&self.labels).inc();
+    }
+
+    pub fn sent(&self) {
+        let inst = self.exporter.instruments();
+        inst.server.msg_sent.get_or_create(&self.labels).inc();
+    }
+
+    /// Records the final code and the handling time.
+    pub fn finish(self, code: Code) {
+        let faults = self.exporter.faults().clone();
+        if faults.uncounted_errors && code != Code::Ok {
+            return;
+        }
+        let inst = self.exporter.instruments();
+        inst.server
+            .handled
+            .get_or_create(&self.method.code_labels(code))
+            .inc();
+        inst.server
+            .handling
+            .get_or_create(&self.labels)
+            .observe(faults.observed_seconds(self.start.elapsed()));
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use crate::grpc::{GrpcInstruments, Method, Side, observe_unary};
 pub const BEAT_HEART: Method = Method {
     service: "heartbeat.Heartbeat",
     method: "BeatHeart",
+    grpc_type: "unary",
 };
 
 /// Sends a heartbeat to `edge` (a URL such as `http://127.0.0.1:50053`)

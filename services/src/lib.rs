@@ -102,7 +102,16 @@ pub async fn serve_grpc(
     router: tonic::transport::server::Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Without TCP_NODELAY a streamed reply that follows a small write waits
+    // for the client's delayed ACK (about 40 ms).
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |conn| {
+            conn.inspect(|s| {
+                let _ = s.set_nodelay(true);
+            })
+        },
+    );
     router
         .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
         .await

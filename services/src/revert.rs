@@ -11,12 +11,25 @@ use tonic::{Request, Response, Status};
 use crate::exporter::Exporter;
 use crate::faults::Faults;
 use crate::grpc::proto::revertname::revert_name_server::{RevertName, RevertNameServer};
-use crate::grpc::proto::revertname::{RevertNameReply, RevertNameRequest};
-use crate::grpc::{GrpcInstruments, Method, Side, observe_unary};
+use crate::grpc::proto::revertname::{RevertNameReply, RevertNameRequest, RevertNamesReply};
+use crate::grpc::{GrpcInstruments, Method, Side, StreamCall, observe_unary};
+
+pub const REVERT_NAMES: Method = Method {
+    service: "revertname.RevertName",
+    method: "RevertNames",
+    grpc_type: "client_stream",
+};
+
+pub const REVERT_EACH: Method = Method {
+    service: "revertname.RevertName",
+    method: "RevertEach",
+    grpc_type: "bidi_stream",
+};
 
 pub const REVERT_NAME: Method = Method {
     service: "revertname.RevertName",
     method: "RevertName",
+    grpc_type: "unary",
 };
 
 /// Settings shared by the gRPC services that send heartbeats.
@@ -42,8 +55,83 @@ struct Service {
     exporter: Arc<Exporter<GrpcInstruments>>,
 }
 
+fn reverse(name: &str) -> String {
+    name.chars().rev().collect()
+}
+
 #[tonic::async_trait]
 impl RevertName for Service {
+    type RevertEachStream = tokio_stream::wrappers::ReceiverStream<Result<RevertNameReply, Status>>;
+
+    async fn revert_names(
+        &self,
+        req: Request<tonic::Streaming<RevertNameRequest>>,
+    ) -> Result<Response<RevertNamesReply>, Status> {
+        let call = StreamCall::start(&self.exporter, REVERT_NAMES);
+        let mut input = req.into_inner();
+        let mut reverted = Vec::new();
+        loop {
+            match input.message().await {
+                Ok(Some(m)) => {
+                    call.received();
+                    if m.name.is_empty() {
+                        call.finish(tonic::Code::InvalidArgument);
+                        return Err(Status::invalid_argument("name must not be empty"));
+                    }
+                    reverted.push(reverse(&m.name));
+                }
+                Ok(None) => break,
+                Err(st) => {
+                    call.finish(st.code());
+                    return Err(st);
+                }
+            }
+        }
+        call.sent();
+        call.finish(tonic::Code::Ok);
+        Ok(Response::new(RevertNamesReply {
+            count: reverted.len() as u32,
+            reverted,
+        }))
+    }
+
+    async fn revert_each(
+        &self,
+        req: Request<tonic::Streaming<RevertNameRequest>>,
+    ) -> Result<Response<Self::RevertEachStream>, Status> {
+        let call = StreamCall::start(&self.exporter, REVERT_EACH);
+        let mut input = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            let code = loop {
+                match input.message().await {
+                    Ok(Some(m)) => {
+                        call.received();
+                        if m.name.is_empty() {
+                            let _ = tx
+                                .send(Err(Status::invalid_argument("name must not be empty")))
+                                .await;
+                            break tonic::Code::InvalidArgument;
+                        }
+                        let reply = RevertNameReply {
+                            reverted: reverse(&m.name),
+                        };
+                        if tx.send(Ok(reply)).await.is_err() {
+                            break tonic::Code::Cancelled;
+                        }
+                        call.sent();
+                    }
+                    Ok(None) => break tonic::Code::Ok,
+                    Err(st) => break st.code(),
+                }
+            };
+            call.finish(code);
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+
     async fn revert_name(
         &self,
         req: Request<RevertNameRequest>,
@@ -54,7 +142,7 @@ impl RevertName for Service {
                 return Err(Status::invalid_argument("name must not be empty"));
             }
             Ok(Response::new(RevertNameReply {
-                reverted: name.chars().rev().collect(),
+                reverted: reverse(&name),
             }))
         })
         .await

@@ -10,13 +10,31 @@ use tonic::{Request, Response, Status};
 
 use crate::exporter::Exporter;
 use crate::grpc::proto::timeservice::time_server::{Time, TimeServer};
-use crate::grpc::proto::timeservice::{WhatTimeIsReply, WhatTimeIsRequest};
-use crate::grpc::{GrpcInstruments, Method, Side, observe_unary};
+use crate::grpc::proto::timeservice::{TicksRequest, WhatTimeIsReply, WhatTimeIsRequest};
+use crate::grpc::{GrpcInstruments, Method, Side, StreamCall, observe_unary};
+
+pub const TICKS: Method = Method {
+    service: "timeservice.Time",
+    method: "Ticks",
+    grpc_type: "server_stream",
+};
+
+fn now_reply() -> WhatTimeIsReply {
+    let unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64;
+    WhatTimeIsReply {
+        time: rfc3339(unix_ms),
+        unix_ms,
+    }
+}
 use crate::revert::GrpcOptions;
 
 pub const WHAT_TIME_IS: Method = Method {
     service: "timeservice.Time",
     method: "WhatTimeIs",
+    grpc_type: "unary",
 };
 
 struct Service {
@@ -49,19 +67,48 @@ pub fn rfc3339(unix_ms: i64) -> String {
 
 #[tonic::async_trait]
 impl Time for Service {
+    type TicksStream = tokio_stream::wrappers::ReceiverStream<Result<WhatTimeIsReply, Status>>;
+
+    async fn ticks(
+        &self,
+        req: Request<TicksRequest>,
+    ) -> Result<Response<Self::TicksStream>, Status> {
+        let call = StreamCall::start(&self.exporter, TICKS);
+        call.received();
+        let r = req.into_inner();
+        if r.count > 1000 || r.interval_ms > 10_000 {
+            call.finish(tonic::Code::InvalidArgument);
+            return Err(Status::invalid_argument(
+                "at most 1000 ticks, at most 10000 ms apart",
+            ));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let interval = std::time::Duration::from_millis(r.interval_ms.into());
+        tokio::spawn(async move {
+            let mut code = tonic::Code::Ok;
+            for i in 0..r.count {
+                if i > 0 && !interval.is_zero() {
+                    tokio::time::sleep(interval).await;
+                }
+                if tx.send(Ok(now_reply())).await.is_err() {
+                    code = tonic::Code::Cancelled;
+                    break;
+                }
+                call.sent();
+            }
+            call.finish(code);
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+
     async fn what_time_is(
         &self,
         _req: Request<WhatTimeIsRequest>,
     ) -> Result<Response<WhatTimeIsReply>, Status> {
         observe_unary(&self.exporter, Side::Server, WHAT_TIME_IS, async {
-            let unix_ms = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis() as i64;
-            Ok(Response::new(WhatTimeIsReply {
-                time: rfc3339(unix_ms),
-                unix_ms,
-            }))
+            Ok(Response::new(now_reply()))
         })
         .await
     }

@@ -18,9 +18,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
+use super::grpc::{self, PreparedGrpc};
 use super::{CallResult, Executor, ExecutorFactory, Scratch, chain, classify, init_tls};
-use crate::measure::TransportError;
-use crate::scenario::{Body, Expect, HttpCall, Scenario, Target};
+use crate::measure::{GrpcCode, Outcome, TransportError};
+use crate::scenario::{Body, Call, Expect, HttpCall, Scenario, Target};
 use crate::template::{JsonTemplate, Template, TemplateEnv, compile_located, push_query_encoded};
 
 /// A worker's open connection to one target.
@@ -38,28 +39,35 @@ impl Conn {
     }
 }
 
+/// A connected socket, plain or TLS.
+pub(crate) trait Io:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static
+{
+}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
+
 /// A target resolved for connecting.
 #[derive(Debug)]
-struct Endpoint {
-    name: String,
-    scheme: Scheme,
-    authority: Authority,
+pub(crate) struct Endpoint {
+    pub(crate) name: String,
+    pub(crate) scheme: Scheme,
+    pub(crate) authority: Authority,
     host: String,
     port: u16,
     /// Path of the target URL, prepended to every request path.
     prefix: String,
     tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
     h2c: bool,
-    timeout: Duration,
+    pub(crate) timeout: Duration,
     connect_timeout: Duration,
     /// `user-agent` and the target's headers.
-    headers: HeaderMap,
+    pub(crate) headers: HeaderMap,
     /// `host` for HTTP/1.1 requests.
     host_header: HeaderValue,
 }
 
 impl Endpoint {
-    fn new(t: &Target) -> Result<Self, String> {
+    pub(crate) fn new(t: &Target) -> Result<Self, String> {
         let uri: Uri = t
             .url
             .parse()
@@ -119,6 +127,13 @@ impl Endpoint {
 
     /// Opens a connection: resolve, connect, TLS, HTTP handshake.
     async fn connect(&self) -> Result<Conn, (TransportError, String)> {
+        let (io, h2) = self.open().await?;
+        handshake(io, h2).await
+    }
+
+    /// Opens a socket (with TLS for `https`), saying whether HTTP/2 is to
+    /// be spoken on it: prior knowledge, or `h2` negotiated through ALPN.
+    pub(crate) async fn open(&self) -> Result<(Box<dyn Io>, bool), (TransportError, String)> {
         let addrs: Vec<_> = tokio::net::lookup_host((self.host.as_str(), self.port))
             .await
             .map_err(|e| {
@@ -165,7 +180,7 @@ impl Endpoint {
         })?;
         let _ = stream.set_nodelay(true);
         match &self.tls {
-            None => handshake(stream, self.h2c).await,
+            None => Ok((Box::new(stream), self.h2c)),
             Some((config, name)) => {
                 let tls = tokio_rustls::TlsConnector::from(config.clone())
                     .connect(name.clone(), stream)
@@ -177,16 +192,13 @@ impl Endpoint {
                         )
                     })?;
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                handshake(tls, h2).await
+                Ok((Box::new(tls), h2))
             }
         }
     }
 }
 
-async fn handshake<IO>(io: IO, h2: bool) -> Result<Conn, (TransportError, String)>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+async fn handshake(io: Box<dyn Io>, h2: bool) -> Result<Conn, (TransportError, String)> {
     let io = TokioIo::new(io);
     let fail = |e: hyper::Error| (classify(&e), format!("HTTP handshake: {}", chain(&e)));
     if h2 {
@@ -284,7 +296,6 @@ enum BodyTemplate {
 /// One request ready to send: everything static is resolved up front.
 #[derive(Debug)]
 struct PreparedRequest {
-    target: usize,
     method: Method,
     path: Template,
     /// Keys are already percent-encoded.
@@ -293,7 +304,6 @@ struct PreparedRequest {
     static_headers: HeaderMap,
     dynamic_headers: Vec<(HeaderName, Template)>,
     body: Option<BodyTemplate>,
-    expect: Expect,
     /// The request URIs for HTTP/1.1 and HTTP/2 when path and query have
     /// no templates, so they are parsed once instead of per request.
     static_uris: Option<(Uri, Uri)>,
@@ -304,7 +314,6 @@ impl PreparedRequest {
         name: &str,
         h: &HttpCall,
         endpoint: &Endpoint,
-        expect: &Expect,
         env: &TemplateEnv,
     ) -> Result<Self, String> {
         let t = |l| compile_located(l, env).map_err(|e| format!("request `{name}`: {}", e.message));
@@ -356,14 +365,12 @@ impl PreparedRequest {
             })
             .collect::<Result<_, String>>()?;
         let mut prepared = Self {
-            target: h.target,
             method: Method::from_bytes(h.method.as_bytes()).map_err(|e| e.to_string())?,
             path,
             query,
             static_headers,
             dynamic_headers,
             body,
-            expect: expect.clone(),
             static_uris: None,
         };
         if prepared.path.as_static().is_some()
@@ -411,14 +418,32 @@ impl PreparedRequest {
     }
 }
 
-/// Everything needed to build HTTP executors, shared by all threads.
+/// A request of either protocol, ready to send.
 #[derive(Debug)]
-pub struct HttpPlan {
-    endpoints: Vec<Endpoint>,
-    requests: Vec<PreparedRequest>,
+enum Prepared {
+    Http(PreparedRequest),
+    Grpc(PreparedGrpc),
 }
 
-impl HttpPlan {
+/// One request of the plan.
+#[derive(Debug)]
+struct PlannedCall {
+    target: usize,
+    expect: Expect,
+    call: Prepared,
+}
+
+/// Everything needed to build executors, shared by all threads: resolved
+/// targets and compiled requests, HTTP and gRPC.
+#[derive(Debug)]
+pub struct CallPlan {
+    endpoints: Vec<Endpoint>,
+    /// `scheme://authority` of each target, for gRPC calls.
+    origins: Vec<Uri>,
+    requests: Vec<PlannedCall>,
+}
+
+impl CallPlan {
     /// Resolves targets and compiles the templates of a validated scenario.
     pub fn new(s: &Scenario) -> Result<Self, String> {
         let env = TemplateEnv::new(
@@ -431,40 +456,58 @@ impl HttpPlan {
             .iter()
             .map(Endpoint::new)
             .collect::<Result<Vec<_>, _>>()?;
+        let origins = endpoints
+            .iter()
+            .map(grpc::origin)
+            .collect::<Result<Vec<_>, _>>()?;
         let requests = s
             .requests
             .iter()
             .map(|r| {
-                PreparedRequest::new(
-                    r.name.as_str(),
-                    &r.http,
-                    &endpoints[r.http.target],
-                    &r.expect,
-                    &env,
-                )
+                let target = r.call.target();
+                let call = match &r.call {
+                    Call::Http(h) => Prepared::Http(PreparedRequest::new(
+                        r.name.as_str(),
+                        h,
+                        &endpoints[target],
+                        &env,
+                    )?),
+                    Call::Grpc(g) => Prepared::Grpc(PreparedGrpc::new(
+                        r.name.as_str(),
+                        g,
+                        &endpoints[target],
+                        &env,
+                    )?),
+                };
+                Ok(PlannedCall {
+                    target,
+                    expect: r.expect.clone(),
+                    call,
+                })
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, String>>()?;
         Ok(Self {
             endpoints,
+            origins,
             requests,
         })
     }
 }
 
-/// The per-thread HTTP executor.
-pub struct HttpExecutor {
-    plan: Arc<HttpPlan>,
+/// The per-thread executor.
+pub struct CallExecutor {
+    plan: Arc<CallPlan>,
 }
 
-impl ExecutorFactory for Arc<HttpPlan> {
-    type Executor = HttpExecutor;
+impl ExecutorFactory for Arc<CallPlan> {
+    type Executor = CallExecutor;
 
-    fn build(&self) -> Result<HttpExecutor, String> {
-        Ok(HttpExecutor { plan: self.clone() })
+    fn build(&self) -> Result<CallExecutor, String> {
+        Ok(CallExecutor { plan: self.clone() })
     }
 }
 
-impl HttpExecutor {
+impl CallExecutor {
     /// Renders request `r` for a connection of the given kind.
     fn build_request(
         &self,
@@ -536,27 +579,115 @@ impl HttpExecutor {
     }
 }
 
-impl Executor for HttpExecutor {
+impl Executor for CallExecutor {
     async fn execute(&self, index: usize, s: &mut Scratch) -> CallResult {
-        let r = &self.plan.requests[index];
-        let e = &self.plan.endpoints[r.target];
+        let planned = &self.plan.requests[index];
+        let target = planned.target;
+        let e = &self.plan.endpoints[target];
+        match &planned.call {
+            Prepared::Http(r) => self.execute_http(r, target, e, s).await,
+            Prepared::Grpc(g) => {
+                // Boxed: gRPC calls are large futures, and HTTP requests
+                // should not pay for their size.
+                Box::pin(self.execute_grpc(g, target, e, s)).await
+            }
+        }
+    }
+
+    fn accepts(&self, request: usize, outcome: Outcome) -> bool {
+        self.plan.requests[request].expect.accepts(outcome)
+    }
+}
+
+/// A reusable timer armed to fire `after` from now.
+fn arm(s: &mut Scratch, after: Duration) -> std::pin::Pin<Box<tokio::time::Sleep>> {
+    let mut deadline = s
+        .deadline
+        .take()
+        .unwrap_or_else(|| Box::pin(tokio::time::sleep(Duration::ZERO)));
+    deadline.as_mut().reset(tokio::time::Instant::now() + after);
+    deadline
+}
+
+impl CallExecutor {
+    async fn execute_grpc(
+        &self,
+        g: &PreparedGrpc,
+        target: usize,
+        e: &Endpoint,
+        s: &mut Scratch,
+    ) -> CallResult {
+        if s.grpc_conns.len() < self.plan.endpoints.len() {
+            s.grpc_conns.resize_with(self.plan.endpoints.len(), || None);
+        }
+        let (limit, is_deadline) = g.limit(e.timeout);
+        let mut timer = arm(s, limit);
+        let connecting = std::cell::Cell::new(false);
+        let origin = &self.plan.origins[target];
+        let call = async {
+            let conn = match s.grpc_conns[target].take() {
+                Some(c) if !c.is_closed() => c,
+                _ => {
+                    connecting.set(true);
+                    let c = Box::pin(grpc::connect(e)).await;
+                    connecting.set(false);
+                    match c {
+                        Ok(c) => c,
+                        Err((k, m)) => return CallResult::Failed(k, m),
+                    }
+                }
+            };
+            let result = g.call(&conn, origin, s).await;
+            if !matches!(result, CallResult::Failed(..)) {
+                s.grpc_conns[target] = Some(conn);
+            }
+            result
+        };
+        let outcome = tokio::select! {
+            biased;
+            r = call => Some(r),
+            _ = timer.as_mut() => None,
+        };
+        s.deadline = Some(timer);
+        match outcome {
+            Some(r) => r,
+            None if connecting.get() => CallResult::Failed(
+                TransportError::Connect,
+                format!("no connection to `{}` within {:?}", e.name, limit),
+            ),
+            // The call's own deadline: the client gives up and the call
+            // ends as DEADLINE_EXCEEDED (the connection stays usable; the
+            // stream is reset).
+            None if is_deadline => CallResult::Grpc {
+                code: GrpcCode::DEADLINE_EXCEEDED,
+                sent: 0,
+                received: 0,
+            },
+            None => CallResult::Failed(
+                TransportError::Timeout,
+                format!("no final status from `{}` within {:?}", e.name, limit),
+            ),
+        }
+    }
+
+    async fn execute_http(
+        &self,
+        r: &PreparedRequest,
+        target: usize,
+        e: &Endpoint,
+        s: &mut Scratch,
+    ) -> CallResult {
         if s.conns.len() < self.plan.endpoints.len() {
             s.conns.resize_with(self.plan.endpoints.len(), || None);
         }
-        let mut deadline = s
-            .deadline
-            .take()
-            .unwrap_or_else(|| Box::pin(tokio::time::sleep(Duration::ZERO)));
-        deadline
-            .as_mut()
-            .reset(tokio::time::Instant::now() + e.timeout);
+        let mut deadline = arm(s, e.timeout);
         // A deadline that expires while connecting means the target never
         // answered: a connect failure, not a slow response.
         let connecting = std::cell::Cell::new(false);
         let call = async {
             // A connection the server has closed is replaced before use;
             // that is not a failure of this request, which was not sent.
-            let usable = match s.conns[r.target].as_mut() {
+            let usable = match s.conns[target].as_mut() {
                 None => false,
                 Some(c) if c.is_closed() => false,
                 Some(Conn::H1(sender)) => sender.is_ready() || sender.ready().await.is_ok(),
@@ -568,11 +699,11 @@ impl Executor for HttpExecutor {
                 connecting.set(true);
                 let conn = Box::pin(e.connect()).await;
                 connecting.set(false);
-                s.conns[r.target] = Some(conn.map_err(|(k, m)| CallResult::Failed(k, m))?);
+                s.conns[target] = Some(conn.map_err(|(k, m)| CallResult::Failed(k, m))?);
             }
-            let h2 = matches!(s.conns[r.target], Some(Conn::H2(_)));
+            let h2 = matches!(s.conns[target], Some(Conn::H2(_)));
             let req = self.build_request(r, e, h2, s)?;
-            let mut sent = match s.conns[r.target].as_mut().expect("connected above") {
+            let mut sent = match s.conns[target].as_mut().expect("connected above") {
                 Conn::H1(sender) => sender.try_send_request(req).await,
                 Conn::H2(sender) => sender.try_send_request(req).await,
             };
@@ -586,8 +717,8 @@ impl Executor for HttpExecutor {
                 connecting.set(true);
                 let conn = Box::pin(e.connect()).await;
                 connecting.set(false);
-                s.conns[r.target] = Some(conn.map_err(|(k, m)| CallResult::Failed(k, m))?);
-                sent = match s.conns[r.target].as_mut().expect("connected above") {
+                s.conns[target] = Some(conn.map_err(|(k, m)| CallResult::Failed(k, m))?);
+                sent = match s.conns[target].as_mut().expect("connected above") {
                     Conn::H1(sender) => sender.try_send_request(req).await,
                     Conn::H2(sender) => sender.try_send_request(req).await,
                 };
@@ -624,18 +755,18 @@ impl Executor for HttpExecutor {
         match outcome {
             Ok(Ok(done)) => done,
             Ok(Err(failed)) => {
-                s.conns[r.target] = None;
+                s.conns[target] = None;
                 failed
             }
             Err(_) if connecting.get() => {
-                s.conns[r.target] = None;
+                s.conns[target] = None;
                 CallResult::Failed(
                     TransportError::Connect,
                     format!("no connection to `{}` within {:?}", e.name, e.timeout),
                 )
             }
             Err(_) => {
-                s.conns[r.target] = None;
+                s.conns[target] = None;
                 CallResult::Failed(
                     TransportError::Timeout,
                     format!(
@@ -645,10 +776,6 @@ impl Executor for HttpExecutor {
                 )
             }
         }
-    }
-
-    fn accepts(&self, request: usize, status: u16) -> bool {
-        self.plan.requests[request].expect.accepts(status)
     }
 }
 
@@ -674,6 +801,7 @@ impl Fetcher {
             timeout,
             http2: false,
             insecure: false,
+            grpc: None,
         };
         Ok(Self {
             endpoint: Endpoint::new(&target)?,

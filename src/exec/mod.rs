@@ -5,19 +5,28 @@
 //! connections belong to the worker that opened them (in its [`Scratch`]),
 //! so they never hop between threads and nothing is shared on the hot path.
 
+mod grpc;
 mod http;
 
 use std::future::Future;
 
-pub use http::{Fetcher, HttpExecutor, HttpPlan};
+pub use grpc::reflect;
+pub use http::{CallExecutor, CallPlan, Fetcher};
 
-use crate::measure::TransportError;
+use crate::measure::{GrpcCode, Outcome, TransportError};
 
 /// The result of one call.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallResult {
     /// A response with this status, read to the last byte.
     Status(u16),
+    /// A gRPC call that ended with this code, and the messages it sent and
+    /// received.
+    Grpc {
+        code: GrpcCode,
+        sent: u64,
+        received: u64,
+    },
     /// No (complete) response; the message explains.
     Failed(TransportError, String),
 }
@@ -30,6 +39,7 @@ pub struct Scratch {
     text: String,
     tmp: String,
     conns: Vec<Option<http::Conn>>,
+    grpc_conns: Vec<Option<grpc::GrpcConn>>,
     /// The request timeout, re-armed for each request rather than
     /// created anew.
     deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
@@ -43,6 +53,7 @@ impl Scratch {
             text: String::new(),
             tmp: String::new(),
             conns: Vec::new(),
+            grpc_conns: Vec::new(),
             deadline: None,
         }
     }
@@ -52,8 +63,8 @@ impl Scratch {
 pub trait Executor {
     fn execute(&self, request: usize, scratch: &mut Scratch) -> impl Future<Output = CallResult>;
 
-    /// Whether `status` meets request `request`'s expectation.
-    fn accepts(&self, request: usize, status: u16) -> bool;
+    /// Whether `outcome` meets request `request`'s expectation.
+    fn accepts(&self, request: usize, outcome: Outcome) -> bool;
 }
 
 /// Builds one executor per engine thread.

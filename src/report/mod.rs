@@ -20,9 +20,9 @@ pub use progress::ProgressDisplay;
 pub use text::render_text;
 
 use crate::engine::{EngineOutput, ScheduleStats};
-use crate::measure::{Outcome, OutcomeStats, RequestStats, Window};
+use crate::measure::{MessageCounts, Outcome, OutcomeStats, RequestStats, Window};
 use crate::scenario::threshold::{Limit, Metric, Subject, Threshold};
-use crate::scenario::{LoadModel, Scenario};
+use crate::scenario::{Call, LoadModel, Scenario};
 use crate::verify::VerificationReport;
 
 /// Identifies the results file format.
@@ -92,6 +92,13 @@ pub struct RequestResult {
     pub weight: u32,
     pub unknown: u64,
     pub outcomes: Vec<OutcomeResult>,
+    /// gRPC: `unary`, `server_streaming`, `client_streaming` or
+    /// `bidi_streaming`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_type: Option<String>,
+    /// gRPC: messages sent and received by completed calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<MessageCounts>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -151,9 +158,17 @@ impl RunReport {
             .zip(&out.totals.requests)
             .map(|(r, st)| RequestResult {
                 name: r.name.to_string(),
-                kind: "http".into(),
-                target: s.targets[r.http.target].name.clone(),
-                method: r.http.method.clone(),
+                kind: match r.call {
+                    Call::Http(_) => "http".into(),
+                    Call::Grpc(_) => "grpc".into(),
+                },
+                target: s.targets[r.call.target()].name.clone(),
+                method: r.call.method_label(),
+                grpc_type: match &r.call {
+                    Call::Grpc(g) => g.kind().map(|k| k.as_str().to_owned()),
+                    Call::Http(_) => None,
+                },
+                messages: matches!(r.call, Call::Grpc(_)).then_some(st.messages),
                 weight: r.weight.get(),
                 unknown: st.unknown,
                 outcomes: {
@@ -267,6 +282,7 @@ impl RunReport {
         for r in &self.requests {
             let mut st = RequestStats {
                 unknown: r.unknown,
+                messages: r.messages.unwrap_or_default(),
                 ..Default::default()
             };
             for o in &r.outcomes {
@@ -345,6 +361,8 @@ pub struct Row {
     pub outcomes: Vec<(Outcome, bool, u64)>,
     /// One example message per transport error kind.
     pub examples: Vec<(Outcome, String)>,
+    /// gRPC messages sent and received.
+    pub messages: MessageCounts,
     #[serde(skip)]
     latency: Histogram<u64>,
 }
@@ -392,6 +410,7 @@ impl Row {
                 .filter_map(|o| o.example.clone().map(|e| (o.outcome, e)))
                 .collect(),
             outcomes,
+            messages: st.messages,
             latency: h,
         }
     }

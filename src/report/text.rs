@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{RunReport, Summary, format_observed};
-use crate::measure::Outcome;
+use crate::measure::{MessageCounts, Outcome};
 use crate::scenario::units::{format_micros, thousands};
 use crate::verify::Status;
 
@@ -68,9 +68,18 @@ pub fn render_text(r: &RunReport, summary: &Summary) -> String {
             .iter()
             .map(|(out, ok, n)| format!("{out}{} × {}", if *ok { "" } else { " ✗" }, thousands(*n)))
             .collect();
+        let messages = if row.messages == MessageCounts::default() {
+            String::new()
+        } else {
+            format!(
+                "  (messages: {} sent, {} received)",
+                thousands(row.messages.sent),
+                thousands(row.messages.received)
+            )
+        };
         let _ = writeln!(
             o,
-            "  {:<name_w$} {}",
+            "  {:<name_w$} {}{messages}",
             row.name,
             if parts.is_empty() {
                 "nothing completed".into()

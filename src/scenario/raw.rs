@@ -124,6 +124,14 @@ pub struct RawTarget {
     pub http2: Option<Spanned<bool>>,
     /// Accept any TLS certificate (self-signed test servers).
     pub insecure: Option<Spanned<bool>>,
+    /// gRPC: `.proto` files describing the target's services.
+    #[serde(default)]
+    pub protos: Vec<Text>,
+    /// gRPC: directories imports in `protos` are resolved against.
+    #[serde(default)]
+    pub import_paths: Vec<Text>,
+    /// gRPC: read the services from the server's reflection service.
+    pub reflection: Option<Spanned<bool>>,
 }
 
 /// How much load, and for how long.
@@ -147,7 +155,25 @@ pub struct RawRequest {
     pub name: Text,
     pub weight: Option<Text>,
     pub http: Option<Spanned<RawHttp>>,
+    pub grpc: Option<Spanned<RawGrpc>>,
     pub expect: Option<RawExpect>,
+}
+
+/// A gRPC call. `message` and `messages` are read from the YAML tree, like
+/// an HTTP `json` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrpc {
+    pub target: Text,
+    /// `package.Service/Method`.
+    pub method: Text,
+    pub message: Option<Spanned<serde::de::IgnoredAny>>,
+    pub messages: Option<Spanned<serde::de::IgnoredAny>>,
+    /// Client and bidirectional streaming: send `message` this many times.
+    pub count: Option<Text>,
+    #[serde(default)]
+    pub metadata: OrderedMap<Text>,
+    pub deadline: Option<Text>,
 }
 
 /// An HTTP call. `json` is read separately from the YAML tree so that
@@ -171,6 +197,8 @@ pub struct RawHttp {
 #[serde(deny_unknown_fields)]
 pub struct RawExpect {
     pub status: Option<Spanned<OneOrMany>>,
+    /// gRPC status codes.
+    pub code: Option<Spanned<OneOrMany>>,
 }
 
 /// `200`, `2xx`, or a list of those.

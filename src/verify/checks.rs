@@ -59,6 +59,17 @@ impl<M: MetricSource> Context<'_, M> {
 }
 
 /// A server or client count (an increase, so a whole number ≥ 0).
+/// Whether a client status key is an HTTP 5xx.
+fn is_http_5xx(key: &str) -> bool {
+    key.len() == 3 && key.starts_with('5') && key.parse::<u16>().is_ok()
+}
+
+/// Whether the client's statuses are HTTP ones (not gRPC codes), so they
+/// cannot be compared with a server that counts gRPC codes.
+fn client_speaks_http(client: &BTreeMap<String, u64>) -> bool {
+    client.keys().any(|k| k.parse::<u16>().is_ok())
+}
+
 fn thousands(v: f64) -> String {
     units::thousands(v.round().max(0.0) as u64)
 }
@@ -106,7 +117,7 @@ pub(super) async fn run<M: MetricSource>(
         // metric is exported and the missing series is the finding
         // (exceptions that bypass the middleware). Otherwise the matcher
         // is the likelier culprit, and the preflight says so.
-        let saw_5xx = cx.client.by_status.keys().any(|c| *c >= 500);
+        let saw_5xx = cx.client.by_status.keys().any(|k| is_http_5xx(k));
         if !exported || !saw_5xx {
             for check in ["count", "errors", "duration"] {
                 out.push(cx.skipped(check, "no series to read (see preflight)"));
@@ -167,7 +178,7 @@ pub(super) async fn run<M: MetricSource>(
             .iter()
             .fold(BTreeMap::new(), |mut m, (code, n)| {
                 let key = convention::status_key(
-                    &code.to_string(),
+                    code,
                     if style == StatusStyle::Class {
                         StatusStyle::Class
                     } else {
@@ -177,7 +188,9 @@ pub(super) async fn run<M: MetricSource>(
                 *m.entry(key).or_default() += n;
                 m
             });
-    if cx.names.status.is_some() && style != StatusStyle::Grpc {
+    if cx.names.status.is_some()
+        && (style != StatusStyle::Grpc || !client_speaks_http(&client_keys))
+    {
         figures.errors = Some(
             server_keys
                 .iter()
@@ -264,7 +277,7 @@ async fn explain_no_series<M: MetricSource>(
         .client
         .by_status
         .iter()
-        .filter(|(c, _)| **c >= 500)
+        .filter(|(k, _)| is_http_5xx(k))
         .map(|(_, n)| n)
         .sum();
     let mut diagnosis = found.join("; ");
@@ -634,7 +647,7 @@ fn check_errors<M: MetricSource>(
     if cx.names.status.is_none() {
         return cx.skipped("errors", "the metrics carry no status");
     }
-    if style == StatusStyle::Grpc {
+    if style == StatusStyle::Grpc && client_speaks_http(client) {
         return cx.skipped(
             "errors",
             "the server counts gRPC codes and the client made HTTP requests; codes are not comparable",

@@ -172,8 +172,10 @@ impl VerificationReport {
 #[derive(Debug, Clone)]
 pub struct ClientRequest {
     pub name: String,
-    /// Responses by HTTP status.
-    pub by_status: BTreeMap<u16, u64>,
+    /// Responses by status: the HTTP status (`"200"`) or, for gRPC, the
+    /// code as Go spells it (`"DeadlineExceeded"`), the spelling the
+    /// metric conventions are normalised to.
+    pub by_status: BTreeMap<String, u64>,
     pub responses: u64,
     /// Requests the server may or may not have handled: cut off by the
     /// drain, or failed after the connection was made (timeouts, resets).
@@ -234,8 +236,14 @@ fn client_request(st: &RequestStats) -> ClientRequest {
     let mut latency = new_histogram();
     for o in &st.outcomes {
         match o.outcome {
-            Outcome::Status(code) => {
-                *by_status.entry(code).or_default() += o.histogram.len();
+            Outcome::Status(_) | Outcome::Grpc(_) => {
+                let key = match o.outcome {
+                    Outcome::Grpc(c) => convention::grpc_code(c.name())
+                        .unwrap_or(c.name())
+                        .to_owned(),
+                    other => other.to_string(),
+                };
+                *by_status.entry(key).or_default() += o.histogram.len();
                 latency
                     .add(&o.histogram)
                     .expect("auto-resizing histograms always merge");
