@@ -112,6 +112,10 @@ impl Scenario {
 pub fn resolve_call(g: &mut GrpcCall, pool: &DescriptorPool) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let (service, method) = g.service_and_method();
+    if method.is_empty() {
+        // A malformed method name is already reported.
+        return out;
+    }
     let Some(svc) = pool.get_service_by_name(service) else {
         let known: Vec<String> = pool.services().map(|s| s.full_name().to_owned()).collect();
         out.push(Diagnostic::at(

@@ -1,0 +1,473 @@
+//! End-to-end gRPC tests: the `redproof` binary against the demo gRPC
+//! services (revert-name, time, edge) on ephemeral loopback ports. Loads
+//! are bounded by an iteration count or a few seconds.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use redproof_services::edge::{self, EdgeListeners, EdgeOptions};
+use redproof_services::faults::Faults;
+use redproof_services::revert::{self, GrpcOptions};
+use redproof_services::time_service;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// edge, revert-name and time on ephemeral ports, stopped on drop.
+/// revert-name has its own stop switch, to take it away mid-run.
+struct Services {
+    edge_web: SocketAddr,
+    revert: SocketAddr,
+    revert_metrics: SocketAddr,
+    time: SocketAddr,
+    stop_revert: CancellationToken,
+    shutdown: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Services {
+    fn start() -> Self {
+        let shutdown = CancellationToken::new();
+        let stop_revert = shutdown.child_token();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (token, revert_token) = (shutdown.clone(), stop_revert.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let bind = || async { TcpListener::bind("127.0.0.1:0").await.unwrap() };
+                let (rg, rm, tg, tm) = (bind().await, bind().await, bind().await, bind().await);
+                let l = EdgeListeners {
+                    web: bind().await,
+                    grpc: bind().await,
+                    grpc_metrics: bind().await,
+                };
+                let addrs = (
+                    l.web.local_addr().unwrap(),
+                    rg.local_addr().unwrap(),
+                    rm.local_addr().unwrap(),
+                    tg.local_addr().unwrap(),
+                );
+                let eo = EdgeOptions {
+                    revert_name: format!("http://{}", addrs.1),
+                    time: format!("http://{}", addrs.3),
+                    deadline: Duration::from_secs(2),
+                    faults: Faults::default(),
+                };
+                let mut tasks = tokio::task::JoinSet::new();
+                tasks.spawn(edge::serve(l, eo, token.clone()));
+                tasks.spawn(revert::serve(rg, rm, GrpcOptions::default(), revert_token));
+                tasks.spawn(time_service::serve(
+                    tg,
+                    tm,
+                    GrpcOptions::default(),
+                    token.clone(),
+                ));
+                tx.send(addrs).unwrap();
+                while tasks.join_next().await.is_some() {}
+            });
+        });
+        let (edge_web, revert, revert_metrics, time) = rx.recv().unwrap();
+        Services {
+            edge_web,
+            revert,
+            revert_metrics,
+            time,
+            stop_revert,
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn proto(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("proto")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    results: Option<Value>,
+}
+
+fn run(scenario: &str) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scenario.yaml");
+    std::fs::write(&file, scenario).unwrap();
+    let results = dir.path().join("results.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_redproof"))
+        .env("NO_COLOR", "1")
+        .arg("run")
+        .arg(&file)
+        .arg("--quiet")
+        .arg("--out")
+        .arg(&results)
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        results: std::fs::read_to_string(&results)
+            .ok()
+            .map(|t| serde_json::from_str(&t).unwrap()),
+    }
+}
+
+fn request<'a>(results: &'a Value, name: &str) -> &'a Value {
+    results["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no request `{name}`"))
+}
+
+/// Completed calls of one request by outcome (`"OK"`, `"200"`, or a
+/// transport error kind), and whether each was expected.
+fn outcomes(results: &Value, name: &str) -> Vec<(String, bool, u64)> {
+    request(results, name)["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            let out = &o["outcome"];
+            let key = out
+                .get("grpc")
+                .or(out.get("status"))
+                .or(out.get("transport"))
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                .unwrap();
+            (
+                key,
+                o["ok"].as_bool().unwrap(),
+                o["count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn count(results: &Value, name: &str, outcome: &str) -> u64 {
+    outcomes(results, name)
+        .iter()
+        .filter(|(k, _, _)| k == outcome)
+        .map(|(_, _, n)| n)
+        .sum()
+}
+
+fn messages(results: &Value, name: &str) -> (u64, u64) {
+    let m = &request(results, name)["messages"];
+    (m["sent"].as_u64().unwrap(), m["received"].as_u64().unwrap())
+}
+
+/// One sample of a metrics page: the sum of every series of `family`
+/// whose labels include all of `labels`.
+fn scrape_sum(addr: SocketAddr, family: &str, labels: &[&str]) -> f64 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(family) && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn protos_and_reflection_mix_with_rest_by_weight() {
+    let svc = Services::start();
+    let r = run(&format!(
+        r#"
+name: edge-mix
+targets:
+  edge: {{ url: "http://{edge}" }}
+  revert: {{ url: "http://{revert}", protos: ["{revert_proto}"] }}
+  time: {{ url: "http://{time}", reflection: true }}
+data:
+  names: [alice, bob, carol]
+load: {{ users: 8, iterations: 2000 }}
+requests:
+  - name: proxy
+    weight: 2
+    http: {{ target: edge, path: "/proxy/{{{{ pick(names) }}}}/" }}
+    expect: {{ status: 200 }}
+  - name: revert_name
+    grpc:
+      target: revert
+      method: revertname.RevertName/RevertName
+      message: {{ name: "{{{{ pick(names) }}}}" }}
+      metadata: {{ x-request-id: "{{{{ uuid() }}}}" }}
+      deadline: 2s
+  - name: what_time_is
+    grpc: {{ target: time, method: timeservice.Time/WhatTimeIs }}
+"#,
+        edge = svc.edge_web,
+        revert = svc.revert,
+        time = svc.time,
+        revert_proto = proto("revert_name.proto"),
+    ));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let res = r.results.unwrap();
+    let proxy = count(&res, "proxy", "200");
+    let revert = count(&res, "revert_name", "OK");
+    let time = count(&res, "what_time_is", "OK");
+    assert_eq!(proxy + revert + time, 2000, "{}", r.stdout);
+    // 2:1:1 over 2000 calls: 1000/500/500, ±15%.
+    assert!((850..=1150).contains(&proxy), "proxy {proxy}");
+    assert!((425..=575).contains(&revert), "revert {revert}");
+    assert!((425..=575).contains(&time), "time {time}");
+    assert_eq!(request(&res, "revert_name")["kind"], "grpc");
+    assert_eq!(request(&res, "revert_name")["grpc_type"], "unary");
+    assert_eq!(messages(&res, "revert_name"), (revert, revert));
+    // revert-name served every direct call and one per proxied request.
+    let served = scrape_sum(
+        svc.revert_metrics,
+        "grpc_server_handled_total",
+        &[r#"grpc_method="RevertName""#, r#"grpc_code="OK""#],
+    );
+    assert_eq!(served as u64, proxy + revert);
+    assert!(r.stdout.contains("revert_name"), "{}", r.stdout);
+    assert!(r.stdout.contains("OK × "), "{}", r.stdout);
+}
+
+#[test]
+fn each_streaming_kind_counts_messages_both_ways() {
+    let svc = Services::start();
+    let r = run(&format!(
+        r#"
+name: streams
+targets:
+  revert: {{ url: "http://{revert}", protos: ["{revert_proto}"] }}
+  time: {{ url: "http://{time}", protos: ["{time_proto}"] }}
+load: {{ users: 3, iterations: 300 }}
+requests:
+  - name: ticks
+    grpc:
+      target: time
+      method: timeservice.Time/Ticks
+      message: {{ count: 3, interval_ms: 0 }}
+  - name: names
+    grpc:
+      target: revert
+      method: revertname.RevertName/RevertNames
+      messages: [{{ name: ann }}, {{ name: "b{{{{ seq() }}}}" }}]
+  - name: each
+    grpc:
+      target: revert
+      method: revertname.RevertName/RevertEach
+      message: {{ name: "n{{{{ randint(1, 9) }}}}" }}
+      count: 4
+"#,
+        revert = svc.revert,
+        time = svc.time,
+        revert_proto = proto("revert_name.proto"),
+        time_proto = proto("time.proto"),
+    ));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let res = r.results.unwrap();
+    let (ticks, names, each) = (
+        count(&res, "ticks", "OK"),
+        count(&res, "names", "OK"),
+        count(&res, "each", "OK"),
+    );
+    assert_eq!(ticks + names + each, 300, "{}", r.stdout);
+    assert!(ticks > 0 && names > 0 && each > 0, "{}", r.stdout);
+    assert_eq!(messages(&res, "ticks"), (ticks, 3 * ticks));
+    assert_eq!(messages(&res, "names"), (2 * names, names));
+    assert_eq!(messages(&res, "each"), (4 * each, 4 * each));
+    assert_eq!(request(&res, "ticks")["grpc_type"], "server_streaming");
+    assert_eq!(request(&res, "names")["grpc_type"], "client_streaming");
+    assert_eq!(request(&res, "each")["grpc_type"], "bidi_streaming");
+    assert!(r.stdout.contains("messages: "), "{}", r.stdout);
+}
+
+#[test]
+fn deadlines_and_status_codes_are_counted_by_name() {
+    let svc = Services::start();
+    let r = run(&format!(
+        r#"
+name: codes
+targets:
+  revert: {{ url: "http://{revert}", protos: ["{revert_proto}"] }}
+  time: {{ url: "http://{time}", protos: ["{time_proto}"] }}
+load: {{ users: 4, iterations: 200 }}
+requests:
+  - name: slow
+    grpc:
+      target: time
+      method: timeservice.Time/Ticks
+      message: {{ count: 3, interval_ms: 300 }}
+      deadline: 100ms
+    expect: {{ code: DEADLINE_EXCEEDED }}
+  - name: empty_expected
+    grpc:
+      target: revert
+      method: revertname.RevertName/RevertName
+      message: {{ name: "" }}
+    expect: {{ code: [INVALID_ARGUMENT] }}
+  - name: empty
+    grpc:
+      target: revert
+      method: revertname.RevertName/RevertName
+      message: {{ name: "" }}
+thresholds:
+  - empty.errors > 99%
+  - empty_expected.errors < 1%
+"#,
+        revert = svc.revert,
+        time = svc.time,
+        revert_proto = proto("revert_name.proto"),
+        time_proto = proto("time.proto"),
+    ));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let res = r.results.unwrap();
+    let slow = outcomes(&res, "slow");
+    assert_eq!(slow.len(), 1, "{slow:?}");
+    assert_eq!(slow[0].0, "DEADLINE_EXCEEDED");
+    assert!(slow[0].1);
+    assert_eq!(
+        outcomes(&res, "empty_expected"),
+        vec![(
+            "INVALID_ARGUMENT".to_owned(),
+            true,
+            count(&res, "empty_expected", "INVALID_ARGUMENT")
+        )]
+    );
+    let empty = outcomes(&res, "empty");
+    assert_eq!(empty.len(), 1, "{empty:?}");
+    assert_eq!(
+        (empty[0].0.as_str(), empty[0].1),
+        ("INVALID_ARGUMENT", false)
+    );
+    let total: u64 = ["slow", "empty_expected", "empty"]
+        .iter()
+        .map(|n| outcomes(&res, n).iter().map(|o| o.2).sum::<u64>())
+        .sum();
+    assert_eq!(total, 200);
+    assert!(r.stdout.contains("INVALID_ARGUMENT ✗ × "), "{}", r.stdout);
+}
+
+#[test]
+fn a_server_that_goes_away_gives_transport_errors() {
+    let svc = Services::start();
+    let stop = svc.stop_revert.clone();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1200));
+        stop.cancel();
+    });
+    let r = run(&format!(
+        r#"
+name: going-away
+targets:
+  revert: {{ url: "http://{revert}", protos: ["{revert_proto}"], timeout: 2s }}
+load: {{ users: 2, wait: 5ms, duration: 3s, drain: 1s }}
+requests:
+  - name: revert_name
+    grpc:
+      target: revert
+      method: revertname.RevertName/RevertName
+      message: {{ name: alice }}
+"#,
+        revert = svc.revert,
+        revert_proto = proto("revert_name.proto"),
+    ));
+    killer.join().unwrap();
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    let res = r.results.expect("results are written");
+    let outs = outcomes(&res, "revert_name");
+    let ok = count(&res, "revert_name", "OK");
+    let transport: u64 = outs
+        .iter()
+        .filter(|(k, _, _)| k.contains("refused") || k.contains("reset"))
+        .map(|o| o.2)
+        .sum();
+    assert!(ok > 10, "{outs:?}");
+    assert!(transport > 0, "{outs:?}\n{}", r.stdout);
+    assert!(r.stdout.contains("transport errors"), "{}", r.stdout);
+}
+
+#[test]
+fn reflection_checks_calls_before_traffic() {
+    let svc = Services::start();
+    let r = run(&format!(
+        r#"
+name: reflected
+targets:
+  revert: {{ url: "http://{revert}", reflection: true }}
+load: {{ users: 1, iterations: 5 }}
+requests:
+  - name: typo
+    grpc:
+      target: revert
+      method: revertname.RevertName/RevertNam
+  - name: field
+    grpc:
+      target: revert
+      method: revertname.RevertName/RevertName
+      message: {{ name: 5, surname: x }}
+"#,
+        revert = svc.revert,
+    ));
+    assert_eq!(r.code, 64, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.results.is_none());
+    assert!(
+        r.stderr.contains("scenario.yaml:10:15: `method`: `revertname.RevertName` has no method `RevertNam`; its methods are: revertname.RevertName/RevertName, revertname.RevertName/RevertNames, revertname.RevertName/RevertEach"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("field `name` of `revertname.RevertNameRequest` expects a string, got `5`"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("has no field `surname`"), "{}", r.stderr);
+    // Nothing was sent: the server counted no calls.
+    let served = scrape_sum(svc.revert_metrics, "grpc_server_started_total", &[]);
+    assert_eq!(served, 0.0);
+
+    // A target without reflection (or not there at all) stops the run.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let r = run(&format!(
+        r#"
+name: nobody
+targets:
+  gone: {{ url: "http://127.0.0.1:{port}", reflection: true }}
+load: {{ users: 1, iterations: 5 }}
+requests:
+  - name: call
+    grpc: {{ target: gone, method: a.B/C }}
+"#
+    ));
+    assert_eq!(r.code, 69, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("target `gone` (http://127.0.0.1:"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("cannot read its services by reflection"));
+}
