@@ -10,7 +10,11 @@
 //!   the scenario checks its templates with it.
 //! - [`scenario`]: scenario files, read into raw serde types and validated
 //!   into a checked model; every error has its file, line and column.
-//! - [`exec`]: executors that send one request and classify the outcome.
+//!   gRPC calls are checked against descriptors compiled from `.proto`
+//!   files (or fetched by reflection when the run starts).
+//! - [`exec`]: executors that send one request and classify the outcome:
+//!   HTTP on hyper's connection API, gRPC through tonic's client over the
+//!   same connections, with dynamic messages and server reflection.
 //! - [`measure`]: per-thread recorders of HDR histograms, merged per second.
 //! - [`engine`]: schedules (closed users, open arrival rate), the worker
 //!   loop, stop and drain.

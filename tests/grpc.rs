@@ -299,6 +299,12 @@ requests:
     assert_eq!(request(&res, "names")["grpc_type"], "client_streaming");
     assert_eq!(request(&res, "each")["grpc_type"], "bidi_streaming");
     assert!(r.stdout.contains("messages: "), "{}", r.stdout);
+    // gRPC results follow the published schema.
+    let schema: Value =
+        serde_json::from_str(include_str!("../schema/results.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&res).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
 }
 
 #[test]
