@@ -477,3 +477,51 @@ requests:
     );
     assert!(r.stderr.contains("cannot read its services by reflection"));
 }
+
+#[test]
+fn grpc_calls_verify_against_the_servers_metrics() {
+    let svc = Services::start();
+    let r = run(&format!(
+        r#"
+name: grpc-verify
+targets:
+  revert: {{ url: "http://{revert}", protos: ["{revert_proto}"] }}
+load: {{ users: 4, duration: 2s }}
+requests:
+  - name: revert_name
+    weight: 3
+    grpc:
+      target: revert
+      method: revertname.RevertName/RevertName
+      message: {{ name: "n{{{{ randint(1, 99) }}}}" }}
+  - name: names
+    grpc:
+      target: revert
+      method: revertname.RevertName/RevertNames
+      messages: [{{ name: a }}, {{ name: "" }}]
+    expect: {{ code: INVALID_ARGUMENT }}
+metrics:
+  scrape: ["http://{metrics}/metrics"]
+  scrape_interval: 500ms
+verify:
+  revert_name: {{ convention: grpc, match: {{ grpc_method: RevertName }} }}
+  names: {{ convention: grpc, match: {{ grpc_method: RevertNames }} }}
+"#,
+        revert = svc.revert,
+        metrics = svc.revert_metrics,
+        revert_proto = proto("revert_name.proto"),
+    ));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let stdout = &r.stdout;
+    for check in ["count", "errors", "duration"] {
+        assert!(
+            stdout.contains(&format!("pass    revert_name.{check}")),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("pass    names.{check}")),
+            "{stdout}"
+        );
+    }
+    assert!(stdout.contains("InvalidArgument: server "), "{stdout}");
+}

@@ -182,7 +182,7 @@ fn render_verification(o: &mut String, r: &RunReport, summary: &Summary) {
         let client_5xx: u64 = row.map_or(0, |row| {
             row.outcomes
                 .iter()
-                .filter(|(out, _, _)| matches!(out, Outcome::Status(c) if *c >= 500))
+                .filter(|(out, _, _)| is_server_error(*out))
                 .map(|(_, _, n)| n)
                 .sum()
         });
@@ -247,11 +247,24 @@ fn render_verification(o: &mut String, r: &RunReport, summary: &Summary) {
     }
 }
 
-/// Requests of a row that got an HTTP response.
+/// A 5xx, or a gRPC code that means the server failed (as the gRPC
+/// metric conventions count errors).
+fn is_server_error(out: Outcome) -> bool {
+    use crate::verify::convention;
+    match out {
+        Outcome::Status(c) => c >= 500,
+        Outcome::Grpc(c) => {
+            convention::grpc_code(c.name()).is_some_and(convention::is_server_error)
+        }
+        Outcome::Transport(_) => false,
+    }
+}
+
+/// Requests of a row that got a response (an HTTP status or a gRPC code).
 fn responses(row: &super::Row) -> u64 {
     row.outcomes
         .iter()
-        .filter(|(out, _, _)| matches!(out, Outcome::Status(_)))
+        .filter(|(out, _, _)| out.is_response())
         .map(|(_, _, n)| n)
         .sum()
 }
