@@ -339,13 +339,12 @@ pub(crate) async fn run_scenario(
     let mut scenario = scenario;
     resolve_by_reflection(&mut scenario, file).await?;
     let plan = Arc::new(CallPlan::new(&scenario).map_err(|e| fail(Exit::Usage, anyhow!(e)))?);
-    let engine_plan = EnginePlan {
-        load: scenario.load.clone(),
-        weights: scenario.requests.iter().map(|r| r.weight.get()).collect(),
-        threads: settings
+    let engine_plan = EnginePlan::new(
+        &scenario,
+        settings
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
-    };
+    );
 
     // The metric source is checked before any traffic; an unreachable one
     // does not stop the run (the client figures are still worth having),

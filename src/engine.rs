@@ -12,9 +12,17 @@
 //!   slot and sleeps until it is due; latency runs from the *due* time, so
 //!   a stalled server shows in the percentiles (no coordinated omission).
 //!
-//! Stopping is two tokens: `stop` ends the starting of requests, `abort`
-//! (at the end of the drain) cuts off the ones in flight, which are then
-//! recorded as "outcome unknown".
+//! A worker's unit of work is an *iteration*: it picks an entry by weight
+//! and runs its steps in order (one step for a plain request, several for
+//! a flow), with think times between them and captured values in the
+//! user's variables. Before its first iteration a worker runs the
+//! `on_start` steps; before each one it draws a row from every data feed.
+//! With `stages`, the active users (closed) or the arrival rate (open)
+//! follow a [`crate::profile`].
+//!
+//! Stopping is two tokens: `stop` ends the starting of iterations (and of
+//! further steps of a flow), `abort` (at the end of the drain) cuts off
+//! the requests in flight, which are then recorded as "outcome unknown".
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,8 +34,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::exec::{CallResult, Executor, ExecutorFactory, Scratch};
 use crate::measure::{Outcome, Recorder, Window};
+use crate::profile::{RateProfile, UserProfile};
 use crate::scenario::units::DurationRange;
-use crate::scenario::{Load, LoadModel};
+use crate::scenario::{Draw, Exhausted, Feed, Load, LoadModel, Scenario};
 
 /// A start later than this behind its due time counts as late.
 const LATE_AFTER: Duration = Duration::from_millis(5);
@@ -36,10 +45,95 @@ const LATE_AFTER: Duration = Duration::from_millis(5);
 #[derive(Debug, Clone)]
 pub struct EnginePlan {
     pub load: Load,
-    /// Request weights, indexed like the scenario's requests.
-    pub weights: Vec<u32>,
+    /// What an iteration picks from: a weight and the steps to run.
+    pub entries: Vec<(u32, Vec<usize>)>,
+    /// Steps each worker runs once, before its first iteration.
+    pub on_start: Vec<usize>,
+    /// Indexed like the scenario's requests.
+    pub steps: Vec<StepPlan>,
+    pub feeds: Vec<Feed>,
+    /// Slots in each user's variable table.
+    pub variables: usize,
     /// Engine threads; each has its own runtime and connection pools.
     pub threads: usize,
+}
+
+/// How the engine runs one step.
+#[derive(Debug, Clone, Default)]
+pub struct StepPlan {
+    /// Pause after the step.
+    pub think: Option<DurationRange>,
+    /// The step captures values: when it fails, the rest of its flow
+    /// cannot run and the iteration ends.
+    pub captures: bool,
+}
+
+impl EnginePlan {
+    pub fn new(s: &Scenario, threads: usize) -> Self {
+        Self {
+            load: s.load.clone(),
+            entries: s
+                .entries
+                .iter()
+                .map(|e| (e.weight.get(), e.steps.clone()))
+                .collect(),
+            on_start: s.on_start.clone(),
+            steps: s
+                .requests
+                .iter()
+                .map(|r| StepPlan {
+                    think: r.think,
+                    captures: !r.captures.is_empty(),
+                })
+                .collect(),
+            feeds: s.feeds.clone(),
+            variables: s.variables.len(),
+            threads,
+        }
+    }
+
+    /// A plan of independent requests with these weights (no flows).
+    pub fn of_requests(load: Load, weights: &[u32], threads: usize) -> Self {
+        Self {
+            load,
+            entries: weights
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (*w, vec![i]))
+                .collect(),
+            on_start: Vec::new(),
+            steps: vec![StepPlan::default(); weights.len()],
+            feeds: Vec::new(),
+            variables: 0,
+            threads,
+        }
+    }
+}
+
+/// A feed's rows and its shared cursor.
+struct FeedState {
+    feed: Feed,
+    cursor: AtomicU64,
+}
+
+impl FeedState {
+    /// The next row for this feed's draw, or `None` when a unique feed
+    /// that stops has run out.
+    fn draw(&self, rng: &mut fastrand::Rng) -> Option<&[String]> {
+        let rows = &self.feed.rows;
+        let i = match self.feed.draw {
+            Draw::Random => rng.usize(..rows.len()),
+            Draw::Sequential => (self.cursor.fetch_add(1, Ordering::Relaxed) % rows.len() as u64) as usize,
+            Draw::Unique => {
+                let n = self.cursor.fetch_add(1, Ordering::Relaxed);
+                match self.feed.exhausted {
+                    Exhausted::Stop if n >= rows.len() as u64 => return None,
+                    _ => (n % rows.len() as u64) as usize,
+                }
+            }
+        };
+        Some(&rows[i])
+    }
 }
 
 /// How far the open-model schedule was kept.
@@ -67,6 +161,8 @@ pub struct EngineOutput {
     pub interrupted: bool,
     /// Open model only.
     pub schedule: Option<ScheduleStats>,
+    /// Why the run stopped early, when a data feed ran out.
+    pub stopped_by: Option<String>,
 }
 
 /// Live figures handed to the progress display once a second.
@@ -124,9 +220,15 @@ struct Shared {
     /// Requests claimed so far, against `load.iterations`.
     claimed: AtomicU64,
     iterations: Option<u64>,
-    /// Open model: when the last due slot is.
+    /// Open model: when each arrival is due.
+    rate: Option<RateProfile>,
+    /// Open model: no arrival at or after this.
     end: Option<Instant>,
-    interval: Option<Duration>,
+    /// Closed model with stages: which users are active when.
+    users: Option<UserProfile>,
+    feeds: Vec<FeedState>,
+    /// Set when a feed ran out and stopped the run.
+    exhausted: Mutex<Option<String>>,
     late: AtomicU64,
     max_lag_us: AtomicU64,
 }
@@ -139,14 +241,30 @@ impl Shared {
     }
 }
 
-/// When a worker starts its next request.
+/// When a worker starts its next iteration.
 enum Schedule {
     Closed {
-        /// The user's spawn time, before its first request.
+        /// The user's number, from 0.
+        user: u64,
+        /// The user's spawn time, before its first iteration.
         spawn_at: Option<Instant>,
         wait: DurationRange,
+        /// With `pace`: when the next iteration is due.
+        pace: Option<Duration>,
+        next_due: Option<Instant>,
+        /// With `iterations_per_user`: iterations left.
+        left: Option<u64>,
     },
     Open,
+}
+
+/// Sleeps until `until` unless the run stops first; false when it did.
+async fn sleep_unless_stopped(sh: &Shared, until: Instant) -> bool {
+    tokio::select! {
+        biased;
+        _ = sh.stop.cancelled() => false,
+        _ = tokio::time::sleep_until(until.into()) => true,
+    }
 }
 
 impl Schedule {
@@ -154,22 +272,44 @@ impl Schedule {
     /// from, or `None` when this worker is done.
     async fn next(&mut self, sh: &Shared, rng: &mut fastrand::Rng) -> Option<Instant> {
         match self {
-            Schedule::Closed { spawn_at, wait } => {
+            Schedule::Closed {
+                user,
+                spawn_at,
+                wait,
+                pace,
+                next_due,
+                left,
+            } => {
+                if *left == Some(0) {
+                    return None;
+                }
                 let until = match spawn_at.take() {
                     Some(t) => Some(t),
-                    None => {
-                        let d = wait.sample(rng);
-                        (!d.is_zero()).then(|| Instant::now() + d)
-                    }
+                    None => match pace {
+                        Some(_) => next_due.filter(|t| *t > Instant::now()),
+                        None => {
+                            let d = wait.sample(rng);
+                            (!d.is_zero()).then(|| Instant::now() + d)
+                        }
+                    },
                 };
                 if let Some(until) = until {
-                    tokio::select! {
-                        biased;
-                        _ = sh.stop.cancelled() => return None,
-                        _ = tokio::time::sleep_until(until.into()) => {}
+                    if !sleep_unless_stopped(sh, until).await {
+                        return None;
                     }
                 } else if sh.stopping.load(Ordering::Relaxed) {
                     return None;
+                }
+                if let Some(profile) = &sh.users {
+                    let now = sh.t0.elapsed().as_secs_f64();
+                    if !profile.is_active(*user, now) {
+                        let at = profile.next_active(*user, now)?;
+                        if !sleep_unless_stopped(sh, sh.t0 + Duration::from_secs_f64(at)).await {
+                            return None;
+                        }
+                        // A user that starts again keeps its pace from now.
+                        *next_due = None;
+                    }
                 }
                 if let Some(limit) = sh.iterations
                     && sh.claimed.fetch_add(1, Ordering::Relaxed) >= limit
@@ -179,15 +319,25 @@ impl Schedule {
                     sh.halt();
                     return None;
                 }
-                Some(Instant::now())
+                if let Some(n) = left {
+                    *n -= 1;
+                }
+                let now = Instant::now();
+                if let Some(p) = pace {
+                    // Constant throughput per user: the next iteration is
+                    // due one pace after this one started (at once if this
+                    // one overruns).
+                    *next_due = Some(now + *p);
+                }
+                Some(now)
             }
             Schedule::Open => {
                 let slot = sh.claimed.fetch_add(1, Ordering::Relaxed);
                 if sh.iterations.is_some_and(|limit| slot >= limit) {
                     return None;
                 }
-                let interval = sh.interval.expect("open model has an interval");
-                let due = sh.t0 + interval.mul_f64(slot as f64);
+                let profile = sh.rate.as_ref().expect("open model has a rate profile");
+                let due = sh.t0 + Duration::from_secs_f64(profile.due(slot)?);
                 if sh.end.is_some_and(|end| due >= end) {
                     return None;
                 }
@@ -208,49 +358,198 @@ impl Schedule {
     }
 }
 
-/// The one worker loop: next start, pick, send, record.
+/// What every worker of a thread shares.
+struct WorkerPlan {
+    choice: WeightedChoice,
+    entries: Vec<Vec<usize>>,
+    on_start: Vec<usize>,
+    steps: Vec<StepPlan>,
+    variables: usize,
+    pace: Option<Duration>,
+}
+
+/// What a worker's steps run with.
+struct Ctx<'a, E> {
+    exec: &'a E,
+    sh: &'a Shared,
+    rec: &'a Mutex<Recorder>,
+    plan: &'a WorkerPlan,
+}
+
+impl<E> Clone for Ctx<'_, E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<E> Copy for Ctx<'_, E> {}
+
+/// Why a run of steps ended early.
+enum Cut {
+    /// The drain ended: in-flight work was cut off.
+    Aborted,
+}
+
+/// Runs `steps` in order for one user. The first step's latency runs from
+/// `from` (the open model's due time); later steps from their own start.
+async fn run_steps<E: Executor>(
+    cx: Ctx<'_, E>,
+    steps: &[usize],
+    from: Instant,
+    scratch: &mut Scratch,
+    abort: &mut std::pin::Pin<&mut tokio_util::sync::WaitForCancellationFutureOwned>,
+) -> Result<(), Cut> {
+    let Ctx {
+        exec,
+        sh,
+        rec,
+        plan,
+    } = cx;
+    for (i, &step) in steps.iter().enumerate() {
+        if i > 0 && sh.stopping.load(Ordering::Relaxed) {
+            break;
+        }
+        let from = if i == 0 { from } else { Instant::now() };
+        let result = tokio::select! {
+            biased;
+            _ = abort.as_mut() => {
+                lock(rec).record_unknown(step);
+                return Err(Cut::Aborted);
+            }
+            r = exec.execute(step, scratch) => r,
+        };
+        let latency = from.elapsed();
+        let ok = {
+            let mut rec = lock(rec);
+            let (ok, answered) = match result {
+                CallResult::Status(s) => {
+                    let outcome = Outcome::Status(s);
+                    let ok = exec.accepts(step, outcome);
+                    rec.record(step, outcome, ok, latency);
+                    (ok, true)
+                }
+                CallResult::Grpc {
+                    code,
+                    sent,
+                    received,
+                } => {
+                    let outcome = Outcome::Grpc(code);
+                    let ok = exec.accepts(step, outcome);
+                    rec.record(step, outcome, ok, latency);
+                    rec.record_messages(step, sent, received);
+                    (ok, true)
+                }
+                CallResult::CheckFailed { answer, message } => {
+                    rec.record_check_failed(step, answer, latency, || message);
+                    (false, true)
+                }
+                CallResult::Failed(kind, msg) => {
+                    rec.record_error(step, kind, latency, || msg);
+                    (false, false)
+                }
+            };
+            if let (Some(pace), true) = (plan.pace, answered) {
+                rec.record_corrected(step, latency, pace);
+            }
+            ok
+        };
+        let spec = &plan.steps[step];
+        if !ok && spec.captures {
+            // The values later steps need were not captured.
+            break;
+        }
+        if let Some(think) = spec.think
+            && i + 1 < steps.len()
+        {
+            let d = think.sample(&mut scratch.rng);
+            if !d.is_zero() && !sleep_unless_stopped(sh, Instant::now() + d).await {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Draws a row from every feed into the user's variables; false when a
+/// feed that stops has run out (the run is then stopping).
+fn draw_rows(sh: &Shared, scratch: &mut Scratch) -> bool {
+    for f in &sh.feeds {
+        let Some(row) = f.draw(&mut scratch.rng) else {
+            let mut why = sh.exhausted.lock().unwrap_or_else(|p| p.into_inner());
+            why.get_or_insert_with(|| {
+                format!(
+                    "data feed `{}` ran out of rows ({} rows, draw: unique, exhausted: stop)",
+                    f.feed.name,
+                    f.feed.rows.len()
+                )
+            });
+            sh.halt();
+            return false;
+        };
+        for (i, v) in row.iter().enumerate() {
+            scratch.vars[f.feed.first_slot + i].clone_from(v);
+        }
+    }
+    true
+}
+
+/// The one worker loop: next start, draw, pick, run the steps, record.
 async fn worker<E: Executor>(
     exec: Rc<E>,
     sh: Arc<Shared>,
     rec: Arc<Mutex<Recorder>>,
-    choice: Rc<WeightedChoice>,
+    plan: Rc<WorkerPlan>,
     mut schedule: Schedule,
     seed: u64,
 ) {
     let mut scratch = Scratch::new(seed);
+    scratch.vars.resize(plan.variables, String::new());
     // One long-lived wait on `abort`, so a request does not register and
     // unregister a waiter each time.
     let abort = sh.abort.clone().cancelled_owned();
     tokio::pin!(abort);
+    let mut started = plan.on_start.is_empty();
+    let cx = Ctx {
+        exec: &*exec,
+        sh: &sh,
+        rec: &rec,
+        plan: &plan,
+    };
     while let Some(from) = schedule.next(&sh, &mut scratch.rng).await {
-        let index = choice.pick(&mut scratch.rng);
-        let result = tokio::select! {
-            biased;
-            _ = &mut abort => {
-                lock(&rec).record_unknown(index);
+        if !draw_rows(&sh, &mut scratch) {
+            return;
+        }
+        if !started {
+            started = true;
+            let r = run_steps(cx, &plan.on_start, from, &mut scratch, &mut abort)
+            .await;
+            if r.is_err() {
                 return;
             }
-            r = exec.execute(index, &mut scratch) => r,
-        };
-        let latency = from.elapsed();
-        match result {
-            CallResult::Status(s) => {
-                let outcome = Outcome::Status(s);
-                let ok = exec.accepts(index, outcome);
-                lock(&rec).record(index, outcome, ok, latency);
+            if sh.stopping.load(Ordering::Relaxed) {
+                return;
             }
-            CallResult::Grpc {
-                code,
-                sent,
-                received,
-            } => {
-                let outcome = Outcome::Grpc(code);
-                let ok = exec.accepts(index, outcome);
-                let mut rec = lock(&rec);
-                rec.record(index, outcome, ok, latency);
-                rec.record_messages(index, sent, received);
+            if !draw_rows(&sh, &mut scratch) {
+                return;
             }
-            CallResult::Failed(kind, msg) => lock(&rec).record_error(index, kind, latency, || msg),
+            let from = Instant::now();
+            let entry = plan.choice.pick(&mut scratch.rng);
+            let steps = &plan.entries[entry];
+            if run_steps(cx, steps, from, &mut scratch, &mut abort)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        }
+        let entry = plan.choice.pick(&mut scratch.rng);
+        let steps = &plan.entries[entry];
+        if run_steps(cx, steps, from, &mut scratch, &mut abort)
+            .await
+            .is_err()
+        {
+            return;
         }
     }
 }
@@ -269,7 +568,7 @@ pub async fn run<F: ExecutorFactory + Clone>(
     abort_now: CancellationToken,
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<EngineOutput, String> {
-    let n_requests = plan.weights.len();
+    let n_requests = plan.steps.len();
     let threads = plan.threads.max(1);
     let load = &plan.load;
     // Build executors before T0 so client set-up is not load time.
@@ -281,9 +580,14 @@ pub async fn run<F: ExecutorFactory + Clone>(
 
     let t0 = Instant::now();
     let t0_wall = SystemTime::now();
-    let (interval, end) = match load.model {
-        LoadModel::Open { rate, .. } => (Some(rate.interval()), load.duration.map(|d| t0 + d)),
-        LoadModel::Closed { .. } => (None, None),
+    let rate = RateProfile::of(load);
+    let end = rate.as_ref().and(load.duration).map(|d| t0 + d);
+    let users = match &load.model {
+        LoadModel::Closed { spawn_rate, .. } if !load.stages.is_empty() => Some(UserProfile::new(
+            &load.stages,
+            spawn_rate.map(|r| r.get()),
+        )),
+        _ => None,
     };
     let sh = Arc::new(Shared {
         t0,
@@ -292,8 +596,18 @@ pub async fn run<F: ExecutorFactory + Clone>(
         abort: CancellationToken::new(),
         claimed: AtomicU64::new(0),
         iterations: load.iterations,
+        rate,
         end,
-        interval,
+        users,
+        feeds: plan
+            .feeds
+            .iter()
+            .map(|f| FeedState {
+                feed: f.clone(),
+                cursor: AtomicU64::new(0),
+            })
+            .collect(),
+        exhausted: Mutex::new(None),
         late: AtomicU64::new(0),
         max_lag_us: AtomicU64::new(0),
     });
@@ -307,13 +621,12 @@ pub async fn run<F: ExecutorFactory + Clone>(
         let sh = sh.clone();
         let rec = rec.clone();
         let done = done_tx.clone();
-        let weights = plan.weights.clone();
-        let model = load.model.clone();
+        let plan = plan.clone();
         handles.push(
             std::thread::Builder::new()
                 .name(format!("redproof-load-{thread}"))
                 .spawn(move || {
-                    let r = run_thread(&factory, thread, threads, sh, rec, &weights, &model);
+                    let r = run_thread(&factory, thread, threads, sh, rec, &plan);
                     let _ = done.blocking_send(r);
                 })
                 .map_err(|e| format!("cannot start an engine thread: {e}"))?,
@@ -401,7 +714,7 @@ pub async fn run<F: ExecutorFactory + Clone>(
                     on_progress(&Progress {
                         elapsed: now.duration_since(t0),
                         planned: load.duration,
-                        load: describe_load(&load.model, now.duration_since(t0)),
+                        load: describe_load(load, sh.users.as_ref(), now.duration_since(t0)),
                         window: windows.last().expect("just pushed"),
                         window_len: len,
                         completed,
@@ -427,12 +740,11 @@ pub async fn run<F: ExecutorFactory + Clone>(
         windows.pop();
     }
 
-    let schedule = interval.map(|interval| {
+    let schedule = sh.rate.as_ref().map(|rate| {
         // Slots due before the stop (or the planned end, whichever came
         // first: timer slop past the end must not count as a drop).
         let until = end.map_or(stopped_at, |end| stopped_at.min(end));
-        let due_by_time =
-            (until.duration_since(t0).as_secs_f64() / interval.as_secs_f64()).ceil() as u64;
+        let due_by_time = rate.arrivals(until.duration_since(t0).as_secs_f64()).ceil() as u64;
         let due = load.iterations.map_or(due_by_time, |n| n.min(due_by_time));
         let total = totals.total();
         let started = total.count() + total.unknown;
@@ -450,21 +762,38 @@ pub async fn run<F: ExecutorFactory + Clone>(
         elapsed: t1.duration_since(t0),
         interrupted,
         schedule,
+        stopped_by: sh
+            .exhausted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
     })
 }
 
-fn describe_load(model: &LoadModel, elapsed: Duration) -> String {
-    match model {
+fn describe_load(load: &Load, users: Option<&UserProfile>, elapsed: Duration) -> String {
+    let t = elapsed.as_secs_f64();
+    let stage = match UserProfile::stage_at(&load.stages, t) {
+        Some(i) => format!("stage {}/{} · ", i + 1, load.stages.len()),
+        None if !load.stages.is_empty() => "after the stages · ".to_owned(),
+        None => String::new(),
+    };
+    match &load.model {
         LoadModel::Closed {
-            users, spawn_rate, ..
+            users: max,
+            spawn_rate,
+            ..
         } => {
-            let active = match spawn_rate {
-                Some(r) => ((elapsed.as_secs_f64() * r.get()).floor() as u64 + 1).min(*users),
-                None => *users,
+            let active = match (users, spawn_rate) {
+                (Some(p), _) => p.level(t).floor() as u64,
+                (None, Some(r)) => ((t * r.get()).floor() as u64 + 1).min(*max),
+                (None, None) => *max,
             };
-            format!("{active}/{users} users")
+            format!("{stage}{active}/{max} users")
         }
-        LoadModel::Open { rate, .. } => format!("{rate}"),
+        LoadModel::Open { rate, .. } => match RateProfile::of(load) {
+            Some(p) if !load.stages.is_empty() => format!("{stage}{:.0}/s", p.rate_at(t)),
+            _ => format!("{rate}"),
+        },
     }
 }
 
@@ -474,22 +803,31 @@ fn run_thread<F: ExecutorFactory>(
     threads: usize,
     sh: Arc<Shared>,
     rec: Arc<Mutex<Recorder>>,
-    weights: &[u32],
-    model: &LoadModel,
+    plan: &EnginePlan,
 ) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
     let local = tokio::task::LocalSet::new();
+    let model = &plan.load.model;
     local.block_on(&rt, async move {
         let exec = Rc::new(factory.build()?);
-        let choice = Rc::new(WeightedChoice::new(weights));
+        let weights: Vec<u32> = plan.entries.iter().map(|e| e.0).collect();
+        let wp = Rc::new(WorkerPlan {
+            choice: WeightedChoice::new(&weights),
+            entries: plan.entries.iter().map(|e| e.1.clone()).collect(),
+            on_start: plan.on_start.clone(),
+            steps: plan.steps.clone(),
+            variables: plan.variables,
+            pace: plan.load.pace,
+        });
         let tracker = TaskTracker::new();
         let workers = match model {
             LoadModel::Closed { users, .. } => *users,
             LoadModel::Open { max_in_flight, .. } => *max_in_flight,
         };
+        let staged = sh.users.is_some();
         // Workers are dealt round-robin so both the spawn order and the
         // in-flight cap spread evenly over threads.
         for w in (thread as u64..workers).step_by(threads) {
@@ -497,11 +835,18 @@ fn run_thread<F: ExecutorFactory>(
                 LoadModel::Closed {
                     spawn_rate, wait, ..
                 } => Schedule::Closed {
+                    user: w,
                     spawn_at: Some(
                         sh.t0
-                            + spawn_rate.map_or(Duration::ZERO, |r| r.interval().mul_f64(w as f64)),
+                            + match spawn_rate {
+                                Some(r) if !staged => r.interval().mul_f64(w as f64),
+                                _ => Duration::ZERO,
+                            },
                     ),
                     wait: *wait,
+                    pace: plan.load.pace,
+                    next_due: None,
+                    left: plan.load.iterations_per_user,
                 },
                 LoadModel::Open { .. } => Schedule::Open,
             };
@@ -510,7 +855,7 @@ fn run_thread<F: ExecutorFactory>(
                 exec.clone(),
                 sh.clone(),
                 rec.clone(),
-                choice.clone(),
+                wp.clone(),
                 schedule,
                 seed,
             ));
@@ -542,15 +887,45 @@ mod tests {
 
     #[test]
     fn describes_ramping_users() {
-        let m = LoadModel::Closed {
-            users: 10,
-            spawn_rate: crate::scenario::units::Rate::per_second(2.0),
-            wait: DurationRange {
-                min: Duration::ZERO,
-                max: Duration::ZERO,
+        let mut load = Load {
+            model: LoadModel::Closed {
+                users: 10,
+                spawn_rate: crate::scenario::units::Rate::per_second(2.0),
+                wait: DurationRange {
+                    min: Duration::ZERO,
+                    max: Duration::ZERO,
+                },
             },
+            duration: None,
+            iterations: None,
+            drain: Duration::ZERO,
+            iterations_per_user: None,
+            stages: Vec::new(),
+            pace: None,
         };
-        assert_eq!(describe_load(&m, Duration::from_millis(1500)), "4/10 users");
-        assert_eq!(describe_load(&m, Duration::from_secs(60)), "10/10 users");
+        assert_eq!(
+            describe_load(&load, None, Duration::from_millis(1500)),
+            "4/10 users"
+        );
+        assert_eq!(describe_load(&load, None, Duration::from_secs(60)), "10/10 users");
+        load.stages = vec![
+            crate::scenario::Stage {
+                duration: Duration::from_secs(10),
+                target: crate::scenario::StageTarget::Users(10),
+            },
+            crate::scenario::Stage {
+                duration: Duration::from_secs(10),
+                target: crate::scenario::StageTarget::Users(4),
+            },
+        ];
+        let p = UserProfile::new(&load.stages, Some(2.0));
+        assert_eq!(
+            describe_load(&load, Some(&p), Duration::from_secs(3)),
+            "stage 1/2 · 6/10 users"
+        );
+        assert_eq!(
+            describe_load(&load, Some(&p), Duration::from_secs(19)),
+            "stage 2/2 · 4/10 users"
+        );
     }
 }

@@ -35,6 +35,7 @@ pub mod engine;
 pub mod exec;
 pub mod measure;
 pub mod metrics;
+pub mod profile;
 pub mod promql;
 pub mod report;
 pub mod scenario;

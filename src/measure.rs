@@ -153,8 +153,28 @@ pub enum Outcome {
     Status(u16),
     /// A gRPC call that ended with this status code.
     Grpc(GrpcCode),
+    /// A response with an expected status or code whose checks (`expect`
+    /// beyond the status) or captures failed.
+    CheckFailed(Answer),
     /// No response.
     Transport(TransportError),
+}
+
+/// The status or code of a response whose checks failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    Status(u16),
+    Grpc(GrpcCode),
+}
+
+impl fmt::Display for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Answer::Status(s) => write!(f, "{s}"),
+            Answer::Grpc(c) => f.write_str(c.name()),
+        }
+    }
 }
 
 impl Outcome {
@@ -170,6 +190,7 @@ impl fmt::Display for Outcome {
         match self {
             Outcome::Status(s) => write!(f, "{s}"),
             Outcome::Grpc(c) => f.write_str(c.name()),
+            Outcome::CheckFailed(a) => write!(f, "check_failed ({a})"),
             Outcome::Transport(t) => f.write_str(t.as_str()),
         }
     }
@@ -211,6 +232,9 @@ pub struct RequestStats {
     pub unknown: u64,
     /// gRPC messages sent and received by completed calls.
     pub messages: MessageCounts,
+    /// With `pace`: response latency corrected for coordinated omission
+    /// (each late iteration also stands for the ones it held back).
+    pub corrected: Option<Histogram<u64>>,
 }
 
 /// Messages sent and received by gRPC calls.
@@ -288,6 +312,12 @@ impl RequestStats {
         self.unknown += other.unknown;
         self.messages.sent += other.messages.sent;
         self.messages.received += other.messages.received;
+        if let Some(theirs) = &other.corrected {
+            self.corrected
+                .get_or_insert_with(new_histogram)
+                .add(theirs)
+                .expect("auto-resizing histograms always merge");
+        }
     }
 }
 
@@ -312,11 +342,40 @@ impl Recorder {
         );
     }
 
+    /// Records a response's latency corrected for coordinated omission
+    /// against the per-user `pace`.
+    pub fn record_corrected(&mut self, request: usize, latency: Duration, pace: Duration) {
+        let h = self.requests[request]
+            .corrected
+            .get_or_insert_with(new_histogram);
+        let micros = (latency.as_micros() as u64).max(1);
+        let interval = (pace.as_micros() as u64).max(1);
+        if h.record_correct(micros, interval).is_err() {
+            h.saturating_record(micros);
+        }
+    }
+
     /// Adds the messages of one gRPC call.
     pub fn record_messages(&mut self, request: usize, sent: u64, received: u64) {
         let m = &mut self.requests[request].messages;
         m.sent += sent;
         m.received += received;
+    }
+
+    /// Records a response whose checks or captures failed, keeping the
+    /// first message.
+    pub fn record_check_failed(
+        &mut self,
+        request: usize,
+        answer: Answer,
+        latency: Duration,
+        message: impl FnOnce() -> String,
+    ) {
+        let slot = self.requests[request].slot(Outcome::CheckFailed(answer), false);
+        record_micros(&mut slot.histogram, latency);
+        if slot.example.is_none() {
+            slot.example = Some(message());
+        }
     }
 
     /// Records a transport error, keeping its message when it is the first.
@@ -354,6 +413,9 @@ impl Recorder {
             }
             r.unknown = 0;
             r.messages = MessageCounts::default();
+            if let Some(h) = &mut r.corrected {
+                h.reset();
+            }
         }
     }
 

@@ -8,6 +8,8 @@
 //! | `randint(1, 100)`   | a random integer, both ends included            |
 //! | `uuid()`            | a random UUID v4                                |
 //! | `seq()`             | 1, 2, 3 … shared by the whole run               |
+//! | `name`              | the user's variable `name` (a capture)          |
+//! | `feed.column`       | a column of the row the user drew from a feed   |
 //!
 //! Compilation turns the text into literal and dynamic parts, so rendering
 //! is a sequence of appends into a reused buffer with no parsing and no
@@ -27,6 +29,9 @@ use crate::source::{Located, Pos};
 pub struct TemplateEnv {
     data: HashMap<String, Arc<[String]>>,
     seq: Arc<AtomicU64>,
+    /// Per-user variables a template may use, with their slot in the
+    /// user's variable table.
+    vars: Vec<(String, usize)>,
 }
 
 impl TemplateEnv {
@@ -38,6 +43,16 @@ impl TemplateEnv {
                 .map(|(name, values)| (name.to_owned(), values.to_vec().into()))
                 .collect(),
             seq: Arc::new(AtomicU64::new(0)),
+            vars: Vec::new(),
+        }
+    }
+
+    /// The same environment, where templates may use these variables.
+    pub fn with_vars(&self, vars: impl IntoIterator<Item = (String, usize)>) -> Self {
+        Self {
+            data: self.data.clone(),
+            seq: self.seq.clone(),
+            vars: vars.into_iter().collect(),
         }
     }
 }
@@ -69,6 +84,8 @@ enum Part {
     RandInt(i64, i64),
     Uuid,
     Seq(Arc<AtomicU64>),
+    /// A slot of the user's variable table.
+    Var(usize),
 }
 
 /// A compiled text template.
@@ -117,8 +134,9 @@ impl Template {
         matches!(self.parts.as_slice(), [Part::RandInt(..)] | [Part::Seq(_)])
     }
 
-    /// Appends the rendered text to `out`.
-    pub fn render_into(&self, out: &mut String, rng: &mut fastrand::Rng) {
+    /// Appends the rendered text to `out`; `vars` is the user's variable
+    /// table.
+    pub fn render_into(&self, out: &mut String, rng: &mut fastrand::Rng, vars: &[String]) {
         for p in &self.parts {
             match p {
                 Part::Lit(s) => out.push_str(s),
@@ -130,6 +148,7 @@ impl Template {
                 Part::Seq(counter) => {
                     let _ = write!(out, "{}", counter.fetch_add(1, Ordering::Relaxed) + 1);
                 }
+                Part::Var(slot) => out.push_str(vars.get(*slot).map_or("", String::as_str)),
             }
         }
     }
@@ -137,13 +156,33 @@ impl Template {
     /// Renders into a new string (tests and one-off use).
     pub fn render(&self, rng: &mut fastrand::Rng) -> String {
         let mut s = String::new();
-        self.render_into(&mut s, rng);
+        self.render_into(&mut s, rng, &[]);
         s
     }
 }
 
 fn compile_expr(expr: &str, env: &TemplateEnv) -> Result<Part, String> {
-    let known = "expected `pick(list)`, `randint(low, high)`, `uuid()` or `seq()`";
+    let known = "expected `pick(list)`, `randint(low, high)`, `uuid()`, `seq()` or a variable";
+    if !expr.is_empty()
+        && expr
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return match env.vars.iter().find(|(n, _)| n == expr) {
+            Some((_, slot)) => Ok(Part::Var(*slot)),
+            None => {
+                let names: Vec<&str> = env.vars.iter().map(|(n, _)| n.as_str()).collect();
+                Err(format!(
+                    "`{expr}`: unknown variable `{expr}`; variables here are captures of earlier steps (or of `on_start`) and columns of data feeds: {}",
+                    if names.is_empty() {
+                        "(none)".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                ))
+            }
+        };
+    }
     let (func, args) = expr
         .strip_suffix(')')
         .and_then(|e| e.split_once('('))
@@ -258,14 +297,20 @@ impl JsonTemplate {
         }
     }
 
-    pub fn render_into(&self, out: &mut String, rng: &mut fastrand::Rng, scratch: &mut String) {
+    pub fn render_into(
+        &self,
+        out: &mut String,
+        rng: &mut fastrand::Rng,
+        scratch: &mut String,
+        vars: &[String],
+    ) {
         for p in &self.parts {
             match p {
                 JsonPart::Lit(s) => out.push_str(s),
-                JsonPart::Raw(t) => t.render_into(out, rng),
+                JsonPart::Raw(t) => t.render_into(out, rng, vars),
                 JsonPart::Str(t) => {
                     scratch.clear();
-                    t.render_into(scratch, rng);
+                    t.render_into(scratch, rng, vars);
                     push_json_string(out, scratch);
                 }
             }
@@ -380,7 +425,24 @@ mod tests {
             )]
             .into(),
             seq: Arc::new(AtomicU64::new(0)),
+            vars: Vec::new(),
         }
+    }
+
+    #[test]
+    fn variables_render_from_the_users_table() {
+        let env = env().with_vars([("account".to_owned(), 1), ("c.name".to_owned(), 0)]);
+        let t = Template::compile("/a/{{ account }}/{{ c.name }}", &env).unwrap();
+        let mut out = String::new();
+        t.render_into(
+            &mut out,
+            &mut fastrand::Rng::with_seed(1),
+            &["ann".to_owned(), "42".to_owned()],
+        );
+        assert_eq!(out, "/a/42/ann");
+        let e = Template::compile("{{ acount }}", &env).unwrap_err();
+        assert!(e.contains("unknown variable `acount`"), "{e}");
+        assert!(e.contains("account, c.name"), "{e}");
     }
 
     #[test]
@@ -472,7 +534,7 @@ mod tests {
         let t = JsonTemplate::compile(&node, &env).unwrap();
         let mut out = String::new();
         let mut scratch = String::new();
-        t.render_into(&mut out, &mut fastrand::Rng::with_seed(1), &mut scratch);
+        t.render_into(&mut out, &mut fastrand::Rng::with_seed(1), &mut scratch, &[]);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["n"], 3);
         assert_eq!(v["id"], 1);

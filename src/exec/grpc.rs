@@ -28,10 +28,11 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::MetadataMap;
 
+use super::check::ResponseRules;
 use super::http::Endpoint;
 use super::{CallResult, Scratch, chain, classify};
-use crate::measure::{GrpcCode, TransportError};
-use crate::scenario::{GrpcCall, GrpcKind, Target};
+use crate::measure::{Answer, GrpcCode, Outcome, TransportError};
+use crate::scenario::{Expect, GrpcCall, GrpcKind, Target};
 use crate::template::{JsonTemplate, Template, TemplateEnv, compile_located};
 
 /// A worker's HTTP/2 connection to a gRPC target.
@@ -128,6 +129,7 @@ pub(crate) struct PreparedGrpc {
     kind: GrpcKind,
     path: PathAndQuery,
     input: MessageDescriptor,
+    output: MessageDescriptor,
     messages: Vec<MessageSource>,
     /// How many times the message list is sent.
     repeat: u64,
@@ -196,6 +198,7 @@ impl PreparedGrpc {
             path: PathAndQuery::try_from(path.as_str())
                 .map_err(|e| format!("request `{name}`: `{path}` is not a valid path: {e}"))?,
             input,
+            output: method.output(),
             messages,
             repeat: g.repeat.as_ref().map_or(1, |r| r.value),
             static_metadata: MetadataMap::from_headers(headers),
@@ -209,7 +212,7 @@ impl PreparedGrpc {
             MessageSource::Static(b) => Ok(b.clone()),
             MessageSource::Template(t) => {
                 s.text.clear();
-                t.render_into(&mut s.text, &mut s.rng, &mut s.tmp);
+                t.render_into(&mut s.text, &mut s.rng, &mut s.tmp, &s.vars);
                 encode_json(&self.input, &s.text).map_err(|e| {
                     CallResult::Failed(
                         TransportError::Other,
@@ -229,7 +232,7 @@ impl PreparedGrpc {
         *req.metadata_mut() = self.static_metadata.clone();
         for (key, tpl) in &self.dynamic_metadata {
             s.tmp.clear();
-            tpl.render_into(&mut s.tmp, &mut s.rng);
+            tpl.render_into(&mut s.tmp, &mut s.rng, &s.vars);
             let v = HeaderValue::from_str(&s.tmp).map_err(|_| {
                 CallResult::Failed(
                     TransportError::Other,
@@ -254,12 +257,66 @@ impl PreparedGrpc {
     }
 
     /// Makes the call on `conn` and reads it to its final status.
-    pub async fn call(&self, conn: &GrpcConn, origin: &Uri, s: &mut Scratch) -> CallResult {
+    /// Makes the call on `conn` and reads it to its final status; then,
+    /// for a code the step expects, applies its checks and captures to the
+    /// last reply message.
+    pub async fn call(
+        &self,
+        conn: &GrpcConn,
+        origin: &Uri,
+        s: &mut Scratch,
+        rules: Option<&ResponseRules>,
+        expect: &Expect,
+    ) -> CallResult {
+        let (result, last) = self.exchange(conn, origin, s).await;
+        let CallResult::Grpc { code, .. } = result else {
+            return result;
+        };
+        let Some(rules) = rules.filter(|_| expect.accepts(Outcome::Grpc(code))) else {
+            return result;
+        };
+        let checked = match last {
+            None => Err("no reply message to check".to_owned()),
+            Some(bytes) => self
+                .reply_json(bytes)
+                .and_then(|reply| rules.apply_json(&reply, &mut s.vars)),
+        };
+        match checked {
+            Ok(()) => result,
+            Err(message) => CallResult::CheckFailed {
+                answer: Answer::Grpc(code),
+                message,
+            },
+        }
+    }
+
+    /// A reply message as JSON, with the .proto's field names and every
+    /// field present.
+    fn reply_json(&self, bytes: Bytes) -> Result<serde_json::Value, String> {
+        let msg = DynamicMessage::decode(self.output.clone(), bytes)
+            .map_err(|e| format!("the reply is not a `{}`: {e}", self.output.full_name()))?;
+        let options = prost_reflect::SerializeOptions::new()
+            .use_proto_field_name(true)
+            .skip_default_fields(false);
+        msg.serialize_with_options(serde_json::value::Serializer, &options)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The call itself: its result and the last reply message.
+    async fn exchange(
+        &self,
+        conn: &GrpcConn,
+        origin: &Uri,
+        s: &mut Scratch,
+    ) -> (CallResult, Option<Bytes>) {
         let mut grpc = tonic::client::Grpc::with_origin(Channel(conn.clone()), origin.clone());
         if let Err(e) = grpc.ready().await {
-            return CallResult::Failed(
-                classify(&e),
-                format!("connection not ready: {}", chain(&e)),
+            return (
+                CallResult::Failed(
+                    classify(&e),
+                    format!("connection not ready: {}", chain(&e)),
+                ),
+                None,
             );
         }
         let path = self.path.clone();
@@ -267,21 +324,21 @@ impl PreparedGrpc {
             GrpcKind::Unary | GrpcKind::ServerStreaming => {
                 let msg = match self.encode(&self.messages[0], s) {
                     Ok(m) => m,
-                    Err(failed) => return failed,
+                    Err(failed) => return (failed, None),
                 };
                 let req = match self.request(msg, s) {
                     Ok(r) => r,
-                    Err(failed) => return failed,
+                    Err(failed) => return (failed, None),
                 };
                 if self.kind == GrpcKind::Unary {
                     match grpc.unary(req, path, BytesCodec).await {
-                        Ok(_) => finished(GrpcCode::OK, 1, 1),
-                        Err(st) => status_result(&st, 1, 0),
+                        Ok(reply) => (finished(GrpcCode::OK, 1, 1), Some(reply.into_inner())),
+                        Err(st) => (status_result(&st, 1, 0), None),
                     }
                 } else {
                     match grpc.server_streaming(req, path, BytesCodec).await {
                         Ok(resp) => read_stream(resp.into_inner(), 1).await,
-                        Err(st) => status_result(&st, 1, 0),
+                        Err(st) => (status_result(&st, 1, 0), None),
                     }
                 }
             }
@@ -291,7 +348,7 @@ impl PreparedGrpc {
                     for m in &self.messages {
                         match self.encode(m, s) {
                             Ok(b) => out.push(b),
-                            Err(failed) => return failed,
+                            Err(failed) => return (failed, None),
                         }
                     }
                 }
@@ -305,26 +362,26 @@ impl PreparedGrpc {
                 });
                 let req = match self.request(stream, s) {
                     Ok(r) => r,
-                    Err(failed) => return failed,
+                    Err(failed) => return (failed, None),
                 };
                 let sent_now = || sent.load(Ordering::Relaxed);
                 if self.kind == GrpcKind::ClientStreaming {
                     match grpc.client_streaming(req, path, BytesCodec).await {
-                        Ok(_) => finished(GrpcCode::OK, sent_now(), 1),
-                        Err(st) => status_result(&st, sent_now(), 0),
+                        Ok(reply) => (
+                            finished(GrpcCode::OK, sent_now(), 1),
+                            Some(reply.into_inner()),
+                        ),
+                        Err(st) => (status_result(&st, sent_now(), 0), None),
                     }
                 } else {
                     match grpc.streaming(req, path, BytesCodec).await {
-                        Ok(resp) => {
-                            let r = read_stream(resp.into_inner(), 0).await;
-                            match r {
-                                CallResult::Grpc { code, received, .. } => {
-                                    finished(code, sent_now(), received)
-                                }
-                                other => other,
+                        Ok(resp) => match read_stream(resp.into_inner(), 0).await {
+                            (CallResult::Grpc { code, received, .. }, last) => {
+                                (finished(code, sent_now(), received), last)
                             }
-                        }
-                        Err(st) => status_result(&st, sent_now(), 0),
+                            other => other,
+                        },
+                        Err(st) => (status_result(&st, sent_now(), 0), None),
                     }
                 }
             }
@@ -340,14 +397,21 @@ fn finished(code: GrpcCode, sent: u64, received: u64) -> CallResult {
     }
 }
 
-/// Reads a response stream to its final status.
-async fn read_stream(mut stream: tonic::Streaming<Bytes>, sent: u64) -> CallResult {
+/// Reads a response stream to its final status, keeping the last message.
+async fn read_stream(
+    mut stream: tonic::Streaming<Bytes>,
+    sent: u64,
+) -> (CallResult, Option<Bytes>) {
     let mut received = 0;
+    let mut last = None;
     loop {
         match stream.message().await {
-            Ok(Some(_)) => received += 1,
-            Ok(None) => return finished(GrpcCode::OK, sent, received),
-            Err(st) => return status_result(&st, sent, received),
+            Ok(Some(m)) => {
+                received += 1;
+                last = Some(m);
+            }
+            Ok(None) => return (finished(GrpcCode::OK, sent, received), last),
+            Err(st) => return (status_result(&st, sent, received), None),
         }
     }
 }

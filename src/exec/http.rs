@@ -18,9 +18,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
+use super::check::ResponseRules;
 use super::grpc::{self, PreparedGrpc};
 use super::{CallResult, Executor, ExecutorFactory, Scratch, chain, classify, init_tls};
-use crate::measure::{GrpcCode, Outcome, TransportError};
+use crate::measure::{Answer, GrpcCode, Outcome, TransportError};
 use crate::scenario::{Body, Call, Expect, HttpCall, Scenario, Target};
 use crate::template::{JsonTemplate, Template, TemplateEnv, compile_located, push_query_encoded};
 
@@ -382,6 +383,7 @@ impl PreparedRequest {
                 &mut target,
                 &mut String::new(),
                 &mut fastrand::Rng::with_seed(0),
+                &[],
             );
             let h1 = Uri::try_from(target.as_str())
                 .map_err(|e| format!("request `{name}`: `{target}` is not a valid URI: {e}"))?;
@@ -403,16 +405,17 @@ impl PreparedRequest {
         out: &mut String,
         tmp: &mut String,
         rng: &mut fastrand::Rng,
+        vars: &[String],
     ) {
         out.clear();
         out.push_str(&e.prefix);
-        self.path.render_into(out, rng);
+        self.path.render_into(out, rng, vars);
         for (i, (k, v)) in self.query.iter().enumerate() {
             out.push(if i == 0 { '?' } else { '&' });
             out.push_str(k);
             out.push('=');
             tmp.clear();
-            v.render_into(tmp, rng);
+            v.render_into(tmp, rng, vars);
             push_query_encoded(out, tmp);
         }
     }
@@ -431,6 +434,7 @@ struct PlannedCall {
     target: usize,
     expect: Expect,
     call: Prepared,
+    rules: Option<ResponseRules>,
 }
 
 /// Everything needed to build executors, shared by all threads: resolved
@@ -450,7 +454,8 @@ impl CallPlan {
             s.data
                 .iter()
                 .map(|d| (d.name.as_str(), d.values.as_slice())),
-        );
+        )
+        .with_vars(s.variables.iter().cloned().enumerate().map(|(i, n)| (n, i)));
         let endpoints = s
             .targets
             .iter()
@@ -483,6 +488,8 @@ impl CallPlan {
                     target,
                     expect: r.expect.clone(),
                     call,
+                    rules: ResponseRules::of(r)
+                        .map_err(|e| format!("request `{}`: {e}", r.name))?,
                 })
             })
             .collect::<Result<_, String>>()?;
@@ -525,7 +532,7 @@ impl CallExecutor {
                 }
             }
             None => {
-                r.render_target(e, &mut s.url, &mut s.tmp, &mut s.rng);
+                r.render_target(e, &mut s.url, &mut s.tmp, &mut s.rng, &s.vars);
                 if h2 {
                     Uri::builder()
                         .scheme(e.scheme.clone())
@@ -547,12 +554,12 @@ impl CallExecutor {
             None => Bytes::new(),
             Some(BodyTemplate::Text(t)) => {
                 s.text.clear();
-                t.render_into(&mut s.text, &mut s.rng);
+                t.render_into(&mut s.text, &mut s.rng, &s.vars);
                 Bytes::from(std::mem::take(&mut s.text))
             }
             Some(BodyTemplate::Json(t)) => {
                 s.text.clear();
-                t.render_into(&mut s.text, &mut s.rng, &mut s.tmp);
+                t.render_into(&mut s.text, &mut s.rng, &mut s.tmp, &s.vars);
                 Bytes::from(std::mem::take(&mut s.text))
             }
         };
@@ -566,7 +573,7 @@ impl CallExecutor {
         }
         for (name, tpl) in &r.dynamic_headers {
             s.tmp.clear();
-            tpl.render_into(&mut s.tmp, &mut s.rng);
+            tpl.render_into(&mut s.tmp, &mut s.rng, &s.vars);
             let v = HeaderValue::from_str(&s.tmp).map_err(|_| {
                 CallResult::Failed(
                     TransportError::Other,
@@ -585,11 +592,11 @@ impl Executor for CallExecutor {
         let target = planned.target;
         let e = &self.plan.endpoints[target];
         match &planned.call {
-            Prepared::Http(r) => self.execute_http(r, target, e, s).await,
+            Prepared::Http(r) => self.execute_http(r, planned, target, e, s).await,
             Prepared::Grpc(g) => {
                 // Boxed: gRPC calls are large futures, and HTTP requests
                 // should not pay for their size.
-                Box::pin(self.execute_grpc(g, target, e, s)).await
+                Box::pin(self.execute_grpc(g, planned, target, e, s)).await
             }
         }
     }
@@ -613,6 +620,7 @@ impl CallExecutor {
     async fn execute_grpc(
         &self,
         g: &PreparedGrpc,
+        planned: &PlannedCall,
         target: usize,
         e: &Endpoint,
         s: &mut Scratch,
@@ -637,7 +645,9 @@ impl CallExecutor {
                     }
                 }
             };
-            let result = g.call(&conn, origin, s).await;
+            let result = g
+                .call(&conn, origin, s, planned.rules.as_ref(), &planned.expect)
+                .await;
             if !matches!(result, CallResult::Failed(..)) {
                 s.grpc_conns[target] = Some(conn);
             }
@@ -673,6 +683,7 @@ impl CallExecutor {
     async fn execute_http(
         &self,
         r: &PreparedRequest,
+        planned: &PlannedCall,
         target: usize,
         e: &Endpoint,
         s: &mut Scratch,
@@ -731,18 +742,42 @@ impl CallExecutor {
                 )
             })?;
             let status = resp.status().as_u16();
-            let mut body = resp.into_body();
+            let (parts, mut body) = resp.into_parts();
+            // The body is kept only when checks or captures read it, and
+            // only for a status the step expects.
+            let rules = planned
+                .rules
+                .as_ref()
+                .filter(|_| planned.expect.accepts(Outcome::Status(status)));
+            s.body.clear();
             while let Some(frame) = body.frame().await {
-                if let Err(err) = frame {
-                    let kind = match classify(&err) {
-                        TransportError::Other => TransportError::Body,
-                        k => k,
-                    };
-                    return Err(CallResult::Failed(
-                        kind,
-                        format!("reading the response body: {}", chain(&err)),
-                    ));
+                match frame {
+                    Err(err) => {
+                        let kind = match classify(&err) {
+                            TransportError::Other => TransportError::Body,
+                            k => k,
+                        };
+                        return Err(CallResult::Failed(
+                            kind,
+                            format!("reading the response body: {}", chain(&err)),
+                        ));
+                    }
+                    Ok(f) => {
+                        if rules.is_some()
+                            && let Some(data) = f.data_ref()
+                        {
+                            s.body.extend_from_slice(data);
+                        }
+                    }
                 }
+            }
+            if let Some(rules) = rules
+                && let Err(message) = rules.apply_http(&parts.headers, &s.body, &mut s.vars)
+            {
+                return Ok(CallResult::CheckFailed {
+                    answer: Answer::Status(status),
+                    message,
+                });
             }
             Ok(CallResult::Status(status))
         };

@@ -5,6 +5,7 @@
 //! connections belong to the worker that opened them (in its [`Scratch`]),
 //! so they never hop between threads and nothing is shared on the hot path.
 
+mod check;
 mod grpc;
 mod http;
 
@@ -13,7 +14,7 @@ use std::future::Future;
 pub use grpc::reflect;
 pub use http::{CallExecutor, CallPlan, Fetcher};
 
-use crate::measure::{GrpcCode, Outcome, TransportError};
+use crate::measure::{Answer, GrpcCode, Outcome, TransportError};
 
 /// The result of one call.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +28,8 @@ pub enum CallResult {
         sent: u64,
         received: u64,
     },
+    /// An expected status or code whose checks or captures failed.
+    CheckFailed { answer: Answer, message: String },
     /// No (complete) response; the message explains.
     Failed(TransportError, String),
 }
@@ -38,6 +41,11 @@ pub struct Scratch {
     url: String,
     text: String,
     tmp: String,
+    /// The user's variables: captures and the columns of drawn feed rows,
+    /// by slot.
+    pub vars: Vec<String>,
+    /// The response body, when checks or captures read it.
+    body: Vec<u8>,
     conns: Vec<Option<http::Conn>>,
     grpc_conns: Vec<Option<grpc::GrpcConn>>,
     /// The request timeout, re-armed for each request rather than
@@ -52,6 +60,8 @@ impl Scratch {
             url: String::with_capacity(128),
             text: String::new(),
             tmp: String::new(),
+            vars: Vec::new(),
+            body: Vec::new(),
             conns: Vec::new(),
             grpc_conns: Vec::new(),
             deadline: None,

@@ -256,7 +256,7 @@ fn is_server_error(out: Outcome) -> bool {
         Outcome::Grpc(c) => {
             convention::grpc_code(c.name()).is_some_and(convention::is_server_error)
         }
-        Outcome::Transport(_) => false,
+        Outcome::Transport(_) | Outcome::CheckFailed(_) => false,
     }
 }
 

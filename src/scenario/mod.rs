@@ -6,6 +6,7 @@
 //! builds a [`Scenario`] in which every field is already valid, so the rest
 //! of redproof never re-checks input.
 
+mod feeds;
 pub mod grpc;
 mod model;
 pub mod raw;

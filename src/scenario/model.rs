@@ -69,7 +69,18 @@ pub struct Scenario {
     pub targets: Vec<Target>,
     pub load: Load,
     pub data: Vec<DataList>,
+    /// Files of rows drawn by users into their variables.
+    pub feeds: Vec<Feed>,
+    /// Every step: plain requests, the steps of flows and `on_start`
+    /// steps. Reports, thresholds and verification name these.
     pub requests: Vec<Request>,
+    /// What users choose between, by weight: one request or a flow.
+    pub entries: Vec<Entry>,
+    /// Steps (indices into `requests`) each user runs once, first.
+    pub on_start: Vec<usize>,
+    /// Names of the per-user variable slots: feed columns
+    /// (`feed.column`), then captures.
+    pub variables: Vec<String>,
     pub thresholds: Vec<Threshold>,
     pub verification: Verification,
 }
@@ -113,6 +124,67 @@ pub enum ProtoSource {
     Reflection,
 }
 
+/// A top-level entry of `requests`: one request, or a flow of steps run
+/// in order.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub name: String,
+    pub weight: Weight,
+    /// Indices into [`Scenario::requests`].
+    pub steps: Vec<usize>,
+}
+
+/// A value a step takes from its response into a user variable.
+#[derive(Debug, Clone)]
+pub struct Capture {
+    pub name: String,
+    /// Slot in the user's variable table.
+    pub slot: usize,
+    pub source: CaptureSource,
+}
+
+#[derive(Debug, Clone)]
+pub enum CaptureSource {
+    /// A JSON path (RFC 9535) into the body, or into a gRPC reply written
+    /// as JSON with the .proto's field names.
+    Json(Located<String>),
+    /// An HTTP response header (lowercase).
+    Header(String),
+}
+
+/// Rows of a CSV or JSON-lines file; each user draws one at the start of
+/// `on_start` and of every iteration, into `feed.column` variables.
+#[derive(Debug, Clone)]
+pub struct Feed {
+    pub name: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    pub draw: Draw,
+    pub exhausted: Exhausted,
+    /// Slot of the first column in the user's variable table.
+    pub first_slot: usize,
+}
+
+/// How rows are drawn from a feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Draw {
+    /// In file order, shared by all users, starting over at the end.
+    Sequential,
+    /// Any row, each time.
+    Random,
+    /// Each row once across the run; then see [`Exhausted`].
+    Unique,
+}
+
+/// What a `unique` feed does once every row has been drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exhausted {
+    /// Stop starting iterations: the run ends (after the drain).
+    Stop,
+    /// Start over from the first row.
+    Cycle,
+}
+
 /// A named list of values for `pick(name)` in templates.
 #[derive(Debug, Clone)]
 pub struct DataList {
@@ -131,6 +203,31 @@ pub struct Load {
     /// How long in-flight requests may finish after the end; the ones still
     /// running then are counted as "outcome unknown".
     pub drain: Duration,
+    /// Closed model: each user stops after this many iterations.
+    pub iterations_per_user: Option<u64>,
+    /// A ramped profile; empty for a constant load. Its total length is
+    /// the load's `duration`.
+    pub stages: Vec<Stage>,
+    /// Closed model: each user starts an iteration this often (constant
+    /// throughput per user); latency is then also recorded corrected for
+    /// coordinated omission against this interval.
+    pub pace: Option<Duration>,
+}
+
+/// One stage of a ramped load.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stage {
+    pub duration: Duration,
+    pub target: StageTarget,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StageTarget {
+    /// Closed model: move to this many users (at `spawn_rate`).
+    Users(u64),
+    /// Open model: arrival rate from `from` to `to`, linearly (equal for a
+    /// constant stage).
+    Rate { from: Rate, to: Rate },
 }
 
 /// Closed (users) or open (arrival rate) load.
@@ -156,9 +253,21 @@ pub enum LoadModel {
 #[derive(Debug, Clone)]
 pub struct Request {
     pub name: RequestName,
+    /// The weight of the entry the request belongs to.
     pub weight: Weight,
     pub call: Call,
     pub expect: Expect,
+    pub captures: Vec<Capture>,
+    /// Pause after this step, before the next one.
+    pub think: Option<DurationRange>,
+}
+
+impl Request {
+    /// Whether the response must be read (body or headers) for checks or
+    /// captures.
+    pub fn reads_response(&self) -> bool {
+        !self.captures.is_empty() || self.expect.has_checks()
+    }
 }
 
 /// What a request sends.
@@ -281,6 +390,11 @@ pub struct Expect {
     pub status: Vec<StatusPattern>,
     /// gRPC status codes.
     pub codes: Vec<GrpcCode>,
+    /// JSON path → expected value, in the body or the gRPC reply.
+    pub json: Vec<(Located<String>, serde_json::Value)>,
+    pub body_contains: Option<String>,
+    /// Header (lowercase) → expected value.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Default for Expect {
@@ -293,16 +407,24 @@ impl Default for Expect {
                 StatusPattern::Class(3),
             ],
             codes: vec![GrpcCode::OK],
+            json: Vec::new(),
+            body_contains: None,
+            headers: Vec::new(),
         }
     }
 }
 
 impl Expect {
+    /// Whether anything beyond the status or code is checked.
+    pub fn has_checks(&self) -> bool {
+        !self.json.is_empty() || self.body_contains.is_some() || !self.headers.is_empty()
+    }
+
     pub fn accepts(&self, outcome: Outcome) -> bool {
         match outcome {
             Outcome::Status(status) => self.status.iter().any(|p| p.matches(status)),
             Outcome::Grpc(code) => self.codes.contains(&code),
-            Outcome::Transport(_) => false,
+            Outcome::Transport(_) | Outcome::CheckFailed(_) => false,
         }
     }
 }
@@ -364,6 +486,10 @@ impl Scenario {
             if o.duration.is_none() {
                 self.load.duration = None;
             }
+        }
+        if o.users.is_some() || o.rate.is_some() {
+            // A constant load from the command line replaces the stages.
+            self.load.stages.clear();
         }
         if let Some(users) = o.users {
             if users == 0 {
@@ -631,11 +757,12 @@ fn check(c: &mut Checker, raw: &RawScenario, root: &Node, base: &Path) -> Option
         );
     }
     let targets = check_targets(c, &raw.targets, base);
-    let data = check_data(c, &raw.data);
+    let (data, feeds) = super::feeds::check_data(c, &raw.data, root, base);
     let load_key = find_key(root, "load", Pos::default());
     let load = check_load(c, &raw.load, load_key);
     let env = TemplateEnv::new(data.iter().map(|d| (d.name.as_str(), d.values.as_slice())));
-    let mut requests = check_requests(c, raw, root, &targets, &env);
+    let steps = check_requests(c, raw, root, &targets, &env, &feeds);
+    let mut requests = steps.requests;
     for r in &mut requests {
         if let Call::Grpc(g) = &mut r.call
             && let Some(pool) = targets[g.target]
@@ -648,8 +775,7 @@ fn check(c: &mut Checker, raw: &RawScenario, root: &Node, base: &Path) -> Option
             }
         }
     }
-    let mut names: Vec<&str> = raw.requests.iter().map(|r| r.name.as_str()).collect();
-    names.dedup();
+    let names: Vec<&str> = requests.iter().map(|r| r.name.as_str()).collect();
     let mut thresholds = Vec::new();
     for t in &raw.thresholds {
         match threshold::parse(t.as_str(), &names) {
@@ -657,15 +783,13 @@ fn check(c: &mut Checker, raw: &RawScenario, root: &Node, base: &Path) -> Option
             Err(e) => c.err(pos(t), format!("threshold `{}`: {e}", t.as_str())),
         }
     }
-    let request_names: Vec<&str> = raw.requests.iter().map(|r| r.name.as_str()).collect();
-    let verification = super::verification::check(c, raw, &request_names);
+    let verification = super::verification::check(c, raw, &names);
     for (t, raw_t) in thresholds.iter().zip(&raw.thresholds) {
         if let (true, threshold::Subject::Request(name)) = (t.server, &t.subject) {
-            let has_entry = verification.entries.iter().any(|e| {
-                raw.requests
-                    .get(e.request)
-                    .is_some_and(|r| r.name.as_str() == name)
-            });
+            let has_entry = verification
+                .entries
+                .iter()
+                .any(|e| names.get(e.request).is_some_and(|r| r == name));
             if !has_entry {
                 c.err(
                     pos(raw_t),
@@ -685,6 +809,10 @@ fn check(c: &mut Checker, raw: &RawScenario, root: &Node, base: &Path) -> Option
         targets,
         load: load?,
         data,
+        feeds,
+        entries: steps.entries,
+        on_start: steps.on_start,
+        variables: steps.variables,
         requests,
         thresholds,
         verification,
@@ -810,24 +938,6 @@ fn check_grpc_target(c: &mut Checker, t: &raw::RawTarget, base: &Path) -> Option
     Some(GrpcTarget { source, pool })
 }
 
-fn check_data(c: &mut Checker, raw: &OrderedMap<Spanned<Vec<Text>>>) -> Vec<DataList> {
-    raw.0
-        .iter()
-        .map(|(name, values)| {
-            if values.is_empty() {
-                c.err(
-                    pos(values),
-                    format!("`data.{}`: expected at least one value", name.as_str()),
-                );
-            }
-            DataList {
-                name: name.to_string(),
-                values: values.iter().map(|v| v.to_string()).collect(),
-            }
-        })
-        .collect()
-}
-
 fn check_load(
     c: &mut Checker,
     load: &Spanned<raw::RawLoad>,
@@ -861,10 +971,28 @@ fn check_load(
         .drain
         .as_ref()
         .and_then(|v| c.parse(v, "drain", units::parse_duration));
+    let iterations_per_user = count(c, &l.iterations_per_user, "iterations_per_user");
+    let pace = l
+        .pace
+        .as_ref()
+        .and_then(|v| c.parse(v, "pace", units::parse_duration));
+    let stages = l.stages.as_ref().map(|s| check_stages(c, s)).unwrap_or_default();
+    if let Some(raw_stages) = &l.stages {
+        for (v, field) in [(&l.users, "users"), (&l.rate, "rate"), (&l.duration, "duration")] {
+            if let Some(v) = v {
+                c.err(pos(v), format!("`{field}`: `stages` set the load and its length; drop `{field}`"));
+            }
+        }
+        let closed = stages.iter().filter(|s| matches!(s.target, StageTarget::Users(_))).count();
+        if closed != 0 && closed != stages.len() {
+            c.err(pos(raw_stages), "`stages`: every stage gives `users` (closed model) or every stage gives `rate` (open model), not a mix");
+        }
+    }
 
     for (v, field) in [
         (&l.users, "users"),
         (&l.iterations, "iterations"),
+        (&l.iterations_per_user, "iterations_per_user"),
         (&l.max_in_flight, "max_in_flight"),
     ] {
         if let Some(v) = v
@@ -878,7 +1006,37 @@ fn check_load(
     {
         c.err(pos(d), "`duration`: expected a positive duration, got zero");
     }
+    let staged_users = stages.iter().find_map(|s| match s.target {
+        StageTarget::Users(_) => Some(()),
+        StageTarget::Rate { .. } => None,
+    });
+    let max_staged_users = stages
+        .iter()
+        .filter_map(|s| match s.target {
+            StageTarget::Users(u) => Some(u),
+            StageTarget::Rate { .. } => None,
+        })
+        .max();
+    let first_staged_rate = stages.iter().find_map(|s| match s.target {
+        StageTarget::Rate { from, .. } => Some(from),
+        StageTarget::Users(_) => None,
+    });
     let model = match (&l.users, &l.rate) {
+        _ if l.stages.is_some() => match (staged_users, max_staged_users, first_staged_rate) {
+            (Some(()), Some(users), _) => Some(LoadModel::Closed {
+                users: users.max(1),
+                spawn_rate,
+                wait: wait.unwrap_or(DurationRange {
+                    min: Duration::ZERO,
+                    max: Duration::ZERO,
+                }),
+            }),
+            (None, _, Some(rate)) => Some(LoadModel::Open {
+                rate,
+                max_in_flight: max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+            }),
+            _ => None,
+        },
         (Some(_), Some(r)) => {
             c.err(pos(r), "`load`: `users` (closed model) and `rate` (open model) exclude each other; keep one");
             None
@@ -912,15 +1070,77 @@ fn check_load(
             })
         }
     };
-    if l.duration.is_none() && l.iterations.is_none() {
-        c.err(load_pos, "`load`: expected `duration:` (e.g. `30s`) or `iterations:` (total requests) to say when the run ends");
+    let closed = matches!(model, Some(LoadModel::Closed { .. }));
+    if !closed {
+        for (v, field) in [(&l.pace, "pace"), (&l.iterations_per_user, "iterations_per_user")] {
+            if let Some(v) = v {
+                c.err(pos(v), format!("`{field}` applies to the closed model (`users:`); the open model starts iterations at `rate`"));
+            }
+        }
     }
+    if let (Some(p), Some(w)) = (&l.pace, &l.wait) {
+        let _ = p;
+        c.err(pos(w), "`wait` and `pace` both set the time between a user's iterations; keep one (`pace` keeps a constant rate per user)");
+    }
+    if l.duration.is_none()
+        && l.iterations.is_none()
+        && l.iterations_per_user.is_none()
+        && l.stages.is_none()
+    {
+        c.err(load_pos, "`load`: expected `duration:` (e.g. `30s`), `iterations:` (in total), `iterations_per_user:` or `stages:` to say when the run ends");
+    }
+    let duration = if stages.is_empty() {
+        duration
+    } else {
+        Some(stages.iter().map(|s| s.duration).sum())
+    };
     Some(Load {
         model: model?,
         duration,
         iterations,
         drain: drain.unwrap_or(DEFAULT_DRAIN),
+        iterations_per_user,
+        stages,
+        pace,
     })
+}
+
+/// Checks `on_start` and `requests`: every step becomes a [`Request`],
+/// every top-level entry an [`Entry`]. Variables a step's templates use
+/// must be captured by an earlier step of its flow, by `on_start`, or be a
+/// column of a data feed.
+fn check_stages(c: &mut Checker, raw: &Spanned<Vec<raw::RawStage>>) -> Vec<Stage> {
+    if raw.is_empty() {
+        c.err(pos(raw), "`stages`: expected at least one stage, e.g. `[{ for: 30s, users: 10 }]`");
+    }
+    let mut out = Vec::new();
+    for st in raw.iter() {
+        let duration = c.parse(&st.duration, "for", units::parse_duration);
+        if duration == Some(Duration::ZERO) {
+            c.err(pos(&st.duration), "`for`: expected a positive duration, got zero");
+        }
+        let target = match (&st.users, &st.rate) {
+            (Some(u), None) => c.parse(u, "users", units::parse_count).map(StageTarget::Users),
+            (None, Some(r)) => c.parse(r, "rate", |text| match text.split_once("..") {
+                Some((a, b)) => Ok(StageTarget::Rate {
+                    from: Rate::parse(a.trim())?,
+                    to: Rate::parse(b.trim())?,
+                }),
+                None => {
+                    let r = Rate::parse(text)?;
+                    Ok(StageTarget::Rate { from: r, to: r })
+                }
+            }),
+            _ => {
+                c.err(pos(&st.duration), "a stage gives `users: N` (closed model) or `rate: 100/s` / `rate: 100/s..500/s` (open model)");
+                None
+            }
+        };
+        if let (Some(duration), Some(target)) = (duration, target) {
+            out.push(Stage { duration, target });
+        }
+    }
+    out
 }
 
 fn check_requests(
@@ -929,124 +1149,367 @@ fn check_requests(
     root: &Node,
     targets: &[Target],
     env: &TemplateEnv,
-) -> Vec<Request> {
+    feeds: &[Feed],
+) -> Steps {
     if raw.requests.is_empty() {
         c.err(
             pos(&raw.requests),
             "`requests`: expected at least one request",
         );
     }
-    let json_nodes = root.as_mapping().and_then(|m| m.get_sequence("requests"));
-    let mut out: Vec<Request> = Vec::new();
-    let mut seen: Vec<&str> = Vec::new();
+    let mut st = Steps::default();
+    for f in feeds {
+        for (i, col) in f.columns.iter().enumerate() {
+            st.variables.push(format!("{}.{col}", f.name));
+            debug_assert_eq!(st.variables.len() - 1, f.first_slot + i);
+        }
+    }
+    let base_vars: Vec<(String, usize)> = st
+        .variables
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), i))
+        .collect();
+    let root_map = root.as_mapping();
+    let on_start_nodes = root_map.and_then(|m| m.get_sequence("on_start"));
+    let mut allowed = base_vars;
+    for (i, r) in raw.on_start.iter().enumerate() {
+        let node = on_start_nodes.and_then(|s| s.get_mapping(i));
+        if let Some(w) = &r.weight {
+            c.err(pos(w), "`weight`: `on_start` steps run once per user and have no weight");
+        }
+        if let Some(f) = &r.flow {
+            c.err(pos(f), "`flow`: `on_start` is already a list of steps");
+        }
+        if let Some(idx) = check_step(c, r, node, targets, env, &mut allowed, &mut st) {
+            st.on_start.push(idx);
+        }
+    }
+    let after_start = allowed;
+    let entry_nodes = root_map.and_then(|m| m.get_sequence("requests"));
     for (i, r) in raw.requests.iter().enumerate() {
-        let name = match RequestName::parse(&r.name) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                c.err(pos(&r.name), format!("`name`: {e}"));
-                None
-            }
-        };
-        if seen.contains(&r.name.as_str()) {
-            c.err(
-                pos(&r.name),
-                format!(
-                    "`name`: the request name `{}` is used twice; names must be unique",
-                    r.name.as_str()
-                ),
-            );
-        }
-        seen.push(r.name.as_str());
-        let weight = match &r.weight {
-            None => Weight::new(1),
-            Some(w) => {
-                let v = c.parse(w, "weight", units::parse_count);
-                match v.map(Weight::new) {
-                    Some(Some(w)) => Some(w),
-                    Some(None) => {
-                        c.err(
-                            pos(w),
-                            format!(
-                                "`weight`: expected a whole number from 1 to 1000000, got `{}`",
-                                w.as_str()
-                            ),
-                        );
-                        None
-                    }
-                    None => None,
-                }
-            }
-        };
-        let mut expect = Expect::default();
-        if let Some(s) = r.expect.as_ref().and_then(|e| e.status.as_ref()) {
-            if r.grpc.is_some() {
-                c.err(pos(s), "`expect.status` is for HTTP requests; a gRPC call expects `code:` (e.g. `code: OK`)");
-            }
-            expect.status.clear();
-            for item in s.items() {
-                match StatusPattern::parse(item) {
-                    Some(p) => expect.status.push(p),
-                    None => c.err(pos(s), format!("`expect.status`: expected a status code such as `200` or a class such as `2xx`, got `{item}`")),
-                }
-            }
-        }
-        if let Some(s) = r.expect.as_ref().and_then(|e| e.code.as_ref()) {
-            if r.http.is_some() {
-                c.err(pos(s), "`expect.code` is for gRPC calls; an HTTP request expects `status:` (e.g. `status: 2xx`)");
-            }
-            expect.codes.clear();
-            for item in s.items() {
-                match GrpcCode::parse(item) {
-                    Some(code) => expect.codes.push(code),
-                    None => c.err(
-                        pos(s),
+        let node = entry_nodes.and_then(|s| s.get_mapping(i));
+        let weight = check_weight(c, r);
+        let mut allowed = after_start.clone();
+        let steps = match &r.flow {
+            None => check_step(c, r, node, targets, env, &mut allowed, &mut st)
+                .into_iter()
+                .collect(),
+            Some(flow) => {
+                check_name(c, &r.name, &mut st.names);
+                if r.http.is_some() || r.grpc.is_some() || r.expect.is_some() {
+                    c.err(
+                        pos(&r.name),
                         format!(
-                            "`expect.code`: expected a gRPC status code ({}), got `{item}`",
-                            GrpcCode::NAMES.join(", ")
+                            "request `{}`: a flow's calls are its steps; move `http`/`grpc`/`expect` into a step",
+                            r.name.as_str()
                         ),
-                    ),
+                    );
                 }
+                if !r.capture.0.is_empty() || r.think.is_some() {
+                    c.err(
+                        pos(&r.name),
+                        format!(
+                            "request `{}`: `capture` and `think` belong to the flow's steps",
+                            r.name.as_str()
+                        ),
+                    );
+                }
+                if flow.is_empty() {
+                    c.err(pos(flow), "`flow`: expected at least one step");
+                }
+                let step_nodes = node.and_then(|m| m.get_sequence("flow"));
+                let mut steps = Vec::new();
+                for (j, step) in flow.iter().enumerate() {
+                    if let Some(w) = &step.weight {
+                        c.err(pos(w), "`weight`: a step runs whenever its flow does; weigh the flow instead");
+                    }
+                    if let Some(f) = &step.flow {
+                        c.err(pos(f), "`flow`: flows do not nest");
+                    }
+                    let n = step_nodes.and_then(|s| s.get_mapping(j));
+                    if let Some(idx) = check_step(c, step, n, targets, env, &mut allowed, &mut st) {
+                        steps.push(idx);
+                    }
+                }
+                steps
             }
-        }
-        let call_node = |key: &str| {
-            json_nodes
-                .and_then(|s| s.get_mapping(i))
-                .and_then(|m| m.get_mapping(key))
         };
-        let call = match (&r.http, &r.grpc) {
-            (Some(_), Some(g)) => {
-                c.err(
-                    pos(g),
-                    "`http` and `grpc` exclude each other; a request makes one call",
-                );
-                None
+        if let Some(weight) = weight {
+            for &s in &steps {
+                st.requests[s].weight = weight;
             }
-            (None, None) => {
-                c.err(
-                    pos(&r.name),
-                    format!(
-                        "request `{}`: expected an `http:` or a `grpc:` call",
-                        r.name.as_str()
-                    ),
-                );
-                None
-            }
-            (Some(http), None) => {
-                let json_node = call_node("http").and_then(|m| m.get_node("json"));
-                check_http(c, http, json_node, targets, env).map(Call::Http)
-            }
-            (None, Some(g)) => check_grpc(c, g, call_node("grpc"), targets, env).map(Call::Grpc),
-        };
-        if let (Some(name), Some(weight), Some(call)) = (name, weight, call) {
-            out.push(Request {
-                name,
+            st.entries.push(Entry {
+                name: r.name.to_string(),
                 weight,
-                call,
-                expect,
+                steps,
             });
         }
     }
-    out
+    st
+}
+
+/// What [`check_requests`] builds.
+#[derive(Default)]
+struct Steps {
+    requests: Vec<Request>,
+    entries: Vec<Entry>,
+    on_start: Vec<usize>,
+    variables: Vec<String>,
+    /// Every step and flow name, to find duplicates.
+    names: Vec<String>,
+}
+
+fn check_name(c: &mut Checker, name: &Text, seen: &mut Vec<String>) -> Option<RequestName> {
+    let parsed = match RequestName::parse(name) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            c.err(pos(name), format!("`name`: {e}"));
+            None
+        }
+    };
+    if seen.iter().any(|n| n == name.as_str()) {
+        c.err(
+            pos(name),
+            format!(
+                "`name`: the request name `{}` is used twice; names must be unique",
+                name.as_str()
+            ),
+        );
+    }
+    seen.push(name.to_string());
+    parsed
+}
+
+fn check_weight(c: &mut Checker, r: &raw::RawRequest) -> Option<Weight> {
+    match &r.weight {
+        None => Weight::new(1),
+        Some(w) => match c.parse(w, "weight", units::parse_count).map(Weight::new) {
+            Some(Some(w)) => Some(w),
+            Some(None) => {
+                c.err(
+                    pos(w),
+                    format!(
+                        "`weight`: expected a whole number from 1 to 1000000, got `{}`",
+                        w.as_str()
+                    ),
+                );
+                None
+            }
+            None => None,
+        },
+    }
+}
+
+/// Checks one step (a request, a flow step or an `on_start` step) and adds
+/// it to `st`; its captures become variables for the steps after it.
+fn check_step(
+    c: &mut Checker,
+    r: &raw::RawRequest,
+    node: Option<&marked_yaml::types::MarkedMappingNode>,
+    targets: &[Target],
+    env: &TemplateEnv,
+    allowed: &mut Vec<(String, usize)>,
+    st: &mut Steps,
+) -> Option<usize> {
+    let name = check_name(c, &r.name, &mut st.names);
+    let env = env.with_vars(allowed.iter().cloned());
+    let mut expect = Expect::default();
+    let raw_expect = r.expect.as_ref();
+    if let Some(s) = raw_expect.and_then(|e| e.status.as_ref()) {
+        if r.grpc.is_some() {
+            c.err(pos(s), "`expect.status` is for HTTP requests; a gRPC call expects `code:` (e.g. `code: OK`)");
+        }
+        expect.status.clear();
+        for item in s.items() {
+            match StatusPattern::parse(item) {
+                Some(p) => expect.status.push(p),
+                None => c.err(pos(s), format!("`expect.status`: expected a status code such as `200` or a class such as `2xx`, got `{item}`")),
+            }
+        }
+    }
+    if let Some(s) = raw_expect.and_then(|e| e.code.as_ref()) {
+        if r.http.is_some() {
+            c.err(pos(s), "`expect.code` is for gRPC calls; an HTTP request expects `status:` (e.g. `status: 2xx`)");
+        }
+        expect.codes.clear();
+        for item in s.items() {
+            match GrpcCode::parse(item) {
+                Some(code) => expect.codes.push(code),
+                None => c.err(
+                    pos(s),
+                    format!(
+                        "`expect.code`: expected a gRPC status code ({}), got `{item}`",
+                        GrpcCode::NAMES.join(", ")
+                    ),
+                ),
+            }
+        }
+    }
+    if let Some(e) = raw_expect {
+        if let Some(b) = &e.body_contains {
+            if r.grpc.is_some() {
+                c.err(pos(b), "`expect.body_contains` is for HTTP responses; check a gRPC reply with `json:`");
+            }
+            expect.body_contains = Some(b.to_string());
+        }
+        for (k, v) in &e.header.0 {
+            if r.grpc.is_some() {
+                c.err(pos(k), "`expect.header` is for HTTP responses");
+            }
+            match http::HeaderName::from_bytes(k.as_bytes()) {
+                Ok(h) => expect.headers.push((h.as_str().to_owned(), v.to_string())),
+                Err(_) => c.err(
+                    pos(k),
+                    format!("`expect.header`: `{}` is not a valid HTTP header name", k.as_str()),
+                ),
+            }
+        }
+        if let Some(j) = &e.json {
+            let json_node = node
+                .and_then(|m| m.get_mapping("expect"))
+                .and_then(|m| m.get_node("json"));
+            match json_node {
+                Some(Node::Mapping(map)) => {
+                    for (path, value) in map.iter() {
+                        let at = Pos::of_span(path.span());
+                        if let Err(e) = serde_json_path::JsonPath::parse(path.as_str()) {
+                            c.err(at, format!("`expect.json`: `{}` is not a valid JSON path: {e}", path.as_str()));
+                            continue;
+                        }
+                        expect.json.push((
+                            Located {
+                                value: path.as_str().to_owned(),
+                                pos: at,
+                            },
+                            json_value(&json_from_yaml(value)),
+                        ));
+                    }
+                }
+                _ => c.err(pos(j), "`expect.json`: expected a mapping of JSON path to value, e.g. `{ \"$.balance\": 100 }`"),
+            }
+        }
+    }
+    let call_node = |key: &str| node.and_then(|m| m.get_mapping(key));
+    let call = match (&r.http, &r.grpc) {
+        (Some(_), Some(g)) => {
+            c.err(
+                pos(g),
+                "`http` and `grpc` exclude each other; a request makes one call",
+            );
+            None
+        }
+        (None, None) => {
+            c.err(
+                pos(&r.name),
+                format!(
+                    "request `{}`: expected an `http:` or a `grpc:` call, or a `flow:` of steps",
+                    r.name.as_str()
+                ),
+            );
+            None
+        }
+        (Some(http), None) => {
+            let json_node = call_node("http").and_then(|m| m.get_node("json"));
+            check_http(c, http, json_node, targets, &env).map(Call::Http)
+        }
+        (None, Some(g)) => check_grpc(c, g, call_node("grpc"), targets, &env).map(Call::Grpc),
+    };
+    let think = r
+        .think
+        .as_ref()
+        .and_then(|v| c.parse(v, "think", DurationRange::parse));
+    let mut captures = Vec::new();
+    for (var, cap) in &r.capture.0 {
+        let valid = var.starts_with(|ch: char| ch.is_ascii_alphabetic() || ch == '_')
+            && var.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+        if !valid {
+            c.err(
+                pos(var),
+                format!(
+                    "`capture`: `{}` is not a variable name (letters, digits and `_`, not starting with a digit)",
+                    var.as_str()
+                ),
+            );
+            continue;
+        }
+        let source = match (&cap.json, &cap.header) {
+            (Some(p), None) => match serde_json_path::JsonPath::parse(p) {
+                Ok(_) => Some(CaptureSource::Json(located(p))),
+                Err(e) => {
+                    c.err(pos(p), format!("`capture.{}`: `{}` is not a valid JSON path: {e}", var.as_str(), p.as_str()));
+                    None
+                }
+            },
+            (None, Some(h)) => {
+                if r.grpc.is_some() {
+                    c.err(pos(h), "`capture.header` is for HTTP responses; capture a gRPC reply field with `json:`");
+                }
+                match http::HeaderName::from_bytes(h.as_bytes()) {
+                    Ok(name) => Some(CaptureSource::Header(name.as_str().to_owned())),
+                    Err(_) => {
+                        c.err(pos(h), format!("`capture.{}`: `{}` is not a valid HTTP header name", var.as_str(), h.as_str()));
+                        None
+                    }
+                }
+            }
+            _ => {
+                c.err(
+                    pos(cap),
+                    format!(
+                        "`capture.{}`: expected one of `json: \"$.path\"` or `header: NAME`",
+                        var.as_str()
+                    ),
+                );
+                None
+            }
+        };
+        let slot = match st.variables.iter().position(|v| v == var.as_str()) {
+            Some(s) => s,
+            None => {
+                st.variables.push(var.to_string());
+                st.variables.len() - 1
+            }
+        };
+        if let Some(source) = source {
+            captures.push(Capture {
+                name: var.to_string(),
+                slot,
+                source,
+            });
+        }
+        if !allowed.iter().any(|(n, _)| n == var.as_str()) {
+            allowed.push((var.to_string(), slot));
+        }
+    }
+    let request = Request {
+        name: name?,
+        weight: Weight::new(1).expect("1 is a valid weight"),
+        call: call?,
+        expect,
+        captures,
+        think,
+    };
+    st.requests.push(request);
+    Some(st.requests.len() - 1)
+}
+
+/// A YAML-typed JSON value with templates left as text.
+fn json_value(node: &JsonNode) -> serde_json::Value {
+    use serde_json::Value;
+    match node {
+        JsonNode::Null => Value::Null,
+        JsonNode::Bool(b) => Value::Bool(*b),
+        JsonNode::Number(n) => serde_json::from_str(n).unwrap_or(Value::Null),
+        JsonNode::String(s) => Value::String(s.value.clone()),
+        JsonNode::Array(items) => Value::Array(items.iter().map(json_value).collect()),
+        JsonNode::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.value.clone(), json_value(v)))
+                .collect(),
+        ),
+    }
 }
 
 fn check_http(

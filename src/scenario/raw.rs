@@ -52,9 +52,14 @@ pub struct RawScenario {
     #[serde(default)]
     pub targets: OrderedMap<RawTarget>,
     pub load: Spanned<RawLoad>,
+    /// Lists for `pick()` and feeds of rows; read from the YAML tree,
+    /// since an entry is either a list or a mapping.
     #[serde(default)]
-    pub data: OrderedMap<Spanned<Vec<Text>>>,
+    pub data: OrderedMap<Spanned<serde::de::IgnoredAny>>,
     pub requests: Spanned<Vec<RawRequest>>,
+    /// Steps each user runs once, before its first iteration.
+    #[serde(default)]
+    pub on_start: Vec<RawRequest>,
     #[serde(default)]
     pub thresholds: Vec<Text>,
     pub metrics: Option<Spanned<RawMetrics>>,
@@ -145,7 +150,32 @@ pub struct RawLoad {
     pub max_in_flight: Option<Text>,
     pub duration: Option<Text>,
     pub iterations: Option<Text>,
+    pub iterations_per_user: Option<Text>,
     pub drain: Option<Text>,
+    pub stages: Option<Spanned<Vec<RawStage>>>,
+    /// Closed model: each user starts an iteration this often.
+    pub pace: Option<Text>,
+}
+
+/// One stage of a ramped load: `users` (closed) or `rate` (open, a
+/// constant `100/s` or a ramp `100/s..500/s`) for a while.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStage {
+    #[serde(rename = "for")]
+    pub duration: Text,
+    pub users: Option<Text>,
+    pub rate: Option<Text>,
+}
+
+/// A value taken from a response into a user variable.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCapture {
+    /// A JSON path into the response body (HTTP) or message (gRPC).
+    pub json: Option<Text>,
+    /// An HTTP response header.
+    pub header: Option<Text>,
 }
 
 /// One entry of `requests:`.
@@ -157,6 +187,12 @@ pub struct RawRequest {
     pub http: Option<Spanned<RawHttp>>,
     pub grpc: Option<Spanned<RawGrpc>>,
     pub expect: Option<RawExpect>,
+    /// Ordered steps, each a request of its own, instead of one call.
+    pub flow: Option<Spanned<Vec<RawRequest>>>,
+    #[serde(default)]
+    pub capture: OrderedMap<Spanned<RawCapture>>,
+    /// Pause after this step (a duration or a range).
+    pub think: Option<Text>,
 }
 
 /// A gRPC call. `message` and `messages` are read from the YAML tree, like
@@ -199,6 +235,11 @@ pub struct RawExpect {
     pub status: Option<Spanned<OneOrMany>>,
     /// gRPC status codes.
     pub code: Option<Spanned<OneOrMany>>,
+    /// JSON path → expected value; read from the YAML tree for its types.
+    pub json: Option<Spanned<serde::de::IgnoredAny>>,
+    pub body_contains: Option<Text>,
+    #[serde(default)]
+    pub header: OrderedMap<Text>,
 }
 
 /// `200`, `2xx`, or a list of those.

@@ -22,7 +22,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::EngineOutput;
-use crate::measure::{Outcome, RequestStats, new_histogram};
+use crate::measure::{Answer, Outcome, RequestStats, new_histogram};
 use crate::metrics::{MetricSource, SourceError, TargetStatus, now_ms};
 use crate::promql::Selector;
 use crate::scenario::Scenario;
@@ -236,12 +236,19 @@ fn client_request(st: &RequestStats) -> ClientRequest {
     let mut latency = new_histogram();
     for o in &st.outcomes {
         match o.outcome {
-            Outcome::Status(_) | Outcome::Grpc(_) => {
+            // A response whose checks failed was still answered (and
+            // counted by the server) with its status.
+            Outcome::Status(_)
+            | Outcome::Grpc(_)
+            | Outcome::CheckFailed(Answer::Status(_) | Answer::Grpc(_)) => {
                 let key = match o.outcome {
-                    Outcome::Grpc(c) => convention::grpc_code(c.name())
-                        .unwrap_or(c.name())
-                        .to_owned(),
-                    other => other.to_string(),
+                    Outcome::Grpc(c) | Outcome::CheckFailed(Answer::Grpc(c)) => {
+                        convention::grpc_code(c.name())
+                            .unwrap_or(c.name())
+                            .to_owned()
+                    }
+                    Outcome::Status(s) | Outcome::CheckFailed(Answer::Status(s)) => s.to_string(),
+                    Outcome::Transport(_) => unreachable!("matched above"),
                 };
                 *by_status.entry(key).or_default() += o.histogram.len();
                 latency
