@@ -405,6 +405,9 @@ pub(crate) async fn run_scenario(
     .await
     .map_err(|e| fail(Exit::Internal, anyhow!(e)))?;
     progress.finish();
+    if let Some(why) = &engine_output.stopped_by {
+        eprintln!("note: {why}: the run stopped early");
+    }
 
     let mut report = RunReport::new(&scenario, file, &engine_output);
     let mut source_down = false;

@@ -20,9 +20,10 @@
 //! With `stages`, the active users (closed) or the arrival rate (open)
 //! follow a [`crate::profile`].
 //!
-//! Stopping is two tokens: `stop` ends the starting of iterations (and of
-//! further steps of a flow), `abort` (at the end of the drain) cuts off
-//! the requests in flight, which are then recorded as "outcome unknown".
+//! Stopping is two tokens: `stop` ends the starting of iterations (a flow
+//! already started runs on to its end), `abort` (at the end of the drain)
+//! cuts off the requests in flight, which are then recorded as "outcome
+//! unknown".
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -123,7 +124,9 @@ impl FeedState {
         let rows = &self.feed.rows;
         let i = match self.feed.draw {
             Draw::Random => rng.usize(..rows.len()),
-            Draw::Sequential => (self.cursor.fetch_add(1, Ordering::Relaxed) % rows.len() as u64) as usize,
+            Draw::Sequential => {
+                (self.cursor.fetch_add(1, Ordering::Relaxed) % rows.len() as u64) as usize
+            }
             Draw::Unique => {
                 let n = self.cursor.fetch_add(1, Ordering::Relaxed);
                 match self.feed.exhausted {
@@ -371,7 +374,6 @@ struct WorkerPlan {
 /// What a worker's steps run with.
 struct Ctx<'a, E> {
     exec: &'a E,
-    sh: &'a Shared,
     rec: &'a Mutex<Recorder>,
     plan: &'a WorkerPlan,
 }
@@ -399,16 +401,10 @@ async fn run_steps<E: Executor>(
     scratch: &mut Scratch,
     abort: &mut std::pin::Pin<&mut tokio_util::sync::WaitForCancellationFutureOwned>,
 ) -> Result<(), Cut> {
-    let Ctx {
-        exec,
-        sh,
-        rec,
-        plan,
-    } = cx;
+    let Ctx { exec, rec, plan } = cx;
+    // A flow that has started runs to its end even when the run stops
+    // starting iterations; only the end of the drain cuts it off.
     for (i, &step) in steps.iter().enumerate() {
-        if i > 0 && sh.stopping.load(Ordering::Relaxed) {
-            break;
-        }
         let from = if i == 0 { from } else { Instant::now() };
         let result = tokio::select! {
             biased;
@@ -462,8 +458,12 @@ async fn run_steps<E: Executor>(
             && i + 1 < steps.len()
         {
             let d = think.sample(&mut scratch.rng);
-            if !d.is_zero() && !sleep_unless_stopped(sh, Instant::now() + d).await {
-                break;
+            if !d.is_zero() {
+                tokio::select! {
+                    biased;
+                    _ = abort.as_mut() => return Err(Cut::Aborted),
+                    _ = tokio::time::sleep(d) => {}
+                }
             }
         }
     }
@@ -511,7 +511,6 @@ async fn worker<E: Executor>(
     let mut started = plan.on_start.is_empty();
     let cx = Ctx {
         exec: &*exec,
-        sh: &sh,
         rec: &rec,
         plan: &plan,
     };
@@ -521,8 +520,7 @@ async fn worker<E: Executor>(
         }
         if !started {
             started = true;
-            let r = run_steps(cx, &plan.on_start, from, &mut scratch, &mut abort)
-            .await;
+            let r = run_steps(cx, &plan.on_start, from, &mut scratch, &mut abort).await;
             if r.is_err() {
                 return;
             }
@@ -583,10 +581,9 @@ pub async fn run<F: ExecutorFactory + Clone>(
     let rate = RateProfile::of(load);
     let end = rate.as_ref().and(load.duration).map(|d| t0 + d);
     let users = match &load.model {
-        LoadModel::Closed { spawn_rate, .. } if !load.stages.is_empty() => Some(UserProfile::new(
-            &load.stages,
-            spawn_rate.map(|r| r.get()),
-        )),
+        LoadModel::Closed { spawn_rate, .. } if !load.stages.is_empty() => {
+            Some(UserProfile::new(&load.stages, spawn_rate.map(|r| r.get())))
+        }
         _ => None,
     };
     let sh = Arc::new(Shared {
@@ -907,7 +904,10 @@ mod tests {
             describe_load(&load, None, Duration::from_millis(1500)),
             "4/10 users"
         );
-        assert_eq!(describe_load(&load, None, Duration::from_secs(60)), "10/10 users");
+        assert_eq!(
+            describe_load(&load, None, Duration::from_secs(60)),
+            "10/10 users"
+        );
         load.stages = vec![
             crate::scenario::Stage {
                 duration: Duration::from_secs(10),

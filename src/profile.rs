@@ -201,7 +201,11 @@ impl RateProfile {
                 let b = p.v0;
                 let disc = (b * b + 4.0 * a * delta).max(0.0);
                 let denom = b + disc.sqrt();
-                let tau = if denom > 0.0 { 2.0 * delta / denom } else { 0.0 };
+                let tau = if denom > 0.0 {
+                    2.0 * delta / denom
+                } else {
+                    0.0
+                };
                 return Some(p.t0 + tau.min(d));
             }
         }

@@ -10,6 +10,7 @@
 //! | `seq()`             | 1, 2, 3 … shared by the whole run               |
 //! | `name`              | the user's variable `name` (a capture)          |
 //! | `feed.column`       | a column of the row the user drew from a feed   |
+//! | `number(name)`      | a variable, written unquoted in a JSON body     |
 //!
 //! Compilation turns the text into literal and dynamic parts, so rendering
 //! is a sequence of appends into a reused buffer with no parsing and no
@@ -86,6 +87,8 @@ enum Part {
     Seq(Arc<AtomicU64>),
     /// A slot of the user's variable table.
     Var(usize),
+    /// A variable written unquoted in JSON (`number(name)`).
+    Num(usize),
 }
 
 /// A compiled text template.
@@ -131,7 +134,10 @@ impl Template {
     /// True when the template is one expression that always renders a
     /// number, so a JSON body can carry it unquoted.
     fn is_numeric(&self) -> bool {
-        matches!(self.parts.as_slice(), [Part::RandInt(..)] | [Part::Seq(_)])
+        matches!(
+            self.parts.as_slice(),
+            [Part::RandInt(..)] | [Part::Seq(_)] | [Part::Num(_)]
+        )
     }
 
     /// Appends the rendered text to `out`; `vars` is the user's variable
@@ -148,7 +154,9 @@ impl Template {
                 Part::Seq(counter) => {
                     let _ = write!(out, "{}", counter.fetch_add(1, Ordering::Relaxed) + 1);
                 }
-                Part::Var(slot) => out.push_str(vars.get(*slot).map_or("", String::as_str)),
+                Part::Var(slot) | Part::Num(slot) => {
+                    out.push_str(vars.get(*slot).map_or("", String::as_str))
+                }
             }
         }
     }
@@ -162,7 +170,7 @@ impl Template {
 }
 
 fn compile_expr(expr: &str, env: &TemplateEnv) -> Result<Part, String> {
-    let known = "expected `pick(list)`, `randint(low, high)`, `uuid()`, `seq()` or a variable";
+    let known = "expected `pick(list)`, `randint(low, high)`, `uuid()`, `seq()`, `number(name)` or a variable";
     if !expr.is_empty()
         && expr
             .chars()
@@ -237,6 +245,13 @@ fn compile_expr(expr: &str, env: &TemplateEnv) -> Result<Part, String> {
             Ok(Part::RandInt(lo, hi))
         }
         "uuid" => arity(0).map(|_| Part::Uuid),
+        "number" => {
+            arity(1)?;
+            match compile_expr(args[0], env)? {
+                Part::Var(slot) => Ok(Part::Num(slot)),
+                _ => Err(format!("`{expr}`: `number` takes a variable name")),
+            }
+        }
         "seq" => arity(0).map(|_| Part::Seq(env.seq.clone())),
         other => Err(format!("`{expr}`: unknown function `{other}`; {known}")),
     }
@@ -534,7 +549,12 @@ mod tests {
         let t = JsonTemplate::compile(&node, &env).unwrap();
         let mut out = String::new();
         let mut scratch = String::new();
-        t.render_into(&mut out, &mut fastrand::Rng::with_seed(1), &mut scratch, &[]);
+        t.render_into(
+            &mut out,
+            &mut fastrand::Rng::with_seed(1),
+            &mut scratch,
+            &[],
+        );
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["n"], 3);
         assert_eq!(v["id"], 1);

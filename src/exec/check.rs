@@ -70,9 +70,9 @@ impl ResponseRules {
             .map(|c| {
                 let source = match &c.source {
                     CaptureSource::Json(p) => Source::Json(parse_path(&p.value)?, p.value.clone()),
-                    CaptureSource::Header(h) => {
-                        Source::Header(HeaderName::from_bytes(h.as_bytes()).map_err(|e| e.to_string())?)
-                    }
+                    CaptureSource::Header(h) => Source::Header(
+                        HeaderName::from_bytes(h.as_bytes()).map_err(|e| e.to_string())?,
+                    ),
                 };
                 Ok((c.name.clone(), c.slot, source))
             })
@@ -87,12 +87,21 @@ impl ResponseRules {
 
     /// Whether the rules read the body as JSON.
     fn wants_json(&self) -> bool {
-        !self.json.is_empty() || self.captures.iter().any(|c| matches!(c.2, Source::Json(..)))
+        !self.json.is_empty()
+            || self
+                .captures
+                .iter()
+                .any(|c| matches!(c.2, Source::Json(..)))
     }
 
     /// Applies the rules to an HTTP response; on success the captures are
     /// in `vars`, on failure the message says what did not hold.
-    pub fn apply_http(&self, headers: &HeaderMap, body: &[u8], vars: &mut Vec<String>) -> Result<(), String> {
+    pub fn apply_http(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        vars: &mut Vec<String>,
+    ) -> Result<(), String> {
         for (name, want) in &self.headers {
             match headers.get(name).map(|v| v.to_str().unwrap_or("")) {
                 Some(got) if got == want => {}
@@ -123,12 +132,18 @@ impl ResponseRules {
         self.apply(Some(reply), None, vars)
     }
 
-    fn apply(&self, json: Option<&Value>, headers: Option<&HeaderMap>, vars: &mut Vec<String>) -> Result<(), String> {
+    fn apply(
+        &self,
+        json: Option<&Value>,
+        headers: Option<&HeaderMap>,
+        vars: &mut Vec<String>,
+    ) -> Result<(), String> {
         if let Some(doc) = json {
             for (path, text, want) in &self.json {
-                let got = path.query(doc).at_most_one().map_err(|_| {
-                    format!("`{text}` matched more than one value")
-                })?;
+                let got = path
+                    .query(doc)
+                    .at_most_one()
+                    .map_err(|_| format!("`{text}` matched more than one value"))?;
                 match got {
                     Some(got) if got == want => {}
                     Some(got) => return Err(format!("`{text}` is {got}, expected {want}")),
@@ -142,8 +157,14 @@ impl ResponseRules {
                     let doc = json.ok_or_else(|| format!("capture `{name}`: no JSON to read"))?;
                     match path.query(doc).at_most_one() {
                         Ok(Some(v)) => as_text(v),
-                        Ok(None) => return Err(format!("capture `{name}`: `{text}` matched nothing")),
-                        Err(_) => return Err(format!("capture `{name}`: `{text}` matched more than one value")),
+                        Ok(None) => {
+                            return Err(format!("capture `{name}`: `{text}` matched nothing"));
+                        }
+                        Err(_) => {
+                            return Err(format!(
+                                "capture `{name}`: `{text}` matched more than one value"
+                            ));
+                        }
                     }
                 }
                 Source::Header(h) => match headers.and_then(|hs| hs.get(h)) {

@@ -312,10 +312,7 @@ impl PreparedGrpc {
         let mut grpc = tonic::client::Grpc::with_origin(Channel(conn.clone()), origin.clone());
         if let Err(e) = grpc.ready().await {
             return (
-                CallResult::Failed(
-                    classify(&e),
-                    format!("connection not ready: {}", chain(&e)),
-                ),
+                CallResult::Failed(classify(&e), format!("connection not ready: {}", chain(&e))),
                 None,
             );
         }

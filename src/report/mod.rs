@@ -99,6 +99,10 @@ pub struct RequestResult {
     /// gRPC: messages sent and received by completed calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages: Option<MessageCounts>,
+    /// With `pace`: response latency corrected for coordinated omission
+    /// (HdrHistogram V2, µs, base64). Thresholds use it when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrected_histogram: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -169,6 +173,7 @@ impl RunReport {
                     Call::Http(_) => None,
                 },
                 messages: matches!(r.call, Call::Grpc(_)).then_some(st.messages),
+                corrected_histogram: st.corrected.as_ref().map(encode),
                 weight: r.weight.get(),
                 unknown: st.unknown,
                 outcomes: {
@@ -283,6 +288,12 @@ impl RunReport {
             let mut st = RequestStats {
                 unknown: r.unknown,
                 messages: r.messages.unwrap_or_default(),
+                corrected: r
+                    .corrected_histogram
+                    .as_deref()
+                    .map(decode)
+                    .transpose()
+                    .map_err(|e| format!("request `{}`: {e}", r.name))?,
                 ..Default::default()
             };
             for o in &r.outcomes {
@@ -363,6 +374,9 @@ pub struct Row {
     pub examples: Vec<(Outcome, String)>,
     /// gRPC messages sent and received.
     pub messages: MessageCounts,
+    /// With `pace`: p50, p95, p99 and max of the latency corrected for
+    /// coordinated omission, µs.
+    pub corrected: Option<[u64; 4]>,
     #[serde(skip)]
     latency: Histogram<u64>,
 }
@@ -411,7 +425,16 @@ impl Row {
                 .collect(),
             outcomes,
             messages: st.messages,
-            latency: h,
+            corrected: st.corrected.as_ref().filter(|c| !c.is_empty()).map(|c| {
+                [
+                    c.value_at_quantile(0.50),
+                    c.value_at_quantile(0.95),
+                    c.value_at_quantile(0.99),
+                    c.max(),
+                ]
+            }),
+            // With pacing, latency thresholds judge the corrected figures.
+            latency: st.corrected.clone().filter(|c| !c.is_empty()).unwrap_or(h),
         }
     }
 
@@ -428,9 +451,9 @@ impl Row {
                 }
                 self.latency.value_at_percentile(p) as f64
             }
-            Metric::Mean => self.has_latency().then_some(self.mean_us)?,
-            Metric::Min => self.has_latency().then_some(self.min_us as f64)?,
-            Metric::Max => self.has_latency().then_some(self.max_us as f64)?,
+            Metric::Mean => self.has_latency().then_some(self.latency.mean())?,
+            Metric::Min => self.has_latency().then_some(self.latency.min() as f64)?,
+            Metric::Max => self.has_latency().then_some(self.latency.max() as f64)?,
             Metric::Rps => self.rps,
             Metric::Count => self.count as f64,
             Metric::Errors => match limit {

@@ -60,6 +60,30 @@ pub fn render_text(r: &RunReport, summary: &Summary) -> String {
             lat(row.max_us),
         );
     }
+    if summary.rows.iter().any(|r| r.corrected.is_some()) {
+        let _ = writeln!(
+            o,
+            "\npacing-corrected latency (coordinated omission; latency thresholds use these)"
+        );
+        let _ = writeln!(
+            o,
+            "{:<name_w$} {:>8} {:>8} {:>8} {:>8}",
+            "request", "p50", "p95", "p99", "max"
+        );
+        for row in summary.rows.iter().chain([&summary.all]) {
+            if let Some([p50, p95, p99, max]) = row.corrected {
+                let _ = writeln!(
+                    o,
+                    "{:<name_w$} {:>8} {:>8} {:>8} {:>8}",
+                    row.name,
+                    format_micros(p50),
+                    format_micros(p95),
+                    format_micros(p99),
+                    format_micros(max)
+                );
+            }
+        }
+    }
     let _ = writeln!(o);
     let _ = writeln!(o, "outcomes (✗ = not expected)");
     for row in &summary.rows {
@@ -93,13 +117,18 @@ pub fn render_text(r: &RunReport, summary: &Summary) -> String {
         .iter()
         .flat_map(|row| {
             row.examples.iter().filter_map(move |(out, ex)| match out {
-                Outcome::Transport(_) => Some(format!("  {:<name_w$} {out}: {ex}", row.name)),
+                Outcome::Transport(_) | Outcome::CheckFailed(_) => {
+                    Some(format!("  {:<name_w$} {out}: {ex}", row.name))
+                }
                 _ => None,
             })
         })
         .collect();
     if !transport.is_empty() {
-        let _ = writeln!(o, "\ntransport errors (first message of each kind)");
+        let _ = writeln!(
+            o,
+            "\ntransport errors and failed checks (first message of each kind)"
+        );
         for t in transport {
             let _ = writeln!(o, "{t}");
         }

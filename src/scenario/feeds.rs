@@ -14,9 +14,9 @@ use std::path::Path;
 
 use marked_yaml::{Node, Spanned};
 
+use super::Pos;
 use super::model::{Checker, DataList, Draw, Exhausted, Feed, pos};
 use super::raw::OrderedMap;
-use super::Pos;
 
 /// Reads `data:` from the YAML tree: a sequence is a list, a mapping a feed.
 pub(super) fn check_data(
@@ -33,7 +33,10 @@ pub(super) fn check_data(
     for (name, _) in &raw.0 {
         let at = pos(name);
         if name.contains('.') {
-            c.err(at, format!("`data.{}`: names may not contain `.`", name.as_str()));
+            c.err(
+                at,
+                format!("`data.{}`: names may not contain `.`", name.as_str()),
+            );
             continue;
         }
         match data.get_node(name.as_str()) {
@@ -88,7 +91,10 @@ fn check_feed(
     for (k, v) in map.iter() {
         let kpos = Pos::of_span(k.span());
         let Some(value) = v.as_scalar().map(|s| s.as_str()) else {
-            c.err(kpos, format!("`data.{name}.{}`: expected a plain value", k.as_str()));
+            c.err(
+                kpos,
+                format!("`data.{name}.{}`: expected a plain value", k.as_str()),
+            );
             continue;
         };
         let vpos = Pos::of_span(v.span());
@@ -120,17 +126,26 @@ fn check_feed(
     if let Some((_, p)) = exhausted
         && draw != Draw::Unique
     {
-        c.err(p, format!("`data.{name}.exhausted` applies to `draw: unique`; other draws never run out"));
+        c.err(
+            p,
+            format!("`data.{name}.exhausted` applies to `draw: unique`; other draws never run out"),
+        );
     }
     let Some((file, fpos)) = file else {
-        c.err(at, format!("`data.{name}`: a feed needs `file:` (a .csv or .jsonl file)"));
+        c.err(
+            at,
+            format!("`data.{name}`: a feed needs `file:` (a .csv or .jsonl file)"),
+        );
         return None;
     };
     let path = base.join(&file);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) => {
-            c.err(fpos, format!("`data.{name}.file`: cannot read `{}`: {e}", path.display()));
+            c.err(
+                fpos,
+                format!("`data.{name}.file`: cannot read `{}`: {e}", path.display()),
+            );
             return None;
         }
     };
@@ -163,12 +178,16 @@ fn check_feed(
 }
 
 fn valid_column(c: &str) -> bool {
-    !c.is_empty() && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+    !c.is_empty()
+        && c.chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
 }
 
 /// A CSV file with a header row.
 fn read_csv(text: &str) -> Result<(Vec<String>, Vec<Vec<String>>), String> {
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
     let columns: Vec<String> = reader
         .headers()
         .map_err(|e| e.to_string())?

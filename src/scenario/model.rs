@@ -775,7 +775,7 @@ fn check(c: &mut Checker, raw: &RawScenario, root: &Node, base: &Path) -> Option
             }
         }
     }
-    let names: Vec<&str> = requests.iter().map(|r| r.name.as_str()).collect();
+    let names: Vec<&str> = steps.step_names.iter().map(String::as_str).collect();
     let mut thresholds = Vec::new();
     for t in &raw.thresholds {
         match threshold::parse(t.as_str(), &names) {
@@ -976,14 +976,28 @@ fn check_load(
         .pace
         .as_ref()
         .and_then(|v| c.parse(v, "pace", units::parse_duration));
-    let stages = l.stages.as_ref().map(|s| check_stages(c, s)).unwrap_or_default();
+    let stages = l
+        .stages
+        .as_ref()
+        .map(|s| check_stages(c, s))
+        .unwrap_or_default();
     if let Some(raw_stages) = &l.stages {
-        for (v, field) in [(&l.users, "users"), (&l.rate, "rate"), (&l.duration, "duration")] {
+        for (v, field) in [
+            (&l.users, "users"),
+            (&l.rate, "rate"),
+            (&l.duration, "duration"),
+        ] {
             if let Some(v) = v {
-                c.err(pos(v), format!("`{field}`: `stages` set the load and its length; drop `{field}`"));
+                c.err(
+                    pos(v),
+                    format!("`{field}`: `stages` set the load and its length; drop `{field}`"),
+                );
             }
         }
-        let closed = stages.iter().filter(|s| matches!(s.target, StageTarget::Users(_))).count();
+        let closed = stages
+            .iter()
+            .filter(|s| matches!(s.target, StageTarget::Users(_)))
+            .count();
         if closed != 0 && closed != stages.len() {
             c.err(pos(raw_stages), "`stages`: every stage gives `users` (closed model) or every stage gives `rate` (open model), not a mix");
         }
@@ -1072,7 +1086,10 @@ fn check_load(
     };
     let closed = matches!(model, Some(LoadModel::Closed { .. }));
     if !closed {
-        for (v, field) in [(&l.pace, "pace"), (&l.iterations_per_user, "iterations_per_user")] {
+        for (v, field) in [
+            (&l.pace, "pace"),
+            (&l.iterations_per_user, "iterations_per_user"),
+        ] {
             if let Some(v) = v {
                 c.err(pos(v), format!("`{field}` applies to the closed model (`users:`); the open model starts iterations at `rate`"));
             }
@@ -1111,16 +1128,24 @@ fn check_load(
 /// column of a data feed.
 fn check_stages(c: &mut Checker, raw: &Spanned<Vec<raw::RawStage>>) -> Vec<Stage> {
     if raw.is_empty() {
-        c.err(pos(raw), "`stages`: expected at least one stage, e.g. `[{ for: 30s, users: 10 }]`");
+        c.err(
+            pos(raw),
+            "`stages`: expected at least one stage, e.g. `[{ for: 30s, users: 10 }]`",
+        );
     }
     let mut out = Vec::new();
     for st in raw.iter() {
         let duration = c.parse(&st.duration, "for", units::parse_duration);
         if duration == Some(Duration::ZERO) {
-            c.err(pos(&st.duration), "`for`: expected a positive duration, got zero");
+            c.err(
+                pos(&st.duration),
+                "`for`: expected a positive duration, got zero",
+            );
         }
         let target = match (&st.users, &st.rate) {
-            (Some(u), None) => c.parse(u, "users", units::parse_count).map(StageTarget::Users),
+            (Some(u), None) => c
+                .parse(u, "users", units::parse_count)
+                .map(StageTarget::Users),
             (None, Some(r)) => c.parse(r, "rate", |text| match text.split_once("..") {
                 Some((a, b)) => Ok(StageTarget::Rate {
                     from: Rate::parse(a.trim())?,
@@ -1176,7 +1201,10 @@ fn check_requests(
     for (i, r) in raw.on_start.iter().enumerate() {
         let node = on_start_nodes.and_then(|s| s.get_mapping(i));
         if let Some(w) = &r.weight {
-            c.err(pos(w), "`weight`: `on_start` steps run once per user and have no weight");
+            c.err(
+                pos(w),
+                "`weight`: `on_start` steps run once per user and have no weight",
+            );
         }
         if let Some(f) = &r.flow {
             c.err(pos(f), "`flow`: `on_start` is already a list of steps");
@@ -1222,7 +1250,10 @@ fn check_requests(
                 let mut steps = Vec::new();
                 for (j, step) in flow.iter().enumerate() {
                     if let Some(w) = &step.weight {
-                        c.err(pos(w), "`weight`: a step runs whenever its flow does; weigh the flow instead");
+                        c.err(
+                            pos(w),
+                            "`weight`: a step runs whenever its flow does; weigh the flow instead",
+                        );
                     }
                     if let Some(f) = &step.flow {
                         c.err(pos(f), "`flow`: flows do not nest");
@@ -1258,6 +1289,9 @@ struct Steps {
     variables: Vec<String>,
     /// Every step and flow name, to find duplicates.
     names: Vec<String>,
+    /// Every step's name as written, built or not: what thresholds and
+    /// verification may name (equal to `requests`' names when valid).
+    step_names: Vec<String>,
 }
 
 fn check_name(c: &mut Checker, name: &Text, seen: &mut Vec<String>) -> Option<RequestName> {
@@ -1313,6 +1347,7 @@ fn check_step(
     st: &mut Steps,
 ) -> Option<usize> {
     let name = check_name(c, &r.name, &mut st.names);
+    st.step_names.push(r.name.to_string());
     let env = env.with_vars(allowed.iter().cloned());
     let mut expect = Expect::default();
     let raw_expect = r.expect.as_ref();
@@ -1349,7 +1384,10 @@ fn check_step(
     if let Some(e) = raw_expect {
         if let Some(b) = &e.body_contains {
             if r.grpc.is_some() {
-                c.err(pos(b), "`expect.body_contains` is for HTTP responses; check a gRPC reply with `json:`");
+                c.err(
+                    pos(b),
+                    "`expect.body_contains` is for HTTP responses; check a gRPC reply with `json:`",
+                );
             }
             expect.body_contains = Some(b.to_string());
         }
@@ -1361,7 +1399,10 @@ fn check_step(
                 Ok(h) => expect.headers.push((h.as_str().to_owned(), v.to_string())),
                 Err(_) => c.err(
                     pos(k),
-                    format!("`expect.header`: `{}` is not a valid HTTP header name", k.as_str()),
+                    format!(
+                        "`expect.header`: `{}` is not a valid HTTP header name",
+                        k.as_str()
+                    ),
                 ),
             }
         }
@@ -1422,7 +1463,9 @@ fn check_step(
     let mut captures = Vec::new();
     for (var, cap) in &r.capture.0 {
         let valid = var.starts_with(|ch: char| ch.is_ascii_alphabetic() || ch == '_')
-            && var.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+            && var
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
         if !valid {
             c.err(
                 pos(var),
@@ -1437,7 +1480,14 @@ fn check_step(
             (Some(p), None) => match serde_json_path::JsonPath::parse(p) {
                 Ok(_) => Some(CaptureSource::Json(located(p))),
                 Err(e) => {
-                    c.err(pos(p), format!("`capture.{}`: `{}` is not a valid JSON path: {e}", var.as_str(), p.as_str()));
+                    c.err(
+                        pos(p),
+                        format!(
+                            "`capture.{}`: `{}` is not a valid JSON path: {e}",
+                            var.as_str(),
+                            p.as_str()
+                        ),
+                    );
                     None
                 }
             },
@@ -1448,7 +1498,14 @@ fn check_step(
                 match http::HeaderName::from_bytes(h.as_bytes()) {
                     Ok(name) => Some(CaptureSource::Header(name.as_str().to_owned())),
                     Err(_) => {
-                        c.err(pos(h), format!("`capture.{}`: `{}` is not a valid HTTP header name", var.as_str(), h.as_str()));
+                        c.err(
+                            pos(h),
+                            format!(
+                                "`capture.{}`: `{}` is not a valid HTTP header name",
+                                var.as_str(),
+                                h.as_str()
+                            ),
+                        );
                         None
                     }
                 }

@@ -5,6 +5,9 @@
 //! Routes: `/status/{code}` answers that status; `/slow/{ms}` answers 200
 //! after a delay; `/reset` resets the connection; anything else is 200.
 
+// Each test crate that includes this module uses a part of it.
+#![allow(dead_code)]
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,416 @@
+//! End-to-end tests of user behaviour: flows with captures against the
+//! bank demo service, data feeds, response checks, stages and pacing.
+//! Every load is bounded by a few seconds or an iteration count.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+
+use redproof_services::bank::{self, BankOptions};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    results: Value,
+}
+
+/// Runs a scenario written to a temporary directory with `files` beside it.
+fn run(scenario: &str, files: &[(&str, &str)]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let file = dir.path().join("scenario.yaml");
+    std::fs::write(&file, scenario).unwrap();
+    let results = dir.path().join("results.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_redproof"))
+        .env("NO_COLOR", "1")
+        .args(["run", "--quiet", "--out"])
+        .arg(&results)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let r = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        results: Value::Null,
+    };
+    let text = std::fs::read_to_string(&results)
+        .unwrap_or_else(|_| panic!("no results\n{}\n{}", r.stdout, r.stderr));
+    Run {
+        results: serde_json::from_str(&text).unwrap(),
+        ..r
+    }
+}
+
+fn request<'a>(results: &'a Value, name: &str) -> &'a Value {
+    results["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no request `{name}`"))
+}
+
+/// (outcome as JSON text, expected, count) of one request.
+fn outcomes(results: &Value, name: &str) -> Vec<(String, bool, u64)> {
+    request(results, name)["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["outcome"].to_string(),
+                o["ok"].as_bool().unwrap(),
+                o["count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn total(results: &Value, name: &str) -> u64 {
+    outcomes(results, name).iter().map(|o| o.2).sum()
+}
+
+/// The bank demo service on an ephemeral port, stopped on drop.
+struct Bank {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Bank {
+    fn start() -> Self {
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(l.local_addr().unwrap()).unwrap();
+                bank::serve(
+                    l,
+                    BankOptions {
+                        database: None,
+                        faults: Default::default(),
+                    },
+                    token,
+                )
+                .await
+                .unwrap();
+            });
+        });
+        Bank {
+            addr: rx.recv().unwrap(),
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Bank {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn captured_accounts_flow_into_later_steps() {
+    let bank = Bank::start();
+    let r = run(
+        &format!(
+            r#"
+name: bank-flow
+targets:
+  bank: {{ url: "http://{addr}" }}
+data:
+  customers: {{ file: customers.csv }}
+load: {{ users: 4, iterations: 200 }}
+on_start:
+  - name: open_account
+    http: {{ target: bank, method: POST, path: /accounts, json: {{ owner: "{{{{ customers.name }}}}" }} }}
+    expect: {{ status: 201 }}
+    capture:
+      account_id: {{ json: "$.id" }}
+      kind: {{ header: content-type }}
+requests:
+  - name: deposit_and_check
+    flow:
+      - name: deposit
+        http:
+          target: bank
+          method: POST
+          path: "/accounts/{{{{ account_id }}}}/transactions"
+          json: {{ kind: credit, amount: "{{{{ number(customers.cents) }}}}" }}
+        expect: {{ status: 201, json: {{ "$.kind": credit }} }}
+        capture: {{ tx: {{ json: "$.id" }} }}
+      - name: balance
+        http: {{ target: bank, path: "/accounts/{{{{ account_id }}}}/balance" }}
+        expect: {{ status: 200, header: {{ content-type: application/json }} }}
+"#,
+            addr = bank.addr
+        ),
+        &[("customers.csv", "name,cents\nada,100\ngrace,250\nalan,50\n")],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let res = &r.results;
+    // One account per user, then 200 iterations of the two-step flow,
+    // every one against a captured account: no 404 anywhere.
+    assert_eq!(
+        outcomes(res, "open_account"),
+        vec![(r#"{"status":201}"#.into(), true, 4)]
+    );
+    assert_eq!(
+        outcomes(res, "deposit"),
+        vec![(r#"{"status":201}"#.into(), true, 200)]
+    );
+    assert_eq!(
+        outcomes(res, "balance"),
+        vec![(r#"{"status":200}"#.into(), true, 200)]
+    );
+}
+
+#[test]
+fn a_failed_capture_ends_the_iteration_and_checks_count_as_check_failed() {
+    let server = support::start();
+    let r = run(
+        &format!(
+            r#"
+name: checks
+targets:
+  web: {{ url: "{url}" }}
+load: {{ users: 2, iterations: 40 }}
+requests:
+  - name: flow
+    flow:
+      - name: first
+        http: {{ target: web, path: /status/200 }}
+        capture: {{ id: {{ json: "$.id" }} }}
+      - name: second
+        http: {{ target: web, path: "/after/{{{{ id }}}}" }}
+  - name: body_check
+    http: {{ target: web, path: /status/200 }}
+    expect: {{ status: 200, body_contains: nope }}
+  - name: body_ok
+    http: {{ target: web, path: /status/200 }}
+    expect: {{ status: 200, body_contains: ok }}
+  - name: header_check
+    http: {{ target: web, path: /status/200 }}
+    expect: {{ header: {{ content-type: application/json }} }}
+  - name: wrong_status
+    http: {{ target: web, path: /status/500 }}
+    expect: {{ status: 200, body_contains: ok }}
+"#,
+            url = server.url()
+        ),
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let res = &r.results;
+    // The body "ok\n" is not JSON: the capture fails, so `second` never runs.
+    let first = outcomes(res, "first");
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].0, r#"{"check_failed":{"status":200}}"#);
+    assert!(!first[0].1);
+    assert_eq!(total(res, "second"), 0);
+    assert_eq!(server.counts.get("/after"), 0);
+    assert_eq!(
+        outcomes(res, "body_check"),
+        vec![(
+            r#"{"check_failed":{"status":200}}"#.into(),
+            false,
+            total(res, "body_check")
+        )]
+    );
+    assert!(outcomes(res, "body_ok").iter().all(|o| o.1));
+    assert!(outcomes(res, "header_check").iter().all(|o| !o.1));
+    // A status the step does not expect stays a status error.
+    assert_eq!(
+        outcomes(res, "wrong_status"),
+        vec![(
+            r#"{"status":500}"#.into(),
+            false,
+            total(res, "wrong_status")
+        )]
+    );
+    let all: u64 = [
+        "first",
+        "body_check",
+        "body_ok",
+        "header_check",
+        "wrong_status",
+    ]
+    .iter()
+    .map(|n| total(res, n))
+    .sum();
+    assert_eq!(all, 40);
+    assert!(r.stdout.contains("check_failed (200)"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("the body does not contain `nope`"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("the body is not JSON"), "{}", r.stdout);
+}
+
+#[test]
+fn unique_rows_are_drawn_once_then_stop_or_cycle() {
+    let rows = "id\n".to_owned() + &(1..=10).map(|i| format!("r{i}\n")).collect::<String>();
+    let scenario = |exhausted: &str, end: &str, url: &str| {
+        format!(
+            r#"
+name: unique
+targets:
+  web: {{ url: "{url}" }}
+data:
+  rows: {{ file: rows.csv, draw: unique, exhausted: {exhausted} }}
+load: {{ users: 3, {end} }}
+requests:
+  - name: row
+    http: {{ target: web, path: "/row/{{{{ rows.id }}}}/" }}
+"#
+        )
+    };
+    let server = support::start();
+    let r = run(
+        &scenario("stop", "duration: 30s", &server.url()),
+        &[("rows.csv", &rows)],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    // Each row once, then the run stops long before its 30 s.
+    assert_eq!(total(&r.results, "row"), 10);
+    for i in 1..=10 {
+        assert_eq!(server.counts.get(&format!("/row/r{i}/")), 1, "row r{i}");
+    }
+    assert!(r.results["timing"]["load_s"].as_f64().unwrap() < 10.0);
+    assert!(
+        r.stderr.contains("data feed `rows` ran out of rows"),
+        "{}",
+        r.stderr
+    );
+
+    let server = support::start();
+    let r = run(
+        &scenario("cycle", "iterations: 25", &server.url()),
+        &[("rows.csv", &rows)],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(total(&r.results, "row"), 25);
+    // 25 draws over 10 rows: every row two or three times.
+    let per_row: Vec<u64> = (1..=10)
+        .map(|i| server.counts.get(&format!("/row/r{i}/")))
+        .collect();
+    assert!(per_row.iter().all(|&n| (2..=3).contains(&n)), "{per_row:?}");
+    assert_eq!(per_row.iter().sum::<u64>(), 25);
+}
+
+/// Mean completed requests per one-second window over `[from, to)`.
+fn window_rate(results: &Value, from: usize, to: usize) -> f64 {
+    let w = results["windows"].as_array().unwrap();
+    let counts: Vec<f64> = w[from..to.min(w.len())]
+        .iter()
+        .map(|w| w["all"]["count"].as_f64().unwrap())
+        .collect();
+    counts.iter().sum::<f64>() / counts.len() as f64
+}
+
+#[test]
+fn closed_stages_reach_their_users_at_the_pace() {
+    let server = support::start();
+    let r = run(
+        &format!(
+            r#"
+name: closed-stages
+targets:
+  web: {{ url: "{url}" }}
+load:
+  stages:
+    - {{ for: 3s, users: 2 }}
+    - {{ for: 3s, users: 6 }}
+  pace: 100ms
+  drain: 1s
+requests:
+  - name: home
+    http: {{ target: web, path: / }}
+"#,
+            url = server.url()
+        ),
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    // Each user starts 10 iterations a second: 20/s, then 60/s.
+    let first = window_rate(&r.results, 0, 3);
+    let second = window_rate(&r.results, 3, 6);
+    assert!((16.0..=24.0).contains(&first), "first stage {first}/s");
+    assert!((50.0..=70.0).contains(&second), "second stage {second}/s");
+    // Pacing records the corrected latency as well, and says so.
+    assert!(request(&r.results, "home")["corrected_histogram"].is_string());
+    assert!(
+        r.stdout.contains("pacing-corrected latency"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn open_stages_ramp_the_arrival_rate() {
+    let server = support::start();
+    let r = run(
+        &format!(
+            r#"
+name: open-stages
+targets:
+  web: {{ url: "{url}" }}
+load:
+  stages:
+    - {{ for: 2s, rate: 50/s }}
+    - {{ for: 2s, rate: 50/s..150/s }}
+  drain: 1s
+requests:
+  - name: home
+    http: {{ target: web, path: / }}
+"#,
+            url = server.url()
+        ),
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    // 50/s for 2 s, then a ramp averaging 100/s for 2 s: 300 arrivals.
+    let n = total(&r.results, "home");
+    assert!((298..=300).contains(&n), "{n} requests");
+    let first = window_rate(&r.results, 0, 2);
+    let last = window_rate(&r.results, 3, 4);
+    assert!((40.0..=60.0).contains(&first), "first stage {first}/s");
+    assert!((105.0..=145.0).contains(&last), "end of the ramp {last}/s");
+}
+
+#[test]
+fn bundled_bank_scenario_validates() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(env!("CARGO_BIN_EXE_redproof"))
+        .arg("validate")
+        .arg(root.join("scenarios/bank.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
