@@ -157,6 +157,7 @@ fn outcomes(results: &Value, name: &str) -> Vec<(String, bool, u64)> {
                 .or(out.get("status"))
                 .or(out.get("transport"))
                 .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                .or(out.get("check_failed").map(|_| "check_failed".to_owned()))
                 .unwrap();
             (
                 key,
@@ -524,4 +525,59 @@ verify:
         );
     }
     assert!(stdout.contains("InvalidArgument: server "), "{stdout}");
+}
+
+#[test]
+fn grpc_reply_fields_are_checked_and_captured() {
+    let svc = Services::start();
+    let r = run(&format!(
+        r#"
+name: grpc-capture
+targets:
+  revert: {{ url: "http://{revert}", protos: ["{revert_proto}"] }}
+load: {{ users: 2, iterations: 30 }}
+requests:
+  - name: round_trip
+    flow:
+      - name: forth
+        grpc:
+          target: revert
+          method: revertname.RevertName/RevertName
+          message: {{ name: "abc{{{{ seq() }}}}" }}
+        capture: {{ reverted: {{ json: "$.reverted" }} }}
+      - name: back
+        grpc:
+          target: revert
+          method: revertname.RevertName/RevertName
+          message: {{ name: "{{{{ reverted }}}}" }}
+        expect: {{ json: {{ "$.reverted": "abc" }} }}
+  - name: count
+    grpc:
+      target: revert
+      method: revertname.RevertName/RevertNames
+      messages: [{{ name: a }}, {{ name: b }}]
+    expect: {{ json: {{ "$.count": 3 }} }}
+"#,
+        revert = svc.revert,
+        revert_proto = proto("revert_name.proto"),
+    ));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let res = r.results.unwrap();
+    let forth = count(&res, "forth", "OK");
+    assert!(forth > 0);
+    // `back` sends the captured reversal back: "abcN" reversed twice is
+    // "abcN", so the check on "abc" fails for every call, as expected.
+    let back = outcomes(&res, "back");
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert_eq!(back[0].0, "check_failed");
+    assert!(!back[0].1);
+    assert_eq!(back[0].2, forth);
+    assert!(r.stdout.contains("`$.reverted` is \"abc"), "{}", r.stdout);
+    // Two names sent: the reply's count is 2, not 3.
+    assert!(outcomes(&res, "count").iter().all(|o| !o.1));
+    assert!(
+        r.stdout.contains("`$.count` is 2, expected 3"),
+        "{}",
+        r.stdout
+    );
 }
