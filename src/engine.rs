@@ -232,6 +232,8 @@ struct Shared {
     feeds: Vec<FeedState>,
     /// Set when a feed ran out and stopped the run.
     exhausted: Mutex<Option<String>>,
+    /// Open model: iterations started (an arrival that was not dropped).
+    started: AtomicU64,
     late: AtomicU64,
     max_lag_us: AtomicU64,
 }
@@ -355,6 +357,7 @@ impl Schedule {
                     sh.max_lag_us
                         .fetch_max(lag.as_micros() as u64, Ordering::Relaxed);
                 }
+                sh.started.fetch_add(1, Ordering::Relaxed);
                 Some(due)
             }
         }
@@ -394,13 +397,14 @@ enum Cut {
 
 /// Runs `steps` in order for one user. The first step's latency runs from
 /// `from` (the open model's due time); later steps from their own start.
+/// `Ok(false)` when a step's capture failed and the rest was skipped.
 async fn run_steps<E: Executor>(
     cx: Ctx<'_, E>,
     steps: &[usize],
     from: Instant,
     scratch: &mut Scratch,
     abort: &mut std::pin::Pin<&mut tokio_util::sync::WaitForCancellationFutureOwned>,
-) -> Result<(), Cut> {
+) -> Result<bool, Cut> {
     let Ctx { exec, rec, plan } = cx;
     // A flow that has started runs to its end even when the run stops
     // starting iterations; only the end of the drain cuts it off.
@@ -452,7 +456,7 @@ async fn run_steps<E: Executor>(
         let spec = &plan.steps[step];
         if !ok && spec.captures {
             // The values later steps need were not captured.
-            break;
+            return Ok(false);
         }
         if let Some(think) = spec.think
             && i + 1 < steps.len()
@@ -467,7 +471,7 @@ async fn run_steps<E: Executor>(
             }
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Draws a row from every feed into the user's variables; false when a
@@ -519,13 +523,17 @@ async fn worker<E: Executor>(
             return;
         }
         if !started {
-            started = true;
-            let r = run_steps(cx, &plan.on_start, from, &mut scratch, &mut abort).await;
-            if r.is_err() {
-                return;
+            // `on_start` carries the iteration's start (and any schedule
+            // lag); when one of its captures fails, this iteration ends and
+            // the next one tries `on_start` again, rather than running
+            // steps without the values they need. An iteration already
+            // claimed runs even if the run has started stopping meanwhile.
+            match run_steps(cx, &plan.on_start, from, &mut scratch, &mut abort).await {
+                Err(Cut::Aborted) => return,
+                Ok(done) => started = done,
             }
-            if sh.stopping.load(Ordering::Relaxed) {
-                return;
+            if !started {
+                continue;
             }
             if !draw_rows(&sh, &mut scratch) {
                 return;
@@ -605,6 +613,7 @@ pub async fn run<F: ExecutorFactory + Clone>(
             })
             .collect(),
         exhausted: Mutex::new(None),
+        started: AtomicU64::new(0),
         late: AtomicU64::new(0),
         max_lag_us: AtomicU64::new(0),
     });
@@ -680,6 +689,11 @@ pub async fn run<F: ExecutorFactory + Clone>(
                 }
                 None => break,
             },
+            // Stopped from inside: iterations or a data feed ran out.
+            _ = sh.stop.cancelled(), if stopped_at.is_none() => {
+                stopped_at = Some(Instant::now());
+                drain_deadline = Some(Instant::now() + load.drain);
+            }
             _ = interrupt.cancelled(), if !interrupted => {
                 interrupted = true;
                 if stopped_at.is_none() {
@@ -743,8 +757,7 @@ pub async fn run<F: ExecutorFactory + Clone>(
         let until = end.map_or(stopped_at, |end| stopped_at.min(end));
         let due_by_time = rate.arrivals(until.duration_since(t0).as_secs_f64()).ceil() as u64;
         let due = load.iterations.map_or(due_by_time, |n| n.min(due_by_time));
-        let total = totals.total();
-        let started = total.count() + total.unknown;
+        let started = sh.started.load(Ordering::Relaxed);
         ScheduleStats {
             late_starts: sh.late.load(Ordering::Relaxed),
             dropped: due.saturating_sub(started),

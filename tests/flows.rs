@@ -414,3 +414,41 @@ fn bundled_bank_scenario_validates() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn iterations_count_per_user_or_in_total_after_on_start() {
+    let server = support::start();
+    let scenario = |end: &str| {
+        format!(
+            r#"
+name: iterations
+targets:
+  web: {{ url: "{url}" }}
+load: {{ users: 5, {end} }}
+on_start:
+  - name: login
+    http: {{ target: web, path: /login }}
+requests:
+  - name: page
+    flow:
+      - name: one
+        http: {{ target: web, path: /one }}
+      - name: two
+        http: {{ target: web, path: /two }}
+"#,
+            url = server.url()
+        )
+    };
+    let r = run(&scenario("iterations_per_user: 4"), &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(total(&r.results, "login"), 5);
+    assert_eq!(total(&r.results, "one"), 20);
+    assert_eq!(total(&r.results, "two"), 20);
+    // As many users as iterations: every claimed iteration still runs
+    // after its user's on_start, and every flow runs to its end.
+    let r = run(&scenario("iterations: 5"), &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(total(&r.results, "login"), 5);
+    assert_eq!(total(&r.results, "one"), 5);
+    assert_eq!(total(&r.results, "two"), 5);
+}

@@ -295,9 +295,12 @@ impl PreparedGrpc {
     fn reply_json(&self, bytes: Bytes) -> Result<serde_json::Value, String> {
         let msg = DynamicMessage::decode(self.output.clone(), bytes)
             .map_err(|e| format!("the reply is not a `{}`: {e}", self.output.full_name()))?;
+        // 64-bit integers as numbers (not protobuf JSON's strings), so
+        // `expect.json` compares them with plain YAML numbers.
         let options = prost_reflect::SerializeOptions::new()
             .use_proto_field_name(true)
-            .skip_default_fields(false);
+            .skip_default_fields(false)
+            .stringify_64_bit_integers(false);
         msg.serialize_with_options(serde_json::value::Serializer, &options)
             .map_err(|e| e.to_string())
     }

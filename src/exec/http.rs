@@ -633,14 +633,20 @@ impl CallExecutor {
         let connecting = std::cell::Cell::new(false);
         let origin = &self.plan.origins[target];
         let call = async {
-            let conn = match s.grpc_conns[target].take() {
-                Some(c) if !c.is_closed() => c,
+            // The connection stays in its slot during the call (HTTP/2
+            // senders are cheap clones), so a call cut off by its deadline
+            // leaves it for the next one; it is replaced once it closes.
+            let conn = match &s.grpc_conns[target] {
+                Some(c) if !c.is_closed() => c.clone(),
                 _ => {
                     connecting.set(true);
                     let c = Box::pin(grpc::connect(e)).await;
                     connecting.set(false);
                     match c {
-                        Ok(c) => c,
+                        Ok(c) => {
+                            s.grpc_conns[target] = Some(c.clone());
+                            c
+                        }
                         Err((k, m)) => return CallResult::Failed(k, m),
                     }
                 }
@@ -648,8 +654,8 @@ impl CallExecutor {
             let result = g
                 .call(&conn, origin, s, planned.rules.as_ref(), &planned.expect)
                 .await;
-            if !matches!(result, CallResult::Failed(..)) {
-                s.grpc_conns[target] = Some(conn);
+            if conn.is_closed() {
+                s.grpc_conns[target] = None;
             }
             result
         };
@@ -673,10 +679,15 @@ impl CallExecutor {
                 sent: 0,
                 received: 0,
             },
-            None => CallResult::Failed(
-                TransportError::Timeout,
-                format!("no final status from `{}` within {:?}", e.name, limit),
-            ),
+            None => {
+                // No answer at all within the target's timeout: the
+                // connection is suspect, as for HTTP.
+                s.grpc_conns[target] = None;
+                CallResult::Failed(
+                    TransportError::Timeout,
+                    format!("no final status from `{}` within {:?}", e.name, limit),
+                )
+            }
         }
     }
 
