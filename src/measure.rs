@@ -123,6 +123,31 @@ impl GrpcCode {
     pub fn name(self) -> &'static str {
         Self::NAMES[self.0 as usize]
     }
+
+    /// The name Go's `codes.Code.String()` gives, which go-grpc-prometheus
+    /// writes in `grpc_code`.
+    pub fn go_name(self) -> &'static str {
+        const GO: [&str; 17] = [
+            "OK",
+            "Canceled",
+            "Unknown",
+            "InvalidArgument",
+            "DeadlineExceeded",
+            "NotFound",
+            "AlreadyExists",
+            "PermissionDenied",
+            "ResourceExhausted",
+            "FailedPrecondition",
+            "Aborted",
+            "OutOfRange",
+            "Unimplemented",
+            "Internal",
+            "Unavailable",
+            "DataLoss",
+            "Unauthenticated",
+        ];
+        GO[self.0 as usize]
+    }
 }
 
 impl fmt::Display for GrpcCode {

@@ -10,6 +10,7 @@ use std::process::Command;
 
 use redproof_services::bank::{self, BankOptions};
 use serde_json::Value;
+use support::request;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -48,15 +49,6 @@ fn run(scenario: &str, files: &[(&str, &str)]) -> Run {
         results: serde_json::from_str(&text).unwrap(),
         ..r
     }
-}
-
-fn request<'a>(results: &'a Value, name: &str) -> &'a Value {
-    results["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name)
-        .unwrap_or_else(|| panic!("no request `{name}`"))
 }
 
 /// (outcome as JSON text, expected, count) of one request.

@@ -2,6 +2,8 @@
 //! services (revert-name, time, edge) on ephemeral loopback ports. Loads
 //! are bounded by an iteration count or a few seconds.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -13,6 +15,7 @@ use redproof_services::faults::Faults;
 use redproof_services::revert::{self, GrpcOptions};
 use redproof_services::time_service;
 use serde_json::Value;
+use support::request;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -132,15 +135,6 @@ fn run(scenario: &str) -> Run {
             .ok()
             .map(|t| serde_json::from_str(&t).unwrap()),
     }
-}
-
-fn request<'a>(results: &'a Value, name: &str) -> &'a Value {
-    results["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name)
-        .unwrap_or_else(|| panic!("no request `{name}`"))
 }
 
 /// Completed calls of one request by outcome (`"OK"`, `"200"`, or a

@@ -282,9 +282,7 @@ fn is_server_error(out: Outcome) -> bool {
     use crate::verify::convention;
     match out {
         Outcome::Status(c) => c >= 500,
-        Outcome::Grpc(c) => {
-            convention::grpc_code(c.name()).is_some_and(convention::is_server_error)
-        }
+        Outcome::Grpc(c) => convention::is_server_error(c.go_name()),
         Outcome::Transport(_) | Outcome::CheckFailed(_) => false,
     }
 }

@@ -591,6 +591,16 @@ impl Checker {
         self.diags.push(Diagnostic::at(pos, msg));
     }
 
+    /// Runs a parser on an optional value, recording its error.
+    pub(super) fn parse_opt<T>(
+        &mut self,
+        v: &Option<Text>,
+        field: &str,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        v.as_ref().and_then(|v| self.parse(v, field, f))
+    }
+
     /// Runs a parser on a located value, recording its error.
     pub(super) fn parse<T>(
         &mut self,
@@ -824,10 +834,8 @@ fn check_targets(c: &mut Checker, raw: &OrderedMap<raw::RawTarget>, base: &Path)
     for (name, t) in &raw.0 {
         let grpc = check_grpc_target(c, t, base);
         let url = c.parse(&t.url, "url", check_url);
-        let timeout = t
-            .timeout
-            .as_ref()
-            .and_then(|v| c.parse(v, "timeout", units::parse_duration))
+        let timeout = c
+            .parse_opt(&t.timeout, "timeout", units::parse_duration)
             .unwrap_or(DEFAULT_TIMEOUT);
         let mut headers = Vec::new();
         for (k, v) in &t.headers.0 {
@@ -944,38 +952,20 @@ fn check_load(
     load_pos: Option<Pos>,
 ) -> Option<Load> {
     let l: &raw::RawLoad = load;
-    let count = |c: &mut Checker, v: &Option<Text>, field: &str| {
-        v.as_ref()
-            .and_then(|v| c.parse(v, field, units::parse_count))
-    };
-    let users = count(c, &l.users, "users");
-    let iterations = count(c, &l.iterations, "iterations");
-    let max_in_flight = count(c, &l.max_in_flight, "max_in_flight");
-    let rate = l
-        .rate
-        .as_ref()
-        .and_then(|v| c.parse(v, "rate", Rate::parse));
-    let spawn_rate = l
-        .spawn_rate
-        .as_ref()
-        .and_then(|v| c.parse(v, "spawn_rate", Rate::parse));
-    let wait = l
-        .wait
-        .as_ref()
-        .and_then(|v| c.parse(v, "wait", DurationRange::parse));
-    let duration = l
-        .duration
-        .as_ref()
-        .and_then(|v| c.parse(v, "duration", units::parse_duration));
-    let drain = l
-        .drain
-        .as_ref()
-        .and_then(|v| c.parse(v, "drain", units::parse_duration));
-    let iterations_per_user = count(c, &l.iterations_per_user, "iterations_per_user");
-    let pace = l
-        .pace
-        .as_ref()
-        .and_then(|v| c.parse(v, "pace", units::parse_duration));
+    let users = c.parse_opt(&l.users, "users", units::parse_count);
+    let iterations = c.parse_opt(&l.iterations, "iterations", units::parse_count);
+    let max_in_flight = c.parse_opt(&l.max_in_flight, "max_in_flight", units::parse_count);
+    let rate = c.parse_opt(&l.rate, "rate", Rate::parse);
+    let spawn_rate = c.parse_opt(&l.spawn_rate, "spawn_rate", Rate::parse);
+    let wait = c.parse_opt(&l.wait, "wait", DurationRange::parse);
+    let duration = c.parse_opt(&l.duration, "duration", units::parse_duration);
+    let drain = c.parse_opt(&l.drain, "drain", units::parse_duration);
+    let iterations_per_user = c.parse_opt(
+        &l.iterations_per_user,
+        "iterations_per_user",
+        units::parse_count,
+    );
+    let pace = c.parse_opt(&l.pace, "pace", units::parse_duration);
     let stages = l
         .stages
         .as_ref()
@@ -1456,10 +1446,7 @@ fn check_step(
         }
         (None, Some(g)) => check_grpc(c, g, call_node("grpc"), targets, &env).map(Call::Grpc),
     };
-    let think = r
-        .think
-        .as_ref()
-        .and_then(|v| c.parse(v, "think", DurationRange::parse));
+    let think = c.parse_opt(&r.think, "think", DurationRange::parse);
     let mut captures = Vec::new();
     for (var, cap) in &r.capture.0 {
         let valid = var.starts_with(|ch: char| ch.is_ascii_alphabetic() || ch == '_')

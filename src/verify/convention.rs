@@ -1,6 +1,7 @@
 //! Metric names and labels of the instrumentation libraries redproof
 //! knows, resolved for one `verify:` entry.
 
+use crate::measure::GrpcCode;
 use crate::promql::{MatchOp, Matcher, Selector};
 use crate::scenario::verification::{Convention, Side, VerifyEntry};
 
@@ -128,38 +129,10 @@ impl Names {
 }
 
 /// gRPC code names in Go's spelling, by number.
-pub const GRPC_CODES: [&str; 17] = [
-    "OK",
-    "Canceled",
-    "Unknown",
-    "InvalidArgument",
-    "DeadlineExceeded",
-    "NotFound",
-    "AlreadyExists",
-    "PermissionDenied",
-    "ResourceExhausted",
-    "FailedPrecondition",
-    "Aborted",
-    "OutOfRange",
-    "Unimplemented",
-    "Internal",
-    "Unavailable",
-    "DataLoss",
-    "Unauthenticated",
-];
-
 /// Normalises a gRPC code (Go `Unavailable`, Python `UNAVAILABLE`, a
 /// number, or `CANCELLED`) to Go's spelling.
 pub fn grpc_code(s: &str) -> Option<&'static str> {
-    if let Ok(n) = s.parse::<usize>() {
-        return GRPC_CODES.get(n).copied();
-    }
-    let squash = |x: &str| x.replace('_', "").to_ascii_lowercase();
-    let wanted = squash(s);
-    if wanted == "cancelled" {
-        return Some("Canceled");
-    }
-    GRPC_CODES.iter().copied().find(|c| squash(c) == wanted)
+    GrpcCode::parse(s).map(GrpcCode::go_name)
 }
 
 /// The key a status is compared under: `500`, `5xx`, or a gRPC code.

@@ -243,9 +243,7 @@ fn client_request(st: &RequestStats) -> ClientRequest {
             | Outcome::CheckFailed(Answer::Status(_) | Answer::Grpc(_)) => {
                 let key = match o.outcome {
                     Outcome::Grpc(c) | Outcome::CheckFailed(Answer::Grpc(c)) => {
-                        convention::grpc_code(c.name())
-                            .unwrap_or(c.name())
-                            .to_owned()
+                        c.go_name().to_owned()
                     }
                     Outcome::Status(s) | Outcome::CheckFailed(Answer::Status(s)) => s.to_string(),
                     Outcome::Transport(_) => unreachable!("matched above"),

@@ -214,3 +214,13 @@ pub fn start_tls() -> HyperServer {
         }
     })
 }
+
+/// A request's entry in a results file, by name.
+pub fn request<'a>(results: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    results["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no request `{name}`"))
+}
