@@ -646,7 +646,10 @@ fn demo_verifies_clean_and_catches_a_fault() {
     let stdout = String::from_utf8_lossy(&ok.stdout);
     let stderr = String::from_utf8_lossy(&ok.stderr);
     assert_eq!(ok.status.code(), Some(0), "{stdout}\n{stderr}");
-    assert!(stdout.contains("0 failed · 0 no data"), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("0 failed · 0 no data"),
+        "{stdout}\n{stderr}"
+    );
     let bad = demo(&["--fault", "workers=4"]);
     let stdout = String::from_utf8_lossy(&bad.stdout);
     assert!(matches!(bad.status.code(), Some(2 | 3)), "{stdout}");

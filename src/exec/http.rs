@@ -1,10 +1,11 @@
-//! The HTTP executor, on hyper's connection API.
+//! The HTTP executor.
 //!
 //! Each worker owns one connection per target (like wrk), kept in its
 //! [`Scratch`]: no pool, no locks, no URL parsing beyond the rendered path.
-//! Connections are HTTP/1.1, or HTTP/2 with prior knowledge (`http2: true`)
-//! or when TLS negotiates `h2` through ALPN. A connection that fails is
-//! dropped and the worker's next request opens a new one.
+//! Connections are HTTP/1.1 (see [`super::h1`]), or HTTP/2 on hyper's
+//! connection API with prior knowledge (`http2: true`) or when TLS
+//! negotiates `h2` through ALPN. A connection that fails is dropped and
+//! the worker's next request opens a new one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,13 +14,14 @@ use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, header};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use super::check::ResponseRules;
 use super::grpc::{self, PreparedGrpc};
+use super::h1::{H1Conn, H1Error};
 use super::{CallResult, Executor, ExecutorFactory, Scratch, chain, classify, init_tls};
 use crate::measure::{Answer, GrpcCode, Outcome, TransportError};
 use crate::scenario::{Body, Call, Expect, HttpCall, Scenario, Target};
@@ -27,17 +29,47 @@ use crate::template::{JsonTemplate, Template, TemplateEnv, compile_located, push
 
 /// A worker's open connection to one target.
 pub(crate) enum Conn {
-    H1(http1::SendRequest<Full<Bytes>>),
+    H1(H1Conn),
     H2(http2::SendRequest<Full<Bytes>>),
 }
 
 impl Conn {
-    fn is_closed(&self) -> bool {
+    /// Whether a request can go out on this connection now.
+    async fn usable(&mut self) -> bool {
         match self {
-            Conn::H1(s) => s.is_closed(),
-            Conn::H2(s) => s.is_closed(),
+            Conn::H1(c) => c.is_usable(),
+            Conn::H2(s) => !s.is_closed() && (s.is_ready() || s.ready().await.is_ok()),
         }
     }
+}
+
+/// The `host` line (unless `headers` sets one) and `headers`, serialised
+/// for an HTTP/1.1 request head. `content-length` is left out: it is
+/// written for each request's body.
+fn h1_header_lines(headers: &HeaderMap, host: &HeaderValue) -> Vec<u8> {
+    let mut out = Vec::new();
+    if !headers.contains_key(header::HOST) {
+        push_header_line(&mut out, "host", host.as_bytes());
+    }
+    for (k, v) in headers {
+        if k != header::CONTENT_LENGTH {
+            push_header_line(&mut out, k.as_str(), v.as_bytes());
+        }
+    }
+    out
+}
+
+fn push_header_line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Whether a rendered value may go in a header: no control characters
+/// but tab (the rule of [`HeaderValue::from_bytes`]).
+fn valid_header_value(v: &str) -> bool {
+    v.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 /// A connected socket, plain or TLS.
@@ -211,11 +243,7 @@ async fn handshake(io: Box<dyn Io>, h2: bool) -> Result<Conn, (TransportError, S
         });
         Ok(Conn::H2(sender))
     } else {
-        let (sender, conn) = http1::handshake(io).await.map_err(fail)?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(Conn::H1(sender))
+        Ok(Conn::H1(H1Conn::new(io.into_inner())))
     }
 }
 
@@ -305,9 +333,16 @@ struct PreparedRequest {
     static_headers: HeaderMap,
     dynamic_headers: Vec<(HeaderName, Template)>,
     body: Option<BodyTemplate>,
-    /// The request URIs for HTTP/1.1 and HTTP/2 when path and query have
-    /// no templates, so they are parsed once instead of per request.
-    static_uris: Option<(Uri, Uri)>,
+    /// The HTTP/2 request URI when path and query have no templates, so
+    /// it is built once instead of per request.
+    static_uri: Option<Uri>,
+    /// HTTP/1.1: the request line when path and query have no templates.
+    h1_line: Option<Vec<u8>>,
+    /// HTTP/1.1: `host` and the static headers, serialised.
+    h1_headers: Vec<u8>,
+    /// HTTP/1.1: whether an empty body still gets `content-length: 0`
+    /// (methods that normally carry a body).
+    h1_length_always: bool,
 }
 
 impl PreparedRequest {
@@ -365,14 +400,18 @@ impl PreparedRequest {
                 Ok((key, t(v)?))
             })
             .collect::<Result<_, String>>()?;
+        let method = Method::from_bytes(h.method.as_bytes()).map_err(|e| e.to_string())?;
         let mut prepared = Self {
-            method: Method::from_bytes(h.method.as_bytes()).map_err(|e| e.to_string())?,
+            h1_headers: h1_header_lines(&static_headers, &endpoint.host_header),
+            h1_length_always: matches!(method, Method::POST | Method::PUT | Method::PATCH),
+            method,
             path,
             query,
             static_headers,
             dynamic_headers,
             body,
-            static_uris: None,
+            static_uri: None,
+            h1_line: None,
         };
         if prepared.path.as_static().is_some()
             && prepared.query.iter().all(|(_, v)| v.as_static().is_some())
@@ -385,7 +424,7 @@ impl PreparedRequest {
                 &mut fastrand::Rng::with_seed(0),
                 &[],
             );
-            let h1 = Uri::try_from(target.as_str())
+            Uri::try_from(target.as_str())
                 .map_err(|e| format!("request `{name}`: `{target}` is not a valid URI: {e}"))?;
             let h2 = Uri::builder()
                 .scheme(endpoint.scheme.clone())
@@ -393,7 +432,9 @@ impl PreparedRequest {
                 .path_and_query(target.as_str())
                 .build()
                 .map_err(|e| format!("request `{name}`: `{target}` is not a valid URI: {e}"))?;
-            prepared.static_uris = Some((h1, h2));
+            prepared.static_uri = Some(h2);
+            prepared.h1_line =
+                Some(format!("{} {target} HTTP/1.1\r\n", prepared.method).into_bytes());
         }
         Ok(prepared)
     }
@@ -419,6 +460,70 @@ impl PreparedRequest {
             push_query_encoded(out, tmp);
         }
     }
+}
+
+impl PreparedRequest {
+    /// Renders the body into `s.text`.
+    fn render_body(&self, s: &mut Scratch) {
+        s.text.clear();
+        match &self.body {
+            None => {}
+            Some(BodyTemplate::Text(t)) => t.render_into(&mut s.text, &mut s.rng, &s.vars),
+            Some(BodyTemplate::Json(t)) => {
+                t.render_into(&mut s.text, &mut s.rng, &mut s.tmp, &s.vars)
+            }
+        }
+    }
+
+    /// Renders the whole HTTP/1.1 request, head and body, into `s.wbuf`.
+    fn write_h1(&self, e: &Endpoint, s: &mut Scratch) -> Result<(), CallResult> {
+        // The body first: its length goes in the head.
+        self.render_body(s);
+        s.wbuf.clear();
+        match &self.h1_line {
+            Some(line) => s.wbuf.extend_from_slice(line),
+            None => {
+                self.render_target(e, &mut s.url, &mut s.tmp, &mut s.rng, &s.vars);
+                if s.url.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                    return Err(CallResult::Failed(
+                        TransportError::Other,
+                        format!(
+                            "rendered path `{}` is not a valid request target: \
+                             it has spaces or control characters",
+                            s.url
+                        ),
+                    ));
+                }
+                s.wbuf.extend_from_slice(self.method.as_str().as_bytes());
+                s.wbuf.push(b' ');
+                s.wbuf.extend_from_slice(s.url.as_bytes());
+                s.wbuf.extend_from_slice(b" HTTP/1.1\r\n");
+            }
+        }
+        s.wbuf.extend_from_slice(&self.h1_headers);
+        for (name, tpl) in &self.dynamic_headers {
+            s.tmp.clear();
+            tpl.render_into(&mut s.tmp, &mut s.rng, &s.vars);
+            if !valid_header_value(&s.tmp) {
+                return Err(invalid_header(name, &s.tmp));
+            }
+            push_header_line(&mut s.wbuf, name.as_str(), s.tmp.as_bytes());
+        }
+        if !s.text.is_empty() || self.h1_length_always {
+            use std::io::Write;
+            let _ = write!(s.wbuf, "content-length: {}\r\n", s.text.len());
+        }
+        s.wbuf.extend_from_slice(b"\r\n");
+        s.wbuf.extend_from_slice(s.text.as_bytes());
+        Ok(())
+    }
+}
+
+fn invalid_header(name: &HeaderName, value: &str) -> CallResult {
+    CallResult::Failed(
+        TransportError::Other,
+        format!("header `{name}` rendered to an invalid value `{value}`"),
+    )
 }
 
 /// A request of either protocol, ready to send.
@@ -515,71 +620,41 @@ impl ExecutorFactory for Arc<CallPlan> {
 }
 
 impl CallExecutor {
-    /// Renders request `r` for a connection of the given kind.
-    fn build_request(
+    /// Renders request `r` for an HTTP/2 connection.
+    fn build_h2_request(
         &self,
         r: &PreparedRequest,
         e: &Endpoint,
-        h2: bool,
         s: &mut Scratch,
     ) -> Result<Request<Full<Bytes>>, CallResult> {
-        let uri = match &r.static_uris {
-            Some((h1, h2_uri)) => {
-                if h2 {
-                    h2_uri.clone()
-                } else {
-                    h1.clone()
-                }
-            }
+        let uri = match &r.static_uri {
+            Some(uri) => uri.clone(),
             None => {
                 r.render_target(e, &mut s.url, &mut s.tmp, &mut s.rng, &s.vars);
-                if h2 {
-                    Uri::builder()
-                        .scheme(e.scheme.clone())
-                        .authority(e.authority.clone())
-                        .path_and_query(s.url.as_str())
-                        .build()
-                } else {
-                    Uri::try_from(s.url.as_str()).map_err(http::Error::from)
-                }
-                .map_err(|err| {
-                    CallResult::Failed(
-                        TransportError::Other,
-                        format!("rendered path `{}` is not a valid URI: {err}", s.url),
-                    )
-                })?
+                Uri::builder()
+                    .scheme(e.scheme.clone())
+                    .authority(e.authority.clone())
+                    .path_and_query(s.url.as_str())
+                    .build()
+                    .map_err(|err| {
+                        CallResult::Failed(
+                            TransportError::Other,
+                            format!("rendered path `{}` is not a valid URI: {err}", s.url),
+                        )
+                    })?
             }
         };
-        let body = match &r.body {
-            None => Bytes::new(),
-            Some(BodyTemplate::Text(t)) => {
-                s.text.clear();
-                t.render_into(&mut s.text, &mut s.rng, &s.vars);
-                Bytes::from(std::mem::take(&mut s.text))
-            }
-            Some(BodyTemplate::Json(t)) => {
-                s.text.clear();
-                t.render_into(&mut s.text, &mut s.rng, &mut s.tmp, &s.vars);
-                Bytes::from(std::mem::take(&mut s.text))
-            }
-        };
+        r.render_body(s);
+        let body = Bytes::from(std::mem::take(&mut s.text));
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = r.method.clone();
         *req.uri_mut() = uri;
         let headers = req.headers_mut();
         *headers = r.static_headers.clone();
-        if !h2 {
-            headers.insert(header::HOST, e.host_header.clone());
-        }
         for (name, tpl) in &r.dynamic_headers {
             s.tmp.clear();
             tpl.render_into(&mut s.tmp, &mut s.rng, &s.vars);
-            let v = HeaderValue::from_str(&s.tmp).map_err(|_| {
-                CallResult::Failed(
-                    TransportError::Other,
-                    format!("header `{name}` rendered to an invalid value `{}`", s.tmp),
-                )
-            })?;
+            let v = HeaderValue::from_str(&s.tmp).map_err(|_| invalid_header(name, &s.tmp))?;
             headers.insert(name.clone(), v);
         }
         Ok(req)
@@ -709,88 +784,44 @@ impl CallExecutor {
         let call = async {
             // A connection the server has closed is replaced before use;
             // that is not a failure of this request, which was not sent.
-            let usable = match s.conns[target].as_mut() {
-                None => false,
-                Some(c) if c.is_closed() => false,
-                Some(Conn::H1(sender)) => sender.is_ready() || sender.ready().await.is_ok(),
-                Some(Conn::H2(sender)) => sender.is_ready() || sender.ready().await.is_ok(),
-            };
-            if !usable {
-                // Boxed: connecting is rare, and its state would otherwise
-                // make every request's future larger.
-                connecting.set(true);
-                let conn = Box::pin(e.connect()).await;
-                connecting.set(false);
-                s.conns[target] = Some(conn.map_err(|(k, m)| CallResult::Failed(k, m))?);
-            }
-            let h2 = matches!(s.conns[target], Some(Conn::H2(_)));
-            let req = self.build_request(r, e, h2, s)?;
-            let mut sent = match s.conns[target].as_mut().expect("connected above") {
-                Conn::H1(sender) => sender.try_send_request(req).await,
-                Conn::H2(sender) => sender.try_send_request(req).await,
-            };
-            // A keep-alive connection the server closed just as the request
-            // went out: the request never left, so it is sent once more on
-            // a fresh connection rather than counted as an error the server
-            // never saw.
-            if let Err(err) = &mut sent
-                && let Some(req) = err.take_message()
-            {
-                connecting.set(true);
-                let conn = Box::pin(e.connect()).await;
-                connecting.set(false);
-                s.conns[target] = Some(conn.map_err(|(k, m)| CallResult::Failed(k, m))?);
-                sent = match s.conns[target].as_mut().expect("connected above") {
-                    Conn::H1(sender) => sender.try_send_request(req).await,
-                    Conn::H2(sender) => sender.try_send_request(req).await,
+            for attempt in 0..2 {
+                let usable = match s.conns[target].as_mut() {
+                    None => false,
+                    Some(c) => c.usable().await,
                 };
-            }
-            let resp = sent.map_err(|err| {
-                let err = err.into_error();
-                CallResult::Failed(
-                    classify(&err),
-                    format!("sending the request: {}", chain(&err)),
-                )
-            })?;
-            let status = resp.status().as_u16();
-            let (parts, mut body) = resp.into_parts();
-            // The body is kept only when checks or captures read it, and
-            // only for a status the step expects.
-            let rules = planned
-                .rules
-                .as_ref()
-                .filter(|_| planned.expect.accepts(Outcome::Status(status)));
-            s.body.clear();
-            while let Some(frame) = body.frame().await {
-                match frame {
-                    Err(err) => {
-                        let kind = match classify(&err) {
-                            TransportError::Other => TransportError::Body,
-                            k => k,
-                        };
-                        return Err(CallResult::Failed(
-                            kind,
-                            format!("reading the response body: {}", chain(&err)),
-                        ));
-                    }
-                    Ok(f) => {
-                        if rules.is_some()
-                            && let Some(data) = f.data_ref()
-                        {
-                            s.body.extend_from_slice(data);
+                if !usable {
+                    // Boxed: connecting is rare, and its state would
+                    // otherwise make every request's future larger.
+                    connecting.set(true);
+                    let conn = Box::pin(e.connect()).await;
+                    connecting.set(false);
+                    s.conns[target] = Some(conn.map_err(|(k, m)| CallResult::Failed(k, m))?);
+                }
+                // A keep-alive connection the server closed just as the
+                // request went out: the request never left, so it is sent
+                // once more on a fresh connection rather than counted as an
+                // error the server never saw.
+                let retry = attempt == 0;
+                match s.conns[target].as_mut().expect("connected above") {
+                    Conn::H1(_) => match self.exchange_h1(r, planned, target, e, s).await {
+                        Err(err) if err.unsent && retry => s.conns[target] = None,
+                        Err(err) => return Err(CallResult::Failed(err.kind, err.message)),
+                        Ok(done) => return Ok(done),
+                    },
+                    Conn::H2(sender) => {
+                        let sender = sender.clone();
+                        match self.exchange_h2(sender, r, planned, e, s).await {
+                            Err(Ok(_)) if retry => s.conns[target] = None,
+                            Err(Ok(err)) | Err(Err(err)) => return Err(err),
+                            Ok(done) => return Ok(done),
                         }
                     }
                 }
             }
-            if let Some(rules) = rules
-                && let Err(message) = rules.apply_http(&parts.headers, &s.body, &mut s.vars)
-            {
-                return Ok(CallResult::CheckFailed {
-                    answer: Answer::Status(status),
-                    message,
-                });
-            }
-            Ok(CallResult::Status(status))
+            Err(CallResult::Failed(
+                TransportError::Reset,
+                "the server closed two connections in a row before the request went out".to_owned(),
+            ))
         };
         let outcome = tokio::select! {
             biased;
@@ -822,6 +853,108 @@ impl CallExecutor {
                 )
             }
         }
+    }
+}
+
+impl CallExecutor {
+    /// Sends an HTTP/1.1 request on the worker's connection to `target`
+    /// and reads the whole response.
+    async fn exchange_h1(
+        &self,
+        r: &PreparedRequest,
+        planned: &PlannedCall,
+        target: usize,
+        e: &Endpoint,
+        s: &mut Scratch,
+    ) -> Result<CallResult, H1Error> {
+        if let Err(failed) = r.write_h1(e, s) {
+            return Ok(failed);
+        }
+        let Some(Conn::H1(conn)) = s.conns[target].as_mut() else {
+            unreachable!("an HTTP/1.1 connection is open");
+        };
+        let head = conn
+            .send(&s.wbuf, r.method == Method::HEAD, planned.rules.is_some())
+            .await?;
+        // The body is kept only when checks or captures read it, and only
+        // for a status the step expects.
+        let rules = planned
+            .rules
+            .as_ref()
+            .filter(|_| planned.expect.accepts(Outcome::Status(head.status)));
+        s.body.clear();
+        conn.read_body(head.framing, rules.map(|_| &mut s.body))
+            .await?;
+        Ok(match rules {
+            Some(rules) => match rules.apply_http(&head.headers, &s.body, &mut s.vars) {
+                Ok(()) => CallResult::Status(head.status),
+                Err(message) => CallResult::CheckFailed {
+                    answer: Answer::Status(head.status),
+                    message,
+                },
+            },
+            None => CallResult::Status(head.status),
+        })
+    }
+
+    /// Sends a request on an HTTP/2 connection and reads the whole
+    /// response. `Err(Ok(_))` means the request never left, so it may be
+    /// sent again on a new connection.
+    async fn exchange_h2(
+        &self,
+        mut sender: http2::SendRequest<Full<Bytes>>,
+        r: &PreparedRequest,
+        planned: &PlannedCall,
+        e: &Endpoint,
+        s: &mut Scratch,
+    ) -> Result<CallResult, Result<CallResult, CallResult>> {
+        let req = self.build_h2_request(r, e, s).map_err(Err)?;
+        let resp = sender.try_send_request(req).await.map_err(|mut err| {
+            let unsent = err.take_message().is_some();
+            let err = err.into_error();
+            let failed = CallResult::Failed(
+                classify(&err),
+                format!("sending the request: {}", chain(&err)),
+            );
+            if unsent { Ok(failed) } else { Err(failed) }
+        })?;
+        let status = resp.status().as_u16();
+        let (parts, mut body) = resp.into_parts();
+        let rules = planned
+            .rules
+            .as_ref()
+            .filter(|_| planned.expect.accepts(Outcome::Status(status)));
+        s.body.clear();
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Err(err) => {
+                    let kind = match classify(&err) {
+                        TransportError::Other => TransportError::Body,
+                        k => k,
+                    };
+                    return Err(Err(CallResult::Failed(
+                        kind,
+                        format!("reading the response body: {}", chain(&err)),
+                    )));
+                }
+                Ok(f) => {
+                    if rules.is_some()
+                        && let Some(data) = f.data_ref()
+                    {
+                        s.body.extend_from_slice(data);
+                    }
+                }
+            }
+        }
+        if let Some(rules) = rules
+            && let Err(message) = rules.apply_http(&parts.headers, &s.body, &mut s.vars)
+        {
+            return Ok(CallResult::CheckFailed {
+                answer: Answer::Status(status),
+                message,
+            });
+        }
+        Ok(CallResult::Status(status))
     }
 }
 
@@ -864,56 +997,73 @@ impl Fetcher {
             for attempt in 0..2 {
                 let usable = match slot.as_mut() {
                     None => false,
-                    Some(c) if c.is_closed() => false,
-                    Some(Conn::H1(s)) => s.ready().await.is_ok(),
-                    Some(Conn::H2(s)) => s.ready().await.is_ok(),
+                    Some(c) => c.usable().await,
                 };
                 if !usable {
                     *slot = Some(e.connect().await.map_err(|(_, m)| m)?);
                 }
-                let h2 = matches!(*slot, Some(Conn::H2(_)));
-                let uri: Uri = if h2 {
-                    format!(
-                        "{}://{}{}{}",
-                        e.scheme, e.authority, e.prefix, path_and_query
-                    )
-                } else {
-                    format!("{}{}", e.prefix, path_and_query)
-                }
-                .parse()
-                .map_err(|err| format!("invalid request path `{path_and_query}`: {err}"))?;
-                let mut req = Request::get(uri)
-                    .body(Full::new(Bytes::new()))
-                    .map_err(|err| err.to_string())?;
-                *req.headers_mut() = e.headers.clone();
-                if !h2 {
-                    req.headers_mut()
-                        .insert(header::HOST, e.host_header.clone());
-                }
-                let sent = match slot.as_mut().expect("connected above") {
-                    Conn::H1(s) => s.try_send_request(req).await,
-                    Conn::H2(s) => s.try_send_request(req).await,
-                };
-                let resp = match sent {
-                    Ok(r) => r,
-                    Err(mut err) => {
-                        *slot = None;
-                        // The server closed a kept-alive connection before
-                        // the request left: retry once on a new one.
-                        if attempt == 0 && err.take_message().is_some() {
-                            continue;
+                let retry = attempt == 0;
+                match slot.as_mut().expect("connected above") {
+                    Conn::H1(conn) => {
+                        let mut req =
+                            format!("GET {}{path_and_query} HTTP/1.1\r\n", e.prefix).into_bytes();
+                        if req
+                            .iter()
+                            .take(req.len() - 2)
+                            .any(|&b| b < b' ' || b == 0x7f)
+                        {
+                            return Err(format!("invalid request path `{path_and_query}`"));
                         }
-                        return Err(chain(&err.into_error()));
+                        req.extend_from_slice(&h1_header_lines(&e.headers, &e.host_header));
+                        req.extend_from_slice(b"\r\n");
+                        let head = match conn.send(&req, false, false).await {
+                            Ok(head) => head,
+                            Err(err) if err.unsent && retry => {
+                                *slot = None;
+                                continue;
+                            }
+                            Err(err) => return Err(err.message),
+                        };
+                        let mut body = Vec::new();
+                        conn.read_body(head.framing, Some(&mut body))
+                            .await
+                            .map_err(|err| err.message)?;
+                        return Ok((head.status, Bytes::from(body)));
                     }
-                };
-                let status = resp.status().as_u16();
-                let body = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|err| format!("reading the response: {}", chain(&err)))?
-                    .to_bytes();
-                return Ok((status, body));
+                    Conn::H2(sender) => {
+                        let uri: Uri = format!(
+                            "{}://{}{}{}",
+                            e.scheme, e.authority, e.prefix, path_and_query
+                        )
+                        .parse()
+                        .map_err(|err| format!("invalid request path `{path_and_query}`: {err}"))?;
+                        let mut req = Request::get(uri)
+                            .body(Full::new(Bytes::new()))
+                            .map_err(|err| err.to_string())?;
+                        *req.headers_mut() = e.headers.clone();
+                        let resp = match sender.try_send_request(req).await {
+                            Ok(r) => r,
+                            Err(mut err) => {
+                                *slot = None;
+                                // The server closed a kept-alive connection
+                                // before the request left: retry once on a
+                                // new one.
+                                if retry && err.take_message().is_some() {
+                                    continue;
+                                }
+                                return Err(chain(&err.into_error()));
+                            }
+                        };
+                        let status = resp.status().as_u16();
+                        let body = resp
+                            .into_body()
+                            .collect()
+                            .await
+                            .map_err(|err| format!("reading the response: {}", chain(&err)))?
+                            .to_bytes();
+                        return Ok((status, body));
+                    }
+                }
             }
             Err("the connection closed twice in a row".to_owned())
         };

@@ -7,6 +7,7 @@
 
 mod check;
 mod grpc;
+mod h1;
 mod http;
 
 use std::future::Future;
@@ -44,6 +45,8 @@ pub struct Scratch {
     /// The user's variables: captures and the columns of drawn feed rows,
     /// by slot.
     pub vars: Vec<String>,
+    /// The HTTP/1.1 request being sent.
+    wbuf: Vec<u8>,
     /// The response body, when checks or captures read it.
     body: Vec<u8>,
     conns: Vec<Option<http::Conn>>,
@@ -61,6 +64,7 @@ impl Scratch {
             text: String::new(),
             tmp: String::new(),
             vars: Vec::new(),
+            wbuf: Vec::with_capacity(512),
             body: Vec::new(),
             conns: Vec::new(),
             grpc_conns: Vec::new(),

@@ -1,0 +1,666 @@
+//! HTTP/1.1 on one connection, for load and for the fetcher.
+//!
+//! A request goes out in one write and its response is read straight off
+//! the socket into a buffer the connection keeps: no connection task, no
+//! channels between tasks, and no header map unless checks read headers.
+//! That is most of the per-request CPU a load generator controls, which is
+//! why HTTP/1.1 does not go through hyper here (HTTP/2 and gRPC do).
+//!
+//! Responses are framed as RFC 9112 §6.3 says: no body after `HEAD`, 1xx,
+//! 204 and 304; chunked when `transfer-encoding` ends in `chunked`; else
+//! `content-length`; else the body runs to the end of the connection.
+//! Interim 1xx responses (`100 Continue`, `103 Early Hints`) are skipped.
+//! Head parsing and chunk sizes are httparse's.
+
+use std::mem::MaybeUninit;
+use std::task::{Context, Poll, Waker};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+
+use super::classify;
+use super::http::Io;
+use crate::measure::TransportError;
+
+/// The read buffer's starting size; it grows only for a larger head.
+const BUFFER: usize = 16 * 1024;
+/// The largest response head (status line and headers) accepted.
+const MAX_HEAD: usize = 256 * 1024;
+const MAX_HEADERS: usize = 256;
+/// The longest chunk-size line or trailer line accepted.
+const MAX_LINE: usize = 8 * 1024;
+
+/// How a response's body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// The server closes the connection after the body.
+    Close,
+}
+
+/// A response's status line and headers.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub status: u16,
+    /// Filled only when asked for.
+    pub headers: HeaderMap,
+    pub framing: Framing,
+}
+
+/// Why an exchange failed.
+#[derive(Debug)]
+pub(crate) struct H1Error {
+    pub kind: TransportError,
+    pub message: String,
+    /// The request could not be written on a connection that had already
+    /// served a response: the server closed it while idle and never saw
+    /// this request, so it may be sent again on a new connection.
+    pub unsent: bool,
+}
+
+impl H1Error {
+    fn new(kind: TransportError, message: String) -> Self {
+        Self {
+            kind,
+            message,
+            unsent: false,
+        }
+    }
+
+    fn io(e: &std::io::Error, what: &str) -> Self {
+        Self::new(classify(e), format!("{what}: {e}"))
+    }
+}
+
+/// One HTTP/1.1 connection. Requests are sent one at a time.
+pub(crate) struct H1Conn {
+    io: Box<dyn Io>,
+    buf: Vec<u8>,
+    /// Unconsumed bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+    /// False once the server said it closes, or ended a body by closing.
+    reusable: bool,
+    /// Whether a response has been read on this connection.
+    reused: bool,
+}
+
+impl H1Conn {
+    pub(crate) fn new(io: Box<dyn Io>) -> Self {
+        Self {
+            io,
+            buf: vec![0; BUFFER],
+            start: 0,
+            end: 0,
+            reusable: true,
+            reused: false,
+        }
+    }
+
+    /// Whether another request can go out on this connection. A server
+    /// that closed an idle connection (or sent bytes nobody asked for)
+    /// shows up as a readable socket; the check uses the readiness the
+    /// runtime already holds, so it costs no system call when idle.
+    pub(crate) fn is_usable(&mut self) -> bool {
+        if !self.reusable {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut probe = [0u8; 1];
+        let mut rb = ReadBuf::new(&mut probe);
+        match std::pin::Pin::new(&mut self.io).poll_read(&mut cx, &mut rb) {
+            Poll::Pending => true,
+            Poll::Ready(_) => {
+                self.reusable = false;
+                false
+            }
+        }
+    }
+
+    /// Writes `request` (head and body, complete) and reads the response
+    /// head. `head_request` says the method was `HEAD`, whose response
+    /// has no body; `want_headers` fills [`Head::headers`]. The body must
+    /// then be read with [`H1Conn::read_body`] before the next request.
+    pub(crate) async fn send(
+        &mut self,
+        request: &[u8],
+        head_request: bool,
+        want_headers: bool,
+    ) -> Result<Head, H1Error> {
+        if let Err(e) = async {
+            self.io.write_all(request).await?;
+            self.io.flush().await
+        }
+        .await
+        {
+            self.reusable = false;
+            let mut err = H1Error::io(&e, "sending the request");
+            err.unsent = self.reused;
+            return Err(err);
+        }
+        self.reused = true;
+        loop {
+            // Uninitialised: clearing room for every header on each
+            // parse would cost more than the parse.
+            let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut resp = httparse::Response::new(&mut []);
+            match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut resp,
+                &self.buf[self.start..self.end],
+                &mut headers,
+            ) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let status = resp.code.unwrap_or(0);
+                    let parsed = read_head(&resp, head_request, want_headers);
+                    let head = parsed.map_err(|m| {
+                        self.fail(TransportError::Other, format!("invalid HTTP response: {m}"))
+                    })?;
+                    self.start += len;
+                    // Interim responses precede the real one; a 101 is
+                    // final (and ends HTTP on this connection).
+                    if (100..200).contains(&status) && status != 101 {
+                        continue;
+                    }
+                    if !head.keep_alive || status == 101 {
+                        self.reusable = false;
+                    }
+                    return Ok(Head {
+                        status,
+                        headers: head.headers,
+                        framing: head.framing,
+                    });
+                }
+                Ok(httparse::Status::Partial) => {
+                    if self.end - self.start >= MAX_HEAD {
+                        return Err(self.fail(
+                            TransportError::Other,
+                            format!("the response head is larger than {} KiB", MAX_HEAD / 1024),
+                        ));
+                    }
+                    let got = self.end - self.start;
+                    if self.fill().await? == 0 {
+                        return Err(self.fail(
+                            TransportError::Reset,
+                            if got == 0 {
+                                "the server closed the connection without a response".to_owned()
+                            } else {
+                                "the server closed the connection in the middle of the response head"
+                                    .to_owned()
+                            },
+                        ));
+                    }
+                }
+                Err(e) => {
+                    return Err(
+                        self.fail(TransportError::Other, format!("invalid HTTP response: {e}"))
+                    );
+                }
+            }
+        }
+    }
+
+    /// Reads the body the head announced, appending it to `sink` when
+    /// given and discarding it otherwise.
+    pub(crate) async fn read_body(
+        &mut self,
+        framing: Framing,
+        mut sink: Option<&mut Vec<u8>>,
+    ) -> Result<(), H1Error> {
+        match framing {
+            Framing::Empty => {}
+            Framing::Length(n) => self.copy(n, &mut sink).await?,
+            Framing::Chunked => loop {
+                let size = self.chunk_size().await?;
+                if size == 0 {
+                    self.trailers().await?;
+                    break;
+                }
+                self.copy(size, &mut sink).await?;
+                self.expect_crlf().await?;
+            },
+            Framing::Close => {
+                self.reusable = false;
+                loop {
+                    self.take(u64::MAX, &mut sink);
+                    if self.fill().await.map_err(body_error)? == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        if self.start != self.end {
+            // Bytes after the response that nobody asked for.
+            self.reusable = false;
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, kind: TransportError, message: String) -> H1Error {
+        self.reusable = false;
+        H1Error::new(kind, message)
+    }
+
+    /// Reads more bytes after `end`, compacting the buffer first and
+    /// growing it when it is full (only a large head fills it: bodies are
+    /// consumed as they arrive, and framing lines are short). Returns 0 at
+    /// the end of the connection.
+    async fn fill(&mut self) -> Result<usize, H1Error> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                self.buf.resize((self.buf.len() * 2).min(MAX_HEAD), 0);
+            }
+        }
+        debug_assert!(self.end < self.buf.len());
+        match self.io.read(&mut self.buf[self.end..]).await {
+            Ok(n) => {
+                self.end += n;
+                Ok(n)
+            }
+            Err(e) => {
+                self.reusable = false;
+                Err(H1Error::io(&e, "reading the response"))
+            }
+        }
+    }
+
+    /// Consumes up to `n` buffered body bytes; returns how many.
+    fn take(&mut self, n: u64, sink: &mut Option<&mut Vec<u8>>) -> u64 {
+        let have = (self.end - self.start) as u64;
+        let k = have.min(n) as usize;
+        if let Some(out) = sink.as_deref_mut() {
+            out.extend_from_slice(&self.buf[self.start..self.start + k]);
+        }
+        self.start += k;
+        k as u64
+    }
+
+    /// Consumes exactly `n` body bytes.
+    async fn copy(&mut self, mut n: u64, sink: &mut Option<&mut Vec<u8>>) -> Result<(), H1Error> {
+        loop {
+            n -= self.take(n, sink);
+            if n == 0 {
+                return Ok(());
+            }
+            if self.fill().await.map_err(body_error)? == 0 {
+                return Err(self.fail(
+                    TransportError::Reset,
+                    format!("the server closed the connection with {n} body bytes still to come"),
+                ));
+            }
+        }
+    }
+
+    async fn chunk_size(&mut self) -> Result<u64, H1Error> {
+        loop {
+            match httparse::parse_chunk_size(&self.buf[self.start..self.end]) {
+                Ok(httparse::Status::Complete((used, size))) => {
+                    self.start += used;
+                    return Ok(size);
+                }
+                Ok(httparse::Status::Partial) => self.more_line().await?,
+                Err(_) => {
+                    return Err(self.fail(
+                        TransportError::Body,
+                        "invalid chunk size in a chunked body".to_owned(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Skips the trailer section after the last chunk, up to its empty line.
+    async fn trailers(&mut self) -> Result<(), H1Error> {
+        loop {
+            let rest = &self.buf[self.start..self.end];
+            match rest.windows(2).position(|w| w == b"\r\n") {
+                Some(at) => {
+                    self.start += at + 2;
+                    if at == 0 {
+                        return Ok(());
+                    }
+                }
+                None => self.more_line().await?,
+            }
+        }
+    }
+
+    async fn expect_crlf(&mut self) -> Result<(), H1Error> {
+        while self.end - self.start < 2 {
+            self.more_line().await?;
+        }
+        if &self.buf[self.start..self.start + 2] != b"\r\n" {
+            return Err(self.fail(
+                TransportError::Body,
+                "a chunk of a chunked body does not end with CRLF".to_owned(),
+            ));
+        }
+        self.start += 2;
+        Ok(())
+    }
+
+    /// Reads more of a framing line, which must end within [`MAX_LINE`].
+    async fn more_line(&mut self) -> Result<(), H1Error> {
+        if self.end - self.start > MAX_LINE {
+            return Err(self.fail(
+                TransportError::Body,
+                "a line of a chunked body is too long".to_owned(),
+            ));
+        }
+        if self.fill().await.map_err(body_error)? == 0 {
+            return Err(self.fail(
+                TransportError::Reset,
+                "the server closed the connection in the middle of a chunked body".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An I/O failure while reading a body: a kind the classifier cannot place
+/// is a body error.
+fn body_error(mut e: H1Error) -> H1Error {
+    if e.kind == TransportError::Other {
+        e.kind = TransportError::Body;
+    }
+    e
+}
+
+struct ParsedHead {
+    headers: HeaderMap,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+/// Framing and persistence from a parsed head (RFC 9112 §6.3 and §9.3).
+fn read_head(
+    resp: &httparse::Response<'_, '_>,
+    head_request: bool,
+    want_headers: bool,
+) -> Result<ParsedHead, String> {
+    let status = resp.code.unwrap_or(0);
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut transfer_encoded = false;
+    let mut close = false;
+    let mut keep_alive_token = false;
+    let mut headers = HeaderMap::new();
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let v = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    format!(
+                        "invalid content-length `{}`",
+                        String::from_utf8_lossy(h.value)
+                    )
+                })?;
+            if length.is_some_and(|l| l != v) {
+                return Err("conflicting content-length headers".to_owned());
+            }
+            length = Some(v);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encoded = true;
+            chunked = last_token(h.value).eq_ignore_ascii_case(b"chunked");
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        if want_headers
+            && let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(h.name.as_bytes()),
+                HeaderValue::from_bytes(h.value),
+            )
+        {
+            headers.append(name, value);
+        }
+    }
+    let framing = if head_request || (100..200).contains(&status) || status == 204 || status == 304
+    {
+        Framing::Empty
+    } else if transfer_encoded {
+        if chunked {
+            Framing::Chunked
+        } else {
+            Framing::Close
+        }
+    } else {
+        match length {
+            Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+            None => Framing::Close,
+        }
+    };
+    let http10 = resp.version == Some(0);
+    let keep_alive = !close && (!http10 || keep_alive_token) && framing != Framing::Close;
+    Ok(ParsedHead {
+        headers,
+        framing,
+        keep_alive,
+    })
+}
+
+fn last_token(value: &[u8]) -> &[u8] {
+    value
+        .rsplit(|&b| b == b',')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A server that reads one request per entry of `replies` and answers
+    /// each with its raw bytes, written in pieces of `piece` bytes so that
+    /// parsing meets every boundary; then it closes the connection.
+    async fn serve(replies: Vec<Vec<u8>>, piece: usize) -> H1Conn {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            for reply in replies {
+                let mut req = Vec::new();
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let mut b = [0u8; 1024];
+                    let n = s.read(&mut b).await.unwrap();
+                    if n == 0 {
+                        return;
+                    }
+                    req.extend_from_slice(&b[..n]);
+                }
+                for part in reply.chunks(piece) {
+                    s.write_all(part).await.unwrap();
+                    s.flush().await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        let s = TcpStream::connect(addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        H1Conn::new(Box::new(s))
+    }
+
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+
+    async fn exchange(c: &mut H1Conn, head: bool) -> Result<(u16, Vec<u8>), H1Error> {
+        let h = c.send(GET, head, false).await?;
+        let mut body = Vec::new();
+        c.read_body(h.framing, Some(&mut body)).await?;
+        Ok((h.status, body))
+    }
+
+    #[tokio::test]
+    async fn frames_every_kind_of_body_and_keeps_the_connection() {
+        let replies = vec![
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello".to_vec(),
+            b"HTTP/1.1 201 Created\r\ntransfer-encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\nA\r\n0123456789\r\n0\r\nx-trailer: t\r\n\r\n".to_vec(),
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+            b"HTTP/1.1 304 Not Modified\r\ncontent-length: 10\r\n\r\n".to_vec(),
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n".to_vec(),
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        ];
+        for piece in [1, 7, 4096] {
+            let mut c = serve(replies.clone(), piece).await;
+            assert_eq!(
+                exchange(&mut c, false).await.unwrap(),
+                (200, b"hello".to_vec())
+            );
+            assert!(c.is_usable());
+            assert_eq!(
+                exchange(&mut c, false).await.unwrap(),
+                (201, b"abc0123456789".to_vec())
+            );
+            assert_eq!(exchange(&mut c, false).await.unwrap(), (204, vec![]));
+            assert_eq!(exchange(&mut c, false).await.unwrap(), (304, vec![]));
+            // A HEAD response announces a length but has no body.
+            assert_eq!(exchange(&mut c, true).await.unwrap(), (200, vec![]));
+            assert_eq!(exchange(&mut c, false).await.unwrap(), (404, vec![]));
+            assert!(c.reusable, "piece {piece}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_without_length_runs_to_the_close() {
+        let mut c = serve(
+            vec![b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the end".to_vec()],
+            3,
+        )
+        .await;
+        assert_eq!(
+            exchange(&mut c, false).await.unwrap(),
+            (200, b"until the end".to_vec())
+        );
+        assert!(!c.is_usable());
+    }
+
+    #[tokio::test]
+    async fn http10_closes_unless_kept_alive() {
+        let mut c = serve(
+            vec![b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()],
+            64,
+        )
+        .await;
+        assert_eq!(
+            exchange(&mut c, false).await.unwrap(),
+            (200, b"ok".to_vec())
+        );
+        assert!(!c.is_usable());
+        let mut c = serve(
+            vec![
+                b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok"
+                    .to_vec(),
+            ],
+            64,
+        )
+        .await;
+        exchange(&mut c, false).await.unwrap();
+        assert!(c.reusable);
+    }
+
+    #[tokio::test]
+    async fn headers_are_kept_when_asked_for() {
+        let mut c = serve(
+            vec![b"HTTP/1.1 200 OK\r\nX-One: 1\r\nx-one: 2\r\ncontent-length: 0\r\n\r\n".to_vec()],
+            64,
+        )
+        .await;
+        let h = c.send(GET, false, true).await.unwrap();
+        let all: Vec<_> = h.headers.get_all("x-one").iter().collect();
+        assert_eq!(all, ["1", "2"]);
+    }
+
+    #[tokio::test]
+    async fn truncated_and_invalid_responses_are_errors() {
+        let cases: [(&[u8], TransportError); 5] = [
+            (b"", TransportError::Reset),
+            (b"HTTP/1.1 200 OK\r\ncontent-le", TransportError::Reset),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",
+                TransportError::Reset,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+                TransportError::Body,
+            ),
+            (b"SMTP ready\r\n\r\n", TransportError::Other),
+        ];
+        for (reply, kind) in cases {
+            let mut c = serve(vec![reply.to_vec()], 4).await;
+            let err = exchange(&mut c, false).await.unwrap_err();
+            assert_eq!(
+                err.kind,
+                kind,
+                "{}: {}",
+                String::from_utf8_lossy(reply),
+                err.message
+            );
+            assert!(!err.unsent);
+            assert!(!c.is_usable());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_while_idle_is_not_usable() {
+        let mut c = serve(
+            vec![b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec()],
+            64,
+        )
+        .await;
+        exchange(&mut c, false).await.unwrap();
+        // The server closes after its one reply.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!c.is_usable());
+    }
+
+    #[test]
+    fn framing_follows_the_rules() {
+        let frame = |raw: &[u8], head: bool| {
+            let mut h = [httparse::EMPTY_HEADER; 16];
+            let mut r = httparse::Response::new(&mut h);
+            r.parse(raw).unwrap();
+            read_head(&r, head, false).map(|p| (p.framing, p.keep_alive))
+        };
+        assert_eq!(
+            frame(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 4\r\n\r\n",
+                false
+            ),
+            Ok((Framing::Chunked, true))
+        );
+        assert_eq!(
+            frame(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", false),
+            Ok((Framing::Close, false))
+        );
+        assert_eq!(
+            frame(
+                b"HTTP/1.1 200 OK\r\nconnection: Keep-Alive, Close\r\ncontent-length: 1\r\n\r\n",
+                false
+            ),
+            Ok((Framing::Length(1), false))
+        );
+        assert!(
+            frame(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+                false
+            )
+            .is_err()
+        );
+        assert!(frame(b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n", false).is_err());
+    }
+}
