@@ -300,6 +300,37 @@ requests:
 }
 
 #[test]
+fn chunked_bodies_and_silently_closed_connections() {
+    let server = support::start();
+    let scenario = format!(
+        r#"
+name: framing
+targets:
+  web: {{ url: "{}" }}
+load: {{ users: 2, iterations: 200, wait: 5ms }}
+requests:
+  - name: chunked
+    http: {{ target: web, path: /chunked }}
+    expect: {{ status: 200, body_contains: "chunk-one chunk-two" }}
+  - {{ name: closing, http: {{ target: web, path: /close-after }} }}
+"#,
+        server.url()
+    );
+    let r = run(&scenario, &["--quiet"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let res = r.results.unwrap();
+    // Every request is answered, whole: the chunks are joined, and a
+    // connection the server closed while idle is replaced, not counted as
+    // an error.
+    let chunked = outcome_count(&res, "chunked", &serde_json::json!({"status": 200}));
+    let closing = outcome_count(&res, "closing", &serde_json::json!({"status": 200}));
+    assert_eq!(chunked + closing, 200, "{}", r.stdout);
+    assert_eq!(server.counts.get("/chunked"), chunked);
+    assert_eq!(server.counts.get("/close-after"), closing);
+    assert!(chunked > 0 && closing > 0);
+}
+
+#[test]
 fn drain_cuts_off_slow_requests_as_unknown() {
     let server = support::start();
     let scenario = format!(

@@ -3,7 +3,10 @@
 //! server's count with the client's.
 //!
 //! Routes: `/status/{code}` answers that status; `/slow/{ms}` answers 200
-//! after a delay; `/reset` resets the connection; anything else is 200.
+//! after a delay; `/reset` resets the connection; `/chunked` answers
+//! `chunk-one chunk-two` in two chunks and a trailer; `/close-after` answers
+//! and then closes the connection without saying so; anything else is 200
+//! with `ok`.
 
 // Each test crate that includes this module uses a part of it.
 #![allow(dead_code)]
@@ -105,9 +108,23 @@ pub fn start() -> TestServer {
                     } else {
                         200
                     };
-                    *c.0.lock().unwrap().entry(route).or_default() += 1;
+                    *c.0.lock().unwrap().entry(route.clone()).or_default() += 1;
+                    if route == "/chunked" {
+                        let parts: [&[u8]; 3] = [
+                            b"HTTP/1.1 200 X\r\ntransfer-encoding: chunked\r\n\r\n9\r\nchunk-one",
+                            b"\r\na;ext=1\r\n chunk-two\r\n",
+                            b"0\r\nx-trailer: yes\r\n\r\n",
+                        ];
+                        for p in parts {
+                            if w.write_all(p).await.is_err() {
+                                return;
+                            }
+                            tokio::task::yield_now().await;
+                        }
+                        continue;
+                    }
                     let resp = format!("HTTP/1.1 {status} X\r\ncontent-length: 3\r\n\r\nok\n");
-                    if w.write_all(resp.as_bytes()).await.is_err() {
+                    if w.write_all(resp.as_bytes()).await.is_err() || route == "/close-after" {
                         return;
                     }
                 }
