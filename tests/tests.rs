@@ -532,7 +532,7 @@ requests:
 }
 
 #[test]
-fn tls_targets_negotiate_http2_and_check_certificates() {
+fn tls_targets_negotiate_the_protocol_and_check_certificates() {
     let server = support::start_tls();
     let scenario = |insecure: bool| {
         format!(
@@ -550,6 +550,15 @@ requests:
     let r = run(&scenario(true), &["--quiet"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert_eq!(server.versions.get("HTTP/2.0"), 100, "ALPN chose HTTP/2");
+
+    // A server that offers only HTTP/1.1 gets HTTP/1.1 over TLS.
+    let h1 = support::start_tls_offering(&[b"http/1.1"]);
+    let r = run(
+        &scenario(true).replace(&server.addr.port().to_string(), &h1.addr.port().to_string()),
+        &["--quiet"],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(h1.versions.get("HTTP/1.1"), 100, "ALPN chose HTTP/1.1");
 
     // Without `insecure`, a self-signed certificate is a TLS error.
     let r = run(&scenario(false), &["--quiet"]);

@@ -208,6 +208,11 @@ pub fn start_h2c() -> HyperServer {
 /// A TLS server with a fresh self-signed certificate for `localhost`,
 /// offering HTTP/2 and HTTP/1.1 through ALPN.
 pub fn start_tls() -> HyperServer {
+    start_tls_offering(&[b"h2", b"http/1.1"])
+}
+
+/// A TLS server like [`start_tls`] offering these ALPN protocols.
+pub fn start_tls_offering(alpn: &[&[u8]]) -> HyperServer {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
@@ -215,7 +220,7 @@ pub fn start_tls() -> HyperServer {
         .with_no_client_auth()
         .with_single_cert(vec![cert.cert.der().clone()], key)
         .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     spawn_server(move |sock, v| {
         let acceptor = acceptor.clone();
