@@ -575,3 +575,48 @@ requests:
         r.stdout
     );
 }
+
+#[test]
+fn grpc_over_tls_from_protos_and_by_reflection() {
+    let svc = Services::start();
+    // TLS in front of revert-name: the calls, and reading its descriptors
+    // by reflection, go over TLS with ALPN `h2`.
+    let front = support::tls_front(svc.revert);
+    let r = run(&format!(
+        r#"
+name: grpc-tls
+targets:
+  protos: {{ url: "https://localhost:{port}", insecure: true, protos: ["{revert_proto}"] }}
+  reflected: {{ url: "https://localhost:{port}", insecure: true, reflection: true }}
+load: {{ users: 2, iterations: 200 }}
+requests:
+  - name: from_protos
+    grpc:
+      target: protos
+      method: revertname.RevertName/RevertName
+      message: {{ name: "abc" }}
+    expect: {{ json: {{ "$.reverted": "cba" }} }}
+  - name: by_reflection
+    grpc:
+      target: reflected
+      method: revertname.RevertName/RevertName
+      message: {{ name: "xyz" }}
+    expect: {{ json: {{ "$.reverted": "zyx" }} }}
+"#,
+        port = front.addr.port(),
+        revert_proto = proto("revert_name.proto"),
+    ));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let res = r.results.unwrap();
+    let (a, b) = (
+        count(&res, "from_protos", "OK"),
+        count(&res, "by_reflection", "OK"),
+    );
+    assert_eq!(a + b, 200, "{}", r.stdout);
+    let served = scrape_sum(
+        svc.revert_metrics,
+        "grpc_server_handled_total",
+        &[r#"grpc_method="RevertName""#, r#"grpc_code="OK""#],
+    );
+    assert_eq!(served as u64, 200);
+}

@@ -213,15 +213,7 @@ pub fn start_tls() -> HyperServer {
 
 /// A TLS server like [`start_tls`] offering these ALPN protocols.
 pub fn start_tls_offering(alpn: &[&[u8]]) -> HyperServer {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
-    let mut config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.cert.der().clone()], key)
-        .unwrap();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = self_signed_acceptor(alpn);
     spawn_server(move |sock, v| {
         let acceptor = acceptor.clone();
         async move {
@@ -235,6 +227,37 @@ pub fn start_tls_offering(alpn: &[&[u8]]) -> HyperServer {
                     .await;
         }
     })
+}
+
+/// A TLS front for a cleartext HTTP/2 server at `backend`: it terminates
+/// TLS (self-signed for `localhost`, ALPN `h2`) and passes the bytes on.
+pub fn tls_front(backend: SocketAddr) -> HyperServer {
+    let acceptor = self_signed_acceptor(&[b"h2"]);
+    spawn_server(move |sock, _| {
+        let acceptor = acceptor.clone();
+        async move {
+            let Ok(mut tls) = acceptor.accept(sock).await else {
+                return;
+            };
+            let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
+                return;
+            };
+            let _ = plain.set_nodelay(true);
+            let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+        }
+    })
+}
+
+fn self_signed_acceptor(alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 /// A request's entry in a results file, by name.
