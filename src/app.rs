@@ -388,12 +388,12 @@ pub(crate) async fn run_scenario(
     {
         let (interrupt, abort_now) = (interrupt.clone(), abort_now.clone());
         tokio::spawn(async move {
-            stop_signal().await;
+            redproof_services::stop_signal().await;
             eprintln!(
                 "\ninterrupted: stopping, waiting for in-flight requests (Ctrl-C again to cut them off)"
             );
             interrupt.cancel();
-            stop_signal().await;
+            redproof_services::stop_signal().await;
             abort_now.cancel();
         });
     }
@@ -424,7 +424,7 @@ pub(crate) async fn run_scenario(
             let client = ClientRun::new(&scenario, &engine_output);
             let verified = tokio::select! {
                 v = source.verify(&scenario, &client) => Some(v),
-                _ = stop_signal() => None,
+                _ = redproof_services::stop_signal() => None,
             };
             match verified {
                 Some(Ok(v)) => Ok(v),
@@ -500,29 +500,6 @@ fn write_outputs(o: &OutputArgs, report: &RunReport, summary: &Summary) -> Resul
             .map_err(|e| fail(Exit::Internal, e))?;
     }
     Ok(())
-}
-
-/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 /// Writes to a temporary file beside `path`, then renames it, so a crash

@@ -37,6 +37,29 @@ use tokio_util::sync::CancellationToken;
 
 use crate::exporter::{Exporter, Instruments};
 
+/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
+pub async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 /// Serves an axum app until `shutdown`, letting in-flight requests finish.
 pub async fn serve_http(
     listener: TcpListener,

@@ -99,29 +99,6 @@ enum Service {
     },
 }
 
-/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 async fn bind(host: std::net::IpAddr, port: u16, what: &str) -> Result<TcpListener, String> {
     let addr = SocketAddr::new(host, port);
     TcpListener::bind(addr)
@@ -145,7 +122,7 @@ async fn main() -> std::process::ExitCode {
     {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            stop_signal().await;
+            redproof_services::stop_signal().await;
             shutdown.cancel();
         });
     }
