@@ -407,7 +407,8 @@ fn healthy_services_verify_clean_with_prometheus() {
     }
 }
 
-/// The same with the embedded scraper, plus gunicorn's statsd metrics.
+/// The same with the embedded scraper, plus gunicorn's statsd metrics and
+/// OpenTelemetry's.
 #[test]
 fn healthy_services_verify_clean_with_the_embedded_scraper() {
     let s = Services::start(&[], false);
@@ -451,6 +452,32 @@ verify:
     let run = redproof(dir.path(), &statsd, &[]);
     assert_clean(&run);
     assert_eq!(run.server_count("success"), run.client_responses("success"));
+    // OpenTelemetry's histogram, per route, with the status as a label.
+    let mut otel = polls_scenario(s.polls, &metrics, "2s", "");
+    for view in ["2xx_success", "4xx_not_found", "5xx_exception"] {
+        let django = format!(r#"convention: django, match: {{ view: "polls:{view}" }}"#);
+        assert!(otel.contains(&django));
+        otel = otel.replace(
+            &django,
+            &format!(r#"convention: otel, match: {{ http_route: "/polls/{view}/" }}"#),
+        );
+    }
+    let run = redproof(dir.path(), &otel, &[]);
+    assert_clean(&run);
+    for r in ["success", "not_found", "exception"] {
+        assert_eq!(
+            run.server_count(r),
+            run.client_responses(r),
+            "{}",
+            run.stdout
+        );
+        assert!(run.client_responses(r) > 0.0);
+    }
+    assert!(
+        run.stdout.contains("http_server_request_duration_seconds"),
+        "{}",
+        run.stdout
+    );
 }
 
 /// Each fault is caught by the check meant for it, with its diagnosis,

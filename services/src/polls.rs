@@ -1,7 +1,8 @@
 //! polls: the Django polls app of the original system. Three views — a
 //! slow success, a 404 and an unhandled exception — with django-prometheus
-//! metrics and gunicorn's statsd metrics (as statsd_exporter serves them)
-//! at `/prometheus/metrics`.
+//! metrics, OpenTelemetry's Django instrumentation (through its Prometheus
+//! exporter) and gunicorn's statsd metrics (as statsd_exporter serves
+//! them), all at `/prometheus/metrics`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::exporter::Exporter;
 use crate::faults::Faults;
-use crate::web::{self, Django, Exception, GunicornStatsd, Views, WebMetrics};
+use crate::web::{self, Django, Exception, GunicornStatsd, Otel, Views, WebMetrics};
 
 /// Settings of the polls service.
 #[derive(Debug, Clone)]
@@ -54,7 +55,7 @@ pub async fn serve(
     // all workers, and are served here beside Django's.
     let gunicorn = Arc::new(GunicornStatsd::default());
     let shared = gunicorn.clone();
-    let exporter = Exporter::<Django>::with_shared_text(
+    let exporter = Exporter::<(Django, Otel)>::with_shared_text(
         &opts.faults,
         Some(Arc::new(move |out: &mut String| shared.encode(out))),
     );
@@ -88,7 +89,7 @@ pub async fn serve(
         ))
         .layer(axum::middleware::from_fn_with_state(
             metrics,
-            web::instrument::<Django>,
+            web::instrument::<(Django, Otel)>,
         ))
         .merge(crate::metrics_router("/prometheus/metrics", exporter));
     crate::serve_http(listener, app, shutdown).await

@@ -5,7 +5,12 @@
 //! - [`FastApi`]: prometheus-fastapi-instrumentator (`http_requests_total`
 //!   with grouped status, `http_request_duration_seconds`);
 //! - [`GunicornStatsd`]: gunicorn's statsd metrics after statsd_exporter's
-//!   default mapping.
+//!   default mapping;
+//! - [`Otel`]: OpenTelemetry's HTTP server instrumentation as its
+//!   Prometheus exporter shows it.
+//!
+//! A pair of instrument sets, `(A, B)`, records every request in both, as
+//! an app instrumented by two libraries does.
 //!
 //! [`instrument`] is the axum middleware; it applies the request-level
 //! faults (`uncounted-errors`, `unmeasured-delay`, `ms-as-seconds`).
@@ -29,6 +34,11 @@ use crate::exporter::{CONTENT_TYPE, Exporter, Instruments};
 /// django-prometheus' default latency buckets.
 pub const DJANGO_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 25.0, 50.0, 75.0,
+];
+/// The semantic conventions' advisory buckets for
+/// `http.server.request.duration`.
+pub const OTEL_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 /// prometheus-fastapi-instrumentator's default latency buckets.
 pub const FASTAPI_BUCKETS: &[f64] = &[0.1, 0.5, 1.0];
@@ -247,6 +257,62 @@ impl WebInstruments for FastApi {
                 method: o.method.to_owned(),
             })
             .observe(o.seconds);
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OtelAttributes {
+    http_request_method: String,
+    http_response_status_code: String,
+    http_route: String,
+    otel_scope_name: String,
+}
+
+/// OpenTelemetry's `http.server.request.duration` histogram (seconds) as
+/// the Prometheus exporter names it: dots become underscores, the unit
+/// becomes a `_seconds` suffix, and the instrumentation scope is a label.
+/// Its `_count` is the request counter.
+pub struct Otel {
+    duration: HistogramFamily<OtelAttributes>,
+}
+
+impl Instruments for Otel {
+    fn register(r: &mut Registry) -> Self {
+        let o = Otel {
+            duration: Family::new_with_constructor(|| Histogram::new(OTEL_BUCKETS.iter().copied())),
+        };
+        r.register(
+            "http_server_request_duration_seconds",
+            "Duration of HTTP server requests.",
+            o.duration.clone(),
+        );
+        o
+    }
+}
+
+impl WebInstruments for Otel {
+    fn observe(&self, o: &Observation, _views: &Views) {
+        self.duration
+            .get_or_create(&OtelAttributes {
+                http_request_method: o.method.to_owned(),
+                http_response_status_code: o.status.to_string(),
+                http_route: o.route.unwrap_or_default().to_owned(),
+                otel_scope_name: "opentelemetry.instrumentation.django".to_owned(),
+            })
+            .observe(o.seconds);
+    }
+}
+
+impl<A: Instruments, B: Instruments> Instruments for (A, B) {
+    fn register(r: &mut Registry) -> Self {
+        (A::register(r), B::register(r))
+    }
+}
+
+impl<A: WebInstruments, B: WebInstruments> WebInstruments for (A, B) {
+    fn observe(&self, o: &Observation, views: &Views) {
+        self.0.observe(o, views);
+        self.1.observe(o, views);
     }
 }
 

@@ -81,8 +81,14 @@ pub(crate) struct H1Conn {
     /// Unconsumed bytes are `buf[start..end]`.
     start: usize,
     end: usize,
-    /// False once the server said it closes, or ended a body by closing.
+    /// Whether the next request may go out: false from the moment a
+    /// request is written until its response has been read whole, and for
+    /// good once the server said it closes or ended a body by closing. An
+    /// exchange cut off midway thus never leaves a connection that looks
+    /// reusable.
     reusable: bool,
+    /// Whether the response being read lets the connection be kept.
+    keep_alive: bool,
     /// Whether a response has been read on this connection.
     reused: bool,
 }
@@ -95,6 +101,7 @@ impl H1Conn {
             start: 0,
             end: 0,
             reusable: true,
+            keep_alive: true,
             reused: false,
         }
     }
@@ -129,15 +136,16 @@ impl H1Conn {
         head_request: bool,
         want_headers: bool,
     ) -> Result<Head, H1Error> {
+        let reused = self.reused;
+        self.reusable = false;
         if let Err(e) = async {
             self.io.write_all(request).await?;
             self.io.flush().await
         }
         .await
         {
-            self.reusable = false;
             let mut err = H1Error::io(&e, "sending the request");
-            err.unsent = self.reused;
+            err.unsent = reused;
             return Err(err);
         }
         self.reused = true;
@@ -163,9 +171,7 @@ impl H1Conn {
                     if (100..200).contains(&status) && status != 101 {
                         continue;
                     }
-                    if !head.keep_alive || status == 101 {
-                        self.reusable = false;
-                    }
+                    self.keep_alive = head.keep_alive && status != 101;
                     return Ok(Head {
                         status,
                         headers: head.headers,
@@ -220,25 +226,21 @@ impl H1Conn {
                 self.copy(size, &mut sink).await?;
                 self.expect_crlf().await?;
             },
-            Framing::Close => {
-                self.reusable = false;
-                loop {
-                    self.take(u64::MAX, &mut sink);
-                    if self.fill().await.map_err(body_error)? == 0 {
-                        break;
-                    }
+            Framing::Close => loop {
+                self.take(u64::MAX, &mut sink);
+                if self.fill().await.map_err(body_error)? == 0 {
+                    break;
                 }
-            }
+            },
         }
-        if self.start != self.end {
-            // Bytes after the response that nobody asked for.
-            self.reusable = false;
-        }
+        // Bytes after the response that nobody asked for make the
+        // connection unusable too.
+        self.reusable = self.keep_alive && self.start == self.end;
         Ok(())
     }
 
     fn fail(&mut self, kind: TransportError, message: String) -> H1Error {
-        self.reusable = false;
+        self.keep_alive = false;
         H1Error::new(kind, message)
     }
 
@@ -266,7 +268,7 @@ impl H1Conn {
                 Ok(n)
             }
             Err(e) => {
-                self.reusable = false;
+                self.keep_alive = false;
                 Err(H1Error::io(&e, "reading the response"))
             }
         }
@@ -395,19 +397,20 @@ fn read_head(
     let mut headers = HeaderMap::new();
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let v = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or_else(|| {
+            // Digits only; a list of equal values counts as one (RFC 9110
+            // §8.6).
+            for item in h.value.split(|&b| b == b',') {
+                let v = parse_length(item.trim_ascii()).ok_or_else(|| {
                     format!(
                         "invalid content-length `{}`",
                         String::from_utf8_lossy(h.value)
                     )
                 })?;
-            if length.is_some_and(|l| l != v) {
-                return Err("conflicting content-length headers".to_owned());
+                if length.is_some_and(|l| l != v) {
+                    return Err("conflicting content-length values".to_owned());
+                }
+                length = Some(v);
             }
-            length = Some(v);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             transfer_encoded = true;
             chunked = last_token(h.value).eq_ignore_ascii_case(b"chunked");
@@ -444,12 +447,24 @@ fn read_head(
         }
     };
     let http10 = resp.version == Some(0);
-    let keep_alive = !close && (!http10 || keep_alive_token) && framing != Framing::Close;
+    // Transfer-Encoding beside Content-Length, or from an HTTP/1.0 server,
+    // may have been framed differently by something on the way: read the
+    // body, but do not trust the connection after it (RFC 9112 §6.1).
+    let suspect = transfer_encoded && (length.is_some() || http10);
+    let keep_alive =
+        !close && !suspect && (!http10 || keep_alive_token) && framing != Framing::Close;
     Ok(ParsedHead {
         headers,
         framing,
         keep_alive,
     })
+}
+
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 fn last_token(value: &[u8]) -> &[u8] {
@@ -616,6 +631,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_exchange_cut_off_leaves_the_connection_unusable() {
+        let mut c = serve(
+            vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()],
+            64,
+        )
+        .await;
+        // The head is read; the body never is.
+        c.send(GET, false, false).await.unwrap();
+        assert!(!c.is_usable());
+    }
+
+    #[tokio::test]
     async fn a_connection_closed_while_idle_is_not_usable() {
         let mut c = serve(
             vec![b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec()],
@@ -641,8 +668,13 @@ mod tests {
                 b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 4\r\n\r\n",
                 false
             ),
-            Ok((Framing::Chunked, true))
+            Ok((Framing::Chunked, false))
         );
+        assert_eq!(
+            frame(b"HTTP/1.1 200 OK\r\ncontent-length: 4, 4\r\n\r\n", false),
+            Ok((Framing::Length(4), true))
+        );
+        assert!(frame(b"HTTP/1.1 200 OK\r\ncontent-length: +4\r\n\r\n", false).is_err());
         assert_eq!(
             frame(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", false),
             Ok((Framing::Close, false))

@@ -43,20 +43,31 @@ impl Conn {
     }
 }
 
-/// The `host` line (unless `headers` sets one) and `headers`, serialised
-/// for an HTTP/1.1 request head. `content-length` is left out: it is
-/// written for each request's body.
-fn h1_header_lines(headers: &HeaderMap, host: &HeaderValue) -> Vec<u8> {
+/// `host` (when given and `headers` has none) and `headers`, serialised
+/// for an HTTP/1.1 request head. Validation keeps framing headers
+/// (`content-length`, `transfer-encoding` …) out of scenarios; the length
+/// is written for each request's body.
+fn h1_header_lines(headers: &HeaderMap, host: Option<&HeaderValue>) -> Vec<u8> {
     let mut out = Vec::new();
-    if !headers.contains_key(header::HOST) {
+    if let Some(host) = host
+        && !headers.contains_key(header::HOST)
+    {
         push_header_line(&mut out, "host", host.as_bytes());
     }
     for (k, v) in headers {
-        if k != header::CONTENT_LENGTH {
-            push_header_line(&mut out, k.as_str(), v.as_bytes());
-        }
+        push_header_line(&mut out, k.as_str(), v.as_bytes());
     }
     out
+}
+
+/// The first byte that may not appear in an HTTP/1.1 request target:
+/// whitespace, control characters, non-ASCII (to be percent-encoded) and
+/// `#` (fragments are not sent).
+fn bad_target_byte(target: &str) -> Option<char> {
+    target
+        .bytes()
+        .find(|&b| b <= b' ' || b >= 0x7f || b == b'#')
+        .map(char::from)
 }
 
 fn push_header_line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -343,6 +354,9 @@ struct PreparedRequest {
     /// HTTP/1.1: whether an empty body still gets `content-length: 0`
     /// (methods that normally carry a body).
     h1_length_always: bool,
+    /// HTTP/1.1: the request asks for `connection: close`, so each one
+    /// goes out on a new connection.
+    h1_close: bool,
 }
 
 impl PreparedRequest {
@@ -368,11 +382,18 @@ impl PreparedRequest {
                 None => dynamic_headers.push((name_, tpl)),
             }
         }
+        // A templated header replaces the target's header of that name.
+        for (name_, _) in &dynamic_headers {
+            static_headers.remove(name_);
+        }
+        let dynamic = |n: &HeaderName| dynamic_headers.iter().any(|(d, _)| d == n);
         let body = match &h.body {
             None => None,
             Some(Body::Text(b)) => Some(BodyTemplate::Text(t(b)?)),
             Some(Body::Json(j)) => {
-                if !static_headers.contains_key(header::CONTENT_TYPE) {
+                if !static_headers.contains_key(header::CONTENT_TYPE)
+                    && !dynamic(&header::CONTENT_TYPE)
+                {
                     static_headers.insert(
                         header::CONTENT_TYPE,
                         HeaderValue::from_static("application/json"),
@@ -401,8 +422,14 @@ impl PreparedRequest {
             })
             .collect::<Result<_, String>>()?;
         let method = Method::from_bytes(h.method.as_bytes()).map_err(|e| e.to_string())?;
+        let host = (!dynamic(&header::HOST)).then_some(&endpoint.host_header);
         let mut prepared = Self {
-            h1_headers: h1_header_lines(&static_headers, &endpoint.host_header),
+            h1_headers: h1_header_lines(&static_headers, host),
+            h1_close: static_headers.get_all(header::CONNECTION).iter().any(|v| {
+                v.as_bytes()
+                    .split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+            }),
             h1_length_always: matches!(method, Method::POST | Method::PUT | Method::PATCH),
             method,
             path,
@@ -426,6 +453,13 @@ impl PreparedRequest {
             );
             Uri::try_from(target.as_str())
                 .map_err(|e| format!("request `{name}`: `{target}` is not a valid URI: {e}"))?;
+            if let Some(b) = bad_target_byte(&target) {
+                return Err(format!(
+                    "request `{name}`: `{target}` is not a valid request target: \
+                     it has `{}` (percent-encode it)",
+                    b.escape_default()
+                ));
+            }
             let h2 = Uri::builder()
                 .scheme(endpoint.scheme.clone())
                 .authority(endpoint.authority.clone())
@@ -484,13 +518,14 @@ impl PreparedRequest {
             Some(line) => s.wbuf.extend_from_slice(line),
             None => {
                 self.render_target(e, &mut s.url, &mut s.tmp, &mut s.rng, &s.vars);
-                if s.url.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                if let Some(b) = bad_target_byte(&s.url) {
                     return Err(CallResult::Failed(
                         TransportError::Other,
                         format!(
                             "rendered path `{}` is not a valid request target: \
-                             it has spaces or control characters",
-                            s.url
+                             it has `{}` (percent-encode it)",
+                            s.url,
+                            b.escape_default()
                         ),
                     ));
                 }
@@ -797,10 +832,14 @@ impl CallExecutor {
                     connecting.set(false);
                     s.conns[target] = Some(conn.map_err(|(k, m)| CallResult::Failed(k, m))?);
                 }
-                // A keep-alive connection the server closed just as the
-                // request went out: the request never left, so it is sent
-                // once more on a fresh connection rather than counted as an
-                // error the server never saw.
+                // A keep-alive connection the server closed while idle is
+                // usually seen closed above, before anything is written.
+                // When the close races the write and the write fails, the
+                // request never reached the server: it is sent once more
+                // on a fresh connection rather than counted as an error the
+                // server never saw. A request written whole is never sent
+                // twice, even when the answer is a bare close, so the
+                // server's counts can be compared with the client's.
                 let retry = attempt == 0;
                 match s.conns[target].as_mut().expect("connected above") {
                     Conn::H1(_) => match self.exchange_h1(r, planned, target, e, s).await {
@@ -885,6 +924,9 @@ impl CallExecutor {
         s.body.clear();
         conn.read_body(head.framing, rules.map(|_| &mut s.body))
             .await?;
+        if r.h1_close {
+            s.conns[target] = None;
+        }
         Ok(match rules {
             Some(rules) => match rules.apply_http(&head.headers, &s.body, &mut s.vars) {
                 Ok(()) => CallResult::Status(head.status),
@@ -1005,16 +1047,15 @@ impl Fetcher {
                 let retry = attempt == 0;
                 match slot.as_mut().expect("connected above") {
                     Conn::H1(conn) => {
-                        let mut req =
-                            format!("GET {}{path_and_query} HTTP/1.1\r\n", e.prefix).into_bytes();
-                        if req
-                            .iter()
-                            .take(req.len() - 2)
-                            .any(|&b| b < b' ' || b == 0x7f)
-                        {
-                            return Err(format!("invalid request path `{path_and_query}`"));
+                        let target = format!("{}{path_and_query}", e.prefix);
+                        if let Some(b) = bad_target_byte(&target) {
+                            return Err(format!(
+                                "invalid request path `{path_and_query}`: it has `{}`",
+                                b.escape_default()
+                            ));
                         }
-                        req.extend_from_slice(&h1_header_lines(&e.headers, &e.host_header));
+                        let mut req = format!("GET {target} HTTP/1.1\r\n").into_bytes();
+                        req.extend_from_slice(&h1_header_lines(&e.headers, Some(&e.host_header)));
                         req.extend_from_slice(b"\r\n");
                         let head = match conn.send(&req, false, false).await {
                             Ok(head) => head,
@@ -1077,6 +1118,108 @@ impl Fetcher {
             Err(_) => {
                 *slot = None;
                 Err(format!("no answer within {:?}", e.timeout))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(yaml: &str) -> CallPlan {
+        let s = crate::scenario::parse(std::path::Path::new("t.yaml"), yaml)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        CallPlan::new(&s).unwrap()
+    }
+
+    /// The HTTP/1.1 bytes of the plan's request `i`.
+    fn wire(p: &CallPlan, i: usize) -> String {
+        let Prepared::Http(r) = &p.requests[i].call else {
+            panic!("not HTTP");
+        };
+        let mut s = Scratch::new(1);
+        r.write_h1(&p.endpoints[p.requests[i].target], &mut s)
+            .unwrap();
+        String::from_utf8(s.wbuf).unwrap()
+    }
+
+    #[test]
+    fn requests_are_written_once_per_header() {
+        let p = plan(
+            r#"
+name: wire
+targets:
+  api: { url: "http://127.0.0.1:8080/v1", headers: { authorization: static, x-env: test } }
+load: { users: 1, iterations: 1 }
+requests:
+  - name: create
+    http:
+      target: api
+      method: POST
+      path: /items
+      headers: { authorization: "Bearer {{ seq() }}", connection: close }
+      json: { n: 1 }
+  - name: empty
+    http: { target: api, method: POST, path: "/x/{{ seq() }}", headers: { host: example.test } }
+"#,
+        );
+        // A templated header replaces the target's; the body's length
+        // and type are written once.
+        let create = wire(&p, 0);
+        let (head, body) = create.split_once("\r\n\r\n").unwrap();
+        let mut lines: Vec<&str> = head.split("\r\n").collect();
+        assert_eq!(lines.remove(0), "POST /v1/items HTTP/1.1");
+        lines.sort_unstable();
+        let agent = concat!("user-agent: redproof/", env!("CARGO_PKG_VERSION"));
+        assert_eq!(
+            lines,
+            [
+                "authorization: Bearer 1",
+                "connection: close",
+                "content-length: 7",
+                "content-type: application/json",
+                "host: 127.0.0.1:8080",
+                agent,
+                "x-env: test",
+            ]
+        );
+        assert_eq!(body, r#"{"n":1}"#);
+        let Prepared::Http(r) = &p.requests[0].call else {
+            unreachable!()
+        };
+        assert!(r.h1_close);
+        // A `host` header replaces the target's authority; an empty POST
+        // says its length is 0.
+        let empty = wire(&p, 1);
+        assert!(empty.starts_with("POST /v1/x/2 HTTP/1.1\r\n"), "{empty}");
+        assert!(empty.contains("\r\nhost: example.test\r\n"), "{empty}");
+        assert!(!empty.contains("127.0.0.1"), "{empty}");
+        assert!(empty.ends_with("\r\ncontent-length: 0\r\n\r\n"), "{empty}");
+    }
+
+    #[test]
+    fn rendered_targets_with_spaces_or_fragments_are_refused() {
+        let p = plan(
+            r#"
+name: wire
+targets: { api: { url: "http://127.0.0.1:8080" } }
+data: { words: ["a b", "c#d"] }
+load: { users: 1, iterations: 1 }
+requests:
+  - { name: get, http: { target: api, path: "/{{ pick(words) }}" } }
+"#,
+        );
+        let Prepared::Http(r) = &p.requests[0].call else {
+            unreachable!()
+        };
+        let mut s = Scratch::new(1);
+        for _ in 0..20 {
+            match r.write_h1(&p.endpoints[0], &mut s) {
+                Err(CallResult::Failed(TransportError::Other, m)) => {
+                    assert!(m.contains("percent-encode"), "{m}")
+                }
+                other => panic!("{other:?}"),
             }
         }
     }

@@ -829,6 +829,37 @@ fn check(c: &mut Checker, raw: &RawScenario, root: &Node, base: &Path) -> Option
     })
 }
 
+/// Headers that frame the request on the wire: redproof writes them from
+/// the body it sends, and a second, different value would make the
+/// request unreadable (or read differently by a proxy and the server).
+const FRAMING_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+fn check_header_name(c: &mut Checker, k: &Text) {
+    if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+        c.err(
+            pos(k),
+            format!(
+                "`headers`: `{}` is not a valid HTTP header name",
+                k.as_str()
+            ),
+        );
+    } else if FRAMING_HEADERS.iter().any(|f| k.eq_ignore_ascii_case(f)) {
+        c.err(
+            pos(k),
+            format!(
+                "`headers`: `{}` cannot be set; redproof frames each request from its body",
+                k.as_str()
+            ),
+        );
+    }
+}
+
 fn check_targets(c: &mut Checker, raw: &OrderedMap<raw::RawTarget>, base: &Path) -> Vec<Target> {
     let mut out: Vec<Target> = Vec::new();
     for (name, t) in &raw.0 {
@@ -839,15 +870,7 @@ fn check_targets(c: &mut Checker, raw: &OrderedMap<raw::RawTarget>, base: &Path)
             .unwrap_or(DEFAULT_TIMEOUT);
         let mut headers = Vec::new();
         for (k, v) in &t.headers.0 {
-            if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
-                c.err(
-                    pos(k),
-                    format!(
-                        "`headers`: `{}` is not a valid HTTP header name",
-                        k.as_str()
-                    ),
-                );
-            }
+            check_header_name(c, k);
             if http::HeaderValue::from_str(v).is_err() {
                 c.err(
                     pos(v),
@@ -1605,13 +1628,12 @@ fn check_http(
     }
     let mut headers = Vec::new();
     for (k, v) in &h.headers.0 {
-        if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+        check_header_name(c, k);
+        if k.eq_ignore_ascii_case("connection") && v.contains("{{") {
             c.err(
-                pos(k),
-                format!(
-                    "`headers`: `{}` is not a valid HTTP header name",
-                    k.as_str()
-                ),
+                pos(v),
+                "`headers`: `connection` decides whether the connection is kept, \
+                 so its value cannot be a template",
             );
         }
         if !v.contains("{{") && http::HeaderValue::from_str(v).is_err() {
