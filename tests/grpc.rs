@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// edge, revert-name and time on ephemeral ports, stopped on drop.
+/// revert-name offers reflection v1 and v1alpha, time v1alpha only.
 /// revert-name has its own stop switch, to take it away mid-run.
 struct Services {
     edge_web: SocketAddr,
@@ -66,12 +67,13 @@ impl Services {
                 let mut tasks = tokio::task::JoinSet::new();
                 tasks.spawn(edge::serve(l, eo, token.clone()));
                 tasks.spawn(revert::serve(rg, rm, GrpcOptions::default(), revert_token));
-                tasks.spawn(time_service::serve(
-                    tg,
-                    tm,
-                    GrpcOptions::default(),
-                    token.clone(),
-                ));
+                // time answers reflection on v1alpha only, as servers from
+                // before the v1 API do: reading it takes the fallback.
+                let time_opts = GrpcOptions {
+                    reflection_v1: false,
+                    ..GrpcOptions::default()
+                };
+                tasks.spawn(time_service::serve(tg, tm, time_opts, token.clone()));
                 tx.send(addrs).unwrap();
                 while tasks.join_next().await.is_some() {}
             });

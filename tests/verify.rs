@@ -68,6 +68,7 @@ impl Services {
                         edge: Some(edge_grpc.clone()),
                         heartbeat_every: Duration::from_secs(5),
                         faults: Faults::default(),
+                        ..GrpcOptions::default()
                     };
                     let eo = EdgeOptions {
                         revert_name: format!("http://{}", rg.local_addr().unwrap()),

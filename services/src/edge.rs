@@ -183,7 +183,7 @@ pub async fn serve(
         crate::serve_http(l.web, app, shutdown.clone()),
         crate::serve_grpc(
             l.grpc,
-            crate::grpc_router().add_service(heartbeat),
+            crate::grpc_router(true).add_service(heartbeat),
             shutdown.clone()
         ),
         crate::serve_metrics(l.grpc_metrics, grpc_exporter, "/metrics", shutdown),

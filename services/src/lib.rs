@@ -88,19 +88,22 @@ pub fn metrics_router<I: Instruments>(path: &str, exporter: Arc<Exporter<I>>) ->
         .with_state(exporter)
 }
 
-/// A tonic router with gRPC reflection (v1 and v1alpha) already added.
-pub fn grpc_router() -> tonic::transport::server::Router {
-    let v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(grpc::proto::DESCRIPTOR_SET)
-        .build_v1()
-        .expect("the embedded descriptor set is valid");
+/// A tonic router with gRPC reflection already added: `v1alpha`, and `v1`
+/// when `v1` is set.
+pub fn grpc_router(v1: bool) -> tonic::transport::server::Router {
+    let v1 = v1.then(|| {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(grpc::proto::DESCRIPTOR_SET)
+            .build_v1()
+            .expect("the embedded descriptor set is valid")
+    });
     let v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(grpc::proto::DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("the embedded descriptor set is valid");
     tonic::transport::Server::builder()
-        .add_service(v1)
         .add_service(v1alpha)
+        .add_optional_service(v1)
 }
 
 /// Serves a gRPC router on `grpc` and its metrics on `metrics` until

@@ -111,6 +111,7 @@ fn grpc_opts(edge: String, every: f64, faults: &Faults) -> GrpcOptions {
         edge: (!edge.is_empty()).then_some(edge),
         heartbeat_every: Duration::from_secs_f64(every.max(0.05)),
         faults: faults.clone(),
+        ..GrpcOptions::default()
     }
 }
 

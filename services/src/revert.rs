@@ -39,6 +39,10 @@ pub struct GrpcOptions {
     pub edge: Option<String>,
     pub heartbeat_every: Duration,
     pub faults: Faults,
+    /// Whether reflection answers on `grpc.reflection.v1` as well as
+    /// `v1alpha`; without it the service looks like a server from before
+    /// the v1 API (grpc-go before 1.57, for example).
+    pub reflection_v1: bool,
 }
 
 impl Default for GrpcOptions {
@@ -47,6 +51,7 @@ impl Default for GrpcOptions {
             edge: None,
             heartbeat_every: Duration::from_secs(5),
             faults: Faults::default(),
+            reflection_v1: true,
         }
     }
 }
@@ -180,8 +185,9 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let exporter = start_exporter("revert-name", &opts, &shutdown)?;
-    let router = crate::grpc_router().add_service(RevertNameServer::new(Service {
-        exporter: exporter.clone(),
-    }));
+    let router =
+        crate::grpc_router(opts.reflection_v1).add_service(RevertNameServer::new(Service {
+            exporter: exporter.clone(),
+        }));
     crate::serve_grpc_with_metrics(grpc, router, metrics, exporter, shutdown).await
 }

@@ -123,7 +123,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let exporter = crate::revert::start_exporter("time", &opts, &shutdown)?;
-    let router = crate::grpc_router().add_service(TimeServer::new(Service {
+    let router = crate::grpc_router(opts.reflection_v1).add_service(TimeServer::new(Service {
         exporter: exporter.clone(),
     }));
     crate::serve_grpc_with_metrics(grpc, router, metrics, exporter, shutdown).await
