@@ -489,6 +489,7 @@ async fn start_grpc(flags: &[&str]) -> Grpc {
         edge: Some(format!("http://{eg_a}")),
         heartbeat_every: Duration::from_millis(100),
         faults: faults(flags),
+        ..GrpcOptions::default()
     };
     let handles = vec![
         tokio::spawn(edge::serve(
