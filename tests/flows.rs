@@ -345,11 +345,14 @@ requests:
         &[],
     );
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    // Each user starts 10 iterations a second: 20/s, then 60/s.
+    // Each user starts 10 iterations a second: 20/s, then 60/s. The
+    // bounds leave room for a stalled second on a busy machine; a pace
+    // that was ignored (hundreds a second) or users that never came
+    // (20/s throughout) are far outside them.
     let first = window_rate(&r.results, 0, 3);
     let second = window_rate(&r.results, 3, 6);
-    assert!((16.0..=24.0).contains(&first), "first stage {first}/s");
-    assert!((50.0..=70.0).contains(&second), "second stage {second}/s");
+    assert!((14.0..=26.0).contains(&first), "first stage {first}/s");
+    assert!((42.0..=78.0).contains(&second), "second stage {second}/s");
     // Pacing records the corrected latency as well, and says so.
     assert!(request(&r.results, "home")["corrected_histogram"].is_string());
     assert!(
@@ -387,8 +390,8 @@ requests:
     assert!((298..=300).contains(&n), "{n} requests");
     let first = window_rate(&r.results, 0, 2);
     let last = window_rate(&r.results, 3, 4);
-    assert!((40.0..=60.0).contains(&first), "first stage {first}/s");
-    assert!((105.0..=145.0).contains(&last), "end of the ramp {last}/s");
+    assert!((35.0..=65.0).contains(&first), "first stage {first}/s");
+    assert!((95.0..=155.0).contains(&last), "end of the ramp {last}/s");
 }
 
 #[test]
