@@ -150,22 +150,8 @@ impl H1Conn {
         }
         self.reused = true;
         loop {
-            // Uninitialised: clearing room for every header on each
-            // parse would cost more than the parse.
-            let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
-            let mut resp = httparse::Response::new(&mut []);
-            match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-                &mut resp,
-                &self.buf[self.start..self.end],
-                &mut headers,
-            ) {
-                Ok(httparse::Status::Complete(len)) => {
-                    let status = resp.code.unwrap_or(0);
-                    let parsed = read_head(&resp, head_request, want_headers);
-                    let head = parsed.map_err(|m| {
-                        self.fail(TransportError::Other, format!("invalid HTTP response: {m}"))
-                    })?;
-                    self.start += len;
+            match self.parse_head(head_request, want_headers) {
+                Ok(Some((status, head))) => {
                     // Interim responses precede the real one; a 101 is
                     // final (and ends HTTP on this connection).
                     if (100..200).contains(&status) && status != 101 {
@@ -178,7 +164,7 @@ impl H1Conn {
                         framing: head.framing,
                     });
                 }
-                Ok(httparse::Status::Partial) => {
+                Ok(None) => {
                     if self.end - self.start >= MAX_HEAD {
                         return Err(self.fail(
                             TransportError::Other,
@@ -198,12 +184,40 @@ impl H1Conn {
                         ));
                     }
                 }
-                Err(e) => {
+                Err(m) => {
                     return Err(
-                        self.fail(TransportError::Other, format!("invalid HTTP response: {e}"))
+                        self.fail(TransportError::Other, format!("invalid HTTP response: {m}"))
                     );
                 }
             }
+        }
+    }
+
+    /// Parses a response head from the buffer and consumes it; `None`
+    /// when the head is not all there yet. Kept out of [`H1Conn::send`] so
+    /// the room for headers is not part of its future.
+    fn parse_head(
+        &mut self,
+        head_request: bool,
+        want_headers: bool,
+    ) -> Result<Option<(u16, ParsedHead)>, String> {
+        // Uninitialised: clearing room for every header on each parse
+        // would cost more than the parse.
+        let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut resp,
+            &self.buf[self.start..self.end],
+            &mut headers,
+        ) {
+            Ok(httparse::Status::Complete(len)) => {
+                let status = resp.code.unwrap_or(0);
+                let head = read_head(&resp, head_request, want_headers)?;
+                self.start += len;
+                Ok(Some((status, head)))
+            }
+            Ok(httparse::Status::Partial) => Ok(None),
+            Err(e) => Err(e.to_string()),
         }
     }
 
