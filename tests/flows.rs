@@ -10,45 +10,13 @@ use std::process::Command;
 
 use redproof_services::bank::{self, BankOptions};
 use serde_json::Value;
-use support::request;
+use support::{Run, request};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    results: Value,
-}
-
 /// Runs a scenario written to a temporary directory with `files` beside it.
 fn run(scenario: &str, files: &[(&str, &str)]) -> Run {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, text) in files {
-        std::fs::write(dir.path().join(name), text).unwrap();
-    }
-    let file = dir.path().join("scenario.yaml");
-    std::fs::write(&file, scenario).unwrap();
-    let results = dir.path().join("results.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_redproof"))
-        .env("NO_COLOR", "1")
-        .args(["run", "--quiet", "--out"])
-        .arg(&results)
-        .arg(&file)
-        .output()
-        .unwrap();
-    let r = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        results: Value::Null,
-    };
-    let text = std::fs::read_to_string(&results)
-        .unwrap_or_else(|_| panic!("no results\n{}\n{}", r.stdout, r.stderr));
-    Run {
-        results: serde_json::from_str(&text).unwrap(),
-        ..r
-    }
+    support::run_scenario(scenario, files, &["--quiet"])
 }
 
 /// (outcome as JSON text, expected, count) of one request.
@@ -160,7 +128,7 @@ requests:
         &[("customers.csv", "name,cents\nada,100\ngrace,250\nalan,50\n")],
     );
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    let res = &r.results;
+    let res = r.results();
     // One account per user, then 200 iterations of the two-step flow,
     // every one against a captured account: no 404 anywhere.
     assert_eq!(
@@ -213,7 +181,7 @@ requests:
         &[],
     );
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    let res = &r.results;
+    let res = r.results();
     // The body "ok\n" is not JSON: the capture fails, so `second` never runs.
     let first = outcomes(res, "first");
     assert_eq!(first.len(), 1, "{first:?}");
@@ -285,11 +253,11 @@ requests:
     );
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     // Each row once, then the run stops long before its 30 s.
-    assert_eq!(total(&r.results, "row"), 10);
+    assert_eq!(total(r.results(), "row"), 10);
     for i in 1..=10 {
         assert_eq!(server.counts.get(&format!("/row/r{i}/")), 1, "row r{i}");
     }
-    assert!(r.results["timing"]["load_s"].as_f64().unwrap() < 10.0);
+    assert!(r.results()["timing"]["load_s"].as_f64().unwrap() < 10.0);
     assert!(
         r.stderr.contains("data feed `rows` ran out of rows"),
         "{}",
@@ -302,7 +270,7 @@ requests:
         &[("rows.csv", &rows)],
     );
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert_eq!(total(&r.results, "row"), 25);
+    assert_eq!(total(r.results(), "row"), 25);
     // 25 draws over 10 rows: every row two or three times.
     let per_row: Vec<u64> = (1..=10)
         .map(|i| server.counts.get(&format!("/row/r{i}/")))
@@ -349,12 +317,12 @@ requests:
     // bounds leave room for a stalled second on a busy machine; a pace
     // that was ignored (hundreds a second) or users that never came
     // (20/s throughout) are far outside them.
-    let first = window_rate(&r.results, 0, 3);
-    let second = window_rate(&r.results, 3, 6);
+    let first = window_rate(r.results(), 0, 3);
+    let second = window_rate(r.results(), 3, 6);
     assert!((14.0..=26.0).contains(&first), "first stage {first}/s");
     assert!((42.0..=78.0).contains(&second), "second stage {second}/s");
     // Pacing records the corrected latency as well, and says so.
-    assert!(request(&r.results, "home")["corrected_histogram"].is_string());
+    assert!(request(r.results(), "home")["corrected_histogram"].is_string());
     assert!(
         r.stdout.contains("pacing-corrected latency"),
         "{}",
@@ -386,10 +354,10 @@ requests:
     );
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     // 50/s for 2 s, then a ramp averaging 100/s for 2 s: 300 arrivals.
-    let n = total(&r.results, "home");
+    let n = total(r.results(), "home");
     assert!((298..=300).contains(&n), "{n} requests");
-    let first = window_rate(&r.results, 0, 2);
-    let last = window_rate(&r.results, 3, 4);
+    let first = window_rate(r.results(), 0, 2);
+    let last = window_rate(r.results(), 3, 4);
     assert!((35.0..=65.0).contains(&first), "first stage {first}/s");
     assert!((95.0..=155.0).contains(&last), "end of the ramp {last}/s");
 }
@@ -436,14 +404,14 @@ requests:
     };
     let r = run(&scenario("iterations_per_user: 4"), &[]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert_eq!(total(&r.results, "login"), 5);
-    assert_eq!(total(&r.results, "one"), 20);
-    assert_eq!(total(&r.results, "two"), 20);
+    assert_eq!(total(r.results(), "login"), 5);
+    assert_eq!(total(r.results(), "one"), 20);
+    assert_eq!(total(r.results(), "two"), 20);
     // As many users as iterations: every claimed iteration still runs
     // after its user's on_start, and every flow runs to its end.
     let r = run(&scenario("iterations: 5"), &[]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert_eq!(total(&r.results, "login"), 5);
-    assert_eq!(total(&r.results, "one"), 5);
-    assert_eq!(total(&r.results, "two"), 5);
+    assert_eq!(total(r.results(), "login"), 5);
+    assert_eq!(total(r.results(), "one"), 5);
+    assert_eq!(total(r.results(), "two"), 5);
 }

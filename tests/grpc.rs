@@ -7,7 +7,6 @@ mod support;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use redproof_services::edge::{self, EdgeListeners, EdgeOptions};
@@ -15,7 +14,7 @@ use redproof_services::faults::Faults;
 use redproof_services::revert::{self, GrpcOptions};
 use redproof_services::time_service;
 use serde_json::Value;
-use support::request;
+use support::{Run, request};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -108,35 +107,8 @@ fn proto(name: &str) -> String {
         .to_string()
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    results: Option<Value>,
-}
-
 fn run(scenario: &str) -> Run {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("scenario.yaml");
-    std::fs::write(&file, scenario).unwrap();
-    let results = dir.path().join("results.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_redproof"))
-        .env("NO_COLOR", "1")
-        .arg("run")
-        .arg(&file)
-        .arg("--quiet")
-        .arg("--out")
-        .arg(&results)
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        results: std::fs::read_to_string(&results)
-            .ok()
-            .map(|t| serde_json::from_str(&t).unwrap()),
-    }
+    support::run_scenario(scenario, &[], &["--quiet"])
 }
 
 /// Completed calls of one request by outcome (`"OK"`, `"200"`, or a

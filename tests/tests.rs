@@ -4,10 +4,11 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::{Run, finish, write_scenario};
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_redproof"));
@@ -15,46 +16,8 @@ fn bin() -> Command {
     c
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    results: Option<Value>,
-    dir: tempfile::TempDir,
-}
-
-fn finish(out: Output, dir: tempfile::TempDir) -> Run {
-    let results_path = dir.path().join("results.json");
-    let results = std::fs::read_to_string(&results_path)
-        .ok()
-        .map(|t| serde_json::from_str(&t).unwrap());
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        results,
-        dir,
-    }
-}
-
-fn write_scenario(dir: &Path, text: &str) -> PathBuf {
-    let p = dir.join("scenario.yaml");
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
 fn run(scenario: &str, extra: &[&str]) -> Run {
-    let dir = tempfile::tempdir().unwrap();
-    let file = write_scenario(dir.path(), scenario);
-    let out = bin()
-        .arg("run")
-        .arg(&file)
-        .arg("--out")
-        .arg(dir.path().join("results.json"))
-        .args(extra)
-        .output()
-        .unwrap();
-    finish(out, dir)
+    support::run_scenario(scenario, &[], extra)
 }
 
 /// Completed count of one request in a results file, per outcome.

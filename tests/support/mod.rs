@@ -48,12 +48,7 @@ impl TestServer {
 }
 
 pub fn start() -> TestServer {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+    let (rt, listener) = server_runtime();
     let addr = listener.local_addr().unwrap();
     let counts = Counts::default();
     let c = counts.clone();
@@ -174,12 +169,7 @@ where
     F: Fn(tokio::net::TcpStream, Versions) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+    let (rt, listener) = server_runtime();
     let addr = listener.local_addr().unwrap();
     let versions = Versions::default();
     let v = versions.clone();
@@ -258,6 +248,80 @@ fn self_signed_acceptor(alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
         .unwrap();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// One `redproof run`: its exit code, output, and the results file when
+/// one was written (in `dir`, as `results.json`).
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub results: Option<serde_json::Value>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Run {
+    /// The results file, which the run must have written.
+    pub fn results(&self) -> &serde_json::Value {
+        self.results
+            .as_ref()
+            .unwrap_or_else(|| panic!("no results file\n{}\n{}", self.stdout, self.stderr))
+    }
+}
+
+/// The scenario file `text`, written into `dir`.
+pub fn write_scenario(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let p = dir.join("scenario.yaml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// `redproof run` on `scenario`, written to a fresh temporary directory
+/// with `files` beside it; `args` follow the file, and the results go to
+/// `results.json` in that directory. Colour is off.
+pub fn run_scenario(scenario: &str, files: &[(&str, &str)], args: &[&str]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let file = write_scenario(dir.path(), scenario);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redproof"))
+        .env("NO_COLOR", "1")
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(dir.path().join("results.json"))
+        .args(args)
+        .output()
+        .unwrap();
+    finish(out, dir)
+}
+
+/// The [`Run`] of a finished `redproof run` whose results went to
+/// `results.json` in `dir`.
+pub fn finish(out: std::process::Output, dir: tempfile::TempDir) -> Run {
+    let results = std::fs::read_to_string(dir.path().join("results.json"))
+        .ok()
+        .map(|t| serde_json::from_str(&t).unwrap());
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        results,
+        dir,
+    }
+}
+
+/// A one-thread runtime for a test server, and a listener on an ephemeral
+/// loopback port.
+fn server_runtime() -> (tokio::runtime::Runtime, TcpListener) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+    (rt, listener)
 }
 
 /// A request's entry in a results file, by name.
