@@ -34,7 +34,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::exec::{CallResult, Executor, ExecutorFactory, Scratch};
-use crate::measure::{Outcome, Recorder, Window};
+use crate::measure::{Recorder, Window};
+use crate::outcome::Outcome;
 use crate::profile::{RateProfile, UserProfile};
 use crate::scenario::units::DurationRange;
 use crate::scenario::{Draw, Exhausted, Feed, Load, LoadModel, Scenario};

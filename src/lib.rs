@@ -2,43 +2,46 @@
 //!
 //! # Layout
 //!
-//! Dependencies run one way, top to bottom:
+//! Dependencies run one way: a module uses only those listed below it.
 //!
+//! - [`app`]: wires a command together and maps the result to an exit code;
+//!   `redproof demo` (cargo feature `demo`, on by default) starts the demo
+//!   services in-process.
 //! - [`cli`]: command-line definitions only.
-//! - [`source`]: positions in scenario files.
-//! - [`template`]: request templates compiled once, rendered per request;
-//!   the scenario checks its templates with it.
-//! - [`scenario`]: scenario files, read into raw serde types and validated
-//!   into a checked model; every error has its file, line and column.
-//!   gRPC calls are checked against descriptors compiled from `.proto`
-//!   files (or fetched by reflection when the run starts).
-//! - [`exec`]: executors that send one request and classify the outcome:
-//!   HTTP on hyper's connection API, gRPC through tonic's client over the
-//!   same connections, with dynamic messages and server reflection.
-//! - [`measure`]: per-thread recorders of HDR histograms, merged per second.
-//! - [`engine`]: schedules (closed users, open arrival rate), the worker
-//!   loop, stop and drain.
-//! - [`promql`]: series selectors, rendered as PromQL or matched
-//!   directly, and PromQL syntax checks.
-//! - [`metrics`]: metric sources behind one trait: Prometheus' HTTP API
-//!   and the embedded scraper, both giving raw samples.
-//! - [`verify`]: conventions, the settle point, checks and diagnoses.
 //! - [`report`]: the serialisable run report and its renderings (terminal,
 //!   JSON, JUnit, Markdown).
-//! - [`app`]: wires a command together and maps the result to an exit code.
-//!   `demo` starts the demo services in-process for `redproof demo`.
+//! - [`verify`]: conventions, the settle point, checks and diagnoses.
+//! - [`metrics`]: metric sources behind one trait: Prometheus' HTTP API
+//!   and the embedded scraper, both giving raw samples. They fetch over
+//!   the executors' HTTP/1.1 client.
+//! - [`engine`]: the worker loop, stop and drain, on the schedules of
+//!   [`profile`] (closed users, open arrival rate, stages).
+//! - [`exec`]: executors that send one request of the compiled plan and
+//!   classify the outcome: HTTP/1.1 on redproof's own client, HTTP/2 on
+//!   hyper, gRPC through tonic's client over the same connections.
+//! - [`scenario`]: scenario files, read into raw serde types and validated
+//!   into a checked model whose requests are already compiled (templates,
+//!   JSON paths, header names, gRPC descriptors); every error has its file,
+//!   line and column.
+//! - [`template`]: request templates compiled once, rendered per request.
+//! - [`measure`]: per-thread recorders of HDR histograms, merged per second.
+//! - [`promql`]: series selectors, rendered as PromQL or matched
+//!   directly, and PromQL syntax checks.
+//! - [`outcome`]: what happened to one request (status, gRPC code, failed
+//!   check, transport error).
+//! - [`position`]: line and column in scenario files.
 
 pub mod app;
 pub mod cli;
-mod demo;
 pub mod engine;
 pub mod exec;
 pub mod measure;
 pub mod metrics;
+pub mod outcome;
+pub mod position;
 pub mod profile;
 pub mod promql;
 pub mod report;
 pub mod scenario;
-pub mod source;
 pub mod template;
 pub mod verify;

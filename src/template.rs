@@ -23,7 +23,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::source::{Located, Pos};
+use crate::position::{Located, Pos};
 
 /// Values shared by all templates of a run.
 #[derive(Debug, Clone)]

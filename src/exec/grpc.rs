@@ -31,7 +31,7 @@ use tonic::metadata::MetadataMap;
 use super::check::ResponseRules;
 use super::http::Endpoint;
 use super::{CallResult, Scratch, chain, classify};
-use crate::measure::{Answer, GrpcCode, Outcome, TransportError};
+use crate::outcome::{Answer, GrpcCode, Outcome, TransportError};
 use crate::scenario::{Expect, GrpcCall, GrpcKind, Target};
 use crate::template::{JsonTemplate, Template, TemplateEnv, compile_located};
 

@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
 use super::classify;
 use super::http::Io;
-use crate::measure::TransportError;
+use crate::outcome::TransportError;
 
 /// The read buffer's starting size; it grows only for a larger head.
 const BUFFER: usize = 16 * 1024;

@@ -23,7 +23,7 @@ use super::check::ResponseRules;
 use super::grpc::{self, PreparedGrpc};
 use super::h1::{H1Conn, H1Error};
 use super::{CallResult, Executor, ExecutorFactory, Scratch, chain, classify, init_tls};
-use crate::measure::{Answer, GrpcCode, Outcome, TransportError};
+use crate::outcome::{Answer, GrpcCode, Outcome, TransportError};
 use crate::scenario::{Body, Call, Expect, HttpCall, Scenario, Target};
 use crate::template::{JsonTemplate, Template, TemplateEnv, compile_located, push_query_encoded};
 

@@ -15,7 +15,7 @@ use std::future::Future;
 pub use grpc::reflect;
 pub use http::{CallExecutor, CallPlan, Fetcher};
 
-use crate::measure::{Answer, GrpcCode, Outcome, TransportError};
+use crate::outcome::{Answer, GrpcCode, Outcome, TransportError};
 
 /// The result of one call.
 #[derive(Debug, Clone, PartialEq)]

@@ -20,7 +20,8 @@ pub use progress::ProgressDisplay;
 pub use text::render_text;
 
 use crate::engine::{EngineOutput, ScheduleStats};
-use crate::measure::{MessageCounts, Outcome, OutcomeStats, RequestStats, Window};
+use crate::measure::{MessageCounts, OutcomeStats, RequestStats, Window};
+use crate::outcome::Outcome;
 use crate::scenario::threshold::{Limit, Metric, Subject, Threshold};
 use crate::scenario::{Call, LoadModel, Scenario};
 use crate::verify::VerificationReport;

@@ -3,7 +3,8 @@
 use std::fmt::Write as _;
 
 use super::{RunReport, Summary, format_observed};
-use crate::measure::{MessageCounts, Outcome};
+use crate::measure::MessageCounts;
+use crate::outcome::Outcome;
 use crate::scenario::units::{format_micros, thousands};
 use crate::verify::Status;
 

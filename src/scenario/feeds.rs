@@ -14,9 +14,10 @@ use std::path::Path;
 
 use marked_yaml::{Node, Spanned};
 
-use super::Pos;
-use super::model::{Checker, DataList, Draw, Exhausted, Feed, pos};
+use super::checker::{Checker, pos};
 use super::raw::OrderedMap;
+use super::types::{DataList, Draw, Exhausted, Feed};
+use crate::position::Pos;
 
 /// Reads `data:` from the YAML tree: a sequence is a list, a mapping a feed.
 pub(super) fn check_data(

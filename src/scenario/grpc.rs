@@ -5,8 +5,10 @@
 
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor};
 
-use super::model::{GrpcCall, GrpcKind, ProtoSource, Scenario};
-use super::{Diagnostic, JsonNode, Pos};
+use super::Diagnostic;
+use super::types::{GrpcCall, GrpcKind, ProtoSource, Scenario};
+use crate::position::Pos;
+use crate::template::JsonNode;
 
 /// Compiles a target's `.proto` files (and their imports). On failure,
 /// returns the index of the offending file when known, and the compiler's

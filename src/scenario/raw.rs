@@ -1,7 +1,7 @@
 //! The scenario file exactly as written: serde types that mirror the YAML,
 //! with the source position of every value a user may get wrong.
 //!
-//! Nothing here is checked beyond its YAML shape; `super::model` turns these
+//! Nothing here is checked beyond its YAML shape; `super::parse` turns these
 //! into a validated [`super::Scenario`].
 
 use std::fmt;

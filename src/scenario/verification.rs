@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{Checker, check_url, pos};
+use super::checker::{Checker, check_url, pos};
 use super::raw::{OrderedMap, RawMetrics, RawPromql, RawScenario, RawVerify, Text};
 use super::threshold::Op;
 use super::units;

@@ -1,7 +1,7 @@
 //! Metric names and labels of the instrumentation libraries redproof
 //! knows, resolved for one `verify:` entry.
 
-use crate::measure::GrpcCode;
+use crate::outcome::GrpcCode;
 use crate::promql::{MatchOp, Matcher, Selector};
 use crate::scenario::verification::{Convention, Side, VerifyEntry};
 

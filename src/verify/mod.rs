@@ -22,8 +22,9 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::EngineOutput;
-use crate::measure::{Answer, Outcome, RequestStats, new_histogram};
+use crate::measure::{RequestStats, new_histogram};
 use crate::metrics::{MetricSource, SourceError, TargetStatus, now_ms};
+use crate::outcome::{Answer, Outcome};
 use crate::promql::Selector;
 use crate::scenario::Scenario;
 use crate::scenario::verification::{MetricsSpec, Verification};

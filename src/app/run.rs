@@ -1,16 +1,15 @@
-//! Wires each command together and turns its result into an exit code.
-//!
-//! Output discipline: the report goes to stdout; progress, warnings and
-//! errors go to stderr, in the shape `error: …` followed by `hint: …`.
+//! `redproof run`: load the scenario, run the engine, verify, report and
+//! write every output.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
-use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, Format, OutputArgs, RunArgs};
+use super::exit::{Exit, Failure, exit_code, fail};
+use super::signal::stop_signal;
+use crate::cli::{OutputArgs, RunArgs};
 use crate::engine::{self, EnginePlan};
 use crate::exec::CallPlan;
 use crate::metrics::{MetricSource as _, Prometheus, Scraper, SourceError};
@@ -22,174 +21,12 @@ use crate::scenario::verification::MetricsSpec;
 use crate::scenario::{self, Diagnostic, Overrides, Scenario, ScenarioErrors};
 use crate::verify::{self, ClientRun, VerificationReport};
 
-/// Process exit codes (sysexits-style where one fits).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Exit {
-    Pass = 0,
-    ThresholdFailed = 1,
-    VerificationFailed = 2,
-    Both = 3,
-    Usage = 64,
-    Unavailable = 69,
-    Internal = 70,
-    Interrupted = 130,
-}
-
-/// An error that knows its exit code.
-#[derive(Debug, thiserror::Error)]
-#[error("{error}")]
-pub(crate) struct Failure {
-    code: Exit,
-    error: anyhow::Error,
-}
-
-pub(crate) fn fail(code: Exit, error: impl Into<anyhow::Error>) -> Failure {
-    Failure {
-        code,
-        error: error.into(),
-    }
-}
-
-/// Runs the command line and returns the exit code.
-pub fn main() -> u8 {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                Exit::Usage as u8
-            } else {
-                Exit::Pass as u8
-            };
-        }
-    };
-    match dispatch(cli) {
-        Ok(code) => code as u8,
-        Err(f) => {
-            eprintln!("error: {}", f.error);
-            for cause in f.error.chain().skip(1) {
-                eprintln!("  Caused by: {cause}");
-            }
-            f.code as u8
-        }
-    }
-}
-
-fn dispatch(cli: Cli) -> Result<Exit, Failure> {
-    match cli.command {
-        Command::Validate { files } => Ok(validate(&files)),
-        Command::Report { file, format } => report(&file, format),
-        Command::Demo(args) => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| fail(Exit::Internal, e))?;
-            rt.block_on(crate::demo::run(args))
-        }
-        Command::Run(args) => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| fail(Exit::Internal, e))?;
-            rt.block_on(run(args))
-        }
-    }
-}
-
-fn load(path: &Path, overrides: &Overrides) -> Result<Scenario, ScenarioErrors> {
+pub(super) fn load(path: &Path, overrides: &Overrides) -> Result<Scenario, ScenarioErrors> {
     let mut scenario = scenario::load_file(path)?;
     if let Err(e) = scenario.apply(overrides) {
         return Err(ScenarioErrors::new(path, "", vec![Diagnostic::at(None, e)]));
     }
     Ok(scenario)
-}
-
-fn validate(files: &[std::path::PathBuf]) -> Exit {
-    let mut code = Exit::Pass;
-    for f in files {
-        match load(f, &Overrides::default()) {
-            Ok(s) => {
-                let v = &s.verification;
-                let verify = if v.is_requested() {
-                    let source = match (&v.metrics.prometheus, v.metrics.scrape.len()) {
-                        (Some(url), _) => format!("Prometheus at {url}"),
-                        (None, 0) => "no metric source yet (give --prometheus URL)".to_owned(),
-                        (None, n) => format!("embedded scraper, {n} page{}", plural(n)),
-                    };
-                    format!(
-                        ", {} verify entr{}, {} alert{}, {} PromQL assertion{} ({source})",
-                        v.entries.len(),
-                        if v.entries.len() == 1 { "y" } else { "ies" },
-                        v.alerts.len(),
-                        plural(v.alerts.len()),
-                        v.promql.len(),
-                        plural(v.promql.len()),
-                    )
-                } else {
-                    String::new()
-                };
-                for t in s.reflection_targets() {
-                    println!(
-                        "note: target `{}` uses server reflection: its gRPC calls are checked against the server when the run starts",
-                        s.targets[t].name
-                    );
-                }
-                println!(
-                    "ok: {} — scenario `{}`, {} target{}, {} request{}, {} threshold{}{verify}",
-                    f.display(),
-                    s.name,
-                    s.targets.len(),
-                    plural(s.targets.len()),
-                    s.requests.len(),
-                    plural(s.requests.len()),
-                    s.thresholds.len(),
-                    plural(s.thresholds.len()),
-                );
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                code = Exit::Usage;
-            }
-        }
-    }
-    code
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
-}
-
-fn report(file: &Path, format: Format) -> Result<Exit, Failure> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read `{}`", file.display()))
-        .map_err(|e| fail(Exit::Usage, e))?;
-    let r = RunReport::from_json(&text)
-        .map_err(|e| fail(Exit::Usage, anyhow!("`{}`: {e}", file.display())))?;
-    let summary = r
-        .summary()
-        .map_err(|e| fail(Exit::Usage, anyhow!("`{}`: {e}", file.display())))?;
-    match format {
-        Format::Text => print!("{}", render_text(&r, &summary)),
-        Format::Json => {
-            let v = serde_json::json!({
-                "summary": summary,
-                "thresholds": r.thresholds,
-                "verification": r.verification,
-                "verification_error": r.verification_error,
-            });
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&v).map_err(|e| fail(Exit::Internal, e))?
-            );
-        }
-        Format::Junit => print!("{}", render_junit(&r)),
-        Format::Markdown => print!("{}", render_markdown(&r, &summary)),
-    }
-    Ok(exit_code(
-        &r,
-        r.verification_error.is_some() && !r.interrupted,
-    ))
 }
 
 fn overrides(a: &RunArgs) -> Result<Overrides, String> {
@@ -232,7 +69,7 @@ fn overrides(a: &RunArgs) -> Result<Overrides, String> {
     })
 }
 
-async fn run(args: RunArgs) -> Result<Exit, Failure> {
+pub(super) async fn run(args: RunArgs) -> Result<Exit, Failure> {
     let ov = overrides(&args).map_err(|e| fail(Exit::Usage, anyhow!(e)))?;
     let scenario = match load(&args.file, &ov) {
         Ok(l) => l,
@@ -388,12 +225,12 @@ pub(crate) async fn run_scenario(
     {
         let (interrupt, abort_now) = (interrupt.clone(), abort_now.clone());
         tokio::spawn(async move {
-            redproof_services::stop_signal().await;
+            stop_signal().await;
             eprintln!(
                 "\ninterrupted: stopping, waiting for in-flight requests (Ctrl-C again to cut them off)"
             );
             interrupt.cancel();
-            redproof_services::stop_signal().await;
+            stop_signal().await;
             abort_now.cancel();
         });
     }
@@ -424,7 +261,7 @@ pub(crate) async fn run_scenario(
             let client = ClientRun::new(&scenario, &engine_output);
             let verified = tokio::select! {
                 v = source.verify(&scenario, &client) => Some(v),
-                _ = redproof_services::stop_signal() => None,
+                _ = stop_signal() => None,
             };
             match verified {
                 Some(Ok(v)) => Ok(v),
@@ -466,24 +303,6 @@ pub(crate) async fn run_scenario(
         eprintln!("error: verification not run: {e}");
     }
     Ok(exit_code(&report, !unavailable.is_empty() || source_down))
-}
-
-fn exit_code(report: &RunReport, unavailable: bool) -> Exit {
-    let thresholds = report.thresholds_failed();
-    let verification = report.verification_failed();
-    if report.interrupted {
-        Exit::Interrupted
-    } else if unavailable {
-        Exit::Unavailable
-    } else if thresholds && verification {
-        Exit::Both
-    } else if verification {
-        Exit::VerificationFailed
-    } else if thresholds {
-        Exit::ThresholdFailed
-    } else {
-        Exit::Pass
-    }
 }
 
 fn write_outputs(o: &OutputArgs, report: &RunReport, summary: &Summary) -> Result<(), Failure> {

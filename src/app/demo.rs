@@ -11,12 +11,13 @@ use redproof_services::polls::{self, PollsOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{Exit, Failure, RunSettings, fail, run_scenario};
+use super::exit::{Exit, Failure, fail};
+use super::run::{RunSettings, run_scenario};
 use crate::cli::DemoArgs;
 use crate::scenario::{self, Overrides, units};
 
 /// The bundled scenario, written for the services' usual ports.
-pub const SCENARIO: &str = include_str!("../scenarios/demo.yaml");
+pub const SCENARIO: &str = include_str!("../../scenarios/demo.yaml");
 
 pub async fn run(args: DemoArgs) -> Result<Exit, Failure> {
     if args.print_scenario {

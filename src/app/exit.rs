@@ -1,0 +1,52 @@
+//! Exit codes, and errors that carry theirs.
+
+use crate::report::RunReport;
+
+/// Process exit codes (sysexits-style where one fits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    Pass = 0,
+    ThresholdFailed = 1,
+    VerificationFailed = 2,
+    Both = 3,
+    Usage = 64,
+    Unavailable = 69,
+    Internal = 70,
+    Interrupted = 130,
+}
+
+/// An error that knows its exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub(crate) struct Failure {
+    pub(super) code: Exit,
+    pub(super) error: anyhow::Error,
+}
+
+pub(crate) fn fail(code: Exit, error: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        code,
+        error: error.into(),
+    }
+}
+
+/// The exit code of a finished run: interrupted, unavailable, then what
+/// failed.
+pub(super) fn exit_code(report: &RunReport, unavailable: bool) -> Exit {
+    let thresholds = report.thresholds_failed();
+    let verification = report.verification_failed();
+    if report.interrupted {
+        Exit::Interrupted
+    } else if unavailable {
+        Exit::Unavailable
+    } else if thresholds && verification {
+        Exit::Both
+    } else if verification {
+        Exit::VerificationFailed
+    } else if thresholds {
+        Exit::ThresholdFailed
+    } else {
+        Exit::Pass
+    }
+}

@@ -1,0 +1,462 @@
+//! What a request sends: targets, HTTP calls (method, path, query,
+//! headers, body) and gRPC calls, with their templates compiled.
+
+use std::path::{Path, PathBuf};
+
+use marked_yaml::{Node, Spanned};
+
+use super::checker::{Checker, check_url, located, pos};
+use super::raw::{self, OrderedMap, Text};
+use super::types::*;
+use super::units;
+use crate::position::{Located, Pos};
+use crate::template::{JsonNode, JsonTemplate, Template, TemplateEnv};
+
+const HTTP_METHODS: &[&str] = &[
+    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE",
+];
+
+/// Headers that frame the request on the wire: redproof writes them from
+/// the body it sends, and a second, different value would make the
+/// request unreadable (or read differently by a proxy and the server).
+const FRAMING_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+fn check_header_name(c: &mut Checker, k: &Text) {
+    if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+        c.err(
+            pos(k),
+            format!(
+                "`headers`: `{}` is not a valid HTTP header name",
+                k.as_str()
+            ),
+        );
+    } else if FRAMING_HEADERS.iter().any(|f| k.eq_ignore_ascii_case(f)) {
+        c.err(
+            pos(k),
+            format!(
+                "`headers`: `{}` cannot be set; redproof frames each request from its body",
+                k.as_str()
+            ),
+        );
+    }
+}
+
+pub(super) fn check_targets(
+    c: &mut Checker,
+    raw: &OrderedMap<raw::RawTarget>,
+    base: &Path,
+) -> Vec<Target> {
+    let mut out: Vec<Target> = Vec::new();
+    for (name, t) in &raw.0 {
+        let grpc = check_grpc_target(c, t, base);
+        let url = c.parse(&t.url, "url", check_url);
+        let timeout = c
+            .parse_opt(&t.timeout, "timeout", units::parse_duration)
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let mut headers = Vec::new();
+        for (k, v) in &t.headers.0 {
+            check_header_name(c, k);
+            if http::HeaderValue::from_str(v).is_err() {
+                c.err(
+                    pos(v),
+                    format!(
+                        "`headers`: the value of `{}` is not a valid HTTP header value",
+                        k.as_str()
+                    ),
+                );
+            }
+            headers.push((k.to_string(), v.to_string()));
+        }
+        if let Some(url) = url {
+            out.push(Target {
+                name: name.to_string(),
+                url,
+                headers,
+                timeout,
+                http2: grpc.is_some() || t.http2.as_ref().is_some_and(|b| **b),
+                insecure: t.insecure.as_ref().is_some_and(|b| **b),
+                grpc,
+            });
+        } else {
+            // Keep the index stable for requests that name this target.
+            out.push(Target {
+                name: name.to_string(),
+                url: String::new(),
+                headers,
+                timeout,
+                http2: false,
+                insecure: false,
+                grpc,
+            });
+        }
+    }
+    out
+}
+
+/// The gRPC side of a target: `protos` (compiled now) or `reflection`.
+fn check_grpc_target(c: &mut Checker, t: &raw::RawTarget, base: &Path) -> Option<GrpcTarget> {
+    let reflection = t.reflection.as_ref().is_some_and(|b| **b);
+    let resolve = |p: &Text| base.join(p.as_str());
+    if !t.protos.is_empty() && reflection {
+        c.err(
+            t.reflection.as_ref().and_then(pos),
+            "`protos` and `reflection: true` both describe the services; keep one",
+        );
+        return None;
+    }
+    if reflection {
+        if let Some(first) = t.import_paths.first() {
+            c.err(
+                pos(first),
+                "`import_paths` goes with `protos`, not with `reflection`",
+            );
+        }
+        return Some(GrpcTarget {
+            source: ProtoSource::Reflection,
+            pool: None,
+        });
+    }
+    if t.protos.is_empty() {
+        if let Some(first) = t.import_paths.first() {
+            c.err(
+                pos(first),
+                "`import_paths` goes with `protos`: list the `.proto` files too",
+            );
+        }
+        return None;
+    }
+    let files: Vec<PathBuf> = t.protos.iter().map(resolve).collect();
+    let mut import_paths: Vec<PathBuf> = t.import_paths.iter().map(resolve).collect();
+    if import_paths.is_empty() {
+        // By default imports resolve next to the files themselves.
+        for f in &files {
+            let dir = f.parent().unwrap_or(Path::new(".")).to_owned();
+            if !import_paths.contains(&dir) {
+                import_paths.push(dir);
+            }
+        }
+    }
+    let source = ProtoSource::Protos {
+        files,
+        import_paths,
+    };
+    let pool = match super::grpc::compile_protos(&source) {
+        Ok(pool) => Some(pool),
+        Err((index, message)) => {
+            let at = index
+                .and_then(|i| t.protos.get(i))
+                .or(t.protos.first())
+                .and_then(pos);
+            c.err(at, format!("`protos`: {message}"));
+            None
+        }
+    };
+    Some(GrpcTarget { source, pool })
+}
+
+pub(super) fn check_http(
+    c: &mut Checker,
+    h: &Spanned<raw::RawHttp>,
+    json: Option<&Node>,
+    targets: &[Target],
+    env: &TemplateEnv,
+) -> Option<HttpCall> {
+    let target = find_target(c, &h.target, targets);
+    if let Some(t) = target.map(|i| &targets[i])
+        && t.grpc.is_some()
+    {
+        c.err(
+            pos(&h.target),
+            format!(
+                "`target`: `{}` is a gRPC target (it has `protos` or `reflection`); call it with `grpc:`",
+                t.name
+            ),
+        );
+    }
+    let method = match &h.method {
+        None => Some("GET".to_owned()),
+        Some(m) => {
+            let up = m.to_ascii_uppercase();
+            if HTTP_METHODS.contains(&up.as_str()) {
+                Some(up)
+            } else {
+                c.err(
+                    pos(m),
+                    format!(
+                        "`method`: expected one of {}, got `{}`",
+                        HTTP_METHODS.join(", "),
+                        m.as_str()
+                    ),
+                );
+                None
+            }
+        }
+    };
+    if !h.path.starts_with('/') {
+        c.err(
+            pos(&h.path),
+            format!(
+                "`path`: expected a path starting with `/`, got `{}`",
+                h.path.as_str()
+            ),
+        );
+    }
+    let mut headers = Vec::new();
+    for (k, v) in &h.headers.0 {
+        check_header_name(c, k);
+        if k.eq_ignore_ascii_case("connection") && v.contains("{{") {
+            c.err(
+                pos(v),
+                "`headers`: `connection` decides whether the connection is kept, \
+                 so its value cannot be a template",
+            );
+        }
+        if !v.contains("{{") && http::HeaderValue::from_str(v).is_err() {
+            c.err(
+                pos(v),
+                format!(
+                    "`headers`: the value of `{}` is not a valid HTTP header value",
+                    k.as_str()
+                ),
+            );
+        }
+        headers.push((k.to_string(), located(v)));
+    }
+    let body = match (&h.json, &h.body, json) {
+        (Some(j), Some(_), _) => {
+            c.err(pos(j), "`json` and `body` exclude each other; keep one");
+            None
+        }
+        (Some(_), None, Some(node)) => Some(Body::Json(json_from_yaml(node))),
+        (None, Some(b), _) => Some(Body::Text(located(b))),
+        _ => None,
+    };
+    let mut check_template = |t: &Located<String>| {
+        if let Err(e) = Template::compile(&t.value, env) {
+            c.err(t.pos, format!("template {e}"));
+        }
+    };
+    let path = located(&h.path);
+    check_template(&path);
+    let query: Vec<(String, Located<String>)> = h
+        .query
+        .0
+        .iter()
+        .map(|(k, v)| (k.to_string(), located(v)))
+        .collect();
+    for (_, v) in query.iter().chain(&headers) {
+        check_template(v);
+    }
+    match &body {
+        Some(Body::Text(t)) => check_template(t),
+        Some(Body::Json(j)) => {
+            if let Err(errors) = JsonTemplate::compile(j, env) {
+                for e in errors {
+                    c.err(e.pos, e.message);
+                }
+            }
+        }
+        None => {}
+    }
+    Some(HttpCall {
+        target: target?,
+        method: method?,
+        path,
+        query,
+        headers,
+        body,
+    })
+}
+
+/// The index of the target a call names, or an error listing the targets.
+fn find_target(c: &mut Checker, name: &Text, targets: &[Target]) -> Option<usize> {
+    let target = targets.iter().position(|t| t.name == **name);
+    if target.is_none() {
+        let known: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+        c.err(
+            pos(name),
+            format!(
+                "`target`: no target named `{}`; expected one of: {}",
+                name.as_str(),
+                if known.is_empty() {
+                    "(none defined)".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        );
+    }
+    target
+}
+
+pub(super) fn check_grpc(
+    c: &mut Checker,
+    g: &Spanned<raw::RawGrpc>,
+    node: Option<&marked_yaml::types::MarkedMappingNode>,
+    targets: &[Target],
+    env: &TemplateEnv,
+) -> Option<GrpcCall> {
+    let target = find_target(c, &g.target, targets);
+    if let Some(t) = target.map(|i| &targets[i])
+        && t.grpc.is_none()
+    {
+        c.err(
+            pos(&g.target),
+            format!(
+                "`target`: `{}` has no `protos:` or `reflection: true`; a gRPC call needs one of them to know its messages",
+                t.name
+            ),
+        );
+    }
+    let method = g.method.as_str().trim_start_matches('/');
+    let well_formed = method
+        .split_once('/')
+        .is_some_and(|(svc, m)| !svc.is_empty() && !m.is_empty() && !m.contains('/'));
+    if !well_formed {
+        c.err(
+            pos(&g.method),
+            format!(
+                "`method`: expected `package.Service/Method`, got `{}`",
+                g.method.as_str()
+            ),
+        );
+    }
+    let messages_pos = g
+        .message
+        .as_ref()
+        .map(pos)
+        .or(g.messages.as_ref().map(pos))
+        .flatten();
+    let messages = match (
+        node.and_then(|m| m.get_node("message")),
+        node.and_then(|m| m.get_node("messages")),
+    ) {
+        (Some(_), Some(_)) => {
+            c.err(
+                g.messages.as_ref().and_then(pos),
+                "`message` and `messages` exclude each other: one message (optionally sent `count` times), or a list",
+            );
+            Vec::new()
+        }
+        (Some(m), None) => vec![json_from_yaml(m)],
+        (None, Some(Node::Sequence(seq))) => {
+            if seq.is_empty() {
+                c.err(messages_pos, "`messages`: expected at least one message");
+            }
+            seq.iter().map(json_from_yaml).collect()
+        }
+        (None, Some(_)) => {
+            c.err(messages_pos, "`messages`: expected a list of messages");
+            Vec::new()
+        }
+        // No message: the request message with every field at its default.
+        (None, None) => vec![JsonNode::Object(Vec::new())],
+    };
+    let repeat = g.count.as_ref().and_then(|v| {
+        if g.messages.is_some() {
+            c.err(
+                pos(v),
+                "`count` repeats `message`; with a `messages` list, drop it",
+            );
+        }
+        let n = c.parse(v, "count", units::parse_count)?;
+        if n == 0 {
+            c.err(pos(v), "`count`: expected at least 1, got `0`");
+        }
+        Some(Located {
+            value: n,
+            pos: pos(v),
+        })
+    });
+    let mut metadata = Vec::new();
+    for (k, v) in &g.metadata.0 {
+        let lower = k.to_ascii_lowercase();
+        if http::HeaderName::from_bytes(lower.as_bytes()).is_err() || lower.starts_with(':') {
+            c.err(
+                pos(k),
+                format!("`metadata`: `{}` is not a valid metadata key", k.as_str()),
+            );
+        } else if lower.ends_with("-bin") {
+            c.err(
+                pos(k),
+                format!(
+                    "`metadata`: `{}`: binary (`-bin`) metadata is not supported",
+                    k.as_str()
+                ),
+            );
+        }
+        if let Err(e) = Template::compile(v, env) {
+            c.err(pos(v), format!("template {e}"));
+        }
+        metadata.push((lower, located(v)));
+    }
+    let deadline = g.deadline.as_ref().and_then(|v| {
+        let d = c.parse(v, "deadline", units::parse_duration)?;
+        if d.is_zero() {
+            c.err(pos(v), "`deadline`: expected a positive duration, got zero");
+        }
+        Some(d)
+    });
+    for m in &messages {
+        if let Err(errors) = JsonTemplate::compile(m, env) {
+            for e in errors {
+                c.err(e.pos, e.message);
+            }
+        }
+    }
+    Some(GrpcCall {
+        target: target?,
+        method: located(&g.method),
+        messages,
+        messages_pos,
+        repeat,
+        metadata,
+        deadline,
+        resolved: None,
+    })
+}
+
+/// Converts YAML to JSON keeping YAML's own typing: plain scalars that read
+/// as numbers, booleans or null become those; quoted scalars stay strings.
+pub(super) fn json_from_yaml(node: &Node) -> JsonNode {
+    match node {
+        Node::Scalar(s) => {
+            let text = s.as_str();
+            if s.may_coerce() {
+                match text {
+                    "null" | "~" | "" => return JsonNode::Null,
+                    "true" => return JsonNode::Bool(true),
+                    "false" => return JsonNode::Bool(false),
+                    _ => {}
+                }
+                if serde_json::from_str::<serde_json::Number>(text).is_ok() {
+                    return JsonNode::Number(text.to_owned());
+                }
+            }
+            JsonNode::String(Located {
+                value: text.to_owned(),
+                pos: Pos::of_span(s.span()),
+            })
+        }
+        Node::Sequence(seq) => JsonNode::Array(seq.iter().map(json_from_yaml).collect()),
+        Node::Mapping(map) => JsonNode::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    (
+                        Located {
+                            value: k.as_str().to_owned(),
+                            pos: Pos::of_span(k.span()),
+                        },
+                        json_from_yaml(v),
+                    )
+                })
+                .collect(),
+        ),
+    }
+}

@@ -1,0 +1,368 @@
+//! From YAML text to a [`Scenario`]: the file is read with positions,
+//! mapped onto the raw serde types (every unknown key reported, not only
+//! the first), then checked part by part.
+
+use std::path::Path;
+
+use marked_yaml::{LoadError, LoaderOptions, Node};
+
+use super::Diagnostic;
+use super::calls::check_targets;
+use super::checker::{Checker, pos};
+use super::load::check_load;
+use super::raw::RawScenario;
+use super::steps::check_requests;
+use super::threshold;
+use super::types::*;
+use crate::position::Pos;
+use crate::template::TemplateEnv;
+
+fn load_error(e: &LoadError) -> Diagnostic {
+    let marker = match e {
+        LoadError::TopLevelMustBeMapping(m)
+        | LoadError::TopLevelMustBeSequence(m)
+        | LoadError::UnexpectedAnchor(m)
+        | LoadError::MappingKeyMustBeScalar(m)
+        | LoadError::UnexpectedTag(m)
+        | LoadError::ScanError(m, _) => Some(*m),
+        LoadError::DuplicateKey(inner) => inner.key.span().start().copied(),
+    };
+    let message = match e {
+        LoadError::TopLevelMustBeMapping(_) => {
+            "a scenario file is a YAML mapping (`name:`, `targets:`, `load:`, `requests:` …)"
+                .to_owned()
+        }
+        LoadError::UnexpectedAnchor(_) => {
+            "YAML anchors and aliases are not supported in scenario files".to_owned()
+        }
+        LoadError::UnexpectedTag(_) => {
+            "YAML tags (`!foo`) are not supported in scenario files".to_owned()
+        }
+        LoadError::DuplicateKey(inner) => format!("the key `{}` appears twice", inner.key.as_str()),
+        LoadError::ScanError(_, s) => format!("invalid YAML: {}", s.info()),
+        other => format!("invalid YAML: {other}"),
+    };
+    Diagnostic::at(
+        marker.map(|m| Pos {
+            line: m.line(),
+            column: m.column(),
+        }),
+        message,
+    )
+}
+
+/// Reads and validates scenario text.
+pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, Vec<Diagnostic>> {
+    let options = LoaderOptions::default()
+        .error_on_duplicate_keys(true)
+        .prevent_coercion(true)
+        .toplevel_mapping();
+    let node =
+        marked_yaml::parse_yaml_with_options(0, text, options).map_err(|e| vec![load_error(&e)])?;
+    // Serde stops at the first unknown key; remove each one and try again,
+    // so a file with several misspellings reports them all, and the rest
+    // of the file is still checked.
+    let mut node = node;
+    let mut shape_errors = Vec::new();
+    let raw: RawScenario = loop {
+        match marked_yaml::from_node::<RawScenario>(&node) {
+            Ok(raw) => break raw,
+            Err(e) => {
+                let mut pos = e.start_mark().map(|m| Pos {
+                    line: m.line(),
+                    column: m.column(),
+                });
+                let where_ = e.path().map(|p| format!(" in `{p}`")).unwrap_or_default();
+                let inner = e.into_inner();
+                let mut removed = false;
+                if let marked_yaml::spanned_serde::Error::UnknownFieldError(field, _, _) = &inner {
+                    // The reported span is the enclosing mapping; point at the key.
+                    if let Some(key_pos) = find_key(&node, field, pos.unwrap_or_default()) {
+                        pos = Some(key_pos);
+                        removed = remove_key(&mut node, field, key_pos);
+                    }
+                }
+                shape_errors.push(Diagnostic::at(
+                    pos,
+                    format!("{}{where_}", lowercase_first(&inner.to_string())),
+                ));
+                if !removed || shape_errors.len() >= 50 {
+                    return Err(shape_errors);
+                }
+            }
+        }
+    };
+    let mut c = Checker {
+        diags: shape_errors,
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let scenario = check(&mut c, &raw, &node, base);
+    if c.diags.is_empty() {
+        Ok(scenario.expect("a scenario without diagnostics is complete"))
+    } else {
+        Err(c.diags)
+    }
+}
+
+/// Removes the mapping key named `key` that starts at `at`.
+fn remove_key(node: &mut Node, key: &str, at: Pos) -> bool {
+    match node {
+        Node::Scalar(_) => false,
+        Node::Sequence(seq) => seq.iter_mut().any(|n| remove_key(n, key, at)),
+        Node::Mapping(map) => {
+            let found = map
+                .keys()
+                .find(|k| k.as_str() == key && Pos::of_span(k.span()) == Some(at))
+                .cloned();
+            match found {
+                Some(k) => map.remove(&k).is_some(),
+                None => map.values_mut().any(|v| remove_key(v, key, at)),
+            }
+        }
+    }
+}
+
+/// The first mapping key named `key` at or after `from`.
+fn find_key(node: &Node, key: &str, from: Pos) -> Option<Pos> {
+    let after = |p: Option<Pos>| p.filter(|p| (p.line, p.column) >= (from.line, from.column));
+    match node {
+        Node::Scalar(_) => None,
+        Node::Sequence(seq) => seq.iter().find_map(|n| find_key(n, key, from)),
+        Node::Mapping(map) => map.iter().find_map(|(k, v)| {
+            if k.as_str() == key
+                && let Some(p) = after(Pos::of_span(k.span()))
+            {
+                return Some(p);
+            }
+            find_key(v, key, from)
+        }),
+    }
+}
+
+fn lowercase_first(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(f) => f.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+fn check(c: &mut Checker, raw: &RawScenario, root: &Node, base: &Path) -> Option<Scenario> {
+    if raw.name.trim().is_empty() {
+        c.err(
+            pos(&raw.name),
+            "`name`: expected a scenario name, got an empty string",
+        );
+    }
+    let targets = check_targets(c, &raw.targets, base);
+    let (data, feeds) = super::feeds::check_data(c, &raw.data, root, base);
+    let load_key = find_key(root, "load", Pos::default());
+    let load = check_load(c, &raw.load, load_key);
+    let env = TemplateEnv::new(data.iter().map(|d| (d.name.as_str(), d.values.as_slice())));
+    let steps = check_requests(c, raw, root, &targets, &env, &feeds);
+    let mut requests = steps.requests;
+    for r in &mut requests {
+        if let Call::Grpc(g) = &mut r.call
+            && let Some(pool) = targets[g.target]
+                .grpc
+                .as_ref()
+                .and_then(|t| t.pool.as_ref())
+        {
+            for d in super::grpc::resolve_call(g, pool) {
+                c.diags.push(d);
+            }
+        }
+    }
+    let names: Vec<&str> = steps.step_names.iter().map(String::as_str).collect();
+    let mut thresholds = Vec::new();
+    for t in &raw.thresholds {
+        match threshold::parse(t.as_str(), &names) {
+            Ok(th) => thresholds.push(th),
+            Err(e) => c.err(pos(t), format!("threshold `{}`: {e}", t.as_str())),
+        }
+    }
+    let verification = super::verification::check(c, raw, &names);
+    for (t, raw_t) in thresholds.iter().zip(&raw.thresholds) {
+        if let (true, threshold::Subject::Request(name)) = (t.server, &t.subject) {
+            let has_entry = verification
+                .entries
+                .iter()
+                .any(|e| names.get(e.request).is_some_and(|r| r == name));
+            if !has_entry {
+                c.err(
+                    pos(raw_t),
+                    format!(
+                        "threshold `{}`: server figures need a `verify.{name}` entry saying where `{name}` is counted",
+                        raw_t.as_str()
+                    ),
+                );
+            }
+        }
+    }
+    if raw.targets.0.is_empty() {
+        c.err(None, "`targets`: expected at least one target, e.g. `targets: { web: { url: \"http://127.0.0.1:8000\" } }`");
+    }
+    Some(Scenario {
+        name: raw.name.to_string(),
+        targets,
+        load: load?,
+        data,
+        feeds,
+        entries: steps.entries,
+        on_start: steps.on_start,
+        variables: steps.variables,
+        requests,
+        thresholds,
+        verification,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::Outcome;
+    use crate::scenario::units::Rate;
+    use crate::template::JsonNode;
+
+    fn parse(text: &str) -> Result<Scenario, Vec<Diagnostic>> {
+        build(Path::new("t.yaml"), text)
+    }
+
+    const GOOD: &str = r#"
+name: shop
+targets:
+  web: { url: "http://127.0.0.1:8000/" }
+load:
+  users: 5
+  wait: 10ms..20ms
+  duration: 2s
+data:
+  names: [alice, bob]
+requests:
+  - name: home
+    weight: 2
+    http: { target: web, path: "/" }
+  - name: buy
+    http:
+      target: web
+      method: post
+      path: /buy
+      json: { qty: 3, ok: true, note: "7", who: "{{ pick(names) }}" }
+    expect: { status: [200, 2xx] }
+thresholds:
+  - home.p95 < 300ms
+"#;
+
+    #[test]
+    fn good_scenario_builds() {
+        let s = parse(GOOD).unwrap();
+        assert_eq!(s.targets[0].url, "http://127.0.0.1:8000");
+        assert_eq!(s.requests.len(), 2);
+        assert_eq!(s.requests[0].weight.get(), 2);
+        let Call::Http(http) = &s.requests[1].call else {
+            panic!("http call expected");
+        };
+        assert_eq!(http.method, "POST");
+        let Some(Body::Json(JsonNode::Object(fields))) = &http.body else {
+            panic!("json body expected");
+        };
+        assert_eq!(fields[0].1, JsonNode::Number("3".into()));
+        assert_eq!(fields[1].1, JsonNode::Bool(true));
+        assert!(matches!(&fields[2].1, JsonNode::String(l) if l.value == "7"));
+        assert!(matches!(s.load.model, LoadModel::Closed { users: 5, .. }));
+        assert_eq!(s.thresholds.len(), 1);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_position() {
+        let text = GOOD
+            .replace("weight: 2", "weight: 0")
+            .replace("target: web, path", "target: api, path")
+            .replace("duration: 2s", "duration: 2 parsecs")
+            .replace("name: buy", "name: home");
+        let diags = parse(&text).unwrap_err();
+        let msgs: Vec<String> = diags
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}:{} {}",
+                    d.pos.unwrap().line,
+                    d.pos.unwrap().column,
+                    d.message
+                )
+            })
+            .collect();
+        assert_eq!(diags.len(), 4, "{msgs:#?}");
+        assert!(
+            msgs.iter().any(|m| m.starts_with("8:13 `duration`")),
+            "{msgs:#?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("weight") && m.contains("got `0`")),
+            "{msgs:#?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("no target named `api`") && m.contains("web")),
+            "{msgs:#?}"
+        );
+        assert!(msgs.iter().any(|m| m.contains("used twice")), "{msgs:#?}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let text = GOOD.replace("wait: 10ms..20ms", "wiat: 10ms..20ms");
+        let diags = parse(&text).unwrap_err();
+        assert_eq!(diags.len(), 1);
+        assert!(
+            diags[0].message.contains("unknown field `wiat`"),
+            "{:?}",
+            diags[0]
+        );
+        assert_eq!(diags[0].pos.unwrap().line, 7);
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_with_the_rest() {
+        let text = GOOD
+            .replace("wait: 10ms..20ms", "wiat: 10ms..20ms")
+            .replace("duration: 2s", "duraton: 2s")
+            .replace("weight: 2", "weight: 0");
+        let diags = parse(&text).unwrap_err();
+        let has = |s: &str| diags.iter().any(|d| d.message.contains(s));
+        assert!(has("`wiat`") && has("`duraton`"), "{diags:#?}");
+        assert!(has("to say when the run ends"), "{diags:#?}");
+        assert!(has("`weight`"), "{diags:#?}");
+        assert_eq!(diags.len(), 4, "{diags:#?}");
+    }
+
+    #[test]
+    fn overrides_switch_models_and_targets() {
+        let mut s = parse(GOOD).unwrap();
+        s.apply(&Overrides {
+            rate: Some(Rate::parse("100/s").unwrap()),
+            targets: vec![("web".into(), "http://127.0.0.2:9/".into())],
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(matches!(s.load.model, LoadModel::Open { .. }));
+        assert_eq!(s.targets[0].url, "http://127.0.0.2:9");
+        let err = s
+            .apply(&Overrides {
+                targets: vec![("nope".into(), "http://x".into())],
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(err.contains("no target `nope`"));
+    }
+
+    #[test]
+    fn status_patterns() {
+        assert!(StatusPattern::parse("2xx").unwrap().matches(204));
+        assert!(!StatusPattern::parse("200").unwrap().matches(201));
+        assert!(StatusPattern::parse("700").is_none());
+        assert!(Expect::default().accepts(Outcome::Status(302)));
+        assert!(!Expect::default().accepts(Outcome::Status(404)));
+    }
+}

@@ -1,0 +1,412 @@
+//! The `requests:` section: plain requests, flows of steps and `on_start`,
+//! with their weights, expectations, captures and the variables each
+//! step may use.
+
+use marked_yaml::Node;
+
+use super::calls::{check_grpc, check_http, json_from_yaml};
+use super::checker::{Checker, located, pos};
+use super::raw::{self, RawScenario, Text};
+use super::types::*;
+use super::units::{self, DurationRange};
+use crate::outcome::GrpcCode;
+use crate::position::{Located, Pos};
+use crate::template::{JsonNode, TemplateEnv};
+
+pub(super) fn check_requests(
+    c: &mut Checker,
+    raw: &RawScenario,
+    root: &Node,
+    targets: &[Target],
+    env: &TemplateEnv,
+    feeds: &[Feed],
+) -> Steps {
+    if raw.requests.is_empty() {
+        c.err(
+            pos(&raw.requests),
+            "`requests`: expected at least one request",
+        );
+    }
+    let mut st = Steps::default();
+    for f in feeds {
+        for (i, col) in f.columns.iter().enumerate() {
+            st.variables.push(format!("{}.{col}", f.name));
+            debug_assert_eq!(st.variables.len() - 1, f.first_slot + i);
+        }
+    }
+    let base_vars: Vec<(String, usize)> = st
+        .variables
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), i))
+        .collect();
+    let root_map = root.as_mapping();
+    let on_start_nodes = root_map.and_then(|m| m.get_sequence("on_start"));
+    let mut allowed = base_vars;
+    for (i, r) in raw.on_start.iter().enumerate() {
+        let node = on_start_nodes.and_then(|s| s.get_mapping(i));
+        if let Some(w) = &r.weight {
+            c.err(
+                pos(w),
+                "`weight`: `on_start` steps run once per user and have no weight",
+            );
+        }
+        if let Some(f) = &r.flow {
+            c.err(pos(f), "`flow`: `on_start` is already a list of steps");
+        }
+        if let Some(idx) = check_step(c, r, node, targets, env, &mut allowed, &mut st) {
+            st.on_start.push(idx);
+        }
+    }
+    let after_start = allowed;
+    let entry_nodes = root_map.and_then(|m| m.get_sequence("requests"));
+    for (i, r) in raw.requests.iter().enumerate() {
+        let node = entry_nodes.and_then(|s| s.get_mapping(i));
+        let weight = check_weight(c, r);
+        let mut allowed = after_start.clone();
+        let steps = match &r.flow {
+            None => check_step(c, r, node, targets, env, &mut allowed, &mut st)
+                .into_iter()
+                .collect(),
+            Some(flow) => {
+                check_name(c, &r.name, &mut st.names);
+                if r.http.is_some() || r.grpc.is_some() || r.expect.is_some() {
+                    c.err(
+                        pos(&r.name),
+                        format!(
+                            "request `{}`: a flow's calls are its steps; move `http`/`grpc`/`expect` into a step",
+                            r.name.as_str()
+                        ),
+                    );
+                }
+                if !r.capture.0.is_empty() || r.think.is_some() {
+                    c.err(
+                        pos(&r.name),
+                        format!(
+                            "request `{}`: `capture` and `think` belong to the flow's steps",
+                            r.name.as_str()
+                        ),
+                    );
+                }
+                if flow.is_empty() {
+                    c.err(pos(flow), "`flow`: expected at least one step");
+                }
+                let step_nodes = node.and_then(|m| m.get_sequence("flow"));
+                let mut steps = Vec::new();
+                for (j, step) in flow.iter().enumerate() {
+                    if let Some(w) = &step.weight {
+                        c.err(
+                            pos(w),
+                            "`weight`: a step runs whenever its flow does; weigh the flow instead",
+                        );
+                    }
+                    if let Some(f) = &step.flow {
+                        c.err(pos(f), "`flow`: flows do not nest");
+                    }
+                    let n = step_nodes.and_then(|s| s.get_mapping(j));
+                    if let Some(idx) = check_step(c, step, n, targets, env, &mut allowed, &mut st) {
+                        steps.push(idx);
+                    }
+                }
+                steps
+            }
+        };
+        if let Some(weight) = weight {
+            for &s in &steps {
+                st.requests[s].weight = weight;
+            }
+            st.entries.push(Entry {
+                name: r.name.to_string(),
+                weight,
+                steps,
+            });
+        }
+    }
+    st
+}
+
+/// What [`check_requests`] builds.
+#[derive(Default)]
+pub(super) struct Steps {
+    pub(super) requests: Vec<Request>,
+    pub(super) entries: Vec<Entry>,
+    pub(super) on_start: Vec<usize>,
+    pub(super) variables: Vec<String>,
+    /// Every step and flow name, to find duplicates.
+    names: Vec<String>,
+    /// Every step's name as written, built or not: what thresholds and
+    /// verification may name (equal to `requests`' names when valid).
+    pub(super) step_names: Vec<String>,
+}
+
+fn check_name(c: &mut Checker, name: &Text, seen: &mut Vec<String>) -> Option<RequestName> {
+    let parsed = match RequestName::parse(name) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            c.err(pos(name), format!("`name`: {e}"));
+            None
+        }
+    };
+    if seen.iter().any(|n| n == name.as_str()) {
+        c.err(
+            pos(name),
+            format!(
+                "`name`: the request name `{}` is used twice; names must be unique",
+                name.as_str()
+            ),
+        );
+    }
+    seen.push(name.to_string());
+    parsed
+}
+
+fn check_weight(c: &mut Checker, r: &raw::RawRequest) -> Option<Weight> {
+    match &r.weight {
+        None => Weight::new(1),
+        Some(w) => match c.parse(w, "weight", units::parse_count).map(Weight::new) {
+            Some(Some(w)) => Some(w),
+            Some(None) => {
+                c.err(
+                    pos(w),
+                    format!(
+                        "`weight`: expected a whole number from 1 to 1000000, got `{}`",
+                        w.as_str()
+                    ),
+                );
+                None
+            }
+            None => None,
+        },
+    }
+}
+
+/// Checks one step (a request, a flow step or an `on_start` step) and adds
+/// it to `st`; its captures become variables for the steps after it.
+fn check_step(
+    c: &mut Checker,
+    r: &raw::RawRequest,
+    node: Option<&marked_yaml::types::MarkedMappingNode>,
+    targets: &[Target],
+    env: &TemplateEnv,
+    allowed: &mut Vec<(String, usize)>,
+    st: &mut Steps,
+) -> Option<usize> {
+    let name = check_name(c, &r.name, &mut st.names);
+    st.step_names.push(r.name.to_string());
+    let env = env.with_vars(allowed.iter().cloned());
+    let mut expect = Expect::default();
+    let raw_expect = r.expect.as_ref();
+    if let Some(s) = raw_expect.and_then(|e| e.status.as_ref()) {
+        if r.grpc.is_some() {
+            c.err(pos(s), "`expect.status` is for HTTP requests; a gRPC call expects `code:` (e.g. `code: OK`)");
+        }
+        expect.status.clear();
+        for item in s.items() {
+            match StatusPattern::parse(item) {
+                Some(p) => expect.status.push(p),
+                None => c.err(pos(s), format!("`expect.status`: expected a status code such as `200` or a class such as `2xx`, got `{item}`")),
+            }
+        }
+    }
+    if let Some(s) = raw_expect.and_then(|e| e.code.as_ref()) {
+        if r.http.is_some() {
+            c.err(pos(s), "`expect.code` is for gRPC calls; an HTTP request expects `status:` (e.g. `status: 2xx`)");
+        }
+        expect.codes.clear();
+        for item in s.items() {
+            match GrpcCode::parse(item) {
+                Some(code) => expect.codes.push(code),
+                None => c.err(
+                    pos(s),
+                    format!(
+                        "`expect.code`: expected a gRPC status code ({}), got `{item}`",
+                        GrpcCode::NAMES.join(", ")
+                    ),
+                ),
+            }
+        }
+    }
+    if let Some(e) = raw_expect {
+        if let Some(b) = &e.body_contains {
+            if r.grpc.is_some() {
+                c.err(
+                    pos(b),
+                    "`expect.body_contains` is for HTTP responses; check a gRPC reply with `json:`",
+                );
+            }
+            expect.body_contains = Some(b.to_string());
+        }
+        for (k, v) in &e.header.0 {
+            if r.grpc.is_some() {
+                c.err(pos(k), "`expect.header` is for HTTP responses");
+            }
+            match http::HeaderName::from_bytes(k.as_bytes()) {
+                Ok(h) => expect.headers.push((h.as_str().to_owned(), v.to_string())),
+                Err(_) => c.err(
+                    pos(k),
+                    format!(
+                        "`expect.header`: `{}` is not a valid HTTP header name",
+                        k.as_str()
+                    ),
+                ),
+            }
+        }
+        if let Some(j) = &e.json {
+            let json_node = node
+                .and_then(|m| m.get_mapping("expect"))
+                .and_then(|m| m.get_node("json"));
+            match json_node {
+                Some(Node::Mapping(map)) => {
+                    for (path, value) in map.iter() {
+                        let at = Pos::of_span(path.span());
+                        if let Err(e) = serde_json_path::JsonPath::parse(path.as_str()) {
+                            c.err(at, format!("`expect.json`: `{}` is not a valid JSON path: {e}", path.as_str()));
+                            continue;
+                        }
+                        expect.json.push((
+                            Located {
+                                value: path.as_str().to_owned(),
+                                pos: at,
+                            },
+                            json_value(&json_from_yaml(value)),
+                        ));
+                    }
+                }
+                _ => c.err(pos(j), "`expect.json`: expected a mapping of JSON path to value, e.g. `{ \"$.balance\": 100 }`"),
+            }
+        }
+    }
+    let call_node = |key: &str| node.and_then(|m| m.get_mapping(key));
+    let call = match (&r.http, &r.grpc) {
+        (Some(_), Some(g)) => {
+            c.err(
+                pos(g),
+                "`http` and `grpc` exclude each other; a request makes one call",
+            );
+            None
+        }
+        (None, None) => {
+            c.err(
+                pos(&r.name),
+                format!(
+                    "request `{}`: expected an `http:` or a `grpc:` call, or a `flow:` of steps",
+                    r.name.as_str()
+                ),
+            );
+            None
+        }
+        (Some(http), None) => {
+            let json_node = call_node("http").and_then(|m| m.get_node("json"));
+            check_http(c, http, json_node, targets, &env).map(Call::Http)
+        }
+        (None, Some(g)) => check_grpc(c, g, call_node("grpc"), targets, &env).map(Call::Grpc),
+    };
+    let think = c.parse_opt(&r.think, "think", DurationRange::parse);
+    let mut captures = Vec::new();
+    for (var, cap) in &r.capture.0 {
+        let valid = var.starts_with(|ch: char| ch.is_ascii_alphabetic() || ch == '_')
+            && var
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+        if !valid {
+            c.err(
+                pos(var),
+                format!(
+                    "`capture`: `{}` is not a variable name (letters, digits and `_`, not starting with a digit)",
+                    var.as_str()
+                ),
+            );
+            continue;
+        }
+        let source = match (&cap.json, &cap.header) {
+            (Some(p), None) => match serde_json_path::JsonPath::parse(p) {
+                Ok(_) => Some(CaptureSource::Json(located(p))),
+                Err(e) => {
+                    c.err(
+                        pos(p),
+                        format!(
+                            "`capture.{}`: `{}` is not a valid JSON path: {e}",
+                            var.as_str(),
+                            p.as_str()
+                        ),
+                    );
+                    None
+                }
+            },
+            (None, Some(h)) => {
+                if r.grpc.is_some() {
+                    c.err(pos(h), "`capture.header` is for HTTP responses; capture a gRPC reply field with `json:`");
+                }
+                match http::HeaderName::from_bytes(h.as_bytes()) {
+                    Ok(name) => Some(CaptureSource::Header(name.as_str().to_owned())),
+                    Err(_) => {
+                        c.err(
+                            pos(h),
+                            format!(
+                                "`capture.{}`: `{}` is not a valid HTTP header name",
+                                var.as_str(),
+                                h.as_str()
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+            _ => {
+                c.err(
+                    pos(cap),
+                    format!(
+                        "`capture.{}`: expected one of `json: \"$.path\"` or `header: NAME`",
+                        var.as_str()
+                    ),
+                );
+                None
+            }
+        };
+        let slot = match st.variables.iter().position(|v| v == var.as_str()) {
+            Some(s) => s,
+            None => {
+                st.variables.push(var.to_string());
+                st.variables.len() - 1
+            }
+        };
+        if let Some(source) = source {
+            captures.push(Capture {
+                name: var.to_string(),
+                slot,
+                source,
+            });
+        }
+        if !allowed.iter().any(|(n, _)| n == var.as_str()) {
+            allowed.push((var.to_string(), slot));
+        }
+    }
+    let request = Request {
+        name: name?,
+        weight: Weight::new(1).expect("1 is a valid weight"),
+        call: call?,
+        expect,
+        captures,
+        think,
+    };
+    st.requests.push(request);
+    Some(st.requests.len() - 1)
+}
+
+/// A YAML-typed JSON value with templates left as text.
+fn json_value(node: &JsonNode) -> serde_json::Value {
+    use serde_json::Value;
+    match node {
+        JsonNode::Null => Value::Null,
+        JsonNode::Bool(b) => Value::Bool(*b),
+        JsonNode::Number(n) => serde_json::from_str(n).unwrap_or(Value::Null),
+        JsonNode::String(s) => Value::String(s.value.clone()),
+        JsonNode::Array(items) => Value::Array(items.iter().map(json_value).collect()),
+        JsonNode::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.value.clone(), json_value(v)))
+                .collect(),
+        ),
+    }
+}
