@@ -29,7 +29,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::MetadataMap;
 
 use super::check::ResponseRules;
-use super::http::Endpoint;
+use super::connect::Endpoint;
 use super::{CallResult, Scratch, chain, classify};
 use crate::outcome::{Answer, GrpcCode, Outcome, TransportError};
 use crate::scenario::{Expect, GrpcCall, GrpcKind, Target};

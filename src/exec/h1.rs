@@ -19,7 +19,6 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
 use super::classify;
-use super::http::Io;
 use crate::outcome::TransportError;
 
 /// The read buffer's starting size; it grows only for a larger head.
@@ -488,6 +487,13 @@ fn last_token(value: &[u8]) -> &[u8] {
         .unwrap_or_default()
         .trim_ascii()
 }
+
+/// A connected socket, plain or TLS.
+pub(crate) trait Io:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static
+{
+}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 #[cfg(test)]
 mod tests {

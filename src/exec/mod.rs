@@ -6,14 +6,18 @@
 //! so they never hop between threads and nothing is shared on the hot path.
 
 mod check;
+mod connect;
+mod dispatch;
+mod fetch;
 mod grpc;
 mod h1;
-mod http;
+mod request;
 
 use std::future::Future;
 
+pub use dispatch::{CallExecutor, CallPlan};
+pub use fetch::Fetcher;
 pub use grpc::reflect;
-pub use http::{CallExecutor, CallPlan, Fetcher};
 
 use crate::outcome::{Answer, GrpcCode, Outcome, TransportError};
 
@@ -49,7 +53,7 @@ pub struct Scratch {
     wbuf: Vec<u8>,
     /// The response body, when checks or captures read it.
     body: Vec<u8>,
-    conns: Vec<Option<http::Conn>>,
+    conns: Vec<Option<connect::Conn>>,
     grpc_conns: Vec<Option<grpc::GrpcConn>>,
     /// The request timeout, re-armed for each request rather than
     /// created anew.

@@ -1,0 +1,136 @@
+//! A small GET client over the executors' connection code, for
+//! Prometheus' HTTP API and `/metrics` pages.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Uri};
+use http_body_util::{BodyExt, Full};
+
+use super::chain;
+use super::connect::{Conn, Endpoint};
+use super::request::{bad_target_byte, h1_header_lines};
+use crate::scenario::Target;
+
+/// A plain GET client for one base URL, used to read Prometheus' API and
+/// `/metrics` pages. It keeps one connection and reopens it when needed;
+/// calls are serialised.
+pub struct Fetcher {
+    endpoint: Endpoint,
+    conn: tokio::sync::Mutex<Option<Conn>>,
+}
+
+impl Fetcher {
+    /// `url` is a base URL; `headers` are sent with every request.
+    pub fn new(
+        url: &str,
+        headers: Vec<(String, String)>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let target = Target {
+            name: url.to_owned(),
+            url: url.trim_end_matches('/').to_owned(),
+            headers,
+            timeout,
+            http2: false,
+            insecure: false,
+            grpc: None,
+        };
+        Ok(Self {
+            endpoint: Endpoint::new(&target)?,
+            conn: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// GETs `path_and_query` (appended to the base URL's path) and returns
+    /// the status and the whole body.
+    pub async fn get(&self, path_and_query: &str) -> Result<(u16, Bytes), String> {
+        let e = &self.endpoint;
+        let mut slot = self.conn.lock().await;
+        let work = async {
+            for attempt in 0..2 {
+                let usable = match slot.as_mut() {
+                    None => false,
+                    Some(c) => c.usable().await,
+                };
+                if !usable {
+                    *slot = Some(e.connect().await.map_err(|(_, m)| m)?);
+                }
+                let retry = attempt == 0;
+                match slot.as_mut().expect("connected above") {
+                    Conn::H1(conn) => {
+                        let target = format!("{}{path_and_query}", e.prefix);
+                        if let Some(b) = bad_target_byte(&target) {
+                            return Err(format!(
+                                "invalid request path `{path_and_query}`: it has `{}`",
+                                b.escape_default()
+                            ));
+                        }
+                        let mut req = format!("GET {target} HTTP/1.1\r\n").into_bytes();
+                        req.extend_from_slice(&h1_header_lines(&e.headers, Some(&e.host_header)));
+                        req.extend_from_slice(b"\r\n");
+                        let head = match conn.send(&req, false, false).await {
+                            Ok(head) => head,
+                            Err(err) if err.unsent && retry => {
+                                *slot = None;
+                                continue;
+                            }
+                            Err(err) => return Err(err.message),
+                        };
+                        let mut body = Vec::new();
+                        conn.read_body(head.framing, Some(&mut body))
+                            .await
+                            .map_err(|err| err.message)?;
+                        return Ok((head.status, Bytes::from(body)));
+                    }
+                    Conn::H2(sender) => {
+                        let uri: Uri = format!(
+                            "{}://{}{}{}",
+                            e.scheme, e.authority, e.prefix, path_and_query
+                        )
+                        .parse()
+                        .map_err(|err| format!("invalid request path `{path_and_query}`: {err}"))?;
+                        let mut req = Request::get(uri)
+                            .body(Full::new(Bytes::new()))
+                            .map_err(|err| err.to_string())?;
+                        *req.headers_mut() = e.headers.clone();
+                        let resp = match sender.try_send_request(req).await {
+                            Ok(r) => r,
+                            Err(mut err) => {
+                                *slot = None;
+                                // The server closed a kept-alive connection
+                                // before the request left: retry once on a
+                                // new one.
+                                if retry && err.take_message().is_some() {
+                                    continue;
+                                }
+                                return Err(chain(&err.into_error()));
+                            }
+                        };
+                        let status = resp.status().as_u16();
+                        let body = resp
+                            .into_body()
+                            .collect()
+                            .await
+                            .map_err(|err| format!("reading the response: {}", chain(&err)))?
+                            .to_bytes();
+                        return Ok((status, body));
+                    }
+                }
+            }
+            Err("the connection closed twice in a row".to_owned())
+        };
+        let result = tokio::time::timeout(e.timeout, work).await;
+        match result {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(m)) => {
+                *slot = None;
+                Err(m)
+            }
+            Err(_) => {
+                *slot = None;
+                Err(format!("no answer within {:?}", e.timeout))
+            }
+        }
+    }
+}

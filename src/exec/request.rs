@@ -1,0 +1,329 @@
+//! HTTP requests prepared once from the compiled plan (method, static
+//! headers serialised, request line built when nothing in it is
+//! templated) and rendered per call into the worker's buffers.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, header};
+use http_body_util::Full;
+
+use super::connect::Endpoint;
+use super::{CallResult, Scratch};
+use crate::outcome::TransportError;
+use crate::scenario::{Body, HttpCall};
+use crate::template::{JsonTemplate, Template, TemplateEnv, compile_located, push_query_encoded};
+
+/// `host` (when given and `headers` has none) and `headers`, serialised
+/// for an HTTP/1.1 request head. Validation keeps framing headers
+/// (`content-length`, `transfer-encoding` …) out of scenarios; the length
+/// is written for each request's body.
+pub(super) fn h1_header_lines(headers: &HeaderMap, host: Option<&HeaderValue>) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Some(host) = host
+        && !headers.contains_key(header::HOST)
+    {
+        push_header_line(&mut out, "host", host.as_bytes());
+    }
+    for (k, v) in headers {
+        push_header_line(&mut out, k.as_str(), v.as_bytes());
+    }
+    out
+}
+
+/// The first byte that may not appear in an HTTP/1.1 request target:
+/// whitespace, control characters, non-ASCII (to be percent-encoded) and
+/// `#` (fragments are not sent).
+pub(super) fn bad_target_byte(target: &str) -> Option<char> {
+    target
+        .bytes()
+        .find(|&b| b <= b' ' || b >= 0x7f || b == b'#')
+        .map(char::from)
+}
+
+pub(super) fn push_header_line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Whether a rendered value may go in a header: no control characters
+/// but tab (the rule of [`HeaderValue::from_bytes`]).
+pub(super) fn valid_header_value(v: &str) -> bool {
+    v.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// A compiled body.
+#[derive(Debug, Clone)]
+pub(super) enum BodyTemplate {
+    Json(JsonTemplate),
+    Text(Template),
+}
+
+/// One request ready to send: everything static is resolved up front.
+#[derive(Debug)]
+pub(super) struct PreparedRequest {
+    pub(super) method: Method,
+    path: Template,
+    /// Keys are already percent-encoded.
+    query: Vec<(String, Template)>,
+    /// The target's headers, then the request's static ones.
+    static_headers: HeaderMap,
+    dynamic_headers: Vec<(HeaderName, Template)>,
+    body: Option<BodyTemplate>,
+    /// The HTTP/2 request URI when path and query have no templates, so
+    /// it is built once instead of per request.
+    static_uri: Option<Uri>,
+    /// HTTP/1.1: the request line when path and query have no templates.
+    h1_line: Option<Vec<u8>>,
+    /// HTTP/1.1: `host` and the static headers, serialised.
+    h1_headers: Vec<u8>,
+    /// HTTP/1.1: whether an empty body still gets `content-length: 0`
+    /// (methods that normally carry a body).
+    h1_length_always: bool,
+    /// HTTP/1.1: the request asks for `connection: close`, so each one
+    /// goes out on a new connection.
+    pub(super) h1_close: bool,
+}
+
+impl PreparedRequest {
+    pub(super) fn new(
+        name: &str,
+        h: &HttpCall,
+        endpoint: &Endpoint,
+        env: &TemplateEnv,
+    ) -> Result<Self, String> {
+        let t = |l| compile_located(l, env).map_err(|e| format!("request `{name}`: {}", e.message));
+        let mut static_headers = endpoint.headers.clone();
+        let mut dynamic_headers = Vec::new();
+        for (k, v) in &h.headers {
+            let name_ = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("request `{name}`: invalid header name `{k}`"))?;
+            let tpl = t(v)?;
+            match tpl.as_static() {
+                Some(v) => {
+                    let v = HeaderValue::from_str(v)
+                        .map_err(|_| format!("request `{name}`: invalid value for header `{k}`"))?;
+                    static_headers.insert(name_, v);
+                }
+                None => dynamic_headers.push((name_, tpl)),
+            }
+        }
+        // A templated header replaces the target's header of that name.
+        for (name_, _) in &dynamic_headers {
+            static_headers.remove(name_);
+        }
+        let dynamic = |n: &HeaderName| dynamic_headers.iter().any(|(d, _)| d == n);
+        let body = match &h.body {
+            None => None,
+            Some(Body::Text(b)) => Some(BodyTemplate::Text(t(b)?)),
+            Some(Body::Json(j)) => {
+                if !static_headers.contains_key(header::CONTENT_TYPE)
+                    && !dynamic(&header::CONTENT_TYPE)
+                {
+                    static_headers.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                }
+                let compiled = JsonTemplate::compile(j, env).map_err(|e| {
+                    format!(
+                        "request `{name}`: {}",
+                        e.into_iter()
+                            .map(|e| e.message)
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    )
+                })?;
+                Some(BodyTemplate::Json(compiled))
+            }
+        };
+        let path = t(&h.path)?;
+        let query: Vec<(String, Template)> = h
+            .query
+            .iter()
+            .map(|(k, v)| {
+                let mut key = String::new();
+                push_query_encoded(&mut key, k);
+                Ok((key, t(v)?))
+            })
+            .collect::<Result<_, String>>()?;
+        let method = Method::from_bytes(h.method.as_bytes()).map_err(|e| e.to_string())?;
+        let host = (!dynamic(&header::HOST)).then_some(&endpoint.host_header);
+        let mut prepared = Self {
+            h1_headers: h1_header_lines(&static_headers, host),
+            h1_close: static_headers.get_all(header::CONNECTION).iter().any(|v| {
+                v.as_bytes()
+                    .split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+            }),
+            h1_length_always: matches!(method, Method::POST | Method::PUT | Method::PATCH),
+            method,
+            path,
+            query,
+            static_headers,
+            dynamic_headers,
+            body,
+            static_uri: None,
+            h1_line: None,
+        };
+        if prepared.path.as_static().is_some()
+            && prepared.query.iter().all(|(_, v)| v.as_static().is_some())
+        {
+            let mut target = String::new();
+            prepared.render_target(
+                endpoint,
+                &mut target,
+                &mut String::new(),
+                &mut fastrand::Rng::with_seed(0),
+                &[],
+            );
+            Uri::try_from(target.as_str())
+                .map_err(|e| format!("request `{name}`: `{target}` is not a valid URI: {e}"))?;
+            if let Some(b) = bad_target_byte(&target) {
+                return Err(format!(
+                    "request `{name}`: `{target}` is not a valid request target: \
+                     it has `{}` (percent-encode it)",
+                    b.escape_default()
+                ));
+            }
+            let h2 = Uri::builder()
+                .scheme(endpoint.scheme.clone())
+                .authority(endpoint.authority.clone())
+                .path_and_query(target.as_str())
+                .build()
+                .map_err(|e| format!("request `{name}`: `{target}` is not a valid URI: {e}"))?;
+            prepared.static_uri = Some(h2);
+            prepared.h1_line =
+                Some(format!("{} {target} HTTP/1.1\r\n", prepared.method).into_bytes());
+        }
+        Ok(prepared)
+    }
+
+    /// Renders the request target (path and query) into `out`.
+    pub(super) fn render_target(
+        &self,
+        e: &Endpoint,
+        out: &mut String,
+        tmp: &mut String,
+        rng: &mut fastrand::Rng,
+        vars: &[String],
+    ) {
+        out.clear();
+        out.push_str(&e.prefix);
+        self.path.render_into(out, rng, vars);
+        for (i, (k, v)) in self.query.iter().enumerate() {
+            out.push(if i == 0 { '?' } else { '&' });
+            out.push_str(k);
+            out.push('=');
+            tmp.clear();
+            v.render_into(tmp, rng, vars);
+            push_query_encoded(out, tmp);
+        }
+    }
+}
+
+impl PreparedRequest {
+    /// Renders the body into `s.text`.
+    pub(super) fn render_body(&self, s: &mut Scratch) {
+        s.text.clear();
+        match &self.body {
+            None => {}
+            Some(BodyTemplate::Text(t)) => t.render_into(&mut s.text, &mut s.rng, &s.vars),
+            Some(BodyTemplate::Json(t)) => {
+                t.render_into(&mut s.text, &mut s.rng, &mut s.tmp, &s.vars)
+            }
+        }
+    }
+
+    /// Renders the whole HTTP/1.1 request, head and body, into `s.wbuf`.
+    pub(super) fn write_h1(&self, e: &Endpoint, s: &mut Scratch) -> Result<(), CallResult> {
+        // The body first: its length goes in the head.
+        self.render_body(s);
+        s.wbuf.clear();
+        match &self.h1_line {
+            Some(line) => s.wbuf.extend_from_slice(line),
+            None => {
+                self.render_target(e, &mut s.url, &mut s.tmp, &mut s.rng, &s.vars);
+                if let Some(b) = bad_target_byte(&s.url) {
+                    return Err(CallResult::Failed(
+                        TransportError::Other,
+                        format!(
+                            "rendered path `{}` is not a valid request target: \
+                             it has `{}` (percent-encode it)",
+                            s.url,
+                            b.escape_default()
+                        ),
+                    ));
+                }
+                s.wbuf.extend_from_slice(self.method.as_str().as_bytes());
+                s.wbuf.push(b' ');
+                s.wbuf.extend_from_slice(s.url.as_bytes());
+                s.wbuf.extend_from_slice(b" HTTP/1.1\r\n");
+            }
+        }
+        s.wbuf.extend_from_slice(&self.h1_headers);
+        for (name, tpl) in &self.dynamic_headers {
+            s.tmp.clear();
+            tpl.render_into(&mut s.tmp, &mut s.rng, &s.vars);
+            if !valid_header_value(&s.tmp) {
+                return Err(invalid_header(name, &s.tmp));
+            }
+            push_header_line(&mut s.wbuf, name.as_str(), s.tmp.as_bytes());
+        }
+        if !s.text.is_empty() || self.h1_length_always {
+            use std::io::Write;
+            let _ = write!(s.wbuf, "content-length: {}\r\n", s.text.len());
+        }
+        s.wbuf.extend_from_slice(b"\r\n");
+        s.wbuf.extend_from_slice(s.text.as_bytes());
+        Ok(())
+    }
+}
+
+pub(super) fn invalid_header(name: &HeaderName, value: &str) -> CallResult {
+    CallResult::Failed(
+        TransportError::Other,
+        format!("header `{name}` rendered to an invalid value `{value}`"),
+    )
+}
+
+impl PreparedRequest {
+    /// Renders request `r` for an HTTP/2 connection.
+    pub(super) fn h2_request(
+        &self,
+        e: &Endpoint,
+        s: &mut Scratch,
+    ) -> Result<Request<Full<Bytes>>, CallResult> {
+        let uri = match &self.static_uri {
+            Some(uri) => uri.clone(),
+            None => {
+                self.render_target(e, &mut s.url, &mut s.tmp, &mut s.rng, &s.vars);
+                Uri::builder()
+                    .scheme(e.scheme.clone())
+                    .authority(e.authority.clone())
+                    .path_and_query(s.url.as_str())
+                    .build()
+                    .map_err(|err| {
+                        CallResult::Failed(
+                            TransportError::Other,
+                            format!("rendered path `{}` is not a valid URI: {err}", s.url),
+                        )
+                    })?
+            }
+        };
+        self.render_body(s);
+        let body = Bytes::from(std::mem::take(&mut s.text));
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = uri;
+        let headers = req.headers_mut();
+        *headers = self.static_headers.clone();
+        for (name, tpl) in &self.dynamic_headers {
+            s.tmp.clear();
+            tpl.render_into(&mut s.tmp, &mut s.rng, &s.vars);
+            let v = HeaderValue::from_str(&s.tmp).map_err(|_| invalid_header(name, &s.tmp))?;
+            headers.insert(name.clone(), v);
+        }
+        Ok(req)
+    }
+}
