@@ -421,7 +421,7 @@ pub fn push_query_encoded(out: &mut String, s: &str) {
 }
 
 /// Compiles a template written in the scenario file.
-pub fn compile_located(s: &Located<String>, env: &TemplateEnv) -> Result<Template, TemplateError> {
+fn compile_located(s: &Located<String>, env: &TemplateEnv) -> Result<Template, TemplateError> {
     Template::compile(&s.value, env).map_err(|e| TemplateError {
         pos: s.pos,
         message: format!("template {e}"),

@@ -138,7 +138,7 @@ impl Source {
 
 /// Fetches the descriptors of targets with `reflection: true` and checks
 /// the calls made to them, before any traffic.
-async fn resolve_by_reflection(scenario: &mut Scenario, file: &str) -> Result<(), Failure> {
+async fn resolve_by_reflection(scenario: &mut Scenario) -> Result<(), Failure> {
     let mut diagnostics = Vec::new();
     for t in scenario.reflection_targets() {
         let target = &scenario.targets[t];
@@ -157,9 +157,11 @@ async fn resolve_by_reflection(scenario: &mut Scenario, file: &str) -> Result<()
     if diagnostics.is_empty() {
         return Ok(());
     }
-    let path = Path::new(file);
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    eprintln!("{}", ScenarioErrors::new(path, &text, diagnostics));
+    let file = &scenario.file;
+    eprintln!(
+        "{}",
+        ScenarioErrors::new(&file.path, &file.text, diagnostics)
+    );
     Err(fail(
         Exit::Usage,
         anyhow!("the scenario's gRPC calls do not match the services the server reflects"),
@@ -174,7 +176,7 @@ pub(crate) async fn run_scenario(
 ) -> Result<Exit, Failure> {
     let output = &settings.output;
     let mut scenario = scenario;
-    resolve_by_reflection(&mut scenario, file).await?;
+    resolve_by_reflection(&mut scenario).await?;
     let plan = Arc::new(CallPlan::new(&scenario).map_err(|e| fail(Exit::Usage, anyhow!(e)))?);
     let engine_plan = EnginePlan::new(
         &scenario,

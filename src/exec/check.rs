@@ -1,36 +1,31 @@
 //! Response checks beyond the status (`expect.json`, `body_contains`,
-//! `header`) and captures into user variables, compiled once per run.
+//! `header`) and captures into user variables, as the scenario compiled
+//! them.
 
 use http::{HeaderMap, HeaderName};
 use serde_json::Value;
-use serde_json_path::JsonPath;
 
-use crate::scenario::{CaptureSource, Request};
+use crate::scenario::{Capture, CaptureSource, JsonQuery, Request};
 
-enum Source {
-    Json(JsonPath, String),
-    Header(HeaderName),
-}
-
-/// What a step does with a response it expected.
+/// What a step does with a response it expected: the compiled checks and
+/// captures of its request.
 pub(crate) struct ResponseRules {
-    json: Vec<(JsonPath, String, Value)>,
+    json: Vec<(JsonQuery, Value)>,
     body_contains: Option<String>,
     headers: Vec<(HeaderName, String)>,
-    captures: Vec<(String, usize, Source)>,
+    captures: Vec<Capture>,
 }
 
 impl std::fmt::Debug for ResponseRules {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseRules")
-            .field("json", &self.json.iter().map(|j| &j.1).collect::<Vec<_>>())
+            .field(
+                "json",
+                &self.json.iter().map(|j| &j.0.text).collect::<Vec<_>>(),
+            )
             .field("captures", &self.captures.len())
             .finish()
     }
-}
-
-fn parse_path(p: &str) -> Result<JsonPath, String> {
-    JsonPath::parse(p).map_err(|e| format!("`{p}` is not a valid JSON path: {e}"))
 }
 
 /// A JSON value as a variable's text: strings without quotes.
@@ -44,45 +39,13 @@ fn as_text(v: &Value) -> String {
 
 impl ResponseRules {
     /// The rules of a request, or `None` when it only checks the status.
-    pub fn of(r: &Request) -> Result<Option<Self>, String> {
-        if !r.reads_response() {
-            return Ok(None);
-        }
-        let json = r
-            .expect
-            .json
-            .iter()
-            .map(|(p, v)| Ok((parse_path(&p.value)?, p.value.clone(), v.clone())))
-            .collect::<Result<_, String>>()?;
-        let headers = r
-            .expect
-            .headers
-            .iter()
-            .map(|(k, v)| {
-                HeaderName::from_bytes(k.as_bytes())
-                    .map(|h| (h, v.clone()))
-                    .map_err(|e| e.to_string())
-            })
-            .collect::<Result<_, String>>()?;
-        let captures = r
-            .captures
-            .iter()
-            .map(|c| {
-                let source = match &c.source {
-                    CaptureSource::Json(p) => Source::Json(parse_path(&p.value)?, p.value.clone()),
-                    CaptureSource::Header(h) => Source::Header(
-                        HeaderName::from_bytes(h.as_bytes()).map_err(|e| e.to_string())?,
-                    ),
-                };
-                Ok((c.name.clone(), c.slot, source))
-            })
-            .collect::<Result<_, String>>()?;
-        Ok(Some(Self {
-            json,
+    pub fn of(r: &Request) -> Option<Self> {
+        r.reads_response().then(|| Self {
+            json: r.expect.json.clone(),
             body_contains: r.expect.body_contains.clone(),
-            headers,
-            captures,
-        }))
+            headers: r.expect.headers.clone(),
+            captures: r.captures.clone(),
+        })
     }
 
     /// Whether the rules read the body as JSON.
@@ -91,7 +54,7 @@ impl ResponseRules {
             || self
                 .captures
                 .iter()
-                .any(|c| matches!(c.2, Source::Json(..)))
+                .any(|c| matches!(c.source, CaptureSource::Json(_)))
     }
 
     /// Applies the rules to an HTTP response; on success the captures are
@@ -139,7 +102,7 @@ impl ResponseRules {
         vars: &mut Vec<String>,
     ) -> Result<(), String> {
         if let Some(doc) = json {
-            for (path, text, want) in &self.json {
+            for (JsonQuery { text, path }, want) in &self.json {
                 let got = path
                     .query(doc)
                     .at_most_one()
@@ -151,9 +114,9 @@ impl ResponseRules {
                 }
             }
         }
-        for (name, slot, source) in &self.captures {
+        for Capture { name, slot, source } in &self.captures {
             let value = match source {
-                Source::Json(path, text) => {
+                CaptureSource::Json(JsonQuery { text, path }) => {
                     let doc = json.ok_or_else(|| format!("capture `{name}`: no JSON to read"))?;
                     match path.query(doc).at_most_one() {
                         Ok(Some(v)) => as_text(v),
@@ -167,7 +130,7 @@ impl ResponseRules {
                         }
                     }
                 }
-                Source::Header(h) => match headers.and_then(|hs| hs.get(h)) {
+                CaptureSource::Header(h) => match headers.and_then(|hs| hs.get(h)) {
                     Some(v) => v.to_str().unwrap_or("").to_owned(),
                     None => return Err(format!("capture `{name}`: header `{h}` is missing")),
                 },

@@ -24,7 +24,6 @@ use super::request::PreparedRequest;
 use super::{CallResult, Executor, ExecutorFactory, Scratch, chain, classify};
 use crate::outcome::{Answer, GrpcCode, Outcome, TransportError};
 use crate::scenario::{Call, Expect, Scenario};
-use crate::template::TemplateEnv;
 
 /// A request of either protocol, ready to send.
 #[derive(Debug)]
@@ -53,14 +52,9 @@ pub struct CallPlan {
 }
 
 impl CallPlan {
-    /// Resolves targets and compiles the templates of a validated scenario.
+    /// Resolves targets and prepares the compiled requests of a validated
+    /// scenario for the wire.
     pub fn new(s: &Scenario) -> Result<Self, String> {
-        let env = TemplateEnv::new(
-            s.data
-                .iter()
-                .map(|d| (d.name.as_str(), d.values.as_slice())),
-        )
-        .with_vars(s.variables.iter().cloned().enumerate().map(|(i, n)| (n, i)));
         let endpoints = s
             .targets
             .iter()
@@ -80,21 +74,16 @@ impl CallPlan {
                         r.name.as_str(),
                         h,
                         &endpoints[target],
-                        &env,
                     )?),
-                    Call::Grpc(g) => Prepared::Grpc(PreparedGrpc::new(
-                        r.name.as_str(),
-                        g,
-                        &endpoints[target],
-                        &env,
-                    )?),
+                    Call::Grpc(g) => {
+                        Prepared::Grpc(PreparedGrpc::new(r.name.as_str(), g, &endpoints[target])?)
+                    }
                 };
                 Ok(PlannedCall {
                     target,
                     expect: r.expect.clone(),
                     call,
-                    rules: ResponseRules::of(r)
-                        .map_err(|e| format!("request `{}`: {e}", r.name))?,
+                    rules: ResponseRules::of(r),
                 })
             })
             .collect::<Result<_, String>>()?;

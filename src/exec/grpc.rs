@@ -33,7 +33,7 @@ use super::connect::Endpoint;
 use super::{CallResult, Scratch, chain, classify};
 use crate::outcome::{Answer, GrpcCode, Outcome, TransportError};
 use crate::scenario::{Expect, GrpcCall, GrpcKind, Target};
-use crate::template::{JsonTemplate, Template, TemplateEnv, compile_located};
+use crate::template::{JsonTemplate, Template};
 
 /// A worker's HTTP/2 connection to a gRPC target.
 pub(crate) type GrpcConn = http2::SendRequest<tonic::body::Body>;
@@ -139,12 +139,7 @@ pub(crate) struct PreparedGrpc {
 }
 
 impl PreparedGrpc {
-    pub fn new(
-        name: &str,
-        g: &GrpcCall,
-        endpoint: &Endpoint,
-        env: &TemplateEnv,
-    ) -> Result<Self, String> {
+    pub fn new(name: &str, g: &GrpcCall, endpoint: &Endpoint) -> Result<Self, String> {
         let method = g.resolved.as_ref().ok_or_else(|| {
             format!(
                 "request `{name}`: method `{}` was not resolved against the target's descriptors",
@@ -153,16 +148,7 @@ impl PreparedGrpc {
         })?;
         let input = method.input();
         let mut messages = Vec::new();
-        for m in &g.messages {
-            let t = JsonTemplate::compile(m, env).map_err(|e| {
-                format!(
-                    "request `{name}`: {}",
-                    e.into_iter()
-                        .map(|e| e.message)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                )
-            })?;
+        for t in &g.templates {
             messages.push(match t.as_static() {
                 Some(json) => MessageSource::Static(encode_json(&input, json).map_err(|e| {
                     format!(
@@ -170,26 +156,22 @@ impl PreparedGrpc {
                         input.full_name()
                     )
                 })?),
-                None => MessageSource::Template(t),
+                None => MessageSource::Template(t.clone()),
             });
         }
         let mut headers = endpoint.headers.clone();
         // The target's `user-agent` is HTTP's; tonic sets its own.
         headers.remove(http::header::USER_AGENT);
         let mut dynamic_metadata = Vec::new();
-        for (k, v) in &g.metadata {
-            let key = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| format!("request `{name}`: invalid metadata key `{k}`"))?;
-            let tpl =
-                compile_located(v, env).map_err(|e| format!("request `{name}`: {}", e.message))?;
+        for (key, tpl) in &g.metadata {
             match tpl.as_static() {
                 Some(text) => {
                     let value = HeaderValue::from_str(text).map_err(|_| {
-                        format!("request `{name}`: invalid value for metadata `{k}`")
+                        format!("request `{name}`: invalid value for metadata `{key}`")
                     })?;
-                    headers.insert(key, value);
+                    headers.insert(key.clone(), value);
                 }
-                None => dynamic_metadata.push((key, tpl)),
+                None => dynamic_metadata.push((key.clone(), tpl.clone())),
             }
         }
         let path = format!("/{}/{}", method.parent_service().full_name(), method.name());

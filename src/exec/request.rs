@@ -10,7 +10,7 @@ use super::connect::Endpoint;
 use super::{CallResult, Scratch};
 use crate::outcome::TransportError;
 use crate::scenario::{Body, HttpCall};
-use crate::template::{JsonTemplate, Template, TemplateEnv, compile_located, push_query_encoded};
+use crate::template::{JsonTemplate, Template, push_query_encoded};
 
 /// `host` (when given and `headers` has none) and `headers`, serialised
 /// for an HTTP/1.1 request head. Validation keeps framing headers
@@ -86,26 +86,17 @@ pub(super) struct PreparedRequest {
 }
 
 impl PreparedRequest {
-    pub(super) fn new(
-        name: &str,
-        h: &HttpCall,
-        endpoint: &Endpoint,
-        env: &TemplateEnv,
-    ) -> Result<Self, String> {
-        let t = |l| compile_located(l, env).map_err(|e| format!("request `{name}`: {}", e.message));
+    pub(super) fn new(name: &str, h: &HttpCall, endpoint: &Endpoint) -> Result<Self, String> {
         let mut static_headers = endpoint.headers.clone();
         let mut dynamic_headers = Vec::new();
-        for (k, v) in &h.headers {
-            let name_ = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| format!("request `{name}`: invalid header name `{k}`"))?;
-            let tpl = t(v)?;
+        for (k, tpl) in &h.headers {
             match tpl.as_static() {
                 Some(v) => {
                     let v = HeaderValue::from_str(v)
                         .map_err(|_| format!("request `{name}`: invalid value for header `{k}`"))?;
-                    static_headers.insert(name_, v);
+                    static_headers.insert(k.clone(), v);
                 }
-                None => dynamic_headers.push((name_, tpl)),
+                None => dynamic_headers.push((k.clone(), tpl.clone())),
             }
         }
         // A templated header replaces the target's header of that name.
@@ -115,7 +106,7 @@ impl PreparedRequest {
         let dynamic = |n: &HeaderName| dynamic_headers.iter().any(|(d, _)| d == n);
         let body = match &h.body {
             None => None,
-            Some(Body::Text(b)) => Some(BodyTemplate::Text(t(b)?)),
+            Some(Body::Text(t)) => Some(BodyTemplate::Text(t.clone())),
             Some(Body::Json(j)) => {
                 if !static_headers.contains_key(header::CONTENT_TYPE)
                     && !dynamic(&header::CONTENT_TYPE)
@@ -125,29 +116,12 @@ impl PreparedRequest {
                         HeaderValue::from_static("application/json"),
                     );
                 }
-                let compiled = JsonTemplate::compile(j, env).map_err(|e| {
-                    format!(
-                        "request `{name}`: {}",
-                        e.into_iter()
-                            .map(|e| e.message)
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    )
-                })?;
-                Some(BodyTemplate::Json(compiled))
+                Some(BodyTemplate::Json(j.clone()))
             }
         };
-        let path = t(&h.path)?;
-        let query: Vec<(String, Template)> = h
-            .query
-            .iter()
-            .map(|(k, v)| {
-                let mut key = String::new();
-                push_query_encoded(&mut key, k);
-                Ok((key, t(v)?))
-            })
-            .collect::<Result<_, String>>()?;
-        let method = Method::from_bytes(h.method.as_bytes()).map_err(|e| e.to_string())?;
+        let path = h.path.clone();
+        let query = h.query.clone();
+        let method = h.method.clone();
         let host = (!dynamic(&header::HOST)).then_some(&endpoint.host_header);
         let mut prepared = Self {
             h1_headers: h1_header_lines(&static_headers, host),

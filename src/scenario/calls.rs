@@ -10,7 +10,8 @@ use super::raw::{self, OrderedMap, Text};
 use super::types::*;
 use super::units;
 use crate::position::{Located, Pos};
-use crate::template::{JsonNode, JsonTemplate, Template, TemplateEnv};
+use crate::template::{JsonNode, JsonTemplate, Template, TemplateEnv, push_query_encoded};
+use http::{HeaderName, Method};
 
 const HTTP_METHODS: &[&str] = &[
     "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE",
@@ -27,8 +28,8 @@ const FRAMING_HEADERS: &[&str] = &[
     "upgrade",
 ];
 
-fn check_header_name(c: &mut Checker, k: &Text) {
-    if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+fn check_header_name(c: &mut Checker, k: &Text) -> Option<HeaderName> {
+    let Ok(name) = HeaderName::from_bytes(k.as_bytes()) else {
         c.err(
             pos(k),
             format!(
@@ -36,7 +37,9 @@ fn check_header_name(c: &mut Checker, k: &Text) {
                 k.as_str()
             ),
         );
-    } else if FRAMING_HEADERS.iter().any(|f| k.eq_ignore_ascii_case(f)) {
+        return None;
+    };
+    if FRAMING_HEADERS.iter().any(|f| k.eq_ignore_ascii_case(f)) {
         c.err(
             pos(k),
             format!(
@@ -44,6 +47,32 @@ fn check_header_name(c: &mut Checker, k: &Text) {
                 k.as_str()
             ),
         );
+        return None;
+    }
+    Some(name)
+}
+
+/// Compiles a template written in the file, recording its error.
+fn compile(c: &mut Checker, t: &Text, env: &TemplateEnv) -> Option<Template> {
+    match Template::compile(t, env) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            c.err(pos(t), format!("template {e}"));
+            None
+        }
+    }
+}
+
+/// Compiles a JSON body or message, recording the error of every bad leaf.
+fn compile_json(c: &mut Checker, node: &JsonNode, env: &TemplateEnv) -> Option<JsonTemplate> {
+    match JsonTemplate::compile(node, env) {
+        Ok(t) => Some(t),
+        Err(errors) => {
+            for e in errors {
+                c.err(e.pos, e.message);
+            }
+            None
+        }
     }
 }
 
@@ -180,11 +209,11 @@ pub(super) fn check_http(
         );
     }
     let method = match &h.method {
-        None => Some("GET".to_owned()),
+        None => Some(Method::GET),
         Some(m) => {
             let up = m.to_ascii_uppercase();
             if HTTP_METHODS.contains(&up.as_str()) {
-                Some(up)
+                Method::from_bytes(up.as_bytes()).ok()
             } else {
                 c.err(
                     pos(m),
@@ -208,8 +237,9 @@ pub(super) fn check_http(
         );
     }
     let mut headers = Vec::new();
+    let mut headers_ok = true;
     for (k, v) in &h.headers.0 {
-        check_header_name(c, k);
+        let name = check_header_name(c, k);
         if k.eq_ignore_ascii_case("connection") && v.contains("{{") {
             c.err(
                 pos(v),
@@ -226,51 +256,43 @@ pub(super) fn check_http(
                 ),
             );
         }
-        headers.push((k.to_string(), located(v)));
+        match (name, compile(c, v, env)) {
+            (Some(name), Some(t)) => headers.push((name, t)),
+            _ => headers_ok = false,
+        }
     }
     let body = match (&h.json, &h.body, json) {
         (Some(j), Some(_), _) => {
             c.err(pos(j), "`json` and `body` exclude each other; keep one");
             None
         }
-        (Some(_), None, Some(node)) => Some(Body::Json(json_from_yaml(node))),
-        (None, Some(b), _) => Some(Body::Text(located(b))),
-        _ => None,
-    };
-    let mut check_template = |t: &Located<String>| {
-        if let Err(e) = Template::compile(&t.value, env) {
-            c.err(t.pos, format!("template {e}"));
+        (Some(_), None, Some(node)) => {
+            compile_json(c, &json_from_yaml(node), env).map(|t| Some(Body::Json(t)))
         }
+        (None, Some(b), _) => compile(c, b, env).map(|t| Some(Body::Text(t))),
+        _ => Some(None),
     };
-    let path = located(&h.path);
-    check_template(&path);
-    let query: Vec<(String, Located<String>)> = h
-        .query
-        .0
-        .iter()
-        .map(|(k, v)| (k.to_string(), located(v)))
-        .collect();
-    for (_, v) in query.iter().chain(&headers) {
-        check_template(v);
+    let path = compile(c, &h.path, env);
+    let mut query = Vec::new();
+    let mut query_ok = true;
+    for (k, v) in &h.query.0 {
+        let mut key = String::new();
+        push_query_encoded(&mut key, k);
+        match compile(c, v, env) {
+            Some(t) => query.push((key, t)),
+            None => query_ok = false,
+        }
     }
-    match &body {
-        Some(Body::Text(t)) => check_template(t),
-        Some(Body::Json(j)) => {
-            if let Err(errors) = JsonTemplate::compile(j, env) {
-                for e in errors {
-                    c.err(e.pos, e.message);
-                }
-            }
-        }
-        None => {}
+    if !(headers_ok && query_ok) {
+        return None;
     }
     Some(HttpCall {
         target: target?,
         method: method?,
-        path,
+        path: path?,
         query,
         headers,
-        body,
+        body: body?,
     })
 }
 
@@ -375,14 +397,20 @@ pub(super) fn check_grpc(
         })
     });
     let mut metadata = Vec::new();
+    let mut metadata_ok = true;
     for (k, v) in &g.metadata.0 {
         let lower = k.to_ascii_lowercase();
-        if http::HeaderName::from_bytes(lower.as_bytes()).is_err() || lower.starts_with(':') {
-            c.err(
-                pos(k),
-                format!("`metadata`: `{}` is not a valid metadata key", k.as_str()),
-            );
-        } else if lower.ends_with("-bin") {
+        let key = match HeaderName::from_bytes(lower.as_bytes()) {
+            Ok(key) if !lower.starts_with(':') => Some(key),
+            _ => {
+                c.err(
+                    pos(k),
+                    format!("`metadata`: `{}` is not a valid metadata key", k.as_str()),
+                );
+                None
+            }
+        };
+        if lower.ends_with("-bin") {
             c.err(
                 pos(k),
                 format!(
@@ -391,10 +419,10 @@ pub(super) fn check_grpc(
                 ),
             );
         }
-        if let Err(e) = Template::compile(v, env) {
-            c.err(pos(v), format!("template {e}"));
+        match (key, compile(c, v, env)) {
+            (Some(key), Some(t)) => metadata.push((key, t)),
+            _ => metadata_ok = false,
         }
-        metadata.push((lower, located(v)));
     }
     let deadline = g.deadline.as_ref().and_then(|v| {
         let d = c.parse(v, "deadline", units::parse_duration)?;
@@ -403,17 +431,20 @@ pub(super) fn check_grpc(
         }
         Some(d)
     });
-    for m in &messages {
-        if let Err(errors) = JsonTemplate::compile(m, env) {
-            for e in errors {
-                c.err(e.pos, e.message);
-            }
-        }
+    let templates: Option<Vec<JsonTemplate>> = messages
+        .iter()
+        .map(|m| compile_json(c, m, env))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .collect();
+    if !metadata_ok {
+        return None;
     }
     Some(GrpcCall {
         target: target?,
         method: located(&g.method),
         messages,
+        templates: templates?,
         messages_pos,
         repeat,
         metadata,

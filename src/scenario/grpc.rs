@@ -484,6 +484,7 @@ service S { rpc Call (Req) returns (Inner); rpc Many (stream Req) returns (strea
             target: 0,
             method: "t.S/Cal".into(),
             messages: vec![obj(vec![])],
+            templates: Vec::new(),
             messages_pos: None,
             repeat: None,
             metadata: Vec::new(),

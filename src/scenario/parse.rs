@@ -3,6 +3,7 @@
 //! the first), then checked part by part.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use marked_yaml::{LoadError, LoaderOptions, Node};
 
@@ -96,7 +97,11 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, Vec<Diagnostic>
         diags: shape_errors,
     };
     let base = path.parent().unwrap_or(Path::new("."));
-    let scenario = check(&mut c, &raw, &node, base);
+    let file = Arc::new(ScenarioFile {
+        path: path.to_owned(),
+        text: text.to_owned(),
+    });
+    let scenario = check(&mut c, &raw, &node, base, file);
     if c.diags.is_empty() {
         Ok(scenario.expect("a scenario without diagnostics is complete"))
     } else {
@@ -147,7 +152,13 @@ fn lowercase_first(s: &str) -> String {
     }
 }
 
-fn check(c: &mut Checker, raw: &RawScenario, root: &Node, base: &Path) -> Option<Scenario> {
+fn check(
+    c: &mut Checker,
+    raw: &RawScenario,
+    root: &Node,
+    base: &Path,
+    file: Arc<ScenarioFile>,
+) -> Option<Scenario> {
     if raw.name.trim().is_empty() {
         c.err(
             pos(&raw.name),
@@ -204,6 +215,7 @@ fn check(c: &mut Checker, raw: &RawScenario, root: &Node, base: &Path) -> Option
     }
     Some(Scenario {
         name: raw.name.to_string(),
+        file,
         targets,
         load: load?,
         data,
@@ -222,7 +234,6 @@ mod tests {
     use super::*;
     use crate::outcome::Outcome;
     use crate::scenario::units::Rate;
-    use crate::template::JsonNode;
 
     fn parse(text: &str) -> Result<Scenario, Vec<Diagnostic>> {
         build(Path::new("t.yaml"), text)
@@ -263,12 +274,23 @@ thresholds:
             panic!("http call expected");
         };
         assert_eq!(http.method, "POST");
-        let Some(Body::Json(JsonNode::Object(fields))) = &http.body else {
+        let Some(Body::Json(body)) = &http.body else {
             panic!("json body expected");
         };
-        assert_eq!(fields[0].1, JsonNode::Number("3".into()));
-        assert_eq!(fields[1].1, JsonNode::Bool(true));
-        assert!(matches!(&fields[2].1, JsonNode::String(l) if l.value == "7"));
+        // YAML's typing carries into JSON: plain scalars that read as
+        // numbers or booleans stay so, quoted ones stay strings.
+        let mut out = String::new();
+        body.render_into(
+            &mut out,
+            &mut fastrand::Rng::with_seed(1),
+            &mut String::new(),
+            &[],
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["qty"], 3);
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["note"], "7");
+        assert!(v["who"] == "alice" || v["who"] == "bob", "{out}");
         assert!(matches!(s.load.model, LoadModel::Closed { users: 5, .. }));
         assert_eq!(s.thresholds.len(), 1);
     }

@@ -5,12 +5,12 @@
 use marked_yaml::Node;
 
 use super::calls::{check_grpc, check_http, json_from_yaml};
-use super::checker::{Checker, located, pos};
+use super::checker::{Checker, pos};
 use super::raw::{self, RawScenario, Text};
 use super::types::*;
 use super::units::{self, DurationRange};
 use crate::outcome::GrpcCode;
-use crate::position::{Located, Pos};
+use crate::position::Pos;
 use crate::template::{JsonNode, TemplateEnv};
 
 pub(super) fn check_requests(
@@ -241,7 +241,7 @@ fn check_step(
                 c.err(pos(k), "`expect.header` is for HTTP responses");
             }
             match http::HeaderName::from_bytes(k.as_bytes()) {
-                Ok(h) => expect.headers.push((h.as_str().to_owned(), v.to_string())),
+                Ok(h) => expect.headers.push((h, v.to_string())),
                 Err(_) => c.err(
                     pos(k),
                     format!(
@@ -259,17 +259,14 @@ fn check_step(
                 Some(Node::Mapping(map)) => {
                     for (path, value) in map.iter() {
                         let at = Pos::of_span(path.span());
-                        if let Err(e) = serde_json_path::JsonPath::parse(path.as_str()) {
-                            c.err(at, format!("`expect.json`: `{}` is not a valid JSON path: {e}", path.as_str()));
-                            continue;
-                        }
-                        expect.json.push((
-                            Located {
-                                value: path.as_str().to_owned(),
-                                pos: at,
-                            },
-                            json_value(&json_from_yaml(value)),
-                        ));
+                        let query = match serde_json_path::JsonPath::parse(path.as_str()) {
+                            Ok(p) => JsonQuery { text: path.as_str().to_owned(), path: p },
+                            Err(e) => {
+                                c.err(at, format!("`expect.json`: `{}` is not a valid JSON path: {e}", path.as_str()));
+                                continue;
+                            }
+                        };
+                        expect.json.push((query, json_value(&json_from_yaml(value))));
                     }
                 }
                 _ => c.err(pos(j), "`expect.json`: expected a mapping of JSON path to value, e.g. `{ \"$.balance\": 100 }`"),
@@ -320,7 +317,10 @@ fn check_step(
         }
         let source = match (&cap.json, &cap.header) {
             (Some(p), None) => match serde_json_path::JsonPath::parse(p) {
-                Ok(_) => Some(CaptureSource::Json(located(p))),
+                Ok(path) => Some(CaptureSource::Json(JsonQuery {
+                    text: p.to_string(),
+                    path,
+                })),
                 Err(e) => {
                     c.err(
                         pos(p),
@@ -338,7 +338,7 @@ fn check_step(
                     c.err(pos(h), "`capture.header` is for HTTP responses; capture a gRPC reply field with `json:`");
                 }
                 match http::HeaderName::from_bytes(h.as_bytes()) {
-                    Ok(name) => Some(CaptureSource::Header(name.as_str().to_owned())),
+                    Ok(name) => Some(CaptureSource::Header(name)),
                     Err(_) => {
                         c.err(
                             pos(h),

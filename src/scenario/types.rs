@@ -4,6 +4,7 @@
 //! read scenario text.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::checker::check_url;
@@ -12,7 +13,8 @@ use super::units::{DurationRange, Rate};
 use super::verification::Verification;
 use crate::outcome::{GrpcCode, Outcome};
 use crate::position::{Located, Pos};
-use crate::template::JsonNode;
+use crate::template::{JsonNode, JsonTemplate, Template};
+use http::{HeaderName, Method};
 
 /// Closed model with no `max_in_flight`: how many requests may be open.
 pub(super) const DEFAULT_MAX_IN_FLIGHT: u64 = 1000;
@@ -71,6 +73,9 @@ impl Weight {
 #[derive(Debug, Clone)]
 pub struct Scenario {
     pub name: String,
+    /// The file it was read from and its text, to quote in diagnostics
+    /// found later (gRPC calls checked against a server's reflection).
+    pub file: Arc<ScenarioFile>,
     pub targets: Vec<Target>,
     pub load: Load,
     pub data: Vec<DataList>,
@@ -88,6 +93,13 @@ pub struct Scenario {
     pub variables: Vec<String>,
     pub thresholds: Vec<Threshold>,
     pub verification: Verification,
+}
+
+/// A scenario file's path and text.
+#[derive(Debug)]
+pub struct ScenarioFile {
+    pub path: PathBuf,
+    pub text: String,
 }
 
 /// A service base URL with the settings shared by its requests.
@@ -152,9 +164,16 @@ pub struct Capture {
 pub enum CaptureSource {
     /// A JSON path (RFC 9535) into the body, or into a gRPC reply written
     /// as JSON with the .proto's field names.
-    Json(Located<String>),
-    /// An HTTP response header (lowercase).
-    Header(String),
+    Json(JsonQuery),
+    /// An HTTP response header.
+    Header(HeaderName),
+}
+
+/// A compiled JSON path (RFC 9535) and its text, for messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonQuery {
+    pub text: String,
+    pub path: serde_json_path::JsonPath,
 }
 
 /// Rows of a CSV or JSON-lines file; each user draws one at the start of
@@ -294,7 +313,7 @@ impl Call {
     /// `GET` for HTTP; `package.Service/Method` for gRPC.
     pub fn method_label(&self) -> String {
         match self {
-            Call::Http(h) => h.method.clone(),
+            Call::Http(h) => h.method.to_string(),
             Call::Grpc(g) => g.method.value.trim_start_matches('/').to_owned(),
         }
     }
@@ -308,13 +327,16 @@ pub struct GrpcCall {
     /// `package.Service/Method`.
     pub method: Located<String>,
     /// One message for unary and server-streaming calls; the messages to
-    /// send, in order, for client and bidirectional streaming.
+    /// send, in order, for client and bidirectional streaming. As written,
+    /// to be checked against the method's input type.
     pub messages: Vec<JsonNode>,
+    /// The same messages, compiled.
+    pub templates: Vec<JsonTemplate>,
     /// Where `message:` or `messages:` was written.
     pub messages_pos: Option<Pos>,
     /// `count:`: the single message is sent this many times.
     pub repeat: Option<Located<u64>>,
-    pub metadata: Vec<(String, Located<String>)>,
+    pub metadata: Vec<(HeaderName, Template)>,
     /// Ends the call with `DEADLINE_EXCEEDED`; also sent as `grpc-timeout`.
     pub deadline: Option<Duration>,
     /// The method, once the target's descriptors are known.
@@ -367,15 +389,16 @@ impl GrpcCall {
     }
 }
 
-/// An HTTP request; strings are templates compiled by `crate::template`.
+/// An HTTP request, its strings compiled into templates.
 #[derive(Debug, Clone)]
 pub struct HttpCall {
     /// Index into [`Scenario::targets`].
     pub target: usize,
-    pub method: String,
-    pub path: Located<String>,
-    pub query: Vec<(String, Located<String>)>,
-    pub headers: Vec<(String, Located<String>)>,
+    pub method: Method,
+    pub path: Template,
+    /// Keys already percent-encoded.
+    pub query: Vec<(String, Template)>,
+    pub headers: Vec<(HeaderName, Template)>,
     pub body: Option<Body>,
 }
 
@@ -383,9 +406,9 @@ pub struct HttpCall {
 #[derive(Debug, Clone)]
 pub enum Body {
     /// Sent as JSON with `content-type: application/json`.
-    Json(JsonNode),
+    Json(JsonTemplate),
     /// Sent as is.
-    Text(Located<String>),
+    Text(Template),
 }
 
 /// The outcomes that count as success.
@@ -396,10 +419,10 @@ pub struct Expect {
     /// gRPC status codes.
     pub codes: Vec<GrpcCode>,
     /// JSON path → expected value, in the body or the gRPC reply.
-    pub json: Vec<(Located<String>, serde_json::Value)>,
+    pub json: Vec<(JsonQuery, serde_json::Value)>,
     pub body_contains: Option<String>,
-    /// Header (lowercase) → expected value.
-    pub headers: Vec<(String, String)>,
+    /// Header → expected value.
+    pub headers: Vec<(HeaderName, String)>,
 }
 
 impl Default for Expect {
