@@ -248,7 +248,7 @@ pub(crate) async fn run_scenario(
         eprintln!("note: {why}: the run stopped early");
     }
 
-    let mut report = RunReport::new(&scenario, file, &engine_output);
+    let (mut report, summary) = RunReport::new(&scenario, file, &engine_output);
     let mut source_down = false;
     if let Some(source) = &source {
         let outcome = if let Some(e) = source_error {
@@ -277,13 +277,10 @@ pub(crate) async fn run_scenario(
                 }
             }
         };
-        report.attach_verification(outcome);
+        report.attach_verification(outcome, &summary);
     }
     stop_scraping.cancel();
 
-    let summary = report
-        .summary()
-        .map_err(|e| fail(Exit::Internal, anyhow!(e)))?;
     print!("{}", render_text(&report, &summary));
     write_outputs(output, &report, &summary)?;
 

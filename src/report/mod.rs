@@ -150,8 +150,16 @@ fn unix_ms(t: std::time::SystemTime) -> u64 {
 }
 
 impl RunReport {
-    /// Builds the report of a finished run and evaluates its thresholds.
-    pub fn new(s: &Scenario, file: &str, out: &EngineOutput) -> Self {
+    /// Builds the report of a finished run and evaluates its thresholds on
+    /// the recorders' figures, which are returned as the summary to render.
+    pub fn new(s: &Scenario, file: &str, out: &EngineOutput) -> (Self, Summary) {
+        let summary = Summary::of_stats(
+            s.requests
+                .iter()
+                .map(|r| r.name.as_str())
+                .zip(&out.totals.requests),
+            out.load_time.as_secs_f64(),
+        );
         let (model, users, rate) = match &s.load.model {
             LoadModel::Closed { users, .. } => ("closed", Some(*users), None),
             LoadModel::Open { rate, .. } => ("open", None, Some(rate.get())),
@@ -233,30 +241,33 @@ impl RunReport {
             verification: None,
             verification_error: None,
         };
-        report.evaluate_thresholds();
-        report
+        report.evaluate_thresholds(&summary);
+        (report, summary)
     }
 
     /// Adds the verification outcome and re-evaluates the thresholds on
-    /// server figures.
-    pub fn attach_verification(&mut self, v: Result<VerificationReport, String>) {
+    /// server figures; `summary` is the one [`RunReport::new`] returned.
+    pub fn attach_verification(
+        &mut self,
+        v: Result<VerificationReport, String>,
+        summary: &Summary,
+    ) {
         match v {
             Ok(v) => self.verification = Some(v),
             Err(e) => self.verification_error = Some(e),
         }
-        self.evaluate_thresholds();
+        self.evaluate_thresholds(summary);
     }
 
-    fn evaluate_thresholds(&mut self) {
+    fn evaluate_thresholds(&mut self, summary: &Summary) {
         let thresholds: Vec<Threshold> = self
             .thresholds
             .iter()
             .map(|t| t.threshold.clone())
             .collect();
-        let summary = self.summary().expect("histograms just encoded");
         self.thresholds = evaluate(
             &thresholds,
-            &summary,
+            summary,
             self.verification.as_ref(),
             self.timing.load_s,
         );
@@ -280,11 +291,9 @@ impl RunReport {
         Ok(r)
     }
 
-    /// Per-request figures, decoded from the histograms.
+    /// Per-request figures of a results file, decoded from its histograms.
     pub fn summary(&self) -> Result<Summary, String> {
-        let secs = self.timing.load_s.max(1e-3);
-        let mut rows = Vec::new();
-        let mut all = RequestStats::default();
+        let mut stats = Vec::new();
         for r in &self.requests {
             let mut st = RequestStats {
                 unknown: r.unknown,
@@ -306,13 +315,12 @@ impl RunReport {
                     example: o.example.clone(),
                 });
             }
-            all.merge(&st);
-            rows.push(Row::of(&r.name, &st, secs));
+            stats.push(st);
         }
-        Ok(Summary {
-            all: Row::of("all", &all, secs),
-            rows,
-        })
+        Ok(Summary::of_stats(
+            self.requests.iter().map(|r| r.name.as_str()).zip(&stats),
+            self.timing.load_s,
+        ))
     }
 
     /// True when any threshold failed.
@@ -478,6 +486,25 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The figures of each request and of the whole run, from its
+    /// recorded statistics; `load_s` is how long requests were started.
+    pub fn of_stats<'a>(
+        requests: impl IntoIterator<Item = (&'a str, &'a RequestStats)>,
+        load_s: f64,
+    ) -> Self {
+        let secs = load_s.max(1e-3);
+        let mut rows = Vec::new();
+        let mut all = RequestStats::default();
+        for (name, st) in requests {
+            all.merge(st);
+            rows.push(Row::of(name, st, secs));
+        }
+        Summary {
+            all: Row::of("all", &all, secs),
+            rows,
+        }
+    }
+
     fn row(&self, subject: &Subject) -> Option<&Row> {
         match subject {
             Subject::All => Some(&self.all),
