@@ -1,0 +1,453 @@
+//! The load engine: starts requests on a schedule, records what happened,
+//! stops and drains.
+//!
+//! The engine runs `threads` OS threads, each with a single-threaded tokio
+//! runtime, its own executor (connection pools) and its own [`Recorder`].
+//! Every user (closed model) or in-flight slot (open model) is a task
+//! running the same worker loop; only the [`Schedule`] differs:
+//!
+//! - closed: a user starts at its spawn time, then waits `wait` between
+//!   requests; latency runs from send to last byte;
+//! - open: slot *k* is due at `T0 + k / rate`; a free worker takes the next
+//!   slot and sleeps until it is due; latency runs from the *due* time, so
+//!   a stalled server shows in the percentiles (no coordinated omission).
+//!
+//! A worker's unit of work is an *iteration*: it picks an entry by weight
+//! and runs its steps in order (one step for a plain request, several for
+//! a flow), with think times between them and captured values in the
+//! user's variables. Before its first iteration a worker runs the
+//! `on_start` steps; before each one it draws a row from every data feed.
+//! With `stages`, the active users (closed) or the arrival rate (open)
+//! follow a [`crate::profile`].
+//!
+//! Stopping is two tokens: `stop` ends the starting of iterations (a flow
+//! already started runs on to its end), `abort` (at the end of the drain)
+//! cuts off the requests in flight, which are then recorded as "outcome
+//! unknown".
+
+mod plan;
+mod schedule;
+mod worker;
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::exec::ExecutorFactory;
+use crate::measure::{Recorder, Window};
+use crate::profile::{RateProfile, UserProfile};
+use crate::scenario::{Load, LoadModel};
+
+pub use plan::{EnginePlan, StepPlan};
+use schedule::{FeedState, Schedule, Shared};
+use worker::{WeightedChoice, WorkerPlan, lock};
+
+/// How far the open-model schedule was kept.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ScheduleStats {
+    /// Requests started more than 5 ms after their due time.
+    pub late_starts: u64,
+    /// Requests due before the end that never started.
+    pub dropped: u64,
+    /// The largest delay between due time and start, in µs.
+    pub max_lag_us: u64,
+}
+
+/// What one run produced.
+#[derive(Debug)]
+pub struct EngineOutput {
+    pub totals: Recorder,
+    pub windows: Vec<Window>,
+    /// Wall-clock time of the load start (T0).
+    pub t0: SystemTime,
+    /// From T0 until starting stopped.
+    pub load_time: Duration,
+    /// From T0 until the drain ended (T1).
+    pub elapsed: Duration,
+    pub interrupted: bool,
+    /// Open model only.
+    pub schedule: Option<ScheduleStats>,
+    /// Why the run stopped early, when a data feed ran out.
+    pub stopped_by: Option<String>,
+}
+
+/// Live figures handed to the progress display once a second.
+#[derive(Debug, Clone)]
+pub struct Progress<'a> {
+    pub elapsed: Duration,
+    pub planned: Option<Duration>,
+    /// "12/20 users" or "200/s".
+    pub load: String,
+    pub window: &'a Window,
+    pub window_len: Duration,
+    pub completed: u64,
+    pub draining: bool,
+}
+
+/// Runs the load until its end, `interrupt`, or iterations run out, then
+/// drains. `on_progress` is called once a second.
+pub async fn run<F: ExecutorFactory + Clone>(
+    factory: F,
+    plan: &EnginePlan,
+    interrupt: CancellationToken,
+    abort_now: CancellationToken,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<EngineOutput, String> {
+    let n_requests = plan.steps.len();
+    let threads = plan.threads.max(1);
+    let load = &plan.load;
+    // Build executors before T0 so client set-up is not load time.
+    let mut executors = Vec::new();
+    for _ in 0..threads {
+        executors.push(factory.build()?);
+    }
+    drop(executors);
+
+    let t0 = Instant::now();
+    let t0_wall = SystemTime::now();
+    let rate = RateProfile::of(load);
+    let end = rate.as_ref().and(load.duration).map(|d| t0 + d);
+    let users = match &load.model {
+        LoadModel::Closed { spawn_rate, .. } if !load.stages.is_empty() => {
+            Some(UserProfile::new(&load.stages, spawn_rate.map(|r| r.get())))
+        }
+        _ => None,
+    };
+    let sh = Arc::new(Shared {
+        t0,
+        stop: CancellationToken::new(),
+        stopping: AtomicBool::new(false),
+        abort: CancellationToken::new(),
+        claimed: AtomicU64::new(0),
+        iterations: load.iterations,
+        rate,
+        end,
+        users,
+        feeds: plan
+            .feeds
+            .iter()
+            .map(|f| FeedState {
+                feed: f.clone(),
+                cursor: AtomicU64::new(0),
+            })
+            .collect(),
+        exhausted: Mutex::new(None),
+        started: AtomicU64::new(0),
+        late: AtomicU64::new(0),
+        max_lag_us: AtomicU64::new(0),
+    });
+    let recorders: Vec<Arc<Mutex<Recorder>>> = (0..threads)
+        .map(|_| Arc::new(Mutex::new(Recorder::new(n_requests))))
+        .collect();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Result<(), String>>(threads);
+    let mut handles = Vec::new();
+    for (thread, rec) in recorders.iter().enumerate() {
+        let factory = factory.clone();
+        let sh = sh.clone();
+        let rec = rec.clone();
+        let done = done_tx.clone();
+        let plan = plan.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("redproof-load-{thread}"))
+                .spawn(move || {
+                    let r = run_thread(&factory, thread, threads, sh, rec, &plan);
+                    let _ = done.blocking_send(r);
+                })
+                .map_err(|e| format!("cannot start an engine thread: {e}"))?,
+        );
+    }
+    drop(done_tx);
+
+    let mut totals = Recorder::new(n_requests);
+    let mut windows = Vec::new();
+    let mut window = Recorder::new(n_requests);
+    let mut last_flush = t0;
+    let mut next_tick = t0 + Duration::from_secs(1);
+    let mut stopped_at: Option<Instant> = None;
+    let mut drain_deadline: Option<Instant> = None;
+    let mut interrupted = false;
+    let mut finished = 0;
+    let mut thread_error = None;
+    let far = t0 + Duration::from_secs(86_400 * 365);
+
+    let flush = |now: Instant,
+                 window: &mut Recorder,
+                 totals: &mut Recorder,
+                 windows: &mut Vec<Window>,
+                 last_flush: &mut Instant| {
+        window.reset();
+        for r in &recorders {
+            let mut g = lock(r);
+            window.merge(&g);
+            g.reset();
+        }
+        totals.merge(window);
+        let w = Window::of(now.duration_since(t0).as_secs_f64(), window);
+        let len = now.duration_since(*last_flush);
+        *last_flush = now;
+        windows.push(w);
+        len
+    };
+
+    while finished < threads {
+        let load_end = match (stopped_at, load.duration) {
+            (None, Some(d)) => t0 + d,
+            _ => far,
+        };
+        let wake = next_tick.min(load_end).min(drain_deadline.unwrap_or(far));
+        tokio::select! {
+            r = done_rx.recv() => match r {
+                Some(r) => {
+                    finished += 1;
+                    if let Err(e) = r {
+                        thread_error.get_or_insert(e);
+                        sh.halt();
+                        sh.abort.cancel();
+                    }
+                }
+                None => break,
+            },
+            // Stopped from inside: iterations or a data feed ran out.
+            _ = sh.stop.cancelled(), if stopped_at.is_none() => {
+                stopped_at = Some(Instant::now());
+                drain_deadline = Some(Instant::now() + load.drain);
+            }
+            _ = interrupt.cancelled(), if !interrupted => {
+                interrupted = true;
+                if stopped_at.is_none() {
+                    stopped_at = Some(Instant::now());
+                    drain_deadline = Some(Instant::now() + load.drain);
+                    sh.halt();
+                }
+            }
+            _ = abort_now.cancelled(), if !sh.abort.is_cancelled() => {
+                sh.halt();
+                sh.abort.cancel();
+                stopped_at.get_or_insert_with(Instant::now);
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {
+                let now = Instant::now();
+                if stopped_at.is_none() && now >= load_end {
+                    stopped_at = Some(now);
+                    drain_deadline = Some(now + load.drain);
+                    sh.halt();
+                }
+                if drain_deadline.is_some_and(|d| now >= d) {
+                    sh.abort.cancel();
+                    drain_deadline = None;
+                }
+                if now >= next_tick {
+                    let len = flush(now, &mut window, &mut totals, &mut windows, &mut last_flush);
+                    next_tick += Duration::from_secs(1);
+                    let completed = totals.total().count();
+                    on_progress(&Progress {
+                        elapsed: now.duration_since(t0),
+                        planned: load.duration,
+                        load: describe_load(load, sh.users.as_ref(), now.duration_since(t0)),
+                        window: windows.last().expect("just pushed"),
+                        window_len: len,
+                        completed,
+                        draining: stopped_at.is_some(),
+                    });
+                }
+            }
+        }
+    }
+    let t1 = Instant::now();
+    let stopped_at = stopped_at.unwrap_or(t1);
+    for h in handles {
+        let _ = h.join();
+    }
+    if let Some(e) = thread_error {
+        return Err(e);
+    }
+    flush(t1, &mut window, &mut totals, &mut windows, &mut last_flush);
+    if windows
+        .last()
+        .is_some_and(|w| w.all.count == 0 && windows.len() > 1)
+    {
+        windows.pop();
+    }
+
+    let schedule = sh.rate.as_ref().map(|rate| {
+        // Slots due before the stop (or the planned end, whichever came
+        // first: timer slop past the end must not count as a drop).
+        let until = end.map_or(stopped_at, |end| stopped_at.min(end));
+        let due_by_time = rate.arrivals(until.duration_since(t0).as_secs_f64()).ceil() as u64;
+        let due = load.iterations.map_or(due_by_time, |n| n.min(due_by_time));
+        let started = sh.started.load(Ordering::Relaxed);
+        ScheduleStats {
+            late_starts: sh.late.load(Ordering::Relaxed),
+            dropped: due.saturating_sub(started),
+            max_lag_us: sh.max_lag_us.load(Ordering::Relaxed),
+        }
+    });
+    Ok(EngineOutput {
+        totals,
+        windows,
+        t0: t0_wall,
+        load_time: stopped_at.duration_since(t0),
+        elapsed: t1.duration_since(t0),
+        interrupted,
+        schedule,
+        stopped_by: sh
+            .exhausted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+    })
+}
+
+fn describe_load(load: &Load, users: Option<&UserProfile>, elapsed: Duration) -> String {
+    let t = elapsed.as_secs_f64();
+    let stage = match UserProfile::stage_at(&load.stages, t) {
+        Some(i) => format!("stage {}/{} · ", i + 1, load.stages.len()),
+        None if !load.stages.is_empty() => "after the stages · ".to_owned(),
+        None => String::new(),
+    };
+    match &load.model {
+        LoadModel::Closed {
+            users: max,
+            spawn_rate,
+            ..
+        } => {
+            let active = match (users, spawn_rate) {
+                (Some(p), _) => p.level(t).floor() as u64,
+                (None, Some(r)) => ((t * r.get()).floor() as u64 + 1).min(*max),
+                (None, None) => *max,
+            };
+            format!("{stage}{active}/{max} users")
+        }
+        LoadModel::Open { rate, .. } => match RateProfile::of(load) {
+            Some(p) if !load.stages.is_empty() => format!("{stage}{:.0}/s", p.rate_at(t)),
+            _ => format!("{rate}"),
+        },
+    }
+}
+
+fn run_thread<F: ExecutorFactory>(
+    factory: &F,
+    thread: usize,
+    threads: usize,
+    sh: Arc<Shared>,
+    rec: Arc<Mutex<Recorder>>,
+    plan: &EnginePlan,
+) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let local = tokio::task::LocalSet::new();
+    let model = &plan.load.model;
+    local.block_on(&rt, async move {
+        let exec = Rc::new(factory.build()?);
+        let weights: Vec<u32> = plan.entries.iter().map(|e| e.0).collect();
+        let wp = Rc::new(WorkerPlan {
+            choice: WeightedChoice::new(&weights),
+            entries: plan.entries.iter().map(|e| e.1.clone()).collect(),
+            on_start: plan.on_start.clone(),
+            steps: plan.steps.clone(),
+            variables: plan.variables,
+            pace: plan.load.pace,
+        });
+        let tracker = TaskTracker::new();
+        let workers = match model {
+            LoadModel::Closed { users, .. } => *users,
+            LoadModel::Open { max_in_flight, .. } => *max_in_flight,
+        };
+        let staged = sh.users.is_some();
+        // Workers are dealt round-robin so both the spawn order and the
+        // in-flight cap spread evenly over threads.
+        for w in (thread as u64..workers).step_by(threads) {
+            let schedule = match model {
+                LoadModel::Closed {
+                    spawn_rate, wait, ..
+                } => Schedule::Closed {
+                    user: w,
+                    spawn_at: Some(
+                        sh.t0
+                            + match spawn_rate {
+                                Some(r) if !staged => r.interval().mul_f64(w as f64),
+                                _ => Duration::ZERO,
+                            },
+                    ),
+                    wait: *wait,
+                    pace: plan.load.pace,
+                    next_due: None,
+                    left: plan.load.iterations_per_user,
+                },
+                LoadModel::Open { .. } => Schedule::Open,
+            };
+            let seed = fastrand::u64(..) ^ w;
+            tracker.spawn_local(worker::worker(
+                exec.clone(),
+                sh.clone(),
+                rec.clone(),
+                wp.clone(),
+                schedule,
+                seed,
+            ));
+        }
+        tracker.close();
+        tracker.wait().await;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::units::DurationRange;
+
+    #[test]
+    fn describes_ramping_users() {
+        let mut load = Load {
+            model: LoadModel::Closed {
+                users: 10,
+                spawn_rate: crate::scenario::units::Rate::per_second(2.0),
+                wait: DurationRange {
+                    min: Duration::ZERO,
+                    max: Duration::ZERO,
+                },
+            },
+            duration: None,
+            iterations: None,
+            drain: Duration::ZERO,
+            iterations_per_user: None,
+            stages: Vec::new(),
+            pace: None,
+        };
+        assert_eq!(
+            describe_load(&load, None, Duration::from_millis(1500)),
+            "4/10 users"
+        );
+        assert_eq!(
+            describe_load(&load, None, Duration::from_secs(60)),
+            "10/10 users"
+        );
+        load.stages = vec![
+            crate::scenario::Stage {
+                duration: Duration::from_secs(10),
+                target: crate::scenario::StageTarget::Users(10),
+            },
+            crate::scenario::Stage {
+                duration: Duration::from_secs(10),
+                target: crate::scenario::StageTarget::Users(4),
+            },
+        ];
+        let p = UserProfile::new(&load.stages, Some(2.0));
+        assert_eq!(
+            describe_load(&load, Some(&p), Duration::from_secs(3)),
+            "stage 1/2 · 6/10 users"
+        );
+        assert_eq!(
+            describe_load(&load, Some(&p), Duration::from_secs(19)),
+            "stage 2/2 · 4/10 users"
+        );
+    }
+}

@@ -1,0 +1,74 @@
+//! What the engine runs, taken from the scenario: the load, the weighted
+//! entries and their steps, feeds and the size of each user's variables.
+
+use crate::scenario::units::DurationRange;
+use crate::scenario::{Feed, Load, Scenario};
+
+/// What the engine needs to know about the scenario.
+#[derive(Debug, Clone)]
+pub struct EnginePlan {
+    pub load: Load,
+    /// What an iteration picks from: a weight and the steps to run.
+    pub entries: Vec<(u32, Vec<usize>)>,
+    /// Steps each worker runs once, before its first iteration.
+    pub on_start: Vec<usize>,
+    /// Indexed like the scenario's requests.
+    pub steps: Vec<StepPlan>,
+    pub feeds: Vec<Feed>,
+    /// Slots in each user's variable table.
+    pub variables: usize,
+    /// Engine threads; each has its own runtime and connection pools.
+    pub threads: usize,
+}
+
+/// How the engine runs one step.
+#[derive(Debug, Clone, Default)]
+pub struct StepPlan {
+    /// Pause after the step.
+    pub think: Option<DurationRange>,
+    /// The step captures values: when it fails, the rest of its flow
+    /// cannot run and the iteration ends.
+    pub captures: bool,
+}
+
+impl EnginePlan {
+    pub fn new(s: &Scenario, threads: usize) -> Self {
+        Self {
+            load: s.load.clone(),
+            entries: s
+                .entries
+                .iter()
+                .map(|e| (e.weight.get(), e.steps.clone()))
+                .collect(),
+            on_start: s.on_start.clone(),
+            steps: s
+                .requests
+                .iter()
+                .map(|r| StepPlan {
+                    think: r.think,
+                    captures: !r.captures.is_empty(),
+                })
+                .collect(),
+            feeds: s.feeds.clone(),
+            variables: s.variables.len(),
+            threads,
+        }
+    }
+
+    /// A plan of independent requests with these weights (no flows).
+    pub fn of_requests(load: Load, weights: &[u32], threads: usize) -> Self {
+        Self {
+            load,
+            entries: weights
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (*w, vec![i]))
+                .collect(),
+            on_start: Vec::new(),
+            steps: vec![StepPlan::default(); weights.len()],
+            feeds: Vec::new(),
+            variables: 0,
+            threads,
+        }
+    }
+}

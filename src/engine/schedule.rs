@@ -1,0 +1,196 @@
+//! When iterations start: the state every worker of a run shares (stop
+//! tokens, claimed iterations, feeds, the open model's arrival profile and
+//! the closed model's user profile) and each worker's [`Schedule`].
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::profile::{RateProfile, UserProfile};
+use crate::scenario::units::DurationRange;
+use crate::scenario::{Draw, Exhausted, Feed};
+
+/// A start later than this behind its due time counts as late.
+pub(super) const LATE_AFTER: Duration = Duration::from_millis(5);
+
+/// A feed's rows and its shared cursor.
+pub(super) struct FeedState {
+    pub(super) feed: Feed,
+    pub(super) cursor: AtomicU64,
+}
+
+impl FeedState {
+    /// The next row for this feed's draw, or `None` when a unique feed
+    /// that stops has run out.
+    pub(super) fn draw(&self, rng: &mut fastrand::Rng) -> Option<&[String]> {
+        let rows = &self.feed.rows;
+        let i = match self.feed.draw {
+            Draw::Random => rng.usize(..rows.len()),
+            Draw::Sequential => {
+                (self.cursor.fetch_add(1, Ordering::Relaxed) % rows.len() as u64) as usize
+            }
+            Draw::Unique => {
+                let n = self.cursor.fetch_add(1, Ordering::Relaxed);
+                match self.feed.exhausted {
+                    Exhausted::Stop if n >= rows.len() as u64 => return None,
+                    _ => (n % rows.len() as u64) as usize,
+                }
+            }
+        };
+        Some(&rows[i])
+    }
+}
+
+/// State shared by every worker of a run.
+pub(super) struct Shared {
+    pub(super) t0: Instant,
+    pub(super) stop: CancellationToken,
+    /// Mirrors `stop` for the per-request check: reading a token takes
+    /// its lock, which threads would contend for.
+    pub(super) stopping: AtomicBool,
+    pub(super) abort: CancellationToken,
+    /// Requests claimed so far, against `load.iterations`.
+    pub(super) claimed: AtomicU64,
+    pub(super) iterations: Option<u64>,
+    /// Open model: when each arrival is due.
+    pub(super) rate: Option<RateProfile>,
+    /// Open model: no arrival at or after this.
+    pub(super) end: Option<Instant>,
+    /// Closed model with stages: which users are active when.
+    pub(super) users: Option<UserProfile>,
+    pub(super) feeds: Vec<FeedState>,
+    /// Set when a feed ran out and stopped the run.
+    pub(super) exhausted: Mutex<Option<String>>,
+    /// Open model: iterations started (an arrival that was not dropped).
+    pub(super) started: AtomicU64,
+    pub(super) late: AtomicU64,
+    pub(super) max_lag_us: AtomicU64,
+}
+
+impl Shared {
+    /// Stops the starting of requests.
+    pub(super) fn halt(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.stop.cancel();
+    }
+}
+
+/// When a worker starts its next iteration.
+pub(super) enum Schedule {
+    Closed {
+        /// The user's number, from 0.
+        user: u64,
+        /// The user's spawn time, before its first iteration.
+        spawn_at: Option<Instant>,
+        wait: DurationRange,
+        /// With `pace`: when the next iteration is due.
+        pace: Option<Duration>,
+        next_due: Option<Instant>,
+        /// With `iterations_per_user`: iterations left.
+        left: Option<u64>,
+    },
+    Open,
+}
+
+/// Sleeps until `until` unless the run stops first; false when it did.
+pub(super) async fn sleep_unless_stopped(sh: &Shared, until: Instant) -> bool {
+    tokio::select! {
+        biased;
+        _ = sh.stop.cancelled() => false,
+        _ = tokio::time::sleep_until(until.into()) => true,
+    }
+}
+
+impl Schedule {
+    /// Waits for the next start and returns the instant latency is measured
+    /// from, or `None` when this worker is done.
+    pub(super) async fn next(&mut self, sh: &Shared, rng: &mut fastrand::Rng) -> Option<Instant> {
+        match self {
+            Schedule::Closed {
+                user,
+                spawn_at,
+                wait,
+                pace,
+                next_due,
+                left,
+            } => {
+                if *left == Some(0) {
+                    return None;
+                }
+                let until = match spawn_at.take() {
+                    Some(t) => Some(t),
+                    None => match pace {
+                        Some(_) => next_due.filter(|t| *t > Instant::now()),
+                        None => {
+                            let d = wait.sample(rng);
+                            (!d.is_zero()).then(|| Instant::now() + d)
+                        }
+                    },
+                };
+                if let Some(until) = until {
+                    if !sleep_unless_stopped(sh, until).await {
+                        return None;
+                    }
+                } else if sh.stopping.load(Ordering::Relaxed) {
+                    return None;
+                }
+                if let Some(profile) = &sh.users {
+                    let now = sh.t0.elapsed().as_secs_f64();
+                    if !profile.is_active(*user, now) {
+                        let at = profile.next_active(*user, now)?;
+                        if !sleep_unless_stopped(sh, sh.t0 + Duration::from_secs_f64(at)).await {
+                            return None;
+                        }
+                        // A user that starts again keeps its pace from now.
+                        *next_due = None;
+                    }
+                }
+                if let Some(limit) = sh.iterations
+                    && sh.claimed.fetch_add(1, Ordering::Relaxed) >= limit
+                {
+                    // Users still waiting to spawn or between requests
+                    // have nothing left to do.
+                    sh.halt();
+                    return None;
+                }
+                if let Some(n) = left {
+                    *n -= 1;
+                }
+                let now = Instant::now();
+                if let Some(p) = pace {
+                    // Constant throughput per user: the next iteration is
+                    // due one pace after this one started (at once if this
+                    // one overruns).
+                    *next_due = Some(now + *p);
+                }
+                Some(now)
+            }
+            Schedule::Open => {
+                let slot = sh.claimed.fetch_add(1, Ordering::Relaxed);
+                if sh.iterations.is_some_and(|limit| slot >= limit) {
+                    return None;
+                }
+                let profile = sh.rate.as_ref().expect("open model has a rate profile");
+                let due = sh.t0 + Duration::from_secs_f64(profile.due(slot)?);
+                if sh.end.is_some_and(|end| due >= end) {
+                    return None;
+                }
+                tokio::select! {
+                    biased;
+                    _ = sh.stop.cancelled() => return None,
+                    _ = tokio::time::sleep_until(due.into()) => {}
+                }
+                let lag = Instant::now().saturating_duration_since(due);
+                if lag > LATE_AFTER {
+                    sh.late.fetch_add(1, Ordering::Relaxed);
+                    sh.max_lag_us
+                        .fetch_max(lag.as_micros() as u64, Ordering::Relaxed);
+                }
+                sh.started.fetch_add(1, Ordering::Relaxed);
+                Some(due)
+            }
+        }
+    }
+}
