@@ -16,6 +16,8 @@
 mod counts;
 mod durations;
 mod integrity;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 
