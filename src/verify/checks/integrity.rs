@@ -146,7 +146,7 @@ pub(super) async fn check_resets<M: MetricSource>(
         ));
     }
     let sawtooth_drops: usize = family.iter().map(|(_, i)| i.sawtooth_drops).sum();
-    let restarts = process_restarts(cx, series).await?;
+    let starts = start_times(cx, series).await?;
     let mut summary = format!("counters dropped {drops}× in {scrapes} scrape intervals{in_family}");
     if vanished > 0 {
         summary.push_str(&format!(
@@ -190,13 +190,18 @@ pub(super) async fn check_resets<M: MetricSource>(
             .sum()
     };
     let (back, forward) = (moves(true), moves(false));
-    let sawtooth = if created.is_empty() {
+    // A `_created` that never moved cannot tell a reset from another
+    // registry.
+    let sawtooth = if created.is_empty() || back + forward == 0 {
         None
     } else {
         Some(back > 0)
     };
-    v.diagnosis = Some(match (restarts, sawtooth) {
-        (r, _) if r > 0 => format!(
+    v.diagnosis = Some(match (starts, sawtooth) {
+        (StartTimes { flips, .. }, _) if flips > 0 => format!(
+            "counters drop and climb back while process_start_time_seconds flips between values {flips}×: scrapes hit different worker processes, each with its own registry (gunicorn/uwsgi workers); use the client library's multiprocess mode or aggregate before exporting"
+        ),
+        (StartTimes { restarts: r, .. }, _) if r > 0 => format!(
             "the process restarted {r}× during the run (process_start_time_seconds changed): requests handled between its last scrape and the restart are lost to every query"
         ),
         (_, Some(true)) => format!(
@@ -211,12 +216,21 @@ pub(super) async fn check_resets<M: MetricSource>(
     Ok(v)
 }
 
-/// How many times `process_start_time_seconds` changed on the instances
-/// of `series` during the run.
-async fn process_restarts<M: MetricSource>(
+/// What `process_start_time_seconds` did on the instances of `series`
+/// during the run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct StartTimes {
+    /// Changes to a start time not seen before: a new process.
+    restarts: usize,
+    /// Changes back to a start time already seen: several processes
+    /// answer the same page in turn, each with its own start time.
+    flips: usize,
+}
+
+async fn start_times<M: MetricSource>(
     cx: &Context<'_, M>,
     series: &[(Series, Increase)],
-) -> Result<usize, SourceError> {
+) -> Result<StartTimes, SourceError> {
     let f = cx
         .fetch(&Selector::new("process_start_time_seconds", Vec::new()))
         .await?;
@@ -224,20 +238,24 @@ async fn process_restarts<M: MetricSource>(
         .iter()
         .filter_map(|(s, _)| s.labels.get("instance"))
         .collect();
-    Ok(f.series
-        .iter()
-        .filter(|p| {
-            p.labels
-                .get("instance")
-                .is_some_and(|i| instances.contains(i))
-        })
-        .map(|p| {
-            p.samples
-                .windows(2)
-                .filter(|w| w[1].0 > cx.t0 && w[1].1 != w[0].1)
-                .count()
-        })
-        .sum())
+    let mut out = StartTimes::default();
+    for p in f.series.iter().filter(|p| {
+        p.labels
+            .get("instance")
+            .is_some_and(|i| instances.contains(i))
+    }) {
+        for (i, w) in p.samples.windows(2).enumerate() {
+            if w[1].0 <= cx.t0 || w[1].1 == w[0].1 {
+                continue;
+            }
+            if p.samples[..=i].iter().any(|(_, v)| *v == w[1].1) {
+                out.flips += 1;
+            } else {
+                out.restarts += 1;
+            }
+        }
+    }
+    Ok(out)
 }
 
 pub(super) fn check_freshness<M: MetricSource>(

@@ -191,6 +191,43 @@ fn worker_saw_tooth_with_flipping_created_blames_worker_registries() {
 }
 
 #[test]
+fn flipping_process_start_time_blames_worker_processes_not_restarts() {
+    // Each worker process exports its own start time: scrapes that reach
+    // different workers flip it, with `_created` flipping alongside, or
+    // alone when the library exports no `_created`.
+    for with_created in [true, false] {
+        let mut src = MemorySource::default();
+        src.add(REQUESTS, OK_200, worker_counts());
+        src.add(
+            "process_start_time_seconds",
+            &[],
+            two_workers(|_| 1_699_990_000.25, |_| 1_699_990_003.5),
+        );
+        if with_created {
+            src.add(
+                CREATED,
+                OK_200,
+                two_workers(|_| 1_699_999_000.0, |_| 1_699_999_100.5),
+            );
+        }
+        let c = check(&src, &django(), &client().build());
+        let v = c.diagnosis(
+            "resets",
+            Fail,
+            &["different worker processes", "multiprocess mode"],
+        );
+        let d = v.diagnosis.as_ref().unwrap();
+        assert!(!d.contains("restarted"), "{v:#?}");
+        if !with_created {
+            assert!(
+                d.contains("process_start_time_seconds flips between values 11×"),
+                "{v:#?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn real_restart_is_named_by_process_start_time() {
     let mut src = MemorySource::default();
     src.add(REQUESTS, OK_200, reset_at_five_seconds());
@@ -275,6 +312,21 @@ fn reset_without_created_names_both_causes() {
             "or scrapes hit different worker processes",
             "export `_created` or process_start_time_seconds to tell which",
         ],
+    );
+}
+
+#[test]
+fn created_that_never_moved_does_not_claim_a_re_created_registry() {
+    // `_created` is exported but steady: it cannot tell a reset from
+    // another registry, so the diagnosis falls back on the drops' shape.
+    let mut src = MemorySource::default();
+    src.add(REQUESTS, OK_200, reset_at_five_seconds());
+    src.add(CREATED, OK_200, constant(1_699_990_001.0));
+    let c = check(&src, &django(), &client().build());
+    let v = c.diagnosis("resets", Fail, &["to tell which"]);
+    assert!(
+        !v.diagnosis.as_ref().unwrap().contains("moved forward 0×"),
+        "{v:#?}"
     );
 }
 
