@@ -82,42 +82,41 @@ pub(super) fn check_count<M: MetricSource>(
     }
     let ratio = if server > 0.0 { client / server } else { 0.0 };
     let workers = ratio.round();
-    v.diagnosis = Some(
-        if server < lower && workers >= 2.0 && (ratio - workers).abs() < 0.15 * workers {
-            format!(
-                "server counted {}, about 1/{workers:.0} of the client's {}: each scrape sees one of ~{workers:.0} worker processes' registries (multiprocess mode missing)",
-                thousands(server),
-                thousands(client)
-            )
-        } else if server < lower {
-            let missing = client - server;
-            let missing_5xx: f64 = client_keys
-                .iter()
-                .filter(|(k, _)| k.starts_with('5'))
-                .map(|(k, n)| (*n as f64 - server_keys.get(k).copied().unwrap_or(0.0)).max(0.0))
-                .sum();
-            if missing_5xx > 0.0 && (missing_5xx - missing).abs() < 0.5 {
-                format!(
-                    "server counted {}, client {}: the {} missing are all 5xx responses: exceptions bypass the metrics middleware (see errors)",
-                    thousands(server),
-                    thousands(client),
-                    thousands(missing)
-                )
-            } else {
-                format!(
-                    "server counted {}, client {}: {} requests lost before instrumentation (answered by a proxy or an earlier middleware), or the matcher misses some series",
-                    thousands(server),
-                    thousands(client),
-                    thousands(missing)
-                )
-            }
-        } else {
-            format!(
-                "server counted {} more than the client sent: other traffic matches these series (narrow `match`), or requests are counted twice",
-                thousands(server - client)
-            )
-        },
-    );
+    let missing = client - server;
+    let missing_5xx: f64 = client_keys
+        .iter()
+        .filter(|(k, _)| k.starts_with('5'))
+        .map(|(k, n)| (*n as f64 - server_keys.get(k).copied().unwrap_or(0.0)).max(0.0))
+        .sum();
+    // The missing 5xx accounting for the shortfall exactly is a better
+    // explanation than a ratio that happens to be near a whole number.
+    let all_5xx = missing_5xx > 0.0 && (missing_5xx - missing).abs() < 0.5;
+    v.diagnosis = Some(if server < lower && all_5xx {
+        format!(
+            "server counted {}, client {}: the {} missing are all 5xx responses: exceptions bypass the metrics middleware (see errors)",
+            thousands(server),
+            thousands(client),
+            thousands(missing)
+        )
+    } else if server < lower && workers >= 2.0 && (ratio - workers).abs() < 0.15 * workers {
+        format!(
+            "server counted {}, about 1/{workers:.0} of the client's {}: each scrape sees one of ~{workers:.0} worker processes' registries (multiprocess mode missing)",
+            thousands(server),
+            thousands(client)
+        )
+    } else if server < lower {
+        format!(
+            "server counted {}, client {}: {} requests lost before instrumentation (answered by a proxy or an earlier middleware), or the matcher misses some series",
+            thousands(server),
+            thousands(client),
+            thousands(missing)
+        )
+    } else {
+        format!(
+            "server counted {} more than the client sent: other traffic matches these series (narrow `match`), or requests are counted twice",
+            thousands(server - client)
+        )
+    });
     v
 }
 

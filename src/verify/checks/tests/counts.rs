@@ -105,6 +105,23 @@ fn uniform_one_in_n_fraction_blames_worker_registries() {
 }
 
 #[test]
+fn missing_5xx_are_blamed_on_exceptions_even_at_a_whole_fraction() {
+    // Half the responses were 500s and none was counted: the server saw
+    // exactly half, which must not read as two worker registries.
+    let src = counted(&[("200", 50.0)]);
+    let client = Client::new()
+        .http_spread(200, 50, 40.0, 60.0)
+        .http(500, 50, 5.0);
+    let c = check(&src, &django(), &client.build());
+    let v = c.diagnosis(
+        "count",
+        Fail,
+        &["the 50 missing are all 5xx responses: exceptions bypass the metrics middleware"],
+    );
+    assert!(!v.diagnosis.as_ref().unwrap().contains("worker"), "{v:#?}");
+}
+
+#[test]
 fn client_5xx_the_server_never_counted_bypass_the_middleware() {
     let src = counted(&[("200", 90.0)]);
     let client = Client::new()
