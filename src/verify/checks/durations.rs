@@ -77,6 +77,20 @@ pub(super) async fn check_duration<M: MetricSource>(
     }
     let server_mean = sum / count;
     figures.mean_s = Some(server_mean);
+    if h.is_empty() {
+        // Compared with nothing, any mean looks like a unit mistake.
+        let mut v = cx.verdict(
+            "mean",
+            Status::NoData,
+            format!("server mean {}, no client responses", secs(server_mean)),
+            &format!("{sum_sel} / {count_sel}"),
+        );
+        v.diagnosis = Some(
+            "the client got no responses (every request failed or was cut off): there is no client latency to compare the server's with".into(),
+        );
+        out.push(v);
+        return Ok(out);
+    }
 
     // Mean and units.
     let tol = cx.entry.tolerance.duration;

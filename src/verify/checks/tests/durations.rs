@@ -211,6 +211,29 @@ fn no_durations_is_no_data() {
     assert_eq!(c.verdicts.last().unwrap().check, "mean");
 }
 
+#[test]
+fn no_client_responses_leave_latency_without_data() {
+    // Every request timed out on the client; the server finished them
+    // all, slowly. There is no client latency to compare with, which is
+    // no reason to suspect the server's units.
+    let mut src = MemorySource::default();
+    requests(&mut src, "200", 100.0);
+    latency(&mut src, &[35.0; 100]);
+    let client = Client::new().unsure(100);
+    let c = check(&src, &django(), &client.build());
+    c.summary(
+        "count",
+        Pass,
+        &["server 100 = client 0, up to 100 with 100 unsure"],
+    );
+    let v = c.diagnosis("mean", NoData, &["the client got no responses"]);
+    assert!(
+        !v.diagnosis.as_ref().unwrap().contains("exported as"),
+        "{v:#?}"
+    );
+    assert_eq!(c.verdicts.last().unwrap().check, "mean");
+}
+
 /// A gunicorn service reporting through statsd_exporter: a counter, one
 /// counter per status, and a latency summary with `quantiles`.
 fn statsd(quantiles: &[(&str, f64)]) -> MemorySource {
