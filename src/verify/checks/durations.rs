@@ -273,6 +273,9 @@ fn check_quantiles<M: MetricSource>(
         base.metric,
         base.to_string().trim_start_matches(&base.metric)
     );
+    if buckets.is_empty() {
+        return cx.skipped("quantiles", "no bucket series (see duration)");
+    }
     let h = &cx.client.latency;
     let mut parts = Vec::new();
     let mut warnings = Vec::new();

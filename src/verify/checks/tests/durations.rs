@@ -1,7 +1,7 @@
 //! Mean and units, the distribution at each bucket bound, quantile
 //! brackets and a summary's quantiles.
 
-use super::{LATENCY, django, healthy, latency, requests};
+use super::{LATENCY, VIEW, django, healthy, latency, requests};
 use crate::scenario::verification::Convention;
 use crate::verify::Status::{Fail, NoData, Pass, Skipped};
 use crate::verify::testing::{
@@ -209,6 +209,31 @@ fn no_durations_is_no_data() {
         &["the client got 100 responses but the server observed no durations: the timer is not on this path"],
     );
     assert_eq!(c.verdicts.last().unwrap().check, "mean");
+}
+
+#[test]
+fn no_bucket_series_is_no_data_and_skips_quantiles() {
+    let mut src = MemorySource::default();
+    requests(&mut src, "200", 100.0);
+    let labels = [VIEW, ("method", "GET")];
+    src.add(&format!("{LATENCY}_count"), &labels, counter(0.0, 100.0));
+    src.add(
+        &format!("{LATENCY}_sum"),
+        &labels,
+        sampled(|t| 4.8 * progress(t)),
+    );
+    let client = Client::new().http(200, 100, 50.0);
+    let c = check(&src, &django(), &client.build());
+    c.summary("mean", Pass, &[]);
+    c.summary("duration", NoData, &["no bucket series"]);
+    c.diagnosis(
+        "duration",
+        NoData,
+        &[&format!(
+            "`{LATENCY}_bucket` has no series for these matchers"
+        )],
+    );
+    c.skipped(&["quantiles"], "no bucket series (see duration)");
 }
 
 #[test]
