@@ -14,6 +14,8 @@
 mod checks;
 pub mod convention;
 pub mod counters;
+#[cfg(test)]
+mod testing;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

@@ -1,0 +1,197 @@
+//! The count and errors checks: the server's increase over the run
+//! against the responses the client got, in total and per status (HTTP
+//! code, status class, or gRPC code in either library's spelling), with
+//! the diagnoses for lost, uncounted and surplus requests.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Context, client_speaks_http, thousands};
+use crate::metrics::{MetricSource, Series, SourceError};
+use crate::verify::convention::{StatusSource, StatusStyle};
+use crate::verify::counters::{self, Increase};
+use crate::verify::{Status, Verdict};
+
+/// Server increases by raw status value.
+pub(super) async fn server_by_status<M: MetricSource>(
+    cx: &Context<'_, M>,
+    series: &[(Series, Increase)],
+) -> Result<BTreeMap<String, f64>, SourceError> {
+    let mut out = BTreeMap::new();
+    match &cx.names.status {
+        None => {}
+        Some(StatusSource::Label(l)) => {
+            for (s, i) in series {
+                let v = s.labels.get(l).cloned().unwrap_or_default();
+                *out.entry(v).or_default() += i.delta;
+            }
+        }
+        Some(StatusSource::MetricSuffix(prefix)) => {
+            let sel = cx.names.status_metrics().expect("suffix style");
+            for s in cx.fetch(&sel).await?.series {
+                if let Some(i) = counters::increase(&s, cx.t0, cx.s) {
+                    let code = s.name.strip_prefix(prefix.as_str()).unwrap_or(&s.name);
+                    *out.entry(code.to_owned()).or_default() += i.delta;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn check_count<M: MetricSource>(
+    cx: &Context<'_, M>,
+    server: f64,
+    server_keys: &BTreeMap<String, f64>,
+    client_keys: &BTreeMap<String, u64>,
+    query: &str,
+    absent: bool,
+) -> Verdict {
+    let client = cx.client.responses as f64;
+    let slack = cx.entry.tolerance.count.of(cx.client.responses) as f64;
+    let upper = client + cx.unsure() as f64 + slack;
+    let lower = client - slack;
+    let pass = server >= lower - 1e-9 && server <= upper + 1e-9;
+    let range = if upper > client {
+        format!(
+            ", up to {} with {} unsure",
+            thousands(upper),
+            thousands(cx.unsure() as f64 + slack)
+        )
+    } else {
+        String::new()
+    };
+    let mut v = cx.verdict(
+        "count",
+        Status::pass_if(pass),
+        format!(
+            "server {} {} client {}{range}",
+            thousands(server),
+            if pass { "=" } else { "≠" },
+            thousands(client)
+        ),
+        query,
+    );
+    if absent {
+        v.warnings.push(
+            "no series matched but the metric is exported with other labels, so the server counted 0"
+                .into(),
+        );
+    }
+    if pass {
+        return v;
+    }
+    let ratio = if server > 0.0 { client / server } else { 0.0 };
+    let workers = ratio.round();
+    let missing = client - server;
+    let missing_5xx: f64 = client_keys
+        .iter()
+        .filter(|(k, _)| k.starts_with('5'))
+        .map(|(k, n)| (*n as f64 - server_keys.get(k).copied().unwrap_or(0.0)).max(0.0))
+        .sum();
+    // The missing 5xx accounting for the shortfall exactly is a better
+    // explanation than a ratio that happens to be near a whole number.
+    let all_5xx = missing_5xx > 0.0 && (missing_5xx - missing).abs() < 0.5;
+    v.diagnosis = Some(if server < lower && all_5xx {
+        format!(
+            "server counted {}, client {}: the {} missing are all 5xx responses: exceptions bypass the metrics middleware (see errors)",
+            thousands(server),
+            thousands(client),
+            thousands(missing)
+        )
+    } else if server < lower && workers >= 2.0 && (ratio - workers).abs() < 0.15 * workers {
+        format!(
+            "server counted {}, about 1/{workers:.0} of the client's {}: each scrape sees one of ~{workers:.0} worker processes' registries (multiprocess mode missing)",
+            thousands(server),
+            thousands(client)
+        )
+    } else if server < lower {
+        format!(
+            "server counted {}, client {}: {} requests lost before instrumentation (answered by a proxy or an earlier middleware), or the matcher misses some series",
+            thousands(server),
+            thousands(client),
+            thousands(missing)
+        )
+    } else {
+        format!(
+            "server counted {} more than the client sent: other traffic matches these series (narrow `match`), or requests are counted twice",
+            thousands(server - client)
+        )
+    });
+    v
+}
+
+pub(super) fn check_errors<M: MetricSource>(
+    cx: &Context<'_, M>,
+    style: StatusStyle,
+    server: &BTreeMap<String, f64>,
+    client: &BTreeMap<String, u64>,
+    absent: bool,
+) -> Verdict {
+    let query = match (&cx.names.status, cx.names.status_metrics()) {
+        (_, Some(sel)) => sel.to_string(),
+        (Some(StatusSource::Label(l)), None) => format!("{} by {l}", cx.names.requests),
+        _ => String::new(),
+    };
+    if cx.names.status.is_none() {
+        return cx.skipped("errors", "the metrics carry no status");
+    }
+    if style == StatusStyle::Grpc && client_speaks_http(client) {
+        return cx.skipped(
+            "errors",
+            "the server counts gRPC codes and the client made HTTP requests; codes are not comparable",
+        );
+    }
+    let keys: BTreeSet<&String> = server.keys().chain(client.keys()).collect();
+    let unsure = cx.unsure() as f64;
+    let slack = cx.entry.tolerance.errors.of(cx.client.responses) as f64;
+    let mut parts = Vec::new();
+    let mut problems = Vec::new();
+    for k in keys {
+        let s = server.get(k).copied().unwrap_or(0.0);
+        let c = client.get(k).copied().unwrap_or(0) as f64;
+        parts.push(format!(
+            "{k}: server {} / client {}",
+            thousands(s),
+            thousands(c)
+        ));
+        if s < c - slack - 1e-9 {
+            problems.push(if k.starts_with('5') {
+                format!(
+                    "client saw {} × {k}, server counted {}: exceptions bypass the metrics middleware",
+                    thousands(c),
+                    thousands(s)
+                )
+            } else {
+                format!(
+                    "client saw {} × {k}, server counted {}: responses written before the metrics middleware counts them",
+                    thousands(c),
+                    thousands(s)
+                )
+            });
+        } else if s > c + unsure + slack + 1e-9 {
+            problems.push(format!(
+                "server counted {} × {k}, client saw {}: other traffic in these series, or the status is rewritten after counting",
+                thousands(s),
+                thousands(c)
+            ));
+        }
+    }
+    let mut v = cx.verdict(
+        "errors",
+        Status::pass_if(problems.is_empty()),
+        if parts.is_empty() {
+            "no responses on either side".into()
+        } else {
+            parts.join(" · ")
+        },
+        &query,
+    );
+    if absent {
+        v.warnings
+            .push("no series matched; the server's counts are taken as 0".into());
+    }
+    if !problems.is_empty() {
+        v.diagnosis = Some(problems.join("; "));
+    }
+    v
+}

@@ -1,0 +1,378 @@
+//! The latency checks: the server's mean against the client's (and the
+//! unit mistakes a large ratio reveals), the server's and the client's
+//! distributions compared at every bucket bound, the bucket holding each
+//! server quantile against the client's quantile, and a summary's own
+//! quantiles.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+
+use super::{Context, pct, secs, thousands};
+use crate::metrics::{Fetch, MetricSource, SourceError};
+use crate::promql::Selector;
+use crate::scenario::units::format_micros;
+use crate::verify::convention::DurationKind;
+use crate::verify::counters;
+use crate::verify::{ServerFigures, Status, Verdict};
+
+/// The fraction of client latencies at or below `us`; `upper` chooses
+/// the side of HDR's rounding (0.1 %) that favours the server.
+fn client_fraction(h: &Histogram<u64>, us: f64, upper: bool) -> f64 {
+    if h.is_empty() {
+        return 0.0;
+    }
+    let bound = if upper { us * 1.002 } else { us * 0.998 };
+    if bound < 0.0 {
+        return 0.0;
+    }
+    let bound = bound.min(u64::MAX as f64 / 2.0) as u64;
+    h.count_between(0, bound) as f64 / h.len() as f64
+}
+
+/// The client's latency at quantile `q`, in seconds (0 with no data).
+fn client_quantile(h: &Histogram<u64>, q: f64) -> f64 {
+    if h.is_empty() {
+        0.0
+    } else {
+        h.value_at_quantile(q) as f64 / 1e6
+    }
+}
+
+pub(super) async fn check_duration<M: MetricSource>(
+    cx: &Context<'_, M>,
+    figures: &mut ServerFigures,
+) -> Result<Vec<Verdict>, SourceError> {
+    let Some((base, kind)) = &cx.names.duration else {
+        return Ok(vec![
+            cx.skipped("duration", "no duration metric for this convention"),
+        ]);
+    };
+    let mut out = Vec::new();
+    let count_sel = base.with_metric(format!("{}_count", base.metric));
+    let sum_sel = base.with_metric(format!("{}_sum", base.metric));
+    let sum_of = |f: &Fetch| -> (f64, usize) {
+        f.series
+            .iter()
+            .filter_map(|s| counters::increase(s, cx.t0, cx.s))
+            .fold((0.0, 0), |(a, n), i| (a + i.delta, n + 1))
+    };
+    let (count, n_count) = sum_of(&cx.fetch(&count_sel).await?);
+    let (sum, _) = sum_of(&cx.fetch(&sum_sel).await?);
+    let h = &cx.client.latency;
+    let client_mean = if h.is_empty() { 0.0 } else { h.mean() / 1e6 };
+    if n_count == 0 || count <= 0.0 {
+        let mut v = cx.verdict(
+            "mean",
+            Status::NoData,
+            format!("no durations in `{count_sel}`"),
+            &count_sel.to_string(),
+        );
+        v.diagnosis = Some(format!(
+            "the client got {} responses but the server observed no durations: the timer is not on this path, or the matcher misses the duration metric",
+            thousands(cx.client.responses as f64)
+        ));
+        out.push(v);
+        return Ok(out);
+    }
+    let server_mean = sum / count;
+    figures.mean_s = Some(server_mean);
+    if h.is_empty() {
+        // Compared with nothing, any mean looks like a unit mistake.
+        let mut v = cx.verdict(
+            "mean",
+            Status::NoData,
+            format!("server mean {}, no client responses", secs(server_mean)),
+            &format!("{sum_sel} / {count_sel}"),
+        );
+        v.diagnosis = Some(
+            "the client got no responses (every request failed or was cut off): there is no client latency to compare the server's with".into(),
+        );
+        out.push(v);
+        return Ok(out);
+    }
+
+    // Mean and units.
+    let tol = cx.entry.tolerance.duration;
+    let ratio = if client_mean > 0.0 {
+        server_mean / client_mean
+    } else {
+        f64::INFINITY
+    };
+    let fits = |server: f64| server <= client_mean * (1.001 + tol) + 0.0005;
+    let mean_ok = fits(server_mean);
+    // Ten times slower than the client can only be a unit mistake.
+    let units_wrong = !mean_ok && ratio > 10.0;
+    let mut v = cx.verdict(
+        "mean",
+        Status::pass_if(mean_ok),
+        format!(
+            "server mean {} vs client mean {}",
+            secs(server_mean),
+            secs(client_mean)
+        ),
+        &format!("{sum_sel} / {count_sel}"),
+    );
+    if !mean_ok {
+        v.diagnosis = Some(if units_wrong && fits(server_mean / 1e3) {
+            format!(
+                "server mean {server_mean:.4} vs client {client_mean:.4} s (×{ratio:.0}); divided by 1,000 it fits: milliseconds exported as seconds"
+            )
+        } else if units_wrong && fits(server_mean / 1e6) {
+            format!(
+                "server mean {server_mean:.4} vs client {client_mean:.6} s (×{ratio:.0}); divided by 1,000,000 it fits: microseconds exported as seconds"
+            )
+        } else if units_wrong {
+            format!(
+                "server mean {server_mean:.4} vs client {client_mean:.4} s (×{ratio:.0}): the server's durations are not in seconds"
+            )
+        } else {
+            "the server's mean is above the client's: its timer includes work after the response was sent, or slower traffic from elsewhere matches these series".into()
+        });
+    }
+    out.push(v);
+
+    let buckets = if *kind == DurationKind::Histogram {
+        let f = cx
+            .fetch(&base.with_metric(format!("{}_bucket", base.metric)))
+            .await?;
+        counters::bucket_increases(&f.series, cx.t0, cx.s)
+    } else {
+        Vec::new()
+    };
+    figures.buckets = buckets
+        .iter()
+        .copied()
+        .filter(|(le, _)| le.is_finite())
+        .collect();
+    figures.bucket_total = buckets.last().map_or(0.0, |b| b.1);
+    if units_wrong {
+        out.push(cx.skipped("duration", "durations are in the wrong unit (see mean)"));
+        out.push(cx.skipped("quantiles", "durations are in the wrong unit (see mean)"));
+        return Ok(out);
+    }
+    match kind {
+        DurationKind::Histogram => {
+            out.push(check_distribution(cx, &buckets, base, figures.mean_s));
+            out.push(check_quantiles(cx, &buckets, base));
+        }
+        DurationKind::Summary => {
+            out.push(cx.skipped("duration", "a summary has no buckets to compare"));
+            out.push(check_summary_quantiles(cx, base).await?);
+        }
+    }
+    Ok(out)
+}
+
+/// Compares the server's and the client's latency distributions at each
+/// server bucket bound.
+fn check_distribution<M: MetricSource>(
+    cx: &Context<'_, M>,
+    buckets: &[(f64, f64)],
+    base: &Selector,
+    server_mean: Option<f64>,
+) -> Verdict {
+    let query = format!(
+        "{}_bucket{}",
+        base.metric,
+        base.to_string().trim_start_matches(&base.metric)
+    );
+    let h = &cx.client.latency;
+    let Some(&(_, total)) = buckets.last() else {
+        let mut v = cx.verdict(
+            "duration",
+            Status::NoData,
+            "no bucket series".into(),
+            &query,
+        );
+        v.diagnosis = Some(format!(
+            "`{}_bucket` has no series for these matchers",
+            base.metric
+        ));
+        return v;
+    };
+    let n = h.len().max(1) as f64;
+    let tol = cx.entry.tolerance.duration + cx.unsure() as f64 / n;
+    let overhead_us = cx.entry.overhead.as_secs_f64() * 1e6;
+    let mut slower: Option<(f64, f64, f64)> = None;
+    let mut unmeasured: Option<(f64, f64, f64)> = None;
+    for &(le, count) in buckets {
+        if le.is_infinite() || total <= 0.0 {
+            continue;
+        }
+        let sf = count / total;
+        let le_us = le * 1e6;
+        let low = client_fraction(h, le_us, false);
+        let high = client_fraction(h, le_us + overhead_us, true);
+        if sf + tol < low && slower.is_none_or(|(_, s, c)| c - s < low - sf) {
+            slower = Some((le, sf, low));
+        }
+        if sf > high + tol && unmeasured.is_none_or(|(_, s, c)| s - c < sf - high) {
+            unmeasured = Some((le, sf, high));
+        }
+    }
+    let bounds = buckets.iter().filter(|(le, _)| le.is_finite()).count();
+    if slower.is_none() && unmeasured.is_none() {
+        return cx.verdict(
+            "duration",
+            Status::Pass,
+            format!(
+                "distributions agree at {bounds} bucket bound{} (client overhead allowed: {})",
+                if bounds == 1 { "" } else { "s" },
+                format_micros(overhead_us as u64)
+            ),
+            &query,
+        );
+    }
+    let mut v = cx.verdict("duration", Status::Fail, String::new(), &query);
+    if let Some((le, sf, cf)) = unmeasured {
+        // The time outside the timer: the difference of the means, or
+        // else how far the client's distribution must shift to reach the
+        // server's fraction at this bound.
+        let gap_us = match server_mean {
+            Some(m) if !h.is_empty() => (h.mean() - m * 1e6).max(0.0),
+            _ => {
+                let (mut lo, mut hi) = (0.0_f64, 3.6e9_f64);
+                for _ in 0..60 {
+                    let mid = (lo + hi) / 2.0;
+                    if client_fraction(h, le * 1e6 + mid, true) + tol >= sf {
+                        hi = mid;
+                    } else {
+                        lo = mid;
+                    }
+                }
+                hi
+            }
+        };
+        v.summary = format!("at le={} server {}, client {}", secs(le), pct(sf), pct(cf));
+        v.diagnosis = Some(format!(
+            "at le={} s server {}, client {}: ~{} of each request is spent outside the server's timer (queueing before the handler, or a middleware that starts timing late)",
+            le,
+            pct(sf),
+            pct(cf),
+            format_micros(gap_us as u64)
+        ));
+    } else if let Some((le, sf, cf)) = slower {
+        v.summary = format!("at le={} server {}, client {}", secs(le), pct(sf), pct(cf));
+        v.diagnosis = Some(format!(
+            "at le={le} s the server reports {} of requests, the client {}: the server says requests were slower than the client saw them (slower traffic from elsewhere in these series, or a unit mistake)",
+            pct(sf),
+            pct(cf)
+        ));
+    }
+    v
+}
+
+fn check_quantiles<M: MetricSource>(
+    cx: &Context<'_, M>,
+    buckets: &[(f64, f64)],
+    base: &Selector,
+) -> Verdict {
+    let query = format!(
+        "{}_bucket{}",
+        base.metric,
+        base.to_string().trim_start_matches(&base.metric)
+    );
+    if buckets.is_empty() {
+        return cx.skipped("quantiles", "no bucket series (see duration)");
+    }
+    let h = &cx.client.latency;
+    let mut parts = Vec::new();
+    let mut warnings = Vec::new();
+    let mut problems = Vec::new();
+    for (label, q) in [("p50", 0.5), ("p95", 0.95), ("p99", 0.99)] {
+        let Some((lo, hi)) = counters::bucket_of_quantile(buckets, q) else {
+            continue;
+        };
+        let cq = client_quantile(h, q);
+        parts.push(format!(
+            "{label} client {} in server ({}, {}]",
+            secs(cq),
+            secs(lo),
+            secs(hi)
+        ));
+        if hi.is_infinite() {
+            warnings.push(format!(
+                "server {label} only known as > {} (top finite bucket); add larger buckets",
+                secs(lo)
+            ));
+        }
+        if cq < lo * 0.998 {
+            problems.push(format!(
+                "the server puts its {label} above {}, the client measured {}: the server reports slower requests than the client saw",
+                secs(lo),
+                secs(cq)
+            ));
+        }
+    }
+    let mut v = cx.verdict(
+        "quantiles",
+        Status::pass_if(problems.is_empty()),
+        parts.join(" · "),
+        &query,
+    );
+    v.warnings = warnings;
+    if !problems.is_empty() {
+        v.diagnosis = Some(problems.join("; "));
+    }
+    v
+}
+
+async fn check_summary_quantiles<M: MetricSource>(
+    cx: &Context<'_, M>,
+    base: &Selector,
+) -> Result<Verdict, SourceError> {
+    let f = cx.fetch(base).await?;
+    let h = &cx.client.latency;
+    let mut parts = Vec::new();
+    let mut problems = Vec::new();
+    let mut by_q: BTreeMap<String, f64> = BTreeMap::new();
+    for s in &f.series {
+        if let (Some(q), Some((_, x))) = (s.labels.get("quantile"), s.samples.last())
+            && x.is_finite()
+        {
+            let e = by_q.entry(q.clone()).or_insert(f64::MIN);
+            *e = e.max(*x);
+        }
+    }
+    for (q, server) in &by_q {
+        let Ok(qv) = q.parse::<f64>() else { continue };
+        let cq = client_quantile(h, qv);
+        parts.push(format!(
+            "q{q}: server {} / client {}",
+            secs(*server),
+            secs(cq)
+        ));
+        if *server > cq * 1.002 + 0.0005 {
+            problems.push(format!(
+                "q{q} server {} above client {}",
+                secs(*server),
+                secs(cq)
+            ));
+        }
+    }
+    let mut v = cx.verdict(
+        "quantiles",
+        if by_q.is_empty() {
+            Status::NoData
+        } else {
+            Status::pass_if(problems.is_empty())
+        },
+        if parts.is_empty() {
+            format!("no quantile series for `{base}`")
+        } else {
+            parts.join(" · ")
+        },
+        &base.to_string(),
+    );
+    v.warnings.push(
+        "summary quantiles cover the exporter's own window, not exactly this run, and cannot be aggregated across instances".into(),
+    );
+    if !problems.is_empty() {
+        v.diagnosis = Some(format!(
+            "{}: the server reports slower requests than the client saw (other traffic, or time before the run)",
+            problems.join("; ")
+        ));
+    }
+    Ok(v)
+}

@@ -1,0 +1,242 @@
+//! The checks of one `verify:` entry, in order: preflight, resets,
+//! freshness, count, errors, mean and units, duration distribution,
+//! quantiles. A check whose premise another check has already refuted is
+//! skipped with the reason, so one fault gives one failure to read.
+//!
+//! This module holds the runner that orders the checks and decides what
+//! to skip, the [`Context`] every check reads through, and the number
+//! formatting their texts share. The checks themselves live in:
+//!
+//! - [`integrity`]: whether the series can be trusted at all: why none
+//!   matched, counter drops and restarts, stale or frozen samples.
+//! - [`counts`]: the request count and the errors per status.
+//! - [`durations`]: server mean and units, the latency distribution at
+//!   each bucket bound, and quantiles from buckets or a summary.
+
+mod counts;
+mod durations;
+mod integrity;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use super::convention::{self, Names, StatusStyle};
+use super::counters::{self, Increase};
+use super::{ClientRequest, LOOKBACK_MS, ServerFigures, Status, Verdict};
+use crate::metrics::{Fetch, MetricSource, Series, SourceError, TargetStatus};
+use crate::promql::Selector;
+use crate::scenario::units::{self, format_micros};
+use crate::scenario::verification::VerifyEntry;
+
+use counts::{check_count, check_errors, server_by_status};
+use durations::check_duration;
+use integrity::{check_freshness, check_resets, explain_no_series};
+
+/// What the checks of one entry read.
+pub(super) struct Context<'a, M> {
+    pub source: &'a M,
+    pub entry: &'a VerifyEntry,
+    pub names: &'a Names,
+    pub client: &'a ClientRequest,
+    pub t0: i64,
+    pub t1: i64,
+    pub s: i64,
+    pub interval_ms: i64,
+    pub targets: &'a [TargetStatus],
+}
+
+impl<M: MetricSource> Context<'_, M> {
+    async fn fetch(&self, sel: &Selector) -> Result<Fetch, SourceError> {
+        self.source
+            .samples(sel, self.t0 - LOOKBACK_MS, self.s)
+            .await
+    }
+
+    fn verdict(&self, check: &str, status: Status, summary: String, query: &str) -> Verdict {
+        Verdict {
+            request: Some(self.client.name.clone()),
+            check: check.into(),
+            status,
+            summary,
+            diagnosis: None,
+            query: query.to_owned(),
+            eval_unix_ms: self.s,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn skipped(&self, check: &str, why: &str) -> Verdict {
+        self.verdict(check, Status::Skipped, why.to_owned(), "")
+    }
+
+    /// Requests the server may have counted or not.
+    fn unsure(&self) -> u64 {
+        self.client.unsure
+    }
+}
+
+/// Whether a client status key is an HTTP 5xx.
+fn is_http_5xx(key: &str) -> bool {
+    key.len() == 3 && key.starts_with('5') && key.parse::<u16>().is_ok()
+}
+
+/// Whether the client's statuses are HTTP ones (not gRPC codes), so they
+/// cannot be compared with a server that counts gRPC codes.
+fn client_speaks_http(client: &BTreeMap<String, u64>) -> bool {
+    client.keys().any(|k| k.parse::<u16>().is_ok())
+}
+
+fn thousands(v: f64) -> String {
+    units::thousands(v.round().max(0.0) as u64)
+}
+
+fn secs(v: f64) -> String {
+    if v.is_infinite() {
+        "+Inf".into()
+    } else {
+        format_micros((v * 1e6).round().max(0.0) as u64)
+    }
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.1}%", v * 100.0)
+}
+
+/// Runs the checks of one entry and returns the verdicts and the server
+/// figures.
+pub(super) async fn run<M: MetricSource>(
+    cx: &Context<'_, M>,
+) -> Result<(Vec<Verdict>, ServerFigures), SourceError> {
+    let mut out = Vec::new();
+    let mut figures = ServerFigures {
+        request: cx.client.name.clone(),
+        convention: cx.entry.convention.name().into(),
+        ..Default::default()
+    };
+    let query = cx.names.requests.to_string();
+    let fetched = cx.fetch(&cx.names.requests).await?;
+    let series: Vec<(Series, Increase)> = fetched
+        .series
+        .iter()
+        .filter_map(|s| counters::increase(s, cx.t0, cx.s).map(|i| (s.clone(), i)))
+        .collect();
+
+    // Preflight: the matchers find series.
+    let mut absent_but_exported = false;
+    if series.is_empty() {
+        let (message, exported) = explain_no_series(cx, &cx.names.requests).await?;
+        let mut v = cx.verdict("preflight", Status::NoData, message.0, &query);
+        v.diagnosis = Some(message.1);
+        v.warnings = fetched.warnings.clone();
+        out.push(v);
+        // Counted as zero only when the client saw server errors: then the
+        // metric is exported and the missing series is the finding
+        // (exceptions that bypass the middleware). Otherwise the matcher
+        // is the likelier culprit, and the preflight says so.
+        let saw_5xx = cx.client.by_status.keys().any(|k| is_http_5xx(k));
+        if !exported || !saw_5xx {
+            for check in ["count", "errors", "duration"] {
+                out.push(cx.skipped(check, "no series to read (see preflight)"));
+            }
+            return Ok((out, figures));
+        }
+        absent_but_exported = true;
+    } else {
+        let mut v = cx.verdict(
+            "preflight",
+            Status::Pass,
+            format!("{} series of {}", series.len(), cx.names.requests.metric),
+            &query,
+        );
+        v.warnings = fetched.warnings.clone();
+        out.push(v);
+    }
+
+    // Resets and freshness come first: when either fails, counts over
+    // the run mean nothing.
+    let mut premise: Option<&str> = None;
+    if !absent_but_exported {
+        let resets = check_resets(cx, &series, &query).await?;
+        if resets.status.failed() {
+            premise = Some("counters dropped during the run (see resets)");
+            out.push(resets);
+            out.push(cx.skipped("freshness", "counters dropped during the run (see resets)"));
+        } else {
+            out.push(resets);
+            let fresh = check_freshness(cx, &series, &query);
+            if fresh.status.failed() {
+                premise = Some("the metrics are not fresh (see freshness)");
+            }
+            out.push(fresh);
+        }
+    }
+    if let Some(why) = premise {
+        for check in ["count", "errors", "duration"] {
+            out.push(cx.skipped(check, why));
+        }
+        return Ok((out, figures));
+    }
+
+    let server_count: f64 = series.iter().map(|(_, i)| i.delta).sum();
+    figures.count = Some(server_count);
+
+    // Errors per status.
+    let by_status = server_by_status(cx, &series).await?;
+    let style = convention::style_of(by_status.keys().map(String::as_str));
+    let server_keys: BTreeMap<String, f64> =
+        by_status.iter().fold(BTreeMap::new(), |mut m, (k, v)| {
+            *m.entry(convention::status_key(k, style)).or_default() += v;
+            m
+        });
+    let client_keys: BTreeMap<String, u64> =
+        cx.client
+            .by_status
+            .iter()
+            .fold(BTreeMap::new(), |mut m, (code, n)| {
+                let key = convention::status_key(
+                    code,
+                    if style == StatusStyle::Class {
+                        StatusStyle::Class
+                    } else {
+                        StatusStyle::Code
+                    },
+                );
+                *m.entry(key).or_default() += n;
+                m
+            });
+    if cx.names.status.is_some()
+        && (style != StatusStyle::Grpc || !client_speaks_http(&client_keys))
+    {
+        figures.errors = Some(
+            server_keys
+                .iter()
+                .filter(|(k, _)| convention::is_server_error(k))
+                .map(|(_, v)| v)
+                .sum(),
+        );
+    }
+    figures.by_status = server_keys.clone();
+
+    out.push(check_count(
+        cx,
+        server_count,
+        &server_keys,
+        &client_keys,
+        &query,
+        absent_but_exported,
+    ));
+    out.push(check_errors(
+        cx,
+        style,
+        &server_keys,
+        &client_keys,
+        absent_but_exported,
+    ));
+    if absent_but_exported {
+        out.push(cx.skipped("duration", "no series to read (see preflight)"));
+        return Ok((out, figures));
+    }
+    out.extend(check_duration(cx, &mut figures).await?);
+    Ok((out, figures))
+}

@@ -1,0 +1,334 @@
+//! Mean and units, the distribution at each bucket bound, quantile
+//! brackets and a summary's quantiles.
+
+use super::{LATENCY, VIEW, django, healthy, latency, requests};
+use crate::scenario::verification::Convention;
+use crate::verify::Status::{Fail, NoData, Pass, Skipped};
+use crate::verify::testing::{
+    Checked, Client, MemorySource, check, counter, entry, progress, sampled,
+};
+
+/// A django service that counted 100 × 200 and timed them at
+/// `server_ms`, checked against a client that got them in `client_ms`.
+fn timed(server_ms: f64, client_ms: f64) -> Checked {
+    let mut src = MemorySource::default();
+    requests(&mut src, "200", 100.0);
+    latency(&mut src, &[server_ms / 1e3; 100]);
+    let client = Client::new().http(200, 100, client_ms);
+    check(&src, &django(), &client.build())
+}
+
+#[test]
+fn mean_within_the_client_passes() {
+    let (src, client) = healthy(100);
+    let c = check(&src, &django(), &client.build());
+    let v = c.summary("mean", Pass, &["server mean 48.0ms vs client mean"]);
+    assert_eq!(
+        v.query,
+        format!(
+            "{LATENCY}_sum{{view=\"polls:success\"}} / {LATENCY}_count{{view=\"polls:success\"}}"
+        )
+    );
+}
+
+#[test]
+fn milliseconds_exported_as_seconds() {
+    // The server observed 50 where it meant 50 ms.
+    let c = timed(50_000.0, 50.0);
+    c.summary("mean", Fail, &["server mean 50.00s vs client mean"]);
+    c.diagnosis(
+        "mean",
+        Fail,
+        &["divided by 1,000 it fits: milliseconds exported as seconds"],
+    );
+    c.skipped(
+        &["duration", "quantiles"],
+        "durations are in the wrong unit (see mean)",
+    );
+    assert_eq!(c.figures.mean_s, Some(50.0));
+}
+
+#[test]
+fn microseconds_exported_as_seconds() {
+    let c = timed(50_000_000.0, 50.0);
+    c.diagnosis(
+        "mean",
+        Fail,
+        &["divided by 1,000,000 it fits: microseconds exported as seconds"],
+    );
+    c.skipped(
+        &["duration", "quantiles"],
+        "durations are in the wrong unit (see mean)",
+    );
+}
+
+#[test]
+fn durations_in_no_known_unit() {
+    // Too large even for microseconds.
+    let c = timed(100_000_000_000.0, 50.0);
+    c.diagnosis("mean", Fail, &["the server's durations are not in seconds"]);
+    c.skipped(
+        &["duration", "quantiles"],
+        "durations are in the wrong unit (see mean)",
+    );
+}
+
+#[test]
+fn server_mean_above_the_client_blames_work_after_the_response() {
+    let c = timed(300.0, 40.0);
+    c.diagnosis(
+        "mean",
+        Fail,
+        &["its timer includes work after the response was sent, or slower traffic from elsewhere"],
+    );
+    // Not a unit mistake: the distribution is still compared.
+    assert_ne!(c.get("duration").status, Skipped);
+}
+
+#[test]
+fn slower_server_distribution_fails() {
+    let c = timed(300.0, 40.0);
+    c.summary(
+        "duration",
+        Fail,
+        &["at le=50.0ms server 0.0%, client 100.0%"],
+    );
+    c.diagnosis(
+        "duration",
+        Fail,
+        &[
+            "at le=0.05 s the server reports 0.0% of requests, the client 100.0%",
+            "the server says requests were slower than the client saw them",
+        ],
+    );
+}
+
+#[test]
+fn time_outside_the_timer_fails_the_distribution() {
+    // 150 ms pass before the server's timer starts.
+    let c = timed(50.0, 200.0);
+    c.summary("mean", Pass, &[]);
+    c.summary(
+        "duration",
+        Fail,
+        &["at le=50.0ms server 100.0%, client 0.0%"],
+    );
+    let v = c.diagnosis(
+        "duration",
+        Fail,
+        &[
+            "at le=0.05 s server 100.0%, client 0.0%",
+            "of each request is spent outside the server's timer",
+            "queueing before the handler",
+        ],
+    );
+    let d = v.diagnosis.as_ref().unwrap();
+    let gap: f64 = d
+        .split_once(": ~")
+        .and_then(|(_, rest)| rest.split_once("ms"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no gap in {d}"));
+    assert!((gap - 150.0).abs() < 1.0, "{d}");
+    c.summary("quantiles", Pass, &[]);
+}
+
+#[test]
+fn client_overhead_within_the_allowance_passes() {
+    // 20 ms outside the timer, under the default 25 ms overhead.
+    let c = timed(50.0, 70.0);
+    c.summary(
+        "duration",
+        Pass,
+        &["distributions agree at 8 bucket bounds (client overhead allowed: 25.0ms)"],
+    );
+}
+
+#[test]
+fn quantiles_fall_in_the_server_buckets() {
+    let (src, client) = healthy(100);
+    let c = check(&src, &django(), &client.build());
+    let v = c.summary(
+        "quantiles",
+        Pass,
+        &[
+            "p50 client 49.",
+            "in server (25.0ms, 50.0ms]",
+            "p95 client 59.",
+            "in server (50.0ms, 100.0ms]",
+        ],
+    );
+    assert!(v.warnings.is_empty(), "{v:#?}");
+}
+
+#[test]
+fn quantile_bracket_above_the_client_fails() {
+    let c = timed(300.0, 40.0);
+    c.summary(
+        "quantiles",
+        Fail,
+        &["p50 client 40.0ms in server (250.0ms, 500.0ms]"],
+    );
+    c.diagnosis(
+        "quantiles",
+        Fail,
+        &[
+            "the server puts its p50 above 250.0ms, the client measured 40.0ms",
+            "the server reports slower requests than the client saw",
+        ],
+    );
+}
+
+#[test]
+fn quantile_in_the_open_top_bucket_warns() {
+    let c = timed(2_900.0, 3_000.0);
+    let v = c.summary("quantiles", Pass, &["in server (2.50s, +Inf]"]);
+    assert!(
+        v.warnings.iter().any(
+            |w| w == "server p50 only known as > 2.50s (top finite bucket); add larger buckets"
+        ),
+        "{v:#?}"
+    );
+}
+
+#[test]
+fn no_durations_is_no_data() {
+    let mut src = MemorySource::default();
+    requests(&mut src, "200", 100.0);
+    let client = Client::new().http(200, 100, 50.0);
+    let c = check(&src, &django(), &client.build());
+    c.summary(
+        "mean",
+        NoData,
+        &[&format!(
+            "no durations in `{LATENCY}_count{{view=\"polls:success\"}}`"
+        )],
+    );
+    c.diagnosis(
+        "mean",
+        NoData,
+        &["the client got 100 responses but the server observed no durations: the timer is not on this path"],
+    );
+    assert_eq!(c.verdicts.last().unwrap().check, "mean");
+}
+
+#[test]
+fn no_bucket_series_is_no_data_and_skips_quantiles() {
+    let mut src = MemorySource::default();
+    requests(&mut src, "200", 100.0);
+    let labels = [VIEW, ("method", "GET")];
+    src.add(&format!("{LATENCY}_count"), &labels, counter(0.0, 100.0));
+    src.add(
+        &format!("{LATENCY}_sum"),
+        &labels,
+        sampled(|t| 4.8 * progress(t)),
+    );
+    let client = Client::new().http(200, 100, 50.0);
+    let c = check(&src, &django(), &client.build());
+    c.summary("mean", Pass, &[]);
+    c.summary("duration", NoData, &["no bucket series"]);
+    c.diagnosis(
+        "duration",
+        NoData,
+        &[&format!(
+            "`{LATENCY}_bucket` has no series for these matchers"
+        )],
+    );
+    c.skipped(&["quantiles"], "no bucket series (see duration)");
+}
+
+#[test]
+fn no_client_responses_leave_latency_without_data() {
+    // Every request timed out on the client; the server finished them
+    // all, slowly. There is no client latency to compare with, which is
+    // no reason to suspect the server's units.
+    let mut src = MemorySource::default();
+    requests(&mut src, "200", 100.0);
+    latency(&mut src, &[35.0; 100]);
+    let client = Client::new().unsure(100);
+    let c = check(&src, &django(), &client.build());
+    c.summary(
+        "count",
+        Pass,
+        &["server 100 = client 0, up to 100 with 100 unsure"],
+    );
+    let v = c.diagnosis("mean", NoData, &["the client got no responses"]);
+    assert!(
+        !v.diagnosis.as_ref().unwrap().contains("exported as"),
+        "{v:#?}"
+    );
+    assert_eq!(c.verdicts.last().unwrap().check, "mean");
+}
+
+/// A gunicorn service reporting through statsd_exporter: a counter, one
+/// counter per status, and a latency summary with `quantiles`.
+fn statsd(quantiles: &[(&str, f64)]) -> MemorySource {
+    let mut src = MemorySource::default();
+    src.add("gunicorn_requests", &[], counter(40.0, 100.0));
+    src.add("gunicorn_request_status_200", &[], counter(40.0, 100.0));
+    for (q, v) in quantiles {
+        src.add(
+            "gunicorn_request_duration",
+            &[("quantile", q)],
+            sampled(|_| *v),
+        );
+    }
+    src.add("gunicorn_request_duration_count", &[], counter(40.0, 100.0));
+    src.add(
+        "gunicorn_request_duration_sum",
+        &[],
+        sampled(|t| 2.0 + 4.8 * progress(t)),
+    );
+    src
+}
+
+fn statsd_check(src: &MemorySource) -> Checked {
+    let client = Client::new().http_spread(200, 100, 40.0, 60.0);
+    check(
+        src,
+        &entry(Convention::Statsd, &[("job", "polls")]),
+        &client.build(),
+    )
+}
+
+#[test]
+fn summary_quantiles_within_the_client_pass() {
+    let c = statsd_check(&statsd(&[("0.5", 0.048), ("0.9", 0.055), ("0.99", 0.058)]));
+    let errors = c.summary("errors", Pass, &["200: server 100 / client 100"]);
+    assert_eq!(
+        errors.query,
+        "{job=\"polls\",__name__=~\"gunicorn_request_status_[0-9]+\"}"
+    );
+    c.skipped(&["duration"], "a summary has no buckets to compare");
+    let v = c.summary(
+        "quantiles",
+        Pass,
+        &[
+            "q0.5: server 48.0ms / client",
+            "q0.99: server 58.0ms / client",
+        ],
+    );
+    assert!(v.warnings[0].contains("summary quantiles cover the exporter's own window"));
+}
+
+#[test]
+fn summary_quantile_above_the_client_fails() {
+    let c = statsd_check(&statsd(&[("0.5", 0.048), ("0.99", 0.4)]));
+    c.diagnosis(
+        "quantiles",
+        Fail,
+        &[
+            "q0.99 server 400.0ms above client",
+            "the server reports slower requests than the client saw (other traffic, or time before the run)",
+        ],
+    );
+}
+
+#[test]
+fn summary_without_quantile_series_is_no_data() {
+    let c = statsd_check(&statsd(&[]));
+    c.summary(
+        "quantiles",
+        NoData,
+        &["no quantile series for `gunicorn_request_duration{job=\"polls\"}`"],
+    );
+}
