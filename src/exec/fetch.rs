@@ -9,8 +9,9 @@ use http_body_util::{BodyExt, Full};
 
 use super::chain;
 use super::connect::{Conn, Endpoint};
-use super::request::{bad_target_byte, h1_header_lines};
+use super::request::h1_header_lines;
 use crate::scenario::Target;
+use crate::scenario::bad_target_byte;
 
 /// A plain GET client for one base URL, used to read Prometheus' API and
 /// `/metrics` pages. It keeps one connection and reopens it when needed;

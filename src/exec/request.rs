@@ -9,6 +9,7 @@ use http_body_util::Full;
 use super::connect::Endpoint;
 use super::{CallResult, Scratch};
 use crate::outcome::TransportError;
+use crate::scenario::bad_target_byte;
 use crate::scenario::{Body, HttpCall};
 use crate::template::{JsonTemplate, Template, push_query_encoded};
 
@@ -27,16 +28,6 @@ pub(super) fn h1_header_lines(headers: &HeaderMap, host: Option<&HeaderValue>) -
         push_header_line(&mut out, k.as_str(), v.as_bytes());
     }
     out
-}
-
-/// The first byte that may not appear in an HTTP/1.1 request target:
-/// whitespace, control characters, non-ASCII (to be percent-encoded) and
-/// `#` (fragments are not sent).
-pub(super) fn bad_target_byte(target: &str) -> Option<char> {
-    target
-        .bytes()
-        .find(|&b| b <= b' ' || b >= 0x7f || b == b'#')
-        .map(char::from)
 }
 
 pub(super) fn push_header_line(out: &mut Vec<u8>, name: &str, value: &[u8]) {

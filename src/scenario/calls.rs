@@ -52,6 +52,16 @@ fn check_header_name(c: &mut Checker, k: &Text) -> Option<HeaderName> {
     Some(name)
 }
 
+/// The first byte that may not appear in an HTTP/1.1 request target:
+/// whitespace, control characters, non-ASCII (to be percent-encoded) and
+/// `#` (fragments are not sent).
+pub fn bad_target_byte(target: &str) -> Option<char> {
+    target
+        .bytes()
+        .find(|&b| b <= b' ' || b >= 0x7f || b == b'#')
+        .map(char::from)
+}
+
 /// Compiles a template written in the file, recording its error.
 fn compile(c: &mut Checker, t: &Text, env: &TemplateEnv) -> Option<Template> {
     match Template::compile(t, env) {
@@ -273,6 +283,26 @@ pub(super) fn check_http(
         _ => Some(None),
     };
     let path = compile(c, &h.path, env);
+    // A path without templates is sent as written: refuse now what could
+    // not go on the wire. Templated paths are checked once rendered.
+    if let Some(p) = path.as_ref().and_then(Template::as_static)
+        && p.starts_with('/')
+    {
+        if let Some(b) = bad_target_byte(p) {
+            c.err(
+                pos(&h.path),
+                format!(
+                    "`path`: `{p}` is not a valid request target: it has `{}` (percent-encode it)",
+                    b.escape_default()
+                ),
+            );
+        } else if let Err(e) = http::uri::PathAndQuery::try_from(p) {
+            c.err(
+                pos(&h.path),
+                format!("`path`: `{p}` is not a valid path: {e}"),
+            );
+        }
+    }
     let mut query = Vec::new();
     let mut query_ok = true;
     for (k, v) in &h.query.0 {

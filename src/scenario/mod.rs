@@ -24,6 +24,7 @@ pub mod verification;
 
 use std::path::Path;
 
+pub use calls::bad_target_byte;
 pub use diagnostic::{Diagnostic, ScenarioErrors};
 pub use types::*;
 

@@ -360,6 +360,22 @@ thresholds:
     }
 
     #[test]
+    fn paths_that_cannot_go_on_the_wire_are_refused_where_written() {
+        for (path, why) in [
+            ("/a b", "it has ` `"),
+            ("/a#b", "it has `#`"),
+            ("/café", "it has"),
+        ] {
+            let text = GOOD.replace(r#"path: "/" }"#, &format!(r#"path: "{path}" }}"#));
+            let diags = parse(&text).unwrap_err();
+            assert_eq!(diags.len(), 1, "{diags:#?}");
+            assert!(diags[0].message.contains(why), "{diags:#?}");
+            assert!(diags[0].message.contains("percent-encode"), "{diags:#?}");
+            assert_eq!(diags[0].pos.map(|p| p.line), Some(14), "{diags:#?}");
+        }
+    }
+
+    #[test]
     fn overrides_switch_models_and_targets() {
         let mut s = parse(GOOD).unwrap();
         s.apply(&Overrides {
