@@ -4,17 +4,18 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redproof_services::edge::{self, EdgeListeners, EdgeOptions};
 use redproof_services::faults::Faults;
 use redproof_services::revert::{self, GrpcOptions};
 use redproof_services::time_service;
-use serde_json::Value;
-use support::{Run, request};
+use serde_json::{Value, json};
+use support::{Run, count, outcomes, request, scrape_sum, total};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -111,55 +112,14 @@ fn run(scenario: &str) -> Run {
     support::run_scenario(scenario, &[], &["--quiet"])
 }
 
-/// Completed calls of one request by outcome (`"OK"`, `"200"`, or a
-/// transport error kind), and whether each was expected.
-fn outcomes(results: &Value, name: &str) -> Vec<(String, bool, u64)> {
-    request(results, name)["outcomes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| {
-            let out = &o["outcome"];
-            let key = out
-                .get("grpc")
-                .or(out.get("status"))
-                .or(out.get("transport"))
-                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-                .or(out.get("check_failed").map(|_| "check_failed".to_owned()))
-                .unwrap();
-            (
-                key,
-                o["ok"].as_bool().unwrap(),
-                o["count"].as_u64().unwrap(),
-            )
-        })
-        .collect()
-}
-
-fn count(results: &Value, name: &str, outcome: &str) -> u64 {
-    outcomes(results, name)
-        .iter()
-        .filter(|(k, _, _)| k == outcome)
-        .map(|(_, _, n)| n)
-        .sum()
+/// A gRPC status outcome, as the results file writes it.
+fn grpc(code: &str) -> Value {
+    json!({ "grpc": code })
 }
 
 fn messages(results: &Value, name: &str) -> (u64, u64) {
     let m = &request(results, name)["messages"];
     (m["sent"].as_u64().unwrap(), m["received"].as_u64().unwrap())
-}
-
-/// One sample of a metrics page: the sum of every series of `family`
-/// whose labels include all of `labels`.
-fn scrape_sum(addr: SocketAddr, family: &str, labels: &[&str]) -> f64 {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(family) && labels.iter().all(|x| l.contains(x)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[test]
@@ -197,9 +157,9 @@ requests:
     ));
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let res = r.results.unwrap();
-    let proxy = count(&res, "proxy", "200");
-    let revert = count(&res, "revert_name", "OK");
-    let time = count(&res, "what_time_is", "OK");
+    let proxy = count(&res, "proxy", json!({ "status": 200 }));
+    let revert = count(&res, "revert_name", grpc("OK"));
+    let time = count(&res, "what_time_is", grpc("OK"));
     assert_eq!(proxy + revert + time, 2000, "{}", r.stdout);
     // 2:1:1 over 2000 calls: 1000/500/500, ±15%.
     assert!((850..=1150).contains(&proxy), "proxy {proxy}");
@@ -212,7 +172,7 @@ requests:
     let served = scrape_sum(
         svc.revert_metrics,
         "grpc_server_handled_total",
-        &[r#"grpc_method="RevertName""#, r#"grpc_code="OK""#],
+        &[("grpc_method", "RevertName"), ("grpc_code", "OK")],
     );
     assert_eq!(served as u64, proxy + revert);
     assert!(r.stdout.contains("revert_name"), "{}", r.stdout);
@@ -255,9 +215,9 @@ requests:
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let res = r.results.unwrap();
     let (ticks, names, each) = (
-        count(&res, "ticks", "OK"),
-        count(&res, "names", "OK"),
-        count(&res, "each", "OK"),
+        count(&res, "ticks", grpc("OK")),
+        count(&res, "names", grpc("OK")),
+        count(&res, "each", grpc("OK")),
     );
     assert_eq!(ticks + names + each, 300, "{}", r.stdout);
     assert!(ticks > 0 && names > 0 && each > 0, "{}", r.stdout);
@@ -318,25 +278,25 @@ thresholds:
     let res = r.results.unwrap();
     let slow = outcomes(&res, "slow");
     assert_eq!(slow.len(), 1, "{slow:?}");
-    assert_eq!(slow[0].0, "DEADLINE_EXCEEDED");
+    assert_eq!(slow[0].0, grpc("DEADLINE_EXCEEDED"));
     assert!(slow[0].1);
     assert_eq!(
         outcomes(&res, "empty_expected"),
         vec![(
-            "INVALID_ARGUMENT".to_owned(),
+            grpc("INVALID_ARGUMENT"),
             true,
-            count(&res, "empty_expected", "INVALID_ARGUMENT")
+            count(&res, "empty_expected", grpc("INVALID_ARGUMENT"))
         )]
     );
     let empty = outcomes(&res, "empty");
     assert_eq!(empty.len(), 1, "{empty:?}");
     assert_eq!(
-        (empty[0].0.as_str(), empty[0].1),
-        ("INVALID_ARGUMENT", false)
+        (&empty[0].0, empty[0].1),
+        (&grpc("INVALID_ARGUMENT"), false)
     );
     let total: u64 = ["slow", "empty_expected", "empty"]
         .iter()
-        .map(|n| outcomes(&res, n).iter().map(|o| o.2).sum::<u64>())
+        .map(|n| total(&res, n))
         .sum();
     assert_eq!(total, 200);
     assert!(r.stdout.contains("INVALID_ARGUMENT ✗ × "), "{}", r.stdout);
@@ -345,10 +305,25 @@ thresholds:
 #[test]
 fn a_server_that_goes_away_gives_transport_errors() {
     let svc = Services::start();
-    let stop = svc.stop_revert.clone();
+    let (stop, metrics) = (svc.stop_revert.clone(), svc.revert_metrics);
+    let finished = Arc::new(AtomicBool::new(false));
+    let run_finished = finished.clone();
+    // revert-name goes away once it has answered calls, early in the 3 s
+    // of load; the test only needs more than 10 of them, and 2 users can
+    // have at most 2 in flight when it goes.
     let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(1200));
-        stop.cancel();
+        while !run_finished.load(Ordering::Relaxed) {
+            let ok = scrape_sum(
+                metrics,
+                "grpc_server_handled_total",
+                &[("grpc_method", "RevertName"), ("grpc_code", "OK")],
+            );
+            if ok >= 20.0 {
+                stop.cancel();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     });
     let r = run(&format!(
         r#"
@@ -366,14 +341,21 @@ requests:
         revert = svc.revert,
         revert_proto = proto("revert_name.proto"),
     ));
+    finished.store(true, Ordering::Relaxed);
     killer.join().unwrap();
+    assert!(
+        svc.stop_revert.is_cancelled(),
+        "revert-name never answered 20 calls\n{}\n{}",
+        r.stdout,
+        r.stderr
+    );
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     let res = r.results.expect("results are written");
     let outs = outcomes(&res, "revert_name");
-    let ok = count(&res, "revert_name", "OK");
+    let ok = count(&res, "revert_name", grpc("OK"));
     let transport: u64 = outs
         .iter()
-        .filter(|(k, _, _)| k.contains("refused") || k.contains("reset"))
+        .filter(|o| o.0["transport"] == "refused" || o.0["transport"] == "reset")
         .map(|o| o.2)
         .sum();
     assert!(ok > 10, "{outs:?}");
@@ -422,21 +404,18 @@ requests:
     assert_eq!(served, 0.0);
 
     // A target without reflection (or not there at all) stops the run.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let gone = support::refusing();
     let r = run(&format!(
         r#"
 name: nobody
 targets:
-  gone: {{ url: "http://127.0.0.1:{port}", reflection: true }}
+  gone: {{ url: "http://{addr}", reflection: true }}
 load: {{ users: 1, iterations: 5 }}
 requests:
   - name: call
     grpc: {{ target: gone, method: a.B/C }}
-"#
+"#,
+        addr = gone.addr
     ));
     assert_eq!(r.code, 69, "{}", r.stderr);
     assert!(
@@ -531,13 +510,13 @@ requests:
     ));
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let res = r.results.unwrap();
-    let forth = count(&res, "forth", "OK");
+    let forth = count(&res, "forth", grpc("OK"));
     assert!(forth > 0);
     // `back` sends the captured reversal back: "abcN" reversed twice is
     // "abcN", so the check on "abc" fails for every call, as expected.
     let back = outcomes(&res, "back");
     assert_eq!(back.len(), 1, "{back:?}");
-    assert_eq!(back[0].0, "check_failed");
+    assert_eq!(back[0].0, json!({ "check_failed": grpc("OK") }));
     assert!(!back[0].1);
     assert_eq!(back[0].2, forth);
     assert!(r.stdout.contains("`$.reverted` is \"abc"), "{}", r.stdout);
@@ -583,14 +562,14 @@ requests:
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let res = r.results.unwrap();
     let (a, b) = (
-        count(&res, "from_protos", "OK"),
-        count(&res, "by_reflection", "OK"),
+        count(&res, "from_protos", grpc("OK")),
+        count(&res, "by_reflection", grpc("OK")),
     );
     assert_eq!(a + b, 200, "{}", r.stdout);
     let served = scrape_sum(
         svc.revert_metrics,
         "grpc_server_handled_total",
-        &[r#"grpc_method="RevertName""#, r#"grpc_code="OK""#],
+        &[("grpc_method", "RevertName"), ("grpc_code", "OK")],
     );
     assert_eq!(served as u64, 200);
 }

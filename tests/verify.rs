@@ -3,11 +3,13 @@
 //! them once a second, and `redproof run` must prove healthy services
 //! clean and catch each injected fault with the right diagnosis.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use redproof_services::edge::{self, EdgeListeners, EdgeOptions};
 use redproof_services::faults::{Fault, Faults};
@@ -15,6 +17,7 @@ use redproof_services::polls::{self, PollsOptions};
 use redproof_services::revert::{self, GrpcOptions};
 use redproof_services::time_service;
 use serde_json::Value;
+use support::{Run, http_get, refusing, responses, wait_until};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -108,27 +111,6 @@ impl Drop for Services {
     }
 }
 
-/// A free loopback port (bound, read and released).
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A GET over a fresh connection; returns the status and body.
-fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_owned())?;
-    Some((status, body))
-}
-
 /// A Prometheus scraping `targets` (job, metrics URL) every second, with
 /// the demo alert rules; killed on drop.
 struct Prometheus {
@@ -154,40 +136,66 @@ impl Prometheus {
         }
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).unwrap();
-        let addr = format!("127.0.0.1:{}", free_port());
-        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-        let child = Command::new("prometheus")
+        let log_path = dir.path().join("prometheus.log");
+        let mut log = std::fs::File::create(&log_path).unwrap();
+        // Port 0: the kernel picks a free port and Prometheus logs the one
+        // it got ("Listening on"), so no port is chosen before it is bound.
+        let mut child = Command::new("prometheus")
             .arg(format!("--config.file={}", config_path.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
                 dir.path().join("data").display()
             ))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--log.level=warn")
+            .arg("--web.listen-address=127.0.0.1:0")
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
+            .stderr(Stdio::piped())
             .spawn()
             .expect(
                 "`prometheus` is not installed: run ci/test.sh, which installs Debian's package",
             );
+        // Its log is read to the end (into prometheus.log) so Prometheus
+        // never blocks on a full pipe.
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                let _ = writeln!(log, "{line}");
+                if line.contains(r#"msg="Listening on""#)
+                    && let Some(rest) = line.split_once(" address=")
+                {
+                    let _ = tx.send(rest.1.split_whitespace().next().unwrap_or("").to_owned());
+                }
+            }
+        });
+        // The sender goes when Prometheus exits (stderr closes), so a
+        // Prometheus that fails to start ends the wait at once.
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "Prometheus never said where it listens:\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                )
+            });
         let p = Prometheus {
             child,
             addr,
             _dir: dir,
         };
         // Ready, and every target scraped at least once.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            assert!(Instant::now() < deadline, "Prometheus did not become ready");
-            if let Some((200, body)) = http_get(&p.addr, "/api/v1/targets") {
+        wait_until(
+            "Prometheus to scrape every target",
+            Duration::from_secs(60),
+            || {
+                let Some((200, body)) = http_get(&p.addr, "/api/v1/targets") else {
+                    return false;
+                };
                 let v: Value = serde_json::from_str(&body).unwrap();
                 let active = v["data"]["activeTargets"].as_array().unwrap();
-                if active.len() == targets.len() && active.iter().all(|t| t["health"] == "up") {
-                    break;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+                active.len() == targets.len() && active.iter().all(|t| t["health"] == "up")
+            },
+        );
         p
     }
 
@@ -229,13 +237,6 @@ verify:
   exception: {{ convention: django, match: {{ view: "polls:5xx_exception" }} }}
 {extra}"#
     )
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    results: Option<Value>,
 }
 
 impl Run {
@@ -289,49 +290,17 @@ impl Run {
     }
 
     fn client_responses(&self, request: &str) -> f64 {
-        let v = self.results.as_ref().unwrap();
-        v["requests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["name"] == request)
-            .map(|r| {
-                r["outcomes"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter(|o| o["outcome"].get("status").is_some())
-                    .map(|o| o["count"].as_f64().unwrap())
-                    .sum()
-            })
-            .unwrap()
+        responses(self.results(), request) as f64
     }
 }
 
-fn redproof(dir: &Path, scenario: &str, args: &[&str]) -> Run {
-    let file = dir.join("scenario.yaml");
-    std::fs::write(&file, scenario).unwrap();
-    let out = dir.join("results.json");
-    let _ = std::fs::remove_file(&out);
-    let output: Output = Command::new(env!("CARGO_BIN_EXE_redproof"))
-        .arg("run")
-        .arg(&file)
-        .arg("--out")
-        .arg(&out)
-        .args(["--quiet", "--threads", "1"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let results = std::fs::read_to_string(&out)
-        .ok()
-        .map(|t| serde_json::from_str(&t).unwrap());
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        results,
-    }
+/// `redproof run` on one engine thread, quiet, with `args`.
+fn redproof(scenario: &str, args: &[&str]) -> Run {
+    support::run_scenario(
+        scenario,
+        &[],
+        &[&["--quiet", "--threads", "1"], args].concat(),
+    )
 }
 
 fn assert_clean(run: &Run) {
@@ -371,7 +340,6 @@ fn healthy_services_verify_clean_with_prometheus() {
             format!("http://{}/metrics", s.edge_grpc_metrics),
         ),
     ]);
-    let dir = tempfile::tempdir().unwrap();
     let scenario = polls_scenario(
         s.polls,
         &format!("{{ prometheus: \"{}\" }}", prom.url()),
@@ -390,7 +358,7 @@ fn healthy_services_verify_clean_with_prometheus() {
         ),
     ) + "  proxy: { convention: grpc, side: client, match: { grpc_method: RevertName } }\n";
     for i in 0..5 {
-        let run = redproof(dir.path(), &scenario, &[]);
+        let run = redproof(&scenario, &[]);
         assert_clean(&run);
         for r in ["success", "not_found", "exception", "proxy"] {
             assert_eq!(
@@ -413,14 +381,13 @@ fn healthy_services_verify_clean_with_prometheus() {
 #[test]
 fn healthy_services_verify_clean_with_the_embedded_scraper() {
     let s = Services::start(&[], false);
-    let dir = tempfile::tempdir().unwrap();
     let metrics = format!("{{ scrape: [\"{}\"] }}", s.polls_metrics());
     let scenario = polls_scenario(s.polls, &metrics, "3s", "");
     let schema: Value =
         serde_json::from_str(include_str!("../schema/results.schema.json")).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
     for _ in 0..5 {
-        let run = redproof(dir.path(), &scenario, &[]);
+        let run = redproof(&scenario, &[]);
         assert_clean(&run);
         let results = run.results.as_ref().unwrap();
         let errors: Vec<String> = validator
@@ -450,7 +417,7 @@ verify:
 "#,
         s.polls
     );
-    let run = redproof(dir.path(), &statsd, &[]);
+    let run = redproof(&statsd, &[]);
     assert_clean(&run);
     assert_eq!(run.server_count("success"), run.client_responses("success"));
     // OpenTelemetry's histogram, per route, with the status as a label.
@@ -463,7 +430,7 @@ verify:
             &format!(r#"convention: otel, match: {{ http_route: "/polls/{view}/" }}"#),
         );
     }
-    let run = redproof(dir.path(), &otel, &[]);
+    let run = redproof(&otel, &[]);
     assert_clean(&run);
     for r in ["success", "not_found", "exception"] {
         assert_eq!(
@@ -508,7 +475,6 @@ fn each_fault_is_caught_with_its_diagnosis() {
         .map(|(i, s)| (["a", "b", "c", "d", "e", "f"][i], s.polls_metrics()))
         .collect();
     let prom = Prometheus::start(&targets);
-    let dir = tempfile::tempdir().unwrap();
     for ((fault, check, words), s) in cases.iter().zip(&services) {
         let metrics = format!("{{ prometheus: \"{}\" }}", prom.url());
         // Matchers pin the instance: one Prometheus scrapes every faulty
@@ -517,7 +483,7 @@ fn each_fault_is_caught_with_its_diagnosis() {
             "convention: django, match: {",
             &format!("convention: django, match: {{ instance: \"{}\", ", s.polls),
         );
-        let run = redproof(dir.path(), &scenario, &[]);
+        let run = redproof(&scenario, &[]);
         let failing = run.failing();
         assert!(
             failing
@@ -551,9 +517,7 @@ fn error_classes_agree_and_the_alert_fires() {
     let prom = Prometheus::start(&[("polls", s.polls_metrics())]);
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/polls-alert.yaml");
     let scenario = std::fs::read_to_string(file).unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let run = redproof(
-        dir.path(),
         &scenario,
         &[
             "--target",
@@ -578,13 +542,9 @@ fn error_classes_agree_and_the_alert_fires() {
 #[test]
 fn unreachable_prometheus_exits_69_with_the_client_report() {
     let s = Services::start(&[], false);
-    let dir = tempfile::tempdir().unwrap();
-    let metrics = format!("{{ prometheus: \"http://127.0.0.1:{}\" }}", free_port());
-    let run = redproof(
-        dir.path(),
-        &polls_scenario(s.polls, &metrics, "1s", ""),
-        &[],
-    );
+    let down = refusing();
+    let metrics = format!("{{ prometheus: \"http://{}\" }}", down.addr);
+    let run = redproof(&polls_scenario(s.polls, &metrics, "1s", ""), &[]);
     assert_eq!(run.code, 69, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("success"), "{}", run.stdout);
     assert!(
@@ -608,14 +568,15 @@ fn unreachable_prometheus_exits_69_with_the_client_report() {
 fn never_scraped_targets_and_empty_matchers_are_named() {
     let s = Services::start(&[], false);
     let dir = tempfile::tempdir().unwrap();
-    let dead = format!("http://127.0.0.1:{}/metrics", free_port());
+    let down = refusing();
+    let dead = format!("http://{}/metrics", down.addr);
     let metrics = format!(
         "{{ scrape: [\"{}\", \"{dead}\"], settle_timeout: 3s }}",
         s.polls_metrics()
     );
     let scenario =
         polls_scenario(s.polls, &metrics, "1s", "").replace("polls:4xx_not_found", "polls:nope");
-    let run = redproof(dir.path(), &scenario, &[]);
+    let run = redproof(&scenario, &[]);
     assert_eq!(run.code, 2, "{}", run.stdout);
     let (status, text) = run.verdict("settle");
     assert_eq!(status, "fail");
@@ -635,7 +596,6 @@ fn never_scraped_targets_and_empty_matchers_are_named() {
     let junit = dir.path().join("junit.xml");
     let md = dir.path().join("summary.md");
     let run = redproof(
-        dir.path(),
         &scenario,
         &[
             "--junit",

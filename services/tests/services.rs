@@ -2,8 +2,12 @@
 //! answers, their metric names and labels, and each fault's effect on the
 //! exported series.
 
-use std::time::Duration;
+#[path = "support/exposition.rs"]
+mod exposition;
 
+use std::time::{Duration, Instant};
+
+use exposition::sample;
 use redproof_services::bank::{self, BankOptions};
 use redproof_services::edge::{self, EdgeListeners, EdgeOptions};
 use redproof_services::faults::{Fault, Faults};
@@ -31,28 +35,27 @@ fn faults(flags: &[&str]) -> Faults {
     )
 }
 
-/// The value of the sample `name{labels…}` in exposition text; every given
-/// label must match, others are ignored.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (series, value) = l.rsplit_once(' ')?;
-        let (n, rest) = match series.split_once('{') {
-            Some((n, rest)) => (n, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        if n != name {
-            return None;
-        }
-        let ok = labels
-            .iter()
-            .all(|(k, v)| rest.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
-        if ok { value.parse().ok() } else { None }
-    })
-}
-
 async fn get(url: &str) -> (u16, String) {
     let r = reqwest::get(url).await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Polls `done` every 10 ms until it holds. `what` names the awaited event
+/// in the failure reported when `timeout` passes first; the timeout only
+/// keeps a broken service from hanging the test.
+async fn wait_until<F: Future<Output = bool>>(
+    what: &str,
+    timeout: Duration,
+    mut done: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + timeout;
+    while !done().await {
+        assert!(
+            Instant::now() < deadline,
+            "gave up after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 struct Polls {
@@ -236,9 +239,10 @@ async fn uncounted_errors_fault_drops_5xx() {
 #[tokio::test]
 async fn unmeasured_delay_fault_hides_queueing() {
     let p = start_polls(&["unmeasured-delay=200ms"], 1).await;
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     assert_eq!(get(&format!("{}/polls/4xx_not_found/", p.url)).await.0, 404);
-    assert!(start.elapsed() >= Duration::from_millis(200));
+    let client = start.elapsed().as_secs_f64();
+    assert!(client >= 0.2, "the request was held {client} s");
     let m = p.metrics().await;
     let sum = sample(
         &m,
@@ -246,9 +250,12 @@ async fn unmeasured_delay_fault_hides_queueing() {
         &[("view", "polls:4xx_not_found")],
     )
     .unwrap();
+    // The server's timer runs inside the client's: without the delay it
+    // leaves at least the 200 ms of it over, however slow the machine;
+    // with it, the server's time would be at least the client's.
     assert!(
-        sum < 0.1,
-        "server-side time must not include the delay: {sum}"
+        sum <= client - 0.2,
+        "server-side time must not include the delay: {sum} s of {client} s"
     );
     p.stop().await;
 }
@@ -274,22 +281,47 @@ async fn ms_as_seconds_fault_inflates_latency_1000x() {
 #[tokio::test]
 async fn reset_every_fault_restarts_counters() {
     let p = start_polls(&["reset-every=400ms"], 1).await;
-    for _ in 0..5 {
-        get(&format!("{}/polls/4xx_not_found/", p.url)).await;
+    let polls = &p;
+    fn gets(m: &str) -> Option<f64> {
+        let by_method = "django_http_requests_total_by_method_total";
+        sample(m, by_method, &[("method", "GET")])
     }
-    let by_method = "django_http_requests_total_by_method_total";
-    let before = sample(&p.metrics().await, by_method, &[("method", "GET")]);
-    assert_eq!(before, Some(5.0));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Five requests and a scrape in one registry's lifetime: each attempt
+    // starts in a registry without the series (a fresh one, or one that
+    // was just recreated), so all five are counted unless a reset lands
+    // among them, which sends the test on to the next registry.
+    let mut sent = 0.0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "never five requests in one registry"
+        );
+        wait_until("a fresh registry", Duration::from_secs(10), || async move {
+            gets(&polls.metrics().await).is_none()
+        })
+        .await;
+        for _ in 0..5 {
+            get(&format!("{}/polls/4xx_not_found/", p.url)).await;
+        }
+        sent += 5.0;
+        let before = gets(&p.metrics().await);
+        assert!(before.is_none_or(|n| n <= 5.0), "{before:?}");
+        if before == Some(5.0) {
+            break;
+        }
+    }
+    // No more requests: only a recreated registry loses the series.
+    wait_until(
+        "the registry to be recreated",
+        Duration::from_secs(10),
+        || async move { gets(&polls.metrics().await).is_none() },
+    )
+    .await;
     let m = p.metrics().await;
     assert_eq!(
-        sample(&m, by_method, &[("method", "GET")]),
-        None,
-        "the registry was recreated: {m}"
-    );
-    assert_eq!(
         sample(&m, "gunicorn_requests", &[]),
-        Some(5.0),
+        Some(sent),
         "statsd_exporter is another process"
     );
     p.stop().await;
@@ -298,13 +330,32 @@ async fn reset_every_fault_restarts_counters() {
 #[tokio::test]
 async fn frozen_metrics_fault_stops_updates() {
     let p = start_polls(&["frozen-metrics=200ms"], 1).await;
+    let resp = "django_http_responses_total_by_status_view_method_total";
     get(&format!("{}/polls/4xx_not_found/", p.url)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The freeze comes 200 ms after that first request. Probes on another
+    // view show when: the first scrape that misses one is frozen.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut probes = 0.0;
+    let frozen = loop {
+        assert!(Instant::now() < deadline, "the metrics never froze");
+        get(&format!("{}/polls/2xx_success/", p.url)).await;
+        probes += 1.0;
+        let m = p.metrics().await;
+        if sample(&m, resp, &[("view", "polls:2xx_success")]).unwrap_or(0.0) < probes {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(
+        sample(&frozen, resp, &[("view", "polls:4xx_not_found")]),
+        Some(1.0),
+        "{frozen}"
+    );
     for _ in 0..3 {
         get(&format!("{}/polls/4xx_not_found/", p.url)).await;
     }
     let m = p.metrics().await;
-    assert_eq!(sample(&m, "gunicorn_requests", &[]), Some(1.0), "{m}");
+    assert_eq!(m, frozen, "the frozen page changed");
     p.stop().await;
 }
 
@@ -552,22 +603,28 @@ async fn edge_proxies_over_grpc_and_receives_heartbeats() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // revert-name and time each beat every 100 ms.
+    let edge_metrics = &g.edge_metrics;
+    wait_until(
+        "heartbeats from revert-name and time",
+        Duration::from_secs(10),
+        || async move {
+            let (_, em) = get(edge_metrics).await;
+            let beats = sample(
+                &em,
+                "grpc_server_handled_total",
+                &[
+                    ("grpc_service", "heartbeat.Heartbeat"),
+                    ("grpc_method", "BeatHeart"),
+                    ("grpc_code", "OK"),
+                    ("grpc_type", "unary"),
+                ],
+            );
+            beats.unwrap_or(0.0) >= 2.0
+        },
+    )
+    .await;
     let (_, em) = get(&g.edge_metrics).await;
-    let beats = sample(
-        &em,
-        "grpc_server_handled_total",
-        &[
-            ("grpc_service", "heartbeat.Heartbeat"),
-            ("grpc_method", "BeatHeart"),
-            ("grpc_code", "OK"),
-            ("grpc_type", "unary"),
-        ],
-    );
-    assert!(
-        beats.unwrap_or(0.0) >= 2.0,
-        "heartbeats from revert-name and time arrive: {em}"
-    );
     assert_eq!(
         sample(
             &em,
@@ -655,10 +712,11 @@ async fn edge_answers_502_when_a_downstream_is_down() {
     let (ew, ew_a) = listener().await;
     let (eg, _) = listener().await;
     let (em, _) = listener().await;
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    // Bound but not listening: connections are refused, and no one else
+    // can take the port while the test runs.
+    let refusing = tokio::net::TcpSocket::new_v4().unwrap();
+    refusing.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dead = refusing.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let h = tokio::spawn(edge::serve(
         EdgeListeners {

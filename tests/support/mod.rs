@@ -7,32 +7,62 @@
 //! `chunk-one chunk-two` in two chunks and a trailer; `/close-after` answers
 //! and then closes the connection without saying so; anything else is 200
 //! with `ok`.
+//!
+//! Also what the test crates share: running `redproof`, reading its
+//! results file, reading a metrics page, and addresses that refuse
+//! connections.
 
 // Each test crate that includes this module uses a part of it.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
+/// Requests answered per path; waiters are woken on every answer.
 #[derive(Clone, Default)]
-pub struct Counts(Arc<Mutex<HashMap<String, u64>>>);
+pub struct Counts(Arc<(Mutex<HashMap<String, u64>>, Condvar)>);
 
 impl Counts {
     /// Requests answered whose path starts with `prefix`.
     pub fn get(&self, prefix: &str) -> u64 {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .map(|(_, v)| v)
-            .sum()
+        sum_prefix(&self.0.0.lock().unwrap(), prefix)
     }
+
+    /// Blocks until at least `n` requests whose path starts with `prefix`
+    /// were answered. The timeout only keeps a broken run from hanging the
+    /// test: reaching it fails the test.
+    pub fn wait_for(&self, prefix: &str, n: u64, timeout: Duration) {
+        let (lock, answered) = &*self.0;
+        let guard = lock.lock().unwrap();
+        let (_guard, waited) = answered
+            .wait_timeout_while(guard, timeout, |c| sum_prefix(c, prefix) < n)
+            .unwrap();
+        assert!(
+            !waited.timed_out(),
+            "the server answered fewer than {n} requests to `{prefix}` in {timeout:?}"
+        );
+    }
+
+    fn add(&self, path: String) {
+        let (lock, answered) = &*self.0;
+        *lock.lock().unwrap().entry(path).or_default() += 1;
+        answered.notify_all();
+    }
+}
+
+fn sum_prefix(counts: &HashMap<String, u64>, prefix: &str) -> u64 {
+    counts
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, v)| v)
+        .sum()
 }
 
 pub struct TestServer {
@@ -103,7 +133,7 @@ pub fn start() -> TestServer {
                     } else {
                         200
                     };
-                    *c.0.lock().unwrap().entry(route.clone()).or_default() += 1;
+                    c.add(route.clone());
                     if route == "/chunked" {
                         let parts: [&[u8]; 3] = [
                             b"HTTP/1.1 200 X\r\ntransfer-encoding: chunked\r\n\r\n9\r\nchunk-one",
@@ -256,13 +286,13 @@ pub struct Run {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
-    pub results: Option<serde_json::Value>,
+    pub results: Option<Value>,
     pub dir: tempfile::TempDir,
 }
 
 impl Run {
     /// The results file, which the run must have written.
-    pub fn results(&self) -> &serde_json::Value {
+    pub fn results(&self) -> &Value {
         self.results
             .as_ref()
             .unwrap_or_else(|| panic!("no results file\n{}\n{}", self.stdout, self.stderr))
@@ -325,11 +355,109 @@ fn server_runtime() -> (tokio::runtime::Runtime, TcpListener) {
 }
 
 /// A request's entry in a results file, by name.
-pub fn request<'a>(results: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+pub fn request<'a>(results: &'a Value, name: &str) -> &'a Value {
     results["requests"]
         .as_array()
         .unwrap()
         .iter()
         .find(|r| r["name"] == name)
         .unwrap_or_else(|| panic!("no request `{name}`"))
+}
+
+/// (outcome, expected, count) of each outcome of one request, as the
+/// results file writes them: `{"status": 200}`, `{"grpc": "OK"}`,
+/// `{"transport": "refused"}`, `{"check_failed": {"status": 200}}`.
+pub fn outcomes(results: &Value, name: &str) -> Vec<(Value, bool, u64)> {
+    request(results, name)["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["outcome"].clone(),
+                o["ok"].as_bool().unwrap(),
+                o["count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Completed requests of `name` with exactly this outcome.
+pub fn count(results: &Value, name: &str, outcome: Value) -> u64 {
+    outcomes(results, name)
+        .iter()
+        .filter(|o| o.0 == outcome)
+        .map(|o| o.2)
+        .sum()
+}
+
+/// Completed requests of `name`, whatever their outcome.
+pub fn total(results: &Value, name: &str) -> u64 {
+    outcomes(results, name).iter().map(|o| o.2).sum()
+}
+
+/// Requests of `name` that got an HTTP response (any status, checks
+/// passed or not): what the server can have counted.
+pub fn responses(results: &Value, name: &str) -> u64 {
+    outcomes(results, name)
+        .iter()
+        .filter(|o| o.0.get("status").is_some())
+        .map(|o| o.2)
+        .sum()
+}
+
+/// A GET over a fresh HTTP/1.0 connection: the status and body, or `None`
+/// when nothing answered.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_owned())?;
+    Some((status, body))
+}
+
+/// The exposition-text parser the services' own tests use.
+#[path = "../../services/tests/support/exposition.rs"]
+pub mod exposition;
+
+/// The sum of every sample of `name` on the metrics page at `addr` whose
+/// labels include all of `labels`.
+pub fn scrape_sum(addr: SocketAddr, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let (status, text) = http_get(&addr.to_string(), "/metrics")
+        .unwrap_or_else(|| panic!("no metrics page at {addr}"));
+    assert_eq!(status, 200, "{text}");
+    exposition::sum(&text, name, labels)
+}
+
+/// Polls `done` every 20 ms until it holds. `what` names the awaited event
+/// in the failure reported when `timeout` passes first; the timeout only
+/// keeps a broken run from hanging the test.
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "gave up after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A loopback address that refuses connections: its port is bound, so no
+/// one else can take it while this lives, but not listening.
+pub struct Refusing {
+    pub addr: SocketAddr,
+    _socket: tokio::net::TcpSocket,
+}
+
+pub fn refusing() -> Refusing {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    Refusing {
+        addr: socket.local_addr().unwrap(),
+        _socket: socket,
+    }
 }
