@@ -8,7 +8,7 @@ use anyhow::{Context, anyhow};
 use tokio_util::sync::CancellationToken;
 
 use super::exit::{Exit, Failure, exit_code, fail};
-use super::signal::stop_signal;
+use super::signal::StopSignals;
 use crate::cli::{OutputArgs, RunArgs};
 use crate::engine::{self, EnginePlan};
 use crate::exec::CallPlan;
@@ -226,13 +226,16 @@ pub(crate) async fn run_scenario(
     let abort_now = CancellationToken::new();
     {
         let (interrupt, abort_now) = (interrupt.clone(), abort_now.clone());
+        // Installed before the load starts, so an early signal still stops
+        // the run gracefully.
+        let mut signals = StopSignals::new();
         tokio::spawn(async move {
-            stop_signal().await;
+            signals.next().await;
             eprintln!(
                 "\ninterrupted: stopping, waiting for in-flight requests (Ctrl-C again to cut them off)"
             );
             interrupt.cancel();
-            stop_signal().await;
+            signals.next().await;
             abort_now.cancel();
         });
     }
@@ -263,7 +266,7 @@ pub(crate) async fn run_scenario(
             let client = ClientRun::new(&scenario, &engine_output);
             let verified = tokio::select! {
                 v = source.verify(&scenario, &client) => Some(v),
-                _ = stop_signal() => None,
+                _ = interrupt.cancelled() => None,
             };
             match verified {
                 Some(Ok(v)) => Ok(v),
