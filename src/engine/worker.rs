@@ -197,7 +197,7 @@ pub(super) async fn worker<E: Executor>(
         rec: &rec,
         plan: &plan,
     };
-    while let Some(from) = schedule.next(&sh, &mut scratch.rng).await {
+    while let Some(mut from) = schedule.next(&sh, &mut scratch.rng).await {
         if !draw_rows(&sh, &mut scratch) {
             return;
         }
@@ -217,16 +217,7 @@ pub(super) async fn worker<E: Executor>(
             if !draw_rows(&sh, &mut scratch) {
                 return;
             }
-            let from = Instant::now();
-            let entry = plan.choice.pick(&mut scratch.rng);
-            let steps = &plan.entries[entry];
-            if run_steps(cx, steps, from, &mut scratch, &mut abort)
-                .await
-                .is_err()
-            {
-                return;
-            }
-            continue;
+            from = Instant::now();
         }
         let entry = plan.choice.pick(&mut scratch.rng);
         let steps = &plan.entries[entry];
