@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
-use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
+use http::{HeaderMap, HeaderValue, header};
 use http_body_util::Full;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -61,10 +61,7 @@ pub(crate) struct Endpoint {
 
 impl Endpoint {
     pub(crate) fn new(t: &Target) -> Result<Self, String> {
-        let uri: Uri = t
-            .url
-            .parse()
-            .map_err(|e| format!("target `{}`: invalid URL `{}`: {e}", t.name, t.url))?;
+        let uri = t.url.uri();
         let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTP);
         let authority = uri
             .authority()
@@ -94,12 +91,7 @@ impl Endpoint {
             HeaderValue::from_static(concat!("redproof/", env!("CARGO_PKG_VERSION"))),
         );
         for (k, v) in &t.headers {
-            headers.insert(
-                HeaderName::from_bytes(k.as_bytes())
-                    .map_err(|e| format!("target `{}`: header `{k}`: {e}", t.name))?,
-                HeaderValue::from_str(v)
-                    .map_err(|e| format!("target `{}`: header `{k}`: {e}", t.name))?,
-            );
+            headers.insert(k.clone(), v.clone());
         }
         Ok(Self {
             name: t.name.clone(),

@@ -4,14 +4,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Uri};
+use http::{HeaderName, HeaderValue, Request, Uri};
 use http_body_util::{BodyExt, Full};
 
 use super::chain;
 use super::connect::{Conn, Endpoint};
 use super::request::h1_header_lines;
 use crate::scenario::Target;
-use crate::scenario::bad_target_byte;
+use crate::scenario::{BaseUrl, bad_target_byte};
 
 /// A plain GET client for one base URL, used to read Prometheus' API and
 /// `/metrics` pages. It keeps one connection and reopens it when needed;
@@ -24,13 +24,13 @@ pub struct Fetcher {
 impl Fetcher {
     /// `url` is a base URL; `headers` are sent with every request.
     pub fn new(
-        url: &str,
-        headers: Vec<(String, String)>,
+        url: &BaseUrl,
+        headers: Vec<(HeaderName, HeaderValue)>,
         timeout: Duration,
     ) -> Result<Self, String> {
         let target = Target {
-            name: url.to_owned(),
-            url: url.trim_end_matches('/').to_owned(),
+            name: url.to_string(),
+            url: url.clone(),
             headers,
             timeout,
             http2: false,

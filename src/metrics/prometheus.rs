@@ -4,11 +4,14 @@
 
 use std::time::Duration;
 
+use http::HeaderValue;
+use http::header::{ACCEPT, AUTHORIZATION};
 use serde_json::Value;
 
 use super::{Fetch, MetricSource, Series, SourceError, TargetStatus};
 use crate::exec::Fetcher;
 use crate::promql::Selector;
+use crate::scenario::BaseUrl;
 
 /// A Prometheus server.
 pub struct Prometheus {
@@ -20,13 +23,18 @@ pub struct Prometheus {
 impl Prometheus {
     /// `token`, when given, is sent as a bearer token and never printed.
     pub fn new(url: &str, token: Option<String>) -> Result<Self, String> {
-        let mut headers = vec![("accept".to_owned(), "application/json".to_owned())];
+        let base = BaseUrl::parse(url).map_err(|e| format!("--prometheus: {e}"))?;
+        let mut headers = vec![(ACCEPT, HeaderValue::from_static("application/json"))];
         if let Some(t) = token {
-            headers.push(("authorization".to_owned(), format!("Bearer {t}")));
+            // The message never quotes the token.
+            let mut value = HeaderValue::from_str(&format!("Bearer {t}"))
+                .map_err(|_| "the Prometheus token is not a valid HTTP header value".to_owned())?;
+            value.set_sensitive(true);
+            headers.push((AUTHORIZATION, value));
         }
         Ok(Self {
-            url: url.trim_end_matches('/').to_owned(),
-            fetcher: Fetcher::new(url, headers, Duration::from_secs(30))
+            url: base.to_string(),
+            fetcher: Fetcher::new(&base, headers, Duration::from_secs(30))
                 .map_err(|e| format!("--prometheus {url}: {e}"))?,
             version: std::sync::Mutex::new(None),
         })

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Fetch, MetricSource, Series, SourceError, TargetStatus, now_ms, text};
 use crate::exec::Fetcher;
 use crate::promql::{Labels, Selector};
+use crate::scenario::BaseUrl;
 
 struct Page {
     url: String,
@@ -54,10 +55,10 @@ impl Scraper {
                     .path_and_query()
                     .map_or("/metrics".to_owned(), |p| p.to_string()),
                 fetcher: Fetcher::new(
-                    &base,
+                    &BaseUrl::parse(&base).map_err(|e| format!("scrape URL `{url}`: {e}"))?,
                     vec![(
-                        "accept".into(),
-                        "text/plain;version=0.0.4;q=1,*/*;q=0.1".into(),
+                        http::header::ACCEPT,
+                        http::HeaderValue::from_static("text/plain;version=0.0.4;q=1,*/*;q=0.1"),
                     )],
                     timeout.min(Duration::from_secs(10)),
                 )?,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use marked_yaml::{Node, Spanned};
 
-use super::checker::{Checker, check_url, located, pos};
+use super::checker::{Checker, located, pos};
 use super::raw::{self, OrderedMap, Text};
 use super::types::*;
 use super::units;
@@ -94,14 +94,15 @@ pub(super) fn check_targets(
     let mut out: Vec<Target> = Vec::new();
     for (name, t) in &raw.0 {
         let grpc = check_grpc_target(c, t, base);
-        let url = c.parse(&t.url, "url", check_url);
+        let url = c.parse(&t.url, "url", BaseUrl::parse);
         let timeout = c
             .parse_opt(&t.timeout, "timeout", units::parse_duration)
             .unwrap_or(DEFAULT_TIMEOUT);
         let mut headers = Vec::new();
         for (k, v) in &t.headers.0 {
-            check_header_name(c, k);
-            if http::HeaderValue::from_str(v).is_err() {
+            let name = check_header_name(c, k);
+            let value = http::HeaderValue::from_str(v);
+            if value.is_err() {
                 c.err(
                     pos(v),
                     format!(
@@ -110,7 +111,9 @@ pub(super) fn check_targets(
                     ),
                 );
             }
-            headers.push((k.to_string(), v.to_string()));
+            if let (Some(name), Ok(value)) = (name, value) {
+                headers.push((name, value));
+            }
         }
         if let Some(url) = url {
             out.push(Target {
@@ -126,7 +129,7 @@ pub(super) fn check_targets(
             // Keep the index stable for requests that name this target.
             out.push(Target {
                 name: name.to_string(),
-                url: String::new(),
+                url: BaseUrl::invalid(),
                 headers,
                 timeout,
                 http2: false,

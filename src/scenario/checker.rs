@@ -5,30 +5,12 @@ use marked_yaml::Spanned;
 
 use super::Diagnostic;
 use super::raw::Text;
+use super::types::BaseUrl;
 use crate::position::{Located, Pos};
 
+/// A checked base URL as text (for URLs that are not targets').
 pub(super) fn check_url(url: &str) -> Result<String, String> {
-    let example = "expected an absolute URL such as `http://127.0.0.1:8000`";
-    let parsed: http::Uri = url
-        .parse()
-        .map_err(|e| format!("{example}, got `{url}` ({e})"))?;
-    let scheme = parsed
-        .scheme_str()
-        .ok_or_else(|| format!("{example}, got `{url}` (no scheme)"))?;
-    if !matches!(scheme, "http" | "https") {
-        return Err(format!(
-            "expected an `http://` or `https://` URL, got scheme `{scheme}` in `{url}`"
-        ));
-    }
-    if parsed.host().is_none_or(str::is_empty) {
-        return Err(format!("{example}, got `{url}` (no host)"));
-    }
-    if parsed.query().is_some() || url.contains('#') {
-        return Err(format!(
-            "a target URL is a base without query or fragment, got `{url}`"
-        ));
-    }
-    Ok(url.trim_end_matches('/').to_owned())
+    BaseUrl::parse(url).map(|u| u.as_str().to_owned())
 }
 
 /// Collects diagnostics while building the model.

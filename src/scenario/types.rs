@@ -14,7 +14,7 @@ use super::verification::Verification;
 use crate::outcome::{GrpcCode, Outcome};
 use crate::position::{Located, Pos};
 use crate::template::{JsonNode, JsonTemplate, Template};
-use http::{HeaderName, Method};
+use http::{HeaderName, HeaderValue, Method, Uri};
 
 /// Closed model with no `max_in_flight`: how many requests may be open.
 pub(super) const DEFAULT_MAX_IN_FLIGHT: u64 = 1000;
@@ -102,13 +102,82 @@ pub struct ScenarioFile {
     pub text: String,
 }
 
+/// A checked base URL: absolute `http://` or `https://`, with a host,
+/// without query or fragment, kept without a trailing `/`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaseUrl {
+    text: String,
+    uri: Uri,
+}
+
+impl BaseUrl {
+    /// Checks `url`; the error says what was expected and what was wrong.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let example = "expected an absolute URL such as `http://127.0.0.1:8000`";
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("{example}, got `{url}` ({e})"))?;
+        let scheme = uri
+            .scheme_str()
+            .ok_or_else(|| format!("{example}, got `{url}` (no scheme)"))?;
+        if !matches!(scheme, "http" | "https") {
+            return Err(format!(
+                "expected an `http://` or `https://` URL, got scheme `{scheme}` in `{url}`"
+            ));
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(format!("{example}, got `{url}` (no host)"));
+        }
+        if uri.query().is_some() || url.contains('#') {
+            return Err(format!(
+                "a target URL is a base without query or fragment, got `{url}`"
+            ));
+        }
+        let text = url.trim_end_matches('/');
+        let uri = if text.len() == url.len() {
+            uri
+        } else {
+            text.parse()
+                .map_err(|e| format!("{example}, got `{url}` ({e})"))?
+        };
+        Ok(Self {
+            text: text.to_owned(),
+            uri,
+        })
+    }
+
+    /// Stands in for a URL that did not validate, so target indices stay
+    /// stable while the rest of the file is checked; a scenario with it
+    /// never leaves validation.
+    pub(super) fn invalid() -> Self {
+        Self {
+            text: String::new(),
+            uri: Uri::default(),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn uri(&self) -> &Uri {
+        &self.uri
+    }
+}
+
+impl std::fmt::Display for BaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 /// A service base URL with the settings shared by its requests.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub name: String,
-    /// Base URL without a trailing `/`; request paths are appended.
-    pub url: String,
-    pub headers: Vec<(String, String)>,
+    /// Request paths are appended to it.
+    pub url: BaseUrl,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Whole-request timeout, connect to last byte.
     pub timeout: Duration,
     /// HTTP/2 over cleartext with prior knowledge; TLS targets negotiate
@@ -563,7 +632,7 @@ impl Scenario {
                         known.join(", ")
                     )
                 })?;
-            target.url = check_url(url)?;
+            target.url = BaseUrl::parse(url)?;
         }
         if let Some(p) = &o.prometheus {
             self.verification.metrics.prometheus =
