@@ -191,6 +191,22 @@ fn check_distribution<M: MetricSource>(
         ));
         return v;
     };
+    if total <= 0.0 {
+        // Nothing to compare: passing here would vouch for a histogram
+        // that recorded none of this traffic.
+        let mut v = cx.verdict(
+            "duration",
+            Status::NoData,
+            "the bucket series did not grow".into(),
+            &query,
+        );
+        v.diagnosis = Some(format!(
+            "`{}_bucket` did not grow during the run, though the client got {} responses: the histogram recorded none of this traffic",
+            base.metric,
+            thousands(h.len() as f64)
+        ));
+        return v;
+    }
     let n = h.len().max(1) as f64;
     let tol = cx.entry.tolerance.duration + cx.unsure() as f64 / n;
     let overhead_us = cx.entry.overhead.as_secs_f64() * 1e6;
@@ -275,6 +291,9 @@ fn check_quantiles<M: MetricSource>(
     );
     if buckets.is_empty() {
         return cx.skipped("quantiles", "no bucket series (see duration)");
+    }
+    if buckets.last().is_some_and(|b| b.1 <= 0.0) {
+        return cx.skipped("quantiles", "the bucket series did not grow (see duration)");
     }
     let h = &cx.client.latency;
     let mut parts = Vec::new();

@@ -237,6 +237,40 @@ fn no_bucket_series_is_no_data_and_skips_quantiles() {
 }
 
 #[test]
+fn buckets_that_did_not_grow_are_no_data_not_agreement() {
+    // `_count` and `_sum` moved but every `_bucket` stayed where it was:
+    // nothing can be compared, which must not read as agreement.
+    let mut src = MemorySource::default();
+    requests(&mut src, "200", 100.0);
+    let labels = [VIEW, ("method", "GET")];
+    src.add(&format!("{LATENCY}_count"), &labels, counter(0.0, 100.0));
+    src.add(
+        &format!("{LATENCY}_sum"),
+        &labels,
+        sampled(|t| 4.8 * progress(t)),
+    );
+    for le in ["0.1", "0.5", "+Inf"] {
+        src.add(
+            &format!("{LATENCY}_bucket"),
+            &[VIEW, ("method", "GET"), ("le", le)],
+            counter(7.0, 0.0),
+        );
+    }
+    let client = Client::new().http(200, 100, 50.0);
+    let c = check(&src, &django(), &client.build());
+    c.summary("duration", NoData, &["the bucket series did not grow"]);
+    c.diagnosis(
+        "duration",
+        NoData,
+        &["did not grow during the run", "100 responses"],
+    );
+    c.skipped(
+        &["quantiles"],
+        "the bucket series did not grow (see duration)",
+    );
+}
+
+#[test]
 fn no_client_responses_leave_latency_without_data() {
     // Every request timed out on the client; the server finished them
     // all, slowly. There is no client latency to compare with, which is
