@@ -8,6 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{Context, client_speaks_http, thousands};
 use crate::metrics::{MetricSource, Series, SourceError};
 use crate::verify::convention::{StatusSource, StatusStyle};
+
+/// gRPC codes a client records when it stops waiting, whatever the server
+/// does with the call afterwards (Go spellings, as the checks compare them).
+const ABANDONED: [&str; 2] = ["DeadlineExceeded", "Canceled"];
 use crate::verify::counters::{self, Increase};
 use crate::verify::{Status, Verdict};
 
@@ -144,6 +148,20 @@ pub(super) fn check_errors<M: MetricSource>(
     let keys: BTreeSet<&String> = server.keys().chain(client.keys()).collect();
     let unsure = cx.unsure() as f64;
     let slack = cx.entry.tolerance.errors.of(cx.client.responses) as f64;
+    // Calls the client gave up on (its deadline, or a cancellation) that
+    // the server did not count as such: it finished them, later, under
+    // the code its handler returned.
+    let abandoned: f64 = if style == StatusStyle::Grpc {
+        ABANDONED
+            .iter()
+            .map(|k| {
+                let c = client.get(*k).copied().unwrap_or(0) as f64;
+                (c - server.get(*k).copied().unwrap_or(0.0)).max(0.0)
+            })
+            .sum()
+    } else {
+        0.0
+    };
     let mut parts = Vec::new();
     let mut problems = Vec::new();
     for k in keys {
@@ -155,7 +173,13 @@ pub(super) fn check_errors<M: MetricSource>(
             thousands(c)
         ));
         if s < c - slack - 1e-9 {
-            problems.push(if k.starts_with('5') {
+            problems.push(if ABANDONED.contains(&k.as_str()) {
+                format!(
+                    "client saw {} × {k}, server counted {}: the client gave up before the server answered (its deadline or a cancellation); the server counts such calls under the code its handler returned",
+                    thousands(c),
+                    thousands(s)
+                )
+            } else if k.starts_with('5') {
                 format!(
                     "client saw {} × {k}, server counted {}: exceptions bypass the metrics middleware",
                     thousands(c),
@@ -169,6 +193,14 @@ pub(super) fn check_errors<M: MetricSource>(
                 )
             });
         } else if s > c + unsure + slack + 1e-9 {
+            if s <= c + unsure + slack + abandoned + 1e-9 {
+                problems.push(format!(
+                    "server counted {} × {k}, client saw {}: the calls the client abandoned finished on the server as {k}",
+                    thousands(s),
+                    thousands(c)
+                ));
+                continue;
+            }
             problems.push(format!(
                 "server counted {} × {k}, client saw {}: other traffic in these series, or the status is rewritten after counting",
                 thousands(s),

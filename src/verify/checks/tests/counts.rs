@@ -259,6 +259,27 @@ fn grpc_code_the_server_never_counted_fails_errors() {
 }
 
 #[test]
+fn calls_abandoned_at_the_client_deadline_are_named_as_such() {
+    // The client's deadline expired on 10 calls; the server finished them
+    // later and counted them OK.
+    let src = grpc_server(&[("OK", 100.0)]);
+    let client = Client::new()
+        .grpc("OK", 90, 2.0)
+        .grpc("DEADLINE_EXCEEDED", 10, 50.0);
+    let c = check(&src, &grpc_entry(), &client.build());
+    let v = c.diagnosis(
+        "errors",
+        Fail,
+        &[
+            "client saw 10 × DeadlineExceeded, server counted 0: the client gave up before the server answered",
+            "server counted 100 × OK, client saw 90: the calls the client abandoned finished on the server as OK",
+        ],
+    );
+    let d = v.diagnosis.as_deref().unwrap_or_default();
+    assert!(!d.contains("middleware") && !d.contains("rewritten"), "{d}");
+}
+
+#[test]
 fn grpc_codes_and_http_statuses_are_not_compared() {
     // A REST gateway in front of a gRPC server: the client sees HTTP.
     let src = grpc_server(&[("OK", 100.0)]);
