@@ -525,6 +525,22 @@ fn usage_errors_exit_64() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the scenario file"));
+    // Values out of range are usage errors before any traffic, not panics.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (flag, value, words) in [
+        ("--users", "100M", "more than one redproof runs at once"),
+        ("--rate", "1e-20/s", "slowest rate"),
+        ("--duration", "99999999999999999999s", "365 days"),
+    ] {
+        let out = bin()
+            .current_dir(root)
+            .args(["run", "scenarios/polls.yaml", flag, value])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(words), "{flag} {value}: {stderr}");
+    }
 }
 
 #[test]

@@ -7,11 +7,13 @@
 //! - `demo`: `redproof demo`, the demo services started in this process
 //!   (with the default `demo` cargo feature);
 //! - [`exit`]: exit codes and errors that carry them;
+//! - [`limits`]: what the machine lets one run hold (open files);
 //! - [`signal`]: Ctrl-C and SIGTERM.
 
 #[cfg(feature = "demo")]
 mod demo;
 mod exit;
+mod limits;
 mod run;
 mod signal;
 

@@ -55,7 +55,7 @@ fn overrides(a: &RunArgs) -> Result<Overrides, String> {
         users: a
             .users
             .as_deref()
-            .map(units::parse_count)
+            .map(units::parse_concurrency)
             .transpose()
             .map_err(|e| format!("--users: {e}"))?,
         rate: a
@@ -178,6 +178,8 @@ pub(crate) async fn run_scenario(
     let mut scenario = scenario;
     resolve_by_reflection(&mut scenario).await?;
     let plan = Arc::new(CallPlan::new(&scenario).map_err(|e| fail(Exit::Usage, anyhow!(e)))?);
+    super::limits::ensure_open_files(super::limits::open_files_needed(&scenario))
+        .map_err(|e| fail(Exit::Usage, anyhow!(e)))?;
     let engine_plan = EnginePlan::new(
         &scenario,
         settings

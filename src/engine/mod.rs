@@ -43,6 +43,9 @@ use crate::profile::{RateProfile, UserProfile};
 use crate::scenario::{Load, LoadModel};
 
 pub use plan::{EnginePlan, StepPlan};
+
+/// Later than any run ends: validation keeps durations within a year.
+const FAR: Duration = Duration::from_secs(2 * 366 * 86_400);
 use schedule::{FeedState, Schedule, Shared};
 use worker::{WeightedChoice, WorkerPlan, lock};
 
@@ -173,7 +176,7 @@ pub async fn run<F: ExecutorFactory + Clone>(
     let mut interrupted = false;
     let mut finished = 0;
     let mut thread_error = None;
-    let far = t0 + Duration::from_secs(86_400 * 365);
+    let far = t0 + FAR;
 
     let flush = |now: Instant,
                  window: &mut Recorder,
@@ -372,7 +375,10 @@ fn run_thread<F: ExecutorFactory>(
                     spawn_at: Some(
                         sh.t0
                             + match spawn_rate {
-                                Some(r) if !staged => r.interval().mul_f64(w as f64),
+                                Some(r) if !staged => Duration::try_from_secs_f64(
+                                    r.interval().as_secs_f64() * w as f64,
+                                )
+                                .unwrap_or(FAR),
                                 _ => Duration::ZERO,
                             },
                     ),

@@ -71,6 +71,15 @@ pub(super) struct Shared {
 
 impl Shared {
     /// Stops the starting of requests.
+    /// The instant `secs` after T0. Validation bounds durations and rates,
+    /// so this saturates only for offsets far past any run's end.
+    pub(super) fn at(&self, secs: f64) -> Instant {
+        Duration::try_from_secs_f64(secs)
+            .ok()
+            .and_then(|d| self.t0.checked_add(d))
+            .unwrap_or_else(|| self.t0 + super::FAR)
+    }
+
     pub(super) fn halt(&self) {
         self.stopping.store(true, Ordering::Relaxed);
         self.stop.cancel();
@@ -140,7 +149,7 @@ impl Schedule {
                     let now = sh.t0.elapsed().as_secs_f64();
                     if !profile.is_active(*user, now) {
                         let at = profile.next_active(*user, now)?;
-                        if !sleep_unless_stopped(sh, sh.t0 + Duration::from_secs_f64(at)).await {
+                        if !sleep_unless_stopped(sh, sh.at(at)).await {
                             return None;
                         }
                         // A user that starts again keeps its pace from now.
@@ -173,7 +182,7 @@ impl Schedule {
                     return None;
                 }
                 let profile = sh.rate.as_ref().expect("open model has a rate profile");
-                let due = sh.t0 + Duration::from_secs_f64(profile.due(slot)?);
+                let due = sh.at(profile.due(slot)?);
                 if sh.end.is_some_and(|end| due >= end) {
                     return None;
                 }

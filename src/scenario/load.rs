@@ -17,9 +17,9 @@ pub(super) fn check_load(
     load_pos: Option<Pos>,
 ) -> Option<Load> {
     let l: &raw::RawLoad = load;
-    let users = c.parse_opt(&l.users, "users", units::parse_count);
+    let users = c.parse_opt(&l.users, "users", units::parse_concurrency);
     let iterations = c.parse_opt(&l.iterations, "iterations", units::parse_count);
-    let max_in_flight = c.parse_opt(&l.max_in_flight, "max_in_flight", units::parse_count);
+    let max_in_flight = c.parse_opt(&l.max_in_flight, "max_in_flight", units::parse_concurrency);
     let rate = c.parse_opt(&l.rate, "rate", Rate::parse);
     let spawn_rate = c.parse_opt(&l.spawn_rate, "spawn_rate", Rate::parse);
     let wait = c.parse_opt(&l.wait, "wait", DurationRange::parse);
@@ -199,7 +199,7 @@ fn check_stages(c: &mut Checker, raw: &Spanned<Vec<raw::RawStage>>) -> Vec<Stage
         }
         let target = match (&st.users, &st.rate) {
             (Some(u), None) => c
-                .parse(u, "users", units::parse_count)
+                .parse(u, "users", units::parse_concurrency)
                 .map(StageTarget::Users),
             (None, Some(r)) => c.parse(r, "rate", |text| match text.split_once("..") {
                 Some((a, b)) => Ok(StageTarget::Rate {

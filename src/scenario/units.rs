@@ -7,8 +7,21 @@
 use std::fmt;
 use std::time::Duration;
 
+/// The longest duration a scenario may give: longer ones are typing
+/// mistakes, and keeping every duration within a year keeps every instant
+/// redproof computes from them representable.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
+/// The slowest rate: one event a year.
+const MIN_RATE: f64 = 1.0 / (365.0 * 86_400.0);
+
+/// The fastest rate one redproof is asked for; far beyond what a machine
+/// sends, so anything above is a typing mistake.
+const MAX_RATE: f64 = 1e8;
+
 /// Parses `250ms`, `2s`, `1.5s`, `1m30s`, `2h`, `500us`. A bare number is
 /// rejected: a unit-less duration is a classic source of 1000× mistakes.
+/// At most [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let expected =
         || format!("expected a duration such as `250ms`, `2s`, `1m30s` or `1h`, got `{text}`");
@@ -43,7 +56,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         };
         total += value * seconds;
     }
-    Ok(Duration::from_secs_f64(total))
+    match Duration::try_from_secs_f64(total) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(format!(
+            "`{text}` is longer than the longest duration redproof accepts, 365 days (`8760h`)"
+        )),
+    }
 }
 
 /// A range of durations, `50ms..200ms`, or a single duration.
@@ -109,13 +127,26 @@ impl Rate {
             None => (s, 1.0),
         };
         let value = parse_count_f64(num).ok_or_else(expected)?;
-        Self::per_second(value / per)
-            .ok_or_else(|| format!("a rate must be above zero, got `{text}`"))
+        let per_second = value / per;
+        if per_second <= 0.0 {
+            return Err(format!("a rate must be above zero, got `{text}`"));
+        }
+        if per_second < MIN_RATE {
+            return Err(format!(
+                "`{text}` is slower than the slowest rate redproof accepts, one a year"
+            ));
+        }
+        Self::per_second(per_second).ok_or_else(|| {
+            format!("`{text}` is faster than the fastest rate redproof accepts, 100M/s")
+        })
     }
 
-    /// A rate from a per-second figure; `None` unless positive and finite.
+    /// A rate from a per-second figure; `None` unless between one a year
+    /// and 100M/s.
     pub fn per_second(value: f64) -> Option<Self> {
-        (value.is_finite() && value > 0.0).then_some(Self(value))
+        (MIN_RATE..=MAX_RATE)
+            .contains(&value)
+            .then_some(Self(value))
     }
 
     /// The rate in events per second.
@@ -159,6 +190,23 @@ pub fn parse_count(text: &str) -> Result<u64, String> {
         return Err(expected());
     }
     Ok(v as u64)
+}
+
+/// The most users, or requests in flight, one redproof runs: each holds a
+/// task, buffers and a connection per target, so beyond this a machine runs
+/// out of memory or sockets long before the load is useful.
+pub const MAX_CONCURRENCY: u64 = 1_000_000;
+
+/// Parses a user count or in-flight cap: a count of at most
+/// [`MAX_CONCURRENCY`].
+pub fn parse_concurrency(text: &str) -> Result<u64, String> {
+    let n = parse_count(text)?;
+    if n > MAX_CONCURRENCY {
+        return Err(format!(
+            "`{text}` is more than one redproof runs at once (1M); split the load over several redproof processes"
+        ));
+    }
+    Ok(n)
 }
 
 /// A count with `,` between thousands: `1,234,567`.
@@ -211,6 +259,36 @@ mod tests {
             let err = parse_duration(bad).unwrap_err();
             assert!(err.contains("expected a duration"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn durations_and_rates_stay_in_range() {
+        assert_eq!(parse_duration("8760h").unwrap(), MAX_DURATION);
+        for huge in [
+            "99999999999999999999s",
+            "3000000000000000h",
+            "8761h",
+            "1e400s",
+        ] {
+            let err = parse_duration(huge).unwrap_err();
+            assert!(
+                err.contains("365 days") || err.contains("expected a duration"),
+                "{huge}: {err}"
+            );
+        }
+        assert!(
+            parse_duration("99999999999999999999s")
+                .unwrap_err()
+                .contains("365 days")
+        );
+        assert!(Rate::parse("1e-20/s").unwrap_err().contains("slowest rate"));
+        assert!(Rate::parse("1e30/s").unwrap_err().contains("fastest rate"));
+        assert!(Rate::parse("0/s").unwrap_err().contains("above zero"));
+        assert!(Rate::parse("1/h").is_ok());
+        assert!(Rate::parse("100M/s").is_ok());
+        // The slowest rate's interval is still a representable duration.
+        let slow = Rate::per_second(MIN_RATE).unwrap();
+        assert!(slow.interval() <= MAX_DURATION + Duration::from_secs(1));
     }
 
     #[test]
