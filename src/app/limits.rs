@@ -35,6 +35,8 @@ pub(super) fn ensure_open_files(needed: u64) -> Result<(), String> {
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
             return Ok(());
         }
+        // `rlim_t` is 64 bits on Linux but not on every Unix.
+        #[allow(clippy::unnecessary_cast)]
         let (soft, hard) = (lim.rlim_cur as u64, lim.rlim_max as u64);
         if soft >= needed {
             return Ok(());
