@@ -33,7 +33,8 @@ pub(crate) fn fail(code: Exit, error: impl Into<anyhow::Error>) -> Failure {
 
 /// The exit code of a finished run: interrupted, unavailable, then what
 /// failed.
-pub(super) fn exit_code(report: &RunReport, unavailable: bool) -> Exit {
+pub(super) fn exit_code(report: &RunReport) -> Exit {
+    let unavailable = report.unavailable();
     let thresholds = report.thresholds_failed();
     let verification = report.verification_failed();
     if report.interrupted {

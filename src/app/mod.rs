@@ -162,8 +162,5 @@ fn report(file: &Path, format: Format) -> Result<Exit, Failure> {
         Format::Junit => print!("{}", render_junit(&r)),
         Format::Markdown => print!("{}", render_markdown(&r, &summary)),
     }
-    Ok(exit_code(
-        &r,
-        r.verification_error.is_some() && !r.interrupted,
-    ))
+    Ok(exit_code(&r))
 }

@@ -283,6 +283,7 @@ pub(crate) async fn run_scenario(
             }
         };
         report.attach_verification(outcome, &summary);
+        report.verification_unavailable = source_down;
     }
     stop_scraping.cancel();
 
@@ -303,10 +304,12 @@ pub(crate) async fn run_scenario(
             "hint: check that the service is running, or point the target elsewhere with --target {target}=URL"
         );
     }
-    if source_down && let Some(e) = &report.verification_error {
+    if let Some(e) = &report.verification_error
+        && !report.interrupted
+    {
         eprintln!("error: verification not run: {e}");
     }
-    Ok(exit_code(&report, !unavailable.is_empty() || source_down))
+    Ok(exit_code(&report))
 }
 
 fn write_outputs(o: &OutputArgs, report: &RunReport, summary: &Summary) -> Result<(), Failure> {

@@ -71,7 +71,9 @@ impl Prometheus {
             return Err(SourceError::Query(format!(
                 "Prometheus: {} ({})",
                 v["error"].as_str().unwrap_or("unknown error"),
-                v["errorType"].as_str().unwrap_or("HTTP {status}")
+                v["errorType"]
+                    .as_str()
+                    .map_or_else(|| format!("HTTP {status}"), str::to_owned)
             )));
         }
         Ok((v["data"].clone(), warnings))
@@ -104,39 +106,51 @@ fn parse_value(v: &Value) -> Option<(i64, f64)> {
     Some(((t * 1000.0).round() as i64, x))
 }
 
-fn series_of(result: &Value) -> Vec<Series> {
-    result
+/// The series of a query result. Anything but Prometheus' documented
+/// shape is an error: read as "no series", it would pass for no data.
+fn series_of(result: &Value, query: &str) -> Result<Vec<Series>, SourceError> {
+    let shape = |what: &str| {
+        SourceError::Query(format!(
+            "Prometheus answered `{query}` with {what}, not the API's result shape"
+        ))
+    };
+    let items = result
         .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|s| {
-                    let mut labels: crate::promql::Labels = s["metric"]
-                        .as_object()
-                        .map(|m| {
-                            m.iter()
-                                .map(|(k, v)| {
-                                    (k.clone(), v.as_str().unwrap_or_default().to_owned())
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let name = labels.remove("__name__").unwrap_or_default();
-                    let samples = match s.get("values") {
-                        Some(vs) => vs
-                            .as_array()
-                            .map(|vs| vs.iter().filter_map(parse_value).collect())
-                            .unwrap_or_default(),
-                        None => s.get("value").and_then(parse_value).into_iter().collect(),
-                    };
-                    Series {
-                        name,
-                        labels,
-                        samples,
-                    }
-                })
-                .collect()
+        .ok_or_else(|| shape("a `result` that is not a list"))?;
+    items
+        .iter()
+        .map(|s| {
+            let metric = s["metric"]
+                .as_object()
+                .ok_or_else(|| shape("a series without a `metric` object"))?;
+            let mut labels: crate::promql::Labels = metric
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect();
+            let name = labels.remove("__name__").unwrap_or_default();
+            let samples = match (s.get("values"), s.get("value")) {
+                (Some(vs), _) => vs
+                    .as_array()
+                    .ok_or_else(|| shape("`values` that are not a list"))?
+                    .iter()
+                    .map(|v| {
+                        parse_value(v)
+                            .ok_or_else(|| shape("a sample that is not `[time, \"value\"]`"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                (None, Some(v)) => vec![
+                    parse_value(v)
+                        .ok_or_else(|| shape("a sample that is not `[time, \"value\"]`"))?,
+                ],
+                (None, None) => return Err(shape("a series without samples")),
+            };
+            Ok(Series {
+                name,
+                labels,
+                samples,
+            })
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 fn rfc3339_ms(s: &str) -> Option<i64> {
@@ -195,36 +209,46 @@ impl MetricSource for Prometheus {
                 data["resultType"]
             )));
         }
+        let series = series_of(&data["result"], &query)?;
         Ok(Fetch {
             query,
             eval_ms: to_ms,
-            series: series_of(&data["result"]),
+            series,
             warnings,
         })
     }
 
     async fn targets(&self) -> Result<Vec<TargetStatus>, SourceError> {
         let (data, _) = self.api("/api/v1/targets?state=active").await?;
-        Ok(data["activeTargets"]
+        let shape = |what: &str| {
+            SourceError::Query(format!(
+                "Prometheus answered `/api/v1/targets` with {what}, not the API's shape"
+            ))
+        };
+        let targets = data["activeTargets"]
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|t| TargetStatus {
-                        job: t["labels"]["job"].as_str().unwrap_or_default().to_owned(),
-                        instance: t["labels"]["instance"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned(),
-                        scrape_url: t["scrapeUrl"].as_str().unwrap_or_default().to_owned(),
-                        health: t["health"].as_str().unwrap_or("unknown").to_owned(),
-                        last_scrape_ms: t["lastScrape"].as_str().and_then(rfc3339_ms),
-                        last_error: t["lastError"].as_str().unwrap_or_default().to_owned(),
-                        interval: t["scrapeInterval"].as_str().and_then(go_duration),
-                        listed: false,
-                    })
-                    .collect()
+            .ok_or_else(|| shape("no `activeTargets` list"))?;
+        if targets.iter().any(|t| {
+            t["labels"]["instance"].as_str().is_none() || t["scrapeUrl"].as_str().is_none()
+        }) {
+            return Err(shape("a target without `labels.instance` or `scrapeUrl`"));
+        }
+        Ok(targets
+            .iter()
+            .map(|t| TargetStatus {
+                job: t["labels"]["job"].as_str().unwrap_or_default().to_owned(),
+                instance: t["labels"]["instance"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                scrape_url: t["scrapeUrl"].as_str().unwrap_or_default().to_owned(),
+                health: t["health"].as_str().unwrap_or("unknown").to_owned(),
+                last_scrape_ms: t["lastScrape"].as_str().and_then(rfc3339_ms),
+                last_error: t["lastError"].as_str().unwrap_or_default().to_owned(),
+                interval: t["scrapeInterval"].as_str().and_then(go_duration),
+                listed: false,
             })
-            .unwrap_or_default())
+            .collect())
     }
 
     async fn instant(&self, expr: &str, at_ms: i64) -> Result<Fetch, SourceError> {
@@ -235,7 +259,7 @@ impl MetricSource for Prometheus {
                 labels: Default::default(),
                 samples: parse_value(&data["result"]).into_iter().collect(),
             }],
-            _ => series_of(&data["result"]),
+            _ => series_of(&data["result"], expr)?,
         };
         Ok(Fetch {
             query: expr.to_owned(),
@@ -256,7 +280,7 @@ mod tests {
             r#"[{"metric":{"__name__":"x_total","job":"a"},"values":[[1700000000.5,"3"],[1700000001,"+Inf"]]}]"#,
         )
         .unwrap();
-        let s = series_of(&v);
+        let s = series_of(&v, "x_total[1s]").unwrap();
         assert_eq!(s[0].name, "x_total");
         assert_eq!(s[0].labels["job"], "a");
         assert_eq!(s[0].samples[0], (1_700_000_000_500, 3.0));
@@ -269,5 +293,25 @@ mod tests {
         assert_eq!(rfc3339_ms("0001-01-01T00:00:00Z"), None);
         assert_eq!(go_duration("1s"), Some(Duration::from_secs(1)));
         assert_eq!(go_duration("500ms"), Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn results_of_another_shape_are_errors_not_empty() {
+        for bad in [
+            r#""nope""#,
+            r#"[{"values":[[1,"1"]]}]"#,
+            r#"[{"metric":{},"values":"x"}]"#,
+            r#"[{"metric":{},"values":[[1]]}]"#,
+            r#"[{"metric":{}}]"#,
+        ] {
+            let v: Value = serde_json::from_str(bad).unwrap();
+            let e = series_of(&v, "q").unwrap_err();
+            assert!(
+                e.to_string().contains("not the API's result shape"),
+                "{bad}: {e}"
+            );
+        }
+        let empty: Value = serde_json::from_str("[]").unwrap();
+        assert!(series_of(&empty, "q").unwrap().is_empty());
     }
 }

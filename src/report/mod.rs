@@ -46,9 +46,14 @@ pub struct RunReport {
     /// Server-side verdicts, when the scenario asks for verification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<VerificationReport>,
-    /// Why verification could not run (metric source unreachable).
+    /// Why verification could not run: the metric source was unreachable,
+    /// or answered with an error or an answer redproof cannot read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification_error: Option<String>,
+    /// The metric source could not be reached at all (exit 69), as opposed
+    /// to answering badly (exit 2).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verification_unavailable: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -240,6 +245,7 @@ impl RunReport {
                 .collect(),
             verification: None,
             verification_error: None,
+            verification_unavailable: false,
         };
         report.evaluate_thresholds(&summary);
         (report, summary)
@@ -273,9 +279,19 @@ impl RunReport {
         );
     }
 
-    /// True when a verification check failed or had no data.
+    /// True when a verification check failed or had no data, or when
+    /// verification was asked for and could not run (an interrupted run
+    /// excepted): a gate must not pass on a check that never happened.
     pub fn verification_failed(&self) -> bool {
         self.verification.as_ref().is_some_and(|v| v.failed())
+            || (self.verification_error.is_some() && !self.interrupted)
+    }
+
+    /// True when a target never answered, or the metric source could not
+    /// be reached: exit 69.
+    pub fn unavailable(&self) -> bool {
+        (self.verification_unavailable && !self.interrupted)
+            || !self.unavailable_targets().is_empty()
     }
 
     /// Reads a results file.
