@@ -37,7 +37,9 @@ pub(super) fn exit_code(report: &RunReport) -> Exit {
     let unavailable = report.unavailable();
     let thresholds = report.thresholds_failed();
     let verification = report.verification_failed();
-    if report.interrupted {
+    if report.failure.is_some() {
+        Exit::Internal
+    } else if report.interrupted {
         Exit::Interrupted
     } else if unavailable {
         Exit::Unavailable

@@ -42,7 +42,16 @@ pub fn main() -> u8 {
             };
         }
     };
-    match dispatch(cli) {
+    // A bug must not pass for a verdict: a panic anywhere ends with exit
+    // 70 (the panic's own message is already on stderr).
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatch(cli)))
+        .unwrap_or_else(|_| {
+            Err(fail(
+                Exit::Internal,
+                anyhow!("internal error: redproof panicked (a bug; please report it with the message above)"),
+            ))
+        });
+    match result {
         Ok(code) => code as u8,
         Err(f) => {
             eprintln!("error: {}", f.error);

@@ -252,6 +252,9 @@ pub(crate) async fn run_scenario(
     if let Some(why) = &engine_output.stopped_by {
         eprintln!("note: {why}: the run stopped early");
     }
+    if let Some(e) = &engine_output.failure {
+        eprintln!("error: {e}; the run was stopped, and what it recorded is reported");
+    }
 
     let (mut report, summary) = RunReport::new(&scenario, file, &engine_output);
     let mut source_down = false;
@@ -259,6 +262,8 @@ pub(crate) async fn run_scenario(
         let outcome = if let Some(e) = source_error {
             source_down = true;
             Err(e)
+        } else if let Some(e) = &report.failure {
+            Err(format!("the run failed: {e}"))
         } else if report.interrupted {
             Err("the run was interrupted".to_owned())
         } else {

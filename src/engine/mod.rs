@@ -35,7 +35,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::exec::ExecutorFactory;
 use crate::measure::{Recorder, Window};
@@ -76,6 +75,9 @@ pub struct EngineOutput {
     pub schedule: Option<ScheduleStats>,
     /// Why the run stopped early, when a data feed ran out.
     pub stopped_by: Option<String>,
+    /// An engine thread failed (a panic, a runtime that would not start):
+    /// the run was stopped, and what it recorded until then is kept.
+    pub failure: Option<String>,
 }
 
 /// Live figures handed to the progress display once a second.
@@ -158,7 +160,12 @@ pub async fn run<F: ExecutorFactory + Clone>(
             std::thread::Builder::new()
                 .name(format!("redproof-load-{thread}"))
                 .spawn(move || {
-                    let r = run_thread(&factory, thread, threads, sh, rec, &plan);
+                    // A panic outside the workers (building the executor,
+                    // the runtime) still reports, so the run ends cleanly.
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_thread(&factory, thread, threads, sh, rec, &plan)
+                    }))
+                    .unwrap_or_else(|p| Err(panic_message(thread, p.as_ref())));
                     let _ = done.blocking_send(r);
                 })
                 .map_err(|e| format!("cannot start an engine thread: {e}"))?,
@@ -266,9 +273,6 @@ pub async fn run<F: ExecutorFactory + Clone>(
     for h in handles {
         let _ = h.join();
     }
-    if let Some(e) = thread_error {
-        return Err(e);
-    }
     flush(t1, &mut window, &mut totals, &mut windows, &mut last_flush);
     if windows
         .last()
@@ -298,6 +302,7 @@ pub async fn run<F: ExecutorFactory + Clone>(
         elapsed: t1.duration_since(t0),
         interrupted,
         schedule,
+        failure: thread_error,
         stopped_by: sh
             .exhausted
             .lock()
@@ -333,6 +338,16 @@ fn describe_load(load: &Load, users: Option<&UserProfile>, elapsed: Duration) ->
     }
 }
 
+/// The message of a panic caught on engine thread `thread`.
+fn panic_message(thread: usize, payload: &(dyn std::any::Any + Send)) -> String {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned());
+    format!("internal error: engine thread {thread} panicked: {what}")
+}
+
 fn run_thread<F: ExecutorFactory>(
     factory: &F,
     thread: usize,
@@ -358,7 +373,7 @@ fn run_thread<F: ExecutorFactory>(
             variables: plan.variables,
             pace: plan.load.pace,
         });
-        let tracker = TaskTracker::new();
+        let mut workers_set = tokio::task::JoinSet::new();
         let workers = match model {
             LoadModel::Closed { users, .. } => *users,
             LoadModel::Open { max_in_flight, .. } => *max_in_flight,
@@ -390,7 +405,7 @@ fn run_thread<F: ExecutorFactory>(
                 LoadModel::Open { .. } => Schedule::Open,
             };
             let seed = fastrand::u64(..) ^ w;
-            tracker.spawn_local(worker::worker(
+            workers_set.spawn_local(worker::worker(
                 exec.clone(),
                 sh.clone(),
                 rec.clone(),
@@ -399,9 +414,20 @@ fn run_thread<F: ExecutorFactory>(
                 seed,
             ));
         }
-        tracker.close();
-        tracker.wait().await;
-        Ok(())
+        // A worker that panics stops the whole run at once: its requests
+        // would otherwise silently go missing from the counts.
+        let mut failure = None;
+        while let Some(r) = workers_set.join_next().await {
+            if let Err(e) = r
+                && e.is_panic()
+                && failure.is_none()
+            {
+                failure = Some(panic_message(thread, e.into_panic().as_ref()));
+                sh.halt();
+                sh.abort.cancel();
+            }
+        }
+        failure.map_or(Ok(()), Err)
     })
 }
 
@@ -455,5 +481,77 @@ mod tests {
             describe_load(&load, Some(&p), Duration::from_secs(19)),
             "stage 2/2 · 4/10 users"
         );
+    }
+
+    /// Answers 200 to every call but the `panic_at`-th, where it panics.
+    #[derive(Clone)]
+    struct PanicsOnce {
+        calls: Arc<AtomicU64>,
+        panic_at: u64,
+    }
+
+    impl ExecutorFactory for PanicsOnce {
+        type Executor = PanicsOnce;
+        fn build(&self) -> Result<PanicsOnce, String> {
+            Ok(self.clone())
+        }
+    }
+
+    impl crate::exec::Executor for PanicsOnce {
+        async fn execute(&self, _: usize, _: &mut crate::exec::Scratch) -> crate::exec::CallResult {
+            if self.calls.fetch_add(1, Ordering::Relaxed) == self.panic_at {
+                panic!("call {} went wrong", self.panic_at);
+            }
+            tokio::task::yield_now().await;
+            crate::exec::CallResult::Status(200)
+        }
+
+        fn accepts(&self, _: usize, _: crate::outcome::Outcome) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn a_panicking_worker_stops_the_run_and_keeps_what_it_recorded() {
+        let load = Load {
+            model: LoadModel::Closed {
+                users: 4,
+                spawn_rate: None,
+                wait: DurationRange {
+                    min: Duration::ZERO,
+                    max: Duration::ZERO,
+                },
+            },
+            duration: Some(Duration::from_secs(60)),
+            iterations: Some(1_000_000),
+            drain: Duration::from_secs(5),
+            iterations_per_user: None,
+            stages: Vec::new(),
+            pace: None,
+        };
+        let factory = PanicsOnce {
+            calls: Arc::new(AtomicU64::new(0)),
+            panic_at: 500,
+        };
+        let plan = EnginePlan::of_requests(load, &[1], 2);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let out = rt
+            .block_on(run(
+                factory,
+                &plan,
+                CancellationToken::new(),
+                CancellationToken::new(),
+                |_| {},
+            ))
+            .unwrap();
+        let failure = out.failure.expect("the panic is reported");
+        assert!(failure.contains("call 500 went wrong"), "{failure}");
+        // The calls before the panic are kept (but the few in flight on the
+        // other users, cut off as unknown), and the run stopped far short.
+        let recorded = out.totals.total().count();
+        assert!((490..1_000_000).contains(&recorded), "{recorded}");
     }
 }

@@ -47,6 +47,14 @@ pub fn render_junit(r: &RunReport) -> String {
             skipped: None,
         });
     }
+    if let Some(e) = &r.failure {
+        cases.push(Case {
+            class: "redproof.run".into(),
+            name: "engine".into(),
+            failure: Some(("internal".into(), e.clone(), String::new())),
+            skipped: None,
+        });
+    }
     if let Some(e) = &r.verification_error {
         cases.push(Case {
             class: "redproof.verify".into(),

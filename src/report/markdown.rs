@@ -16,7 +16,8 @@ pub fn render_markdown(r: &RunReport, summary: &Summary) -> String {
     let mut o = String::new();
     let failed = r.thresholds.iter().any(|t| !t.passed)
         || r.verification_failed()
-        || r.verification_error.is_some();
+        || r.verification_error.is_some()
+        || r.failure.is_some();
     let _ = writeln!(
         o,
         "## {} redproof · {}\n",
@@ -30,6 +31,9 @@ pub fn render_markdown(r: &RunReport, summary: &Summary) -> String {
         (r.timing.elapsed_s - r.timing.load_s).max(0.0),
         if r.interrupted { ", interrupted" } else { "" }
     );
+    if let Some(e) = &r.failure {
+        let _ = writeln!(o, "**Run failed:** {}\n", cell(e));
+    }
     let _ = writeln!(
         o,
         "| request | count | rps | errors | p50 | p95 | p99 | server count | server p95 |"

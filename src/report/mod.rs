@@ -50,6 +50,10 @@ pub struct RunReport {
     /// or answered with an error or an answer redproof cannot read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification_error: Option<String>,
+    /// An internal error stopped the run (exit 70); what it recorded until
+    /// then is in this report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
     /// The metric source could not be reached at all (exit 69), as opposed
     /// to answering badly (exit 2).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -246,6 +250,7 @@ impl RunReport {
             verification: None,
             verification_error: None,
             verification_unavailable: false,
+            failure: out.failure.clone(),
         };
         report.evaluate_thresholds(&summary);
         (report, summary)

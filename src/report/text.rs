@@ -25,6 +25,9 @@ pub fn render_text(r: &RunReport, summary: &Summary) -> String {
         (r.timing.elapsed_s - r.timing.load_s).max(0.0),
         if r.interrupted { " · INTERRUPTED" } else { "" }
     );
+    if let Some(e) = &r.failure {
+        let _ = writeln!(o, "RUN FAILED: {e}");
+    }
     let _ = writeln!(o);
     let name_w = summary
         .rows
