@@ -404,3 +404,132 @@ thresholds:
         assert!(!Expect::default().accepts(Outcome::Status(404)));
     }
 }
+
+/// Validation of arbitrary damage to real scenario files: it may reject
+/// them, never panic. `REDPROOF_FUZZ_CASES` sets how many files (256 by
+/// default, kept small for CI).
+#[cfg(test)]
+mod mutated {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const SEEDS: &[&str] = &[
+        include_str!("../../scenarios/polls.yaml"),
+        include_str!("../../scenarios/bank.yaml"),
+        include_str!("../../scenarios/open-rate.yaml"),
+        include_str!("../../scenarios/demo.yaml"),
+        include_str!("../../scenarios/polls-alert.yaml"),
+    ];
+
+    /// Values that have broken parsers before: huge, tiny, negative,
+    /// non-numbers, templates, control characters, YAML specials.
+    const HOSTILE: &[&str] = &[
+        "99999999999999999999s",
+        "3000000000000000h",
+        "1e-20/s",
+        "1e308/s",
+        "-1",
+        "0",
+        "NaN",
+        "inf",
+        "18446744073709551616",
+        "100000000",
+        "0s",
+        "1ms..0ms",
+        "{{",
+        "}}",
+        "{{ pick(nope) }}",
+        "{{ number(x) }}",
+        "$..[?(@",
+        "\"\"",
+        "~",
+        "[]",
+        "{}",
+        "&a",
+        "*a",
+        "!!binary x",
+        "\u{1b}[2J",
+        "é",
+        "http://[::1",
+        "5xx..",
+        "p100 < 1ms",
+        "all.errors < -1%",
+    ];
+
+    #[derive(Debug, Clone)]
+    enum Damage {
+        /// Replace the value after the `n`-th `:` with a hostile one.
+        Value(usize, usize),
+        /// Delete `len` bytes at `at`.
+        Cut(usize, usize),
+        /// Repeat line `n`.
+        Repeat(usize),
+    }
+
+    fn damage() -> impl Strategy<Value = Damage> {
+        prop_oneof![
+            (any::<usize>(), 0..HOSTILE.len()).prop_map(|(n, h)| Damage::Value(n, h)),
+            (any::<usize>(), 1usize..40).prop_map(|(at, len)| Damage::Cut(at, len)),
+            any::<usize>().prop_map(Damage::Repeat),
+        ]
+    }
+
+    fn apply(text: &str, d: &Damage) -> String {
+        match *d {
+            Damage::Value(n, h) => {
+                let colons: Vec<usize> = text.match_indices(": ").map(|(i, _)| i + 2).collect();
+                if colons.is_empty() {
+                    return text.to_owned();
+                }
+                let start = colons[n % colons.len()];
+                let end = text[start..]
+                    .find(['\n', ',', '}'])
+                    .map_or(text.len(), |e| start + e);
+                format!("{}{}{}", &text[..start], HOSTILE[h], &text[end..])
+            }
+            Damage::Cut(at, len) => {
+                let mut at = at % text.len().max(1);
+                while !text.is_char_boundary(at) {
+                    at -= 1;
+                }
+                let mut end = (at + len).min(text.len());
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                format!("{}{}", &text[..at], &text[end..])
+            }
+            Damage::Repeat(n) => {
+                let lines: Vec<&str> = text.lines().collect();
+                let i = n % lines.len().max(1);
+                let mut out: Vec<&str> = lines[..=i].to_vec();
+                out.extend_from_slice(&lines[i..]);
+                out.join("\n")
+            }
+        }
+    }
+
+    fn cases() -> u32 {
+        std::env::var("REDPROOF_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(256)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+        #[test]
+        fn validation_never_panics(
+            seed in 0..SEEDS.len(),
+            damages in proptest::collection::vec(damage(), 1..4),
+        ) {
+            let mut text = SEEDS[seed].to_owned();
+            for d in &damages {
+                text = apply(&text, d);
+            }
+            // Either outcome is fine; a panic fails the case.
+            let _ = build(Path::new("scenarios/mutated.yaml"), &text);
+        }
+    }
+}
