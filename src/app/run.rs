@@ -293,7 +293,7 @@ pub(crate) async fn run_scenario(
             .targets
             .iter()
             .find(|t| &t.name == target)
-            .map(|t| t.url.as_str())
+            .map(|t| t.url.redacted())
             .unwrap_or_default();
         eprintln!("error: target `{target}` ({url}) never answered: every connection failed");
         eprintln!("  Caused by: {example}");

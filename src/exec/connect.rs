@@ -90,6 +90,12 @@ impl Endpoint {
             header::USER_AGENT,
             HeaderValue::from_static(concat!("redproof/", env!("CARGO_PKG_VERSION"))),
         );
+        // Credentials in the URL go out as basic auth, the way curl and
+        // browsers send them; an `authorization` header of the target (or
+        // of a request) replaces it.
+        if let Some(auth) = t.url.basic_auth() {
+            headers.insert(header::AUTHORIZATION, auth);
+        }
         for (k, v) in &t.headers {
             headers.insert(k.clone(), v.clone());
         }
