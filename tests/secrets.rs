@@ -183,3 +183,42 @@ requests:
     );
     assert_eq!(heads[0].matches("authorization").count(), 1, "{}", heads[0]);
 }
+
+#[test]
+fn server_text_reaches_no_output_with_its_control_characters() {
+    let web = Recorder::start(200, "\x1b]0;pwned\x07\x1b[2Jhello");
+    let prometheus = Recorder::start(500, "\x1b[31mred\u{9b}0m");
+    let scenario = format!(
+        r#"
+name: escapes
+targets:
+  web: {{ url: "http://{web}" }}
+load: {{ users: 1, iterations: 2 }}
+requests:
+  - name: greeting
+    http: {{ target: web, path: /hello }}
+    expect: {{ body_contains: goodbye }}
+metrics:
+  prometheus: "http://{prometheus}"
+verify:
+  greeting: {{ convention: django, match: {{ view: hello }} }}
+"#,
+        web = web.addr,
+        prometheus = prometheus.addr,
+    );
+    let r = run_with_every_output(&scenario);
+    for (name, text) in outputs(&r) {
+        assert!(
+            !text.contains(['\x1b', '\x07', '\u{9b}']),
+            "{name} has raw control characters: {text:?}"
+        );
+    }
+    assert!(
+        r.stdout.contains(
+            r"the body does not contain `goodbye`; it begins `\x1b]0;pwned\x07\x1b[2Jhello`"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains(r"\x1b[31mred\u{9b}0m"), "{}", r.stdout);
+}

@@ -207,7 +207,10 @@ pub(crate) async fn run_scenario(
     match &source {
         Some(Source::Prometheus(p)) => {
             if let Err(e) = p.check().await {
-                eprintln!("error: {e}");
+                eprintln!(
+                    "error: {}",
+                    crate::printable::escape_controls(&e.to_string())
+                );
                 eprintln!("hint: the load still runs; verification will be reported as not run");
                 source_error = Some(e.to_string());
             }
