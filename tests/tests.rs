@@ -491,10 +491,19 @@ requests:
     // Without `insecure`, a self-signed certificate is a TLS error.
     let r = run(&scenario(false), &["--quiet"]);
     assert_eq!(r.code, 69, "{}\n{}", r.stdout, r.stderr);
-    assert_eq!(
-        count(&r.results.unwrap(), "ok", json!({"transport": "tls"})),
-        100
-    );
+    assert_eq!(count(r.results(), "ok", json!({"transport": "tls"})), 100);
+    // The message says which check failed, in words, and what to do.
+    for text in [&r.stdout, &r.stderr] {
+        assert!(
+            text.contains("the server's certificate is not signed by a CA this machine trusts"),
+            "{text}"
+        );
+        assert!(
+            text.contains("set `insecure: true` on the target"),
+            "{text}"
+        );
+        assert!(!text.contains("UnknownIssuer"), "{text}");
+    }
 }
 
 #[test]
