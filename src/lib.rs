@@ -30,6 +30,7 @@
 //! - [`outcome`]: what happened to one request (status, gRPC code, failed
 //!   check, transport error).
 //! - [`position`]: line and column in scenario files.
+//! - [`printable`]: server text escaped before it is shown.
 
 pub mod app;
 pub mod cli;
@@ -39,6 +40,7 @@ pub mod measure;
 pub mod metrics;
 pub mod outcome;
 pub mod position;
+pub mod printable;
 pub mod profile;
 pub mod promql;
 pub mod report;

@@ -14,6 +14,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::outcome::{Answer, Outcome, TransportError};
+use crate::printable::escaped;
 
 /// Latency histogram in microseconds, 3 significant digits, growing as
 /// needed so short runs stay small.
@@ -193,7 +194,9 @@ impl Recorder {
         let slot = self.requests[request].slot(Outcome::CheckFailed(answer), false);
         record_micros(&mut slot.histogram, latency);
         if slot.example.is_none() {
-            slot.example = Some(message());
+            // Messages quote servers (bodies, status messages, protocol
+            // errors): escaped here, they are safe in every report.
+            slot.example = Some(escaped(message()));
         }
     }
 
@@ -208,7 +211,9 @@ impl Recorder {
         let slot = self.requests[request].slot(Outcome::Transport(kind), false);
         record_micros(&mut slot.histogram, latency);
         if slot.example.is_none() {
-            slot.example = Some(message());
+            // Messages quote servers (bodies, status messages, protocol
+            // errors): escaped here, they are safe in every report.
+            slot.example = Some(escaped(message()));
         }
     }
 
@@ -301,6 +306,26 @@ impl Window {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn examples_are_stored_escaped() {
+        let mut r = Recorder::new(2);
+        // A gRPC status message as a server may send it.
+        r.record_error(0, TransportError::Other, Duration::ZERO, || {
+            "status: \x1b]0;pwned\x07\x1b[2J".into()
+        });
+        r.record_check_failed(1, Answer::Status(200), Duration::ZERO, || {
+            "the body is not JSON: `\u{9b}31m`".into()
+        });
+        assert_eq!(
+            r.requests[0].outcomes[0].example.as_deref(),
+            Some(r"status: \x1b]0;pwned\x07\x1b[2J")
+        );
+        assert_eq!(
+            r.requests[1].outcomes[0].example.as_deref(),
+            Some(r"the body is not JSON: `\u{9b}31m`")
+        );
+    }
 
     #[test]
     fn merging_adds_counts_and_keeps_first_example() {

@@ -491,10 +491,19 @@ requests:
     // Without `insecure`, a self-signed certificate is a TLS error.
     let r = run(&scenario(false), &["--quiet"]);
     assert_eq!(r.code, 69, "{}\n{}", r.stdout, r.stderr);
-    assert_eq!(
-        count(&r.results.unwrap(), "ok", json!({"transport": "tls"})),
-        100
-    );
+    assert_eq!(count(r.results(), "ok", json!({"transport": "tls"})), 100);
+    // The message says which check failed, in words, and what to do.
+    for text in [&r.stdout, &r.stderr] {
+        assert!(
+            text.contains("the server's certificate is not signed by a CA this machine trusts"),
+            "{text}"
+        );
+        assert!(
+            text.contains("set `insecure: true` on the target"),
+            "{text}"
+        );
+        assert!(!text.contains("UnknownIssuer"), "{text}");
+    }
 }
 
 #[test]
@@ -586,4 +595,39 @@ fn bundled_scenarios_validate() {
             );
         }
     }
+}
+
+#[test]
+fn a_bare_proto_name_resolves_beside_a_scenario_in_the_working_directory() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root.join("proto/revert_name.proto"),
+        dir.path().join("revert_name.proto"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("scenario.yaml"),
+        r#"
+name: bare
+targets:
+  revert: { url: "http://127.0.0.1:50052", protos: [revert_name.proto] }
+load: { users: 1, duration: 1s }
+requests:
+  - name: revert
+    grpc: { target: revert, method: revertname.RevertName/RevertName, message: { name: a } }
+"#,
+    )
+    .unwrap();
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["validate", "scenario.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

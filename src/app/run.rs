@@ -209,7 +209,10 @@ pub(crate) async fn run_scenario(
     match &source {
         Some(Source::Prometheus(p)) => {
             if let Err(e) = p.check().await {
-                eprintln!("error: {e}");
+                eprintln!(
+                    "error: {}",
+                    crate::printable::escape_controls(&e.to_string())
+                );
                 eprintln!("hint: the load still runs; verification will be reported as not run");
                 source_error = Some(e.to_string());
             }
@@ -301,7 +304,7 @@ pub(crate) async fn run_scenario(
             .targets
             .iter()
             .find(|t| &t.name == target)
-            .map(|t| t.url.as_str())
+            .map(|t| t.url.redacted())
             .unwrap_or_default();
         eprintln!("error: target `{target}` ({url}) never answered: every connection failed");
         eprintln!("  Caused by: {example}");

@@ -75,7 +75,10 @@ impl ResponseRules {
         if let Some(needle) = &self.body_contains
             && !String::from_utf8_lossy(body).contains(needle.as_str())
         {
-            return Err(format!("the body does not contain `{needle}`"));
+            return Err(format!(
+                "the body does not contain `{needle}`; it begins `{}`",
+                String::from_utf8_lossy(&body[..body.len().min(120)])
+            ));
         }
         let json = if self.wants_json() {
             Some(serde_json::from_slice::<Value>(body).map_err(|e| {

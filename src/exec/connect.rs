@@ -90,6 +90,12 @@ impl Endpoint {
             header::USER_AGENT,
             HeaderValue::from_static(concat!("redproof/", env!("CARGO_PKG_VERSION"))),
         );
+        // Credentials in the URL go out as basic auth, the way curl and
+        // browsers send them; an `authorization` header of the target (or
+        // of a request) replaces it.
+        if let Some(auth) = t.url.basic_auth() {
+            headers.insert(header::AUTHORIZATION, auth);
+        }
         for (k, v) in &t.headers {
             headers.insert(k.clone(), v.clone());
         }
@@ -171,9 +177,10 @@ impl Endpoint {
                     .connect(name.clone(), stream)
                     .await
                     .map_err(|e| {
+                        let why = certificate_problem(&e).unwrap_or_else(|| chain(&e));
                         (
                             TransportError::Tls,
-                            format!("TLS handshake with `{}`: {}", self.host, chain(&e)),
+                            format!("TLS handshake with `{}`: {why}", self.host),
                         )
                     })?;
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
@@ -181,6 +188,104 @@ impl Endpoint {
             }
         }
     }
+}
+
+/// A server certificate the verifier refused, said in words with what to
+/// do about it; `None` for any other failure. rustls names the failed
+/// check (`UnknownIssuer`, `CaUsedAsEndEntity`) in terms only a TLS
+/// implementer reads.
+pub(super) fn certificate_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        let tls = c.downcast_ref::<rustls::Error>().or_else(|| {
+            c.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(rustls::Error::InvalidCertificate(ce)) = tls {
+            return describe_certificate_error(ce);
+        }
+        cur = c.source();
+    }
+    None
+}
+
+const TRUST_HINT: &str = "trust its CA (the system's store, or SSL_CERT_FILE=ca.pem), \
+                          or set `insecure: true` on the target of a test server";
+
+fn describe_certificate_error(ce: &rustls::CertificateError) -> Option<String> {
+    use rustls::CertificateError as C;
+    let insecure = "or set `insecure: true` on the target of a test server";
+    let date = |t: &rustls::pki_types::UnixTime| {
+        chrono::DateTime::from_timestamp(t.as_secs() as i64, 0).map_or_else(String::new, |d| {
+            format!(" on {}", d.format("%Y-%m-%d %H:%M UTC"))
+        })
+    };
+    Some(match ce {
+        C::UnknownIssuer => format!(
+            "the server's certificate is not signed by a CA this machine trusts \
+             (self-signed, or from a private CA); {TRUST_HINT}"
+        ),
+        C::BadSignature => format!(
+            "the server's certificate chain has a signature that does not verify \
+             (a certificate altered, or sent with the wrong issuer); {TRUST_HINT}"
+        ),
+        C::Expired => format!("the server's certificate has expired; renew it, {insecure}"),
+        C::ExpiredContext { not_after, .. } => format!(
+            "the server's certificate expired{}; renew it, {insecure}",
+            date(not_after)
+        ),
+        C::NotValidYet => format!(
+            "the server's certificate is not valid yet (check this machine's clock), {insecure}"
+        ),
+        C::NotValidYetContext { not_before, .. } => format!(
+            "the server's certificate is only valid from{} (check this machine's clock), \
+             {insecure}",
+            date(not_before)
+        ),
+        C::NotValidForName => format!(
+            "the server's certificate is not valid for the host name in the URL; \
+             use a name the certificate lists, {insecure}"
+        ),
+        C::NotValidForNameContext {
+            expected,
+            presented,
+        } => format!(
+            "the server's certificate is not valid for `{}` (it names {}); \
+             use a name the certificate lists, {insecure}",
+            expected.to_str(),
+            if presented.is_empty() {
+                "no host".to_owned()
+            } else {
+                presented.join(", ")
+            }
+        ),
+        C::Revoked => format!("the server's certificate has been revoked by its CA; {insecure}"),
+        C::InvalidPurpose | C::InvalidPurposeContext { .. } => format!(
+            "the server's certificate is not meant for TLS servers (its extended key usage); \
+             {insecure}"
+        ),
+        C::BadEncoding => {
+            format!("the server's certificate cannot be parsed; {insecure}")
+        }
+        C::Other(other) => {
+            // webpki's errors that rustls has no variant for come through
+            // by name.
+            let name = other.to_string();
+            if name.contains("CaUsedAsEndEntity") {
+                format!(
+                    "the server presents a CA certificate (basic constraints CA:TRUE) as its \
+                     own, which verifiers refuse; issue it a server certificate signed by that \
+                     CA and {TRUST_HINT}"
+                )
+            } else if name.contains("EndEntityUsedAsCa") {
+                format!("the server's chain uses a server certificate as a CA; {TRUST_HINT}")
+            } else {
+                return None;
+            }
+        }
+        _ => return None,
+    })
 }
 
 pub(super) async fn handshake(io: Box<dyn Io>, h2: bool) -> Result<Conn, (TransportError, String)> {
@@ -264,5 +369,78 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::CertificateError as C;
+
+    /// As the handshake reports it: a rustls error inside an I/O error.
+    fn said(ce: C) -> String {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(ce),
+        );
+        certificate_problem(&io).expect("a certificate problem")
+    }
+
+    #[derive(Debug)]
+    struct Named(&'static str);
+    impl std::fmt::Display for Named {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Named {}
+
+    #[test]
+    fn certificate_errors_are_said_in_words_with_a_hint() {
+        let unknown = said(C::UnknownIssuer);
+        assert!(
+            unknown.contains("not signed by a CA this machine trusts"),
+            "{unknown}"
+        );
+        assert!(unknown.contains("`insecure: true`"), "{unknown}");
+        assert!(unknown.contains("SSL_CERT_FILE"), "{unknown}");
+        assert!(said(C::BadSignature).contains("signature that does not verify"));
+        assert!(said(C::Expired).contains("has expired"));
+        let expired = said(C::ExpiredContext {
+            time: rustls::pki_types::UnixTime::since_unix_epoch(Duration::from_secs(1_800_000_000)),
+            not_after: rustls::pki_types::UnixTime::since_unix_epoch(Duration::from_secs(
+                1_700_000_000,
+            )),
+        });
+        assert!(
+            expired.contains("expired on 2023-11-14 22:13 UTC"),
+            "{expired}"
+        );
+        assert!(said(C::NotValidYet).contains("check this machine's clock"));
+        let name = said(C::NotValidForNameContext {
+            expected: ServerName::try_from("api.test").unwrap(),
+            presented: vec!["DnsName(\"localhost\")".into()],
+        });
+        assert!(name.contains("not valid for `api.test`"), "{name}");
+        assert!(name.contains("localhost"), "{name}");
+        assert!(said(C::Revoked).contains("revoked"));
+        let ca = said(C::Other(rustls::OtherError(Arc::new(Named(
+            "CaUsedAsEndEntity",
+        )))));
+        assert!(ca.contains("presents a CA certificate"), "{ca}");
+        assert!(ca.contains("`insecure: true`"), "{ca}");
+    }
+
+    #[test]
+    fn other_failures_keep_their_own_message() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(C::Other(rustls::OtherError(Arc::new(Named(
+                "SomethingElse",
+            ))))),
+        );
+        assert_eq!(certificate_problem(&io), None);
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(certificate_problem(&refused), None);
     }
 }

@@ -30,6 +30,7 @@ use tonic::metadata::MetadataMap;
 
 use super::check::ResponseRules;
 use super::connect::Endpoint;
+use super::request::invalid_header;
 use super::{CallResult, Scratch, chain, classify};
 use crate::outcome::{Answer, GrpcCode, Outcome, TransportError};
 use crate::scenario::{Expect, GrpcCall, GrpcKind, Target};
@@ -215,12 +216,8 @@ impl PreparedGrpc {
         for (key, tpl) in &self.dynamic_metadata {
             s.tmp.clear();
             tpl.render_into(&mut s.tmp, &mut s.rng, &s.vars);
-            let v = HeaderValue::from_str(&s.tmp).map_err(|_| {
-                CallResult::Failed(
-                    TransportError::Other,
-                    format!("metadata `{key}` rendered to an invalid value `{}`", s.tmp),
-                )
-            })?;
+            let v = HeaderValue::from_str(&s.tmp)
+                .map_err(|_| invalid_header("metadata", key, &s.tmp))?;
             req.metadata_mut().as_mut().insert(key.clone(), v);
         }
         if let Some(d) = self.deadline {

@@ -231,7 +231,7 @@ impl PreparedRequest {
             s.tmp.clear();
             tpl.render_into(&mut s.tmp, &mut s.rng, &s.vars);
             if !valid_header_value(&s.tmp) {
-                return Err(invalid_header(name, &s.tmp));
+                return Err(invalid_header("header", name, &s.tmp));
             }
             push_header_line(&mut s.wbuf, name.as_str(), s.tmp.as_bytes());
         }
@@ -245,10 +245,24 @@ impl PreparedRequest {
     }
 }
 
-pub(super) fn invalid_header(name: &HeaderName, value: &str) -> CallResult {
+/// A header (or gRPC metadata, `what`) that rendered to a value that
+/// cannot be sent. The message says where and why but never quotes the
+/// value: headers carry tokens, and the message lands in every report.
+pub(super) fn invalid_header(what: &str, name: &HeaderName, value: &str) -> CallResult {
+    let why = match value
+        .bytes()
+        .enumerate()
+        .find(|&(_, b)| b != b'\t' && (b < 0x20 || b == 0x7f))
+    {
+        Some((at, b)) => format!("control character 0x{b:02x} at byte {at}"),
+        None => "a byte HTTP forbids".to_owned(),
+    };
     CallResult::Failed(
         TransportError::Other,
-        format!("header `{name}` rendered to an invalid value `{value}`"),
+        format!(
+            "{what} `{name}` rendered to an invalid value ({} bytes, {why})",
+            value.len()
+        ),
     )
 }
 
@@ -286,9 +300,31 @@ impl PreparedRequest {
         for (name, tpl) in &self.dynamic_headers {
             s.tmp.clear();
             tpl.render_into(&mut s.tmp, &mut s.rng, &s.vars);
-            let v = HeaderValue::from_str(&s.tmp).map_err(|_| invalid_header(name, &s.tmp))?;
+            let v = HeaderValue::from_str(&s.tmp)
+                .map_err(|_| invalid_header("header", name, &s.tmp))?;
             headers.insert(name.clone(), v);
         }
         Ok(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_header_value_is_described_not_quoted() {
+        let name = HeaderName::from_static("authorization");
+        let CallResult::Failed(kind, message) =
+            invalid_header("header", &name, "Bearer secret-token\n")
+        else {
+            panic!("a failure")
+        };
+        assert_eq!(kind, TransportError::Other);
+        assert!(!message.contains("secret"), "{message}");
+        assert_eq!(
+            message,
+            "header `authorization` rendered to an invalid value (20 bytes, control character 0x0a at byte 19)"
+        );
     }
 }

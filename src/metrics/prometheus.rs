@@ -21,9 +21,9 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    /// `token`, when given, is sent as a bearer token and never printed.
-    pub fn new(url: &str, token: Option<String>) -> Result<Self, String> {
-        let base = BaseUrl::parse(url).map_err(|e| format!("--prometheus: {e}"))?;
+    /// `token`, when given, is sent as a bearer token and never printed;
+    /// it takes precedence over credentials written in the URL.
+    pub fn new(base: &BaseUrl, token: Option<String>) -> Result<Self, String> {
         let mut headers = vec![(ACCEPT, HeaderValue::from_static("application/json"))];
         if let Some(t) = token {
             // The message never quotes the token.
@@ -34,8 +34,8 @@ impl Prometheus {
         }
         Ok(Self {
             url: base.to_string(),
-            fetcher: Fetcher::new(&base, headers, Duration::from_secs(30))
-                .map_err(|e| format!("--prometheus {url}: {e}"))?,
+            fetcher: Fetcher::new(base, headers, Duration::from_secs(30))
+                .map_err(|e| format!("--prometheus {base}: {e}"))?,
             version: std::sync::Mutex::new(None),
         })
     }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Fetch, MetricSource, Series, SourceError, TargetStatus, now_ms, text};
 use crate::exec::Fetcher;
 use crate::promql::{Labels, Selector};
-use crate::scenario::BaseUrl;
+use crate::scenario::{BaseUrl, redact_url};
 
 struct Page {
     url: String,
@@ -40,22 +40,29 @@ impl Scraper {
     pub fn new(urls: &[String], interval: Duration) -> Result<Arc<Self>, String> {
         let mut pages = Vec::new();
         for url in urls {
+            // Only the masked form is kept for reports: the page's URL may
+            // carry credentials, sent as basic auth by the fetcher.
+            let shown = redact_url(url);
             let uri: http::Uri = url
                 .parse()
-                .map_err(|e| format!("scrape URL `{url}`: {e}"))?;
+                .map_err(|e| format!("scrape URL `{shown}`: {e}"))?;
             let authority = uri
                 .authority()
-                .ok_or_else(|| format!("scrape URL `{url}` has no host"))?;
+                .ok_or_else(|| format!("scrape URL `{shown}` has no host"))?;
             let base = format!("{}://{authority}", uri.scheme_str().unwrap_or("http"));
+            let base = BaseUrl::parse(&base).map_err(|e| format!("scrape URL `{shown}`: {e}"))?;
             let timeout = interval.max(Duration::from_secs(1)) * 5;
             pages.push(Page {
-                url: url.clone(),
-                instance: authority.to_string(),
+                url: shown,
+                instance: base
+                    .uri()
+                    .authority()
+                    .map_or_else(String::new, |a| a.to_string()),
                 path: uri
                     .path_and_query()
                     .map_or("/metrics".to_owned(), |p| p.to_string()),
                 fetcher: Fetcher::new(
-                    &BaseUrl::parse(&base).map_err(|e| format!("scrape URL `{url}`: {e}"))?,
+                    &base,
                     vec![(
                         http::header::ACCEPT,
                         http::HeaderValue::from_static("text/plain;version=0.0.4;q=1,*/*;q=0.1"),

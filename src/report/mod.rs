@@ -22,6 +22,7 @@ pub use text::render_text;
 use crate::engine::{EngineOutput, ScheduleStats};
 use crate::measure::{MessageCounts, OutcomeStats, RequestStats, Window};
 use crate::outcome::Outcome;
+use crate::printable::escaped;
 use crate::scenario::threshold::{Limit, Metric, Subject, Threshold};
 use crate::scenario::{Call, LoadModel, Scenario};
 use crate::verify::VerificationReport;
@@ -133,6 +134,28 @@ pub struct ThresholdResult {
     /// `None` when there was nothing to measure.
     pub observed: Option<f64>,
     pub passed: bool,
+}
+
+/// Verdicts quote what the metric source said (label values, metrics
+/// page lines, Prometheus' errors and warnings, targets' last errors):
+/// they are escaped once, as they enter the report.
+fn escape_verification(mut v: VerificationReport) -> VerificationReport {
+    v.source = escaped(v.source);
+    for x in &mut v.verdicts {
+        x.summary = escaped(std::mem::take(&mut x.summary));
+        x.diagnosis = x.diagnosis.take().map(escaped);
+        x.query = escaped(std::mem::take(&mut x.query));
+        for w in &mut x.warnings {
+            *w = escaped(std::mem::take(w));
+        }
+    }
+    for f in &mut v.server {
+        f.by_status = std::mem::take(&mut f.by_status)
+            .into_iter()
+            .map(|(k, n)| (escaped(k), n))
+            .collect();
+    }
+    v
 }
 
 fn encode(h: &Histogram<u64>) -> String {
@@ -264,8 +287,8 @@ impl RunReport {
         summary: &Summary,
     ) {
         match v {
-            Ok(v) => self.verification = Some(v),
-            Err(e) => self.verification_error = Some(e),
+            Ok(v) => self.verification = Some(escape_verification(v)),
+            Err(e) => self.verification_error = Some(escaped(e)),
         }
         self.evaluate_thresholds(summary);
     }
@@ -301,7 +324,7 @@ impl RunReport {
 
     /// Reads a results file.
     pub fn from_json(text: &str) -> Result<Self, String> {
-        let r: RunReport =
+        let mut r: RunReport =
             serde_json::from_str(text).map_err(|e| format!("not a redproof results file: {e}"))?;
         if r.format != FORMAT {
             return Err(format!(
@@ -309,6 +332,13 @@ impl RunReport {
                 r.format
             ));
         }
+        // A results file may come from anywhere (another shard, an older
+        // redproof): its server text is escaped again before rendering.
+        for o in r.requests.iter_mut().flat_map(|q| &mut q.outcomes) {
+            o.example = o.example.take().map(escaped);
+        }
+        r.verification = r.verification.map(escape_verification);
+        r.verification_error = r.verification_error.map(escaped);
         Ok(r)
     }
 

@@ -101,6 +101,19 @@ pub(super) fn check_targets(
         let mut headers = Vec::new();
         for (k, v) in &t.headers.0 {
             let name = check_header_name(c, k);
+            if v.contains("{{") {
+                // Target headers are built once into every connection's
+                // requests; a template there would go out as its text.
+                c.err(
+                    pos(v),
+                    format!(
+                        "`headers`: `{}` holds a template, but target headers are sent as \
+                         written; move a templated header to the request",
+                        k.as_str()
+                    ),
+                );
+                continue;
+            }
             let value = http::HeaderValue::from_str(v);
             if value.is_err() {
                 c.err(
@@ -178,7 +191,12 @@ fn check_grpc_target(c: &mut Checker, t: &raw::RawTarget, base: &Path) -> Option
     if import_paths.is_empty() {
         // By default imports resolve next to the files themselves.
         for f in &files {
-            let dir = f.parent().unwrap_or(Path::new(".")).to_owned();
+            // A bare file name beside a scenario read from the working
+            // directory has an empty parent, which is no directory at all.
+            let dir = match f.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+                _ => PathBuf::from("."),
+            };
             if !import_paths.contains(&dir) {
                 import_paths.push(dir);
             }

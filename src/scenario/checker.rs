@@ -5,13 +5,7 @@ use marked_yaml::Spanned;
 
 use super::Diagnostic;
 use super::raw::Text;
-use super::types::BaseUrl;
 use crate::position::{Located, Pos};
-
-/// A checked base URL as text (for URLs that are not targets').
-pub(super) fn check_url(url: &str) -> Result<String, String> {
-    BaseUrl::parse(url).map(|u| u.as_str().to_owned())
-}
 
 /// Collects diagnostics while building the model.
 pub(super) struct Checker {

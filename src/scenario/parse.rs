@@ -267,7 +267,7 @@ thresholds:
     #[test]
     fn good_scenario_builds() {
         let s = parse(GOOD).unwrap();
-        assert_eq!(s.targets[0].url.as_str(), "http://127.0.0.1:8000");
+        assert_eq!(s.targets[0].url.redacted(), "http://127.0.0.1:8000");
         assert_eq!(s.requests.len(), 2);
         assert_eq!(s.requests[0].weight.get(), 2);
         let Call::Http(http) = &s.requests[1].call else {
@@ -385,7 +385,7 @@ thresholds:
         })
         .unwrap();
         assert!(matches!(s.load.model, LoadModel::Open { .. }));
-        assert_eq!(s.targets[0].url.as_str(), "http://127.0.0.2:9");
+        assert_eq!(s.targets[0].url.redacted(), "http://127.0.0.2:9");
         let err = s
             .apply(&Overrides {
                 targets: vec![("nope".into(), "http://x".into())],

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::checker::{Checker, check_url, pos};
+use super::checker::{Checker, pos};
 use super::raw::{OrderedMap, RawMetrics, RawPromql, RawScenario, RawVerify, Text};
 use super::threshold::Op;
+use super::types::{BaseUrl, redact_url};
 use super::units;
 use crate::promql::{self, Matcher};
 
@@ -34,7 +35,7 @@ impl Verification {
 pub struct MetricsSpec {
     /// Prometheus base URL; when absent the embedded scraper reads
     /// `scrape`.
-    pub prometheus: Option<String>,
+    pub prometheus: Option<BaseUrl>,
     /// Environment variable holding a bearer token for Prometheus.
     pub token_env: Option<String>,
     /// `/metrics` URLs for the embedded scraper.
@@ -253,7 +254,7 @@ fn check_metrics(c: &mut Checker, m: &RawMetrics) -> MetricsSpec {
         prometheus: m
             .prometheus
             .as_ref()
-            .and_then(|u| c.parse(u, "metrics.prometheus", check_url)),
+            .and_then(|u| c.parse(u, "metrics.prometheus", BaseUrl::parse)),
         token_env: m.token_env.as_ref().map(|t| t.to_string()),
         scrape: m
             .scrape
@@ -298,12 +299,13 @@ fn check_metrics(c: &mut Checker, m: &RawMetrics) -> MetricsSpec {
 }
 
 fn check_scrape_url(u: &str) -> Result<String, String> {
+    let shown = redact_url(u);
     let parsed: http::Uri = u.parse().map_err(|e| {
-        format!("expected a URL such as `http://127.0.0.1:8000/metrics`, got `{u}` ({e})")
+        format!("expected a URL such as `http://127.0.0.1:8000/metrics`, got `{shown}` ({e})")
     })?;
     if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none() {
         return Err(format!(
-            "expected an `http://` or `https://` URL such as `http://127.0.0.1:8000/metrics`, got `{u}`"
+            "expected an `http://` or `https://` URL such as `http://127.0.0.1:8000/metrics`, got `{shown}`"
         ));
     }
     Ok(u.to_owned())

@@ -1,0 +1,224 @@
+//! What a run must never show: credentials written in URLs, and control
+//! sequences that servers put in bodies, status messages and errors. Each
+//! test runs `redproof` against loopback servers and reads every output:
+//! stdout, stderr, the results file, JUnit and Markdown.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+
+/// A keep-alive HTTP/1.1 server that records the head of every request
+/// and answers each with `status` and `body`.
+struct Recorder {
+    addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl Recorder {
+    fn start(status: u16, body: &'static str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let h = heads.clone();
+        std::thread::spawn(move || {
+            for sock in listener.incoming() {
+                let Ok(mut sock) = sock else { return };
+                let h = h.clone();
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(sock.try_clone().unwrap());
+                    loop {
+                        let mut head = String::new();
+                        loop {
+                            let mut line = String::new();
+                            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                            head.push_str(&line);
+                        }
+                        h.lock().unwrap().push(head);
+                        let resp = format!(
+                            "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if sock.write_all(resp.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, heads }
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+/// Every output of a run, to search.
+fn outputs(r: &support::Run) -> Vec<(&'static str, String)> {
+    let read = |name: &str| std::fs::read_to_string(r.dir.path().join(name)).unwrap();
+    vec![
+        ("stdout", r.stdout.clone()),
+        ("stderr", r.stderr.clone()),
+        ("results.json", read("results.json")),
+        ("junit.xml", read("junit.xml")),
+        ("summary.md", read("summary.md")),
+    ]
+}
+
+fn run_with_every_output(scenario: &str) -> support::Run {
+    let dir = tempfile::tempdir().unwrap();
+    let file = support::write_scenario(dir.path(), scenario);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redproof"))
+        .env("NO_COLOR", "1")
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(dir.path().join("results.json"))
+        .arg("--junit")
+        .arg(dir.path().join("junit.xml"))
+        .arg("--markdown")
+        .arg(dir.path().join("summary.md"))
+        .output()
+        .unwrap();
+    support::finish(out, dir)
+}
+
+#[test]
+fn credentials_in_urls_are_sent_as_basic_auth_and_never_shown() {
+    let web = Recorder::start(200, "ok\n");
+    // Not Prometheus: verification cannot run, and says so with its URL.
+    let prometheus = Recorder::start(500, "down\n");
+    let down = support::refusing();
+    let scenario = format!(
+        r#"
+name: secrets
+targets:
+  web: {{ url: "http://alice:w3b-s3cret%40x@{web}/" }}
+  down: {{ url: "http://bob:d0wn-s3cret@{down}" }}
+load: {{ users: 1, iterations: 4 }}
+requests:
+  - {{ name: ok, http: {{ target: web, path: /ok }} }}
+  - {{ name: gone, http: {{ target: down, path: /ok }} }}
+metrics:
+  prometheus: "http://carol:pr0m-s3cret@{prometheus}"
+verify:
+  ok: {{ convention: django, match: {{ view: ok }} }}
+"#,
+        web = web.addr,
+        down = down.addr,
+        prometheus = prometheus.addr,
+    );
+    let r = run_with_every_output(&scenario);
+    for (name, text) in outputs(&r) {
+        for secret in ["s3cret", "YWxpY2U6", "Ym9iOmQw", "Y2Fyb2w6"] {
+            assert!(
+                !text.contains(secret),
+                "{name} shows `{secret}`:\n{text}\n--- stderr\n{}",
+                r.stderr
+            );
+        }
+    }
+    // The URLs are still recognisable, their passwords masked.
+    assert!(
+        r.stderr.contains(&format!("http://bob:***@{}", down.addr)),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains(&format!("http://carol:***@{}", prometheus.addr)),
+        "{}",
+        r.stderr
+    );
+
+    let heads = web.heads();
+    assert!(!heads.is_empty(), "the target saw no request");
+    for head in &heads {
+        // base64("alice:w3b-s3cret@x"): percent-decoded before encoding.
+        assert!(
+            head.contains("authorization: Basic YWxpY2U6dzNiLXMzY3JldEB4\r\n"),
+            "{head}"
+        );
+        assert!(head.contains(&format!("host: {}\r\n", web.addr)), "{head}");
+        assert!(!head.contains("alice:"), "{head}");
+    }
+    let heads = prometheus.heads();
+    assert!(!heads.is_empty(), "Prometheus was never asked");
+    // base64("carol:pr0m-s3cret")
+    assert!(
+        heads[0].contains("authorization: Basic Y2Fyb2w6cHIwbS1zM2NyZXQ=\r\n"),
+        "{}",
+        heads[0]
+    );
+}
+
+#[test]
+fn a_scenario_authorization_header_replaces_url_credentials() {
+    let web = Recorder::start(200, "ok\n");
+    let scenario = format!(
+        r#"
+name: secrets
+targets:
+  web: {{ url: "http://alice:pw@{web}", headers: {{ authorization: "Bearer t" }} }}
+load: {{ users: 1, iterations: 1 }}
+requests:
+  - {{ name: ok, http: {{ target: web, path: /ok }} }}
+"#,
+        web = web.addr,
+    );
+    let r = support::run_scenario(&scenario, &[], &["--quiet"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let heads = web.heads();
+    assert!(
+        heads[0].contains("authorization: Bearer t\r\n"),
+        "{}",
+        heads[0]
+    );
+    assert_eq!(heads[0].matches("authorization").count(), 1, "{}", heads[0]);
+}
+
+#[test]
+fn server_text_reaches_no_output_with_its_control_characters() {
+    let web = Recorder::start(200, "\x1b]0;pwned\x07\x1b[2Jhello");
+    let prometheus = Recorder::start(500, "\x1b[31mred\u{9b}0m");
+    let scenario = format!(
+        r#"
+name: escapes
+targets:
+  web: {{ url: "http://{web}" }}
+load: {{ users: 1, iterations: 2 }}
+requests:
+  - name: greeting
+    http: {{ target: web, path: /hello }}
+    expect: {{ body_contains: goodbye }}
+metrics:
+  prometheus: "http://{prometheus}"
+verify:
+  greeting: {{ convention: django, match: {{ view: hello }} }}
+"#,
+        web = web.addr,
+        prometheus = prometheus.addr,
+    );
+    let r = run_with_every_output(&scenario);
+    for (name, text) in outputs(&r) {
+        assert!(
+            !text.contains(['\x1b', '\x07', '\u{9b}']),
+            "{name} has raw control characters: {text:?}"
+        );
+    }
+    assert!(
+        r.stdout.contains(
+            r"the body does not contain `goodbye`; it begins `\x1b]0;pwned\x07\x1b[2Jhello`"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains(r"\x1b[31mred\u{9b}0m"), "{}", r.stdout);
+}
