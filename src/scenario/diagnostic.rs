@@ -58,7 +58,7 @@ impl fmt::Display for ScenarioErrors {
                     if let Some(line) = self.source_text.lines().nth(p.line.saturating_sub(1)) {
                         let gutter = p.line.to_string().len();
                         writeln!(f, "{:gutter$} |", "")?;
-                        writeln!(f, "{} | {}", p.line, line)?;
+                        writeln!(f, "{} | {}", p.line, mask_userinfo(line))?;
                         let caret_col: usize = line
                             .chars()
                             .take(p.column.saturating_sub(1))
@@ -76,5 +76,63 @@ impl fmt::Display for ScenarioErrors {
             "{n} problem{} in `{file}`",
             if n == 1 { "" } else { "s" }
         )
+    }
+}
+
+/// `line` with the password of every URL in it masked (`user:***@`), so a
+/// quoted scenario line never shows credentials. The masked text keeps its
+/// length up to the `@`, so a caret under a later column still points at
+/// the same place.
+fn mask_userinfo(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(i) = rest.find("://") {
+        let start = i + 3;
+        let end = rest[start..]
+            .find(|c: char| c.is_whitespace() || "\"'/?#,}]".contains(c))
+            .map_or(rest.len(), |e| start + e);
+        out.push_str(&rest[..start]);
+        let authority = &rest[start..end];
+        match authority.rfind('@') {
+            Some(at) => {
+                let info = &authority[..at];
+                match info.split_once(':') {
+                    Some((user, password)) => {
+                        out.push_str(user);
+                        out.push(':');
+                        out.extend(std::iter::repeat_n('*', password.chars().count()));
+                    }
+                    None => out.extend(std::iter::repeat_n('*', info.chars().count())),
+                }
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_lines_never_show_url_credentials() {
+        assert_eq!(
+            mask_userinfo(r#"  web: { url: "http://ann:s3cret@h:80/x", timeout: 1s }"#),
+            r#"  web: { url: "http://ann:******@h:80/x", timeout: 1s }"#
+        );
+        assert_eq!(
+            mask_userinfo("a: https://tok@h b: http://h/p?q=a@b"),
+            "a: https://***@h b: http://h/p?q=a@b"
+        );
+        let errors = ScenarioErrors::new(
+            Path::new("s.yaml"),
+            "name: x\nurl: \"http://u:hunter2@h\"\n",
+            vec![Diagnostic::at(Some(Pos { line: 2, column: 6 }), "bad")],
+        );
+        assert!(!errors.to_string().contains("hunter2"), "{errors}");
     }
 }
