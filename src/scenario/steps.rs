@@ -2,6 +2,8 @@
 //! with their weights, expectations, captures and the variables each
 //! step may use.
 
+use std::collections::HashSet;
+
 use marked_yaml::Node;
 
 use super::calls::{check_grpc, check_http, json_from_yaml};
@@ -133,13 +135,17 @@ pub(super) struct Steps {
     pub(super) on_start: Vec<usize>,
     pub(super) variables: Vec<String>,
     /// Every step and flow name, to find duplicates.
-    names: Vec<String>,
+    names: HashSet<String>,
     /// Every step's name as written, built or not: what thresholds and
     /// verification may name (equal to `requests`' names when valid).
     pub(super) step_names: Vec<String>,
 }
 
-fn check_name(c: &mut Checker, name: &Text, seen: &mut Vec<String>) -> Option<RequestName> {
+fn check_name(
+    c: &mut Checker,
+    name: &Text,
+    seen: &mut HashSet<String>,
+) -> Option<RequestName> {
     let parsed = match RequestName::parse(name) {
         Ok(n) => Some(n),
         Err(e) => {
@@ -147,7 +153,7 @@ fn check_name(c: &mut Checker, name: &Text, seen: &mut Vec<String>) -> Option<Re
             None
         }
     };
-    if seen.iter().any(|n| n == name.as_str()) {
+    if !seen.insert(name.to_string()) {
         c.err(
             pos(name),
             format!(
@@ -156,7 +162,6 @@ fn check_name(c: &mut Checker, name: &Text, seen: &mut Vec<String>) -> Option<Re
             ),
         );
     }
-    seen.push(name.to_string());
     parsed
 }
 
