@@ -406,3 +406,33 @@ requests:
     assert_eq!(server.counts.get("/one/3") - before.0, 5);
     assert_eq!(server.counts.get("/two/3") - before.1, 5);
 }
+
+#[test]
+fn a_failing_on_start_backs_off_instead_of_spinning() {
+    // The capture can never succeed (the answer is not JSON) and users do
+    // not wait: without a pause between attempts this sent thousands of
+    // logins a second.
+    let server = support::start();
+    let scenario = format!(
+        r#"
+name: failing-login
+targets:
+  web: {{ url: "{}" }}
+load: {{ users: 1, duration: 2s }}
+on_start:
+  - name: login
+    http: {{ target: web, path: /login }}
+    capture: {{ token: {{ json: "$.token" }} }}
+requests:
+  - {{ name: page, http: {{ target: web, path: "/page/{{{{ token }}}}" }} }}
+"#,
+        server.url()
+    );
+    let r = run(&scenario, &[]);
+    let logins = server.counts.get("/login");
+    // 50 ms, doubling: at most 6 attempts fit in 2 s, however fast the
+    // machine; at least the first retry does.
+    assert!((2..=7).contains(&logins), "{logins} logins\n{}", r.stdout);
+    assert_eq!(server.counts.get("/page"), 0);
+    assert_eq!(total(r.results(), "login"), logins);
+}

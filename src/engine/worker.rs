@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::plan::StepPlan;
-use super::schedule::{Schedule, Shared};
+use super::schedule::{Schedule, Shared, sleep_unless_stopped};
 use crate::exec::{CallResult, Executor, Scratch};
 use crate::measure::Recorder;
 use crate::outcome::Outcome;
@@ -42,6 +42,11 @@ impl WeightedChoice {
         }
     }
 }
+
+/// The pause after a user's first failed `on_start`; it doubles with each
+/// failure in a row, up to [`ON_START_BACKOFF_MAX`].
+const ON_START_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const ON_START_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// What every worker of a thread shares.
 pub(super) struct WorkerPlan {
@@ -192,6 +197,7 @@ pub(super) async fn worker<E: Executor>(
     let abort = sh.abort.clone().cancelled_owned();
     tokio::pin!(abort);
     let mut started = plan.on_start.is_empty();
+    let mut failed_starts: u32 = 0;
     let cx = Ctx {
         exec: &*exec,
         rec: &rec,
@@ -212,6 +218,16 @@ pub(super) async fn worker<E: Executor>(
                 Ok(done) => started = done,
             }
             if !started {
+                // Back off before trying again, so a capture that cannot
+                // succeed does not turn into a storm of `on_start` requests
+                // (accounts created by the thousand) when users do not wait.
+                failed_starts += 1;
+                let backoff = ON_START_BACKOFF_MIN
+                    .saturating_mul(1 << (failed_starts - 1).min(16))
+                    .min(ON_START_BACKOFF_MAX);
+                if !sleep_unless_stopped(&sh, Instant::now() + backoff).await {
+                    return;
+                }
                 continue;
             }
             if !draw_rows(&sh, &mut scratch) {

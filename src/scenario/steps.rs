@@ -141,11 +141,7 @@ pub(super) struct Steps {
     pub(super) step_names: Vec<String>,
 }
 
-fn check_name(
-    c: &mut Checker,
-    name: &Text,
-    seen: &mut HashSet<String>,
-) -> Option<RequestName> {
+fn check_name(c: &mut Checker, name: &Text, seen: &mut HashSet<String>) -> Option<RequestName> {
     let parsed = match RequestName::parse(name) {
         Ok(n) => Some(n),
         Err(e) => {
