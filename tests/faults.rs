@@ -119,3 +119,47 @@ fn prometheus_answers_of_the_wrong_shape_fail_the_gate() {
     });
     assert_fails_everywhere(&verified_run(prometheus), "not the API's result shape");
 }
+
+/// A `/metrics` page that never ends: the scrape stops at
+/// `metrics.max_response`, the page counts as down with that reason, and
+/// the run ends with its results instead of exhausting memory.
+#[test]
+fn an_endless_metrics_page_is_cut_at_the_limit() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let page = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut b = [0u8; 4096];
+                let _ = conn.read(&mut b);
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\n");
+                let line = b"endless_total{a=\"b\"} 1\n".repeat(1000);
+                while conn.write_all(&line).is_ok() {}
+            });
+        }
+    });
+    let server = support::start();
+    let scenario = format!(
+        r#"
+name: endless-page
+targets:
+  web: {{ url: "{}" }}
+load: {{ users: 1, iterations: 10 }}
+requests:
+  - {{ name: ok, http: {{ target: web, path: /ok }} }}
+metrics:
+  scrape: ["http://{page}/metrics"]
+  max_response: 1M
+  settle_timeout: 3s
+verify:
+  ok: {{ convention: django, match: {{ view: ok }} }}
+"#,
+        server.url()
+    );
+    let r = support::run_scenario(&scenario, &[], &["--quiet"]);
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("byte limit"), "{}", r.stdout);
+    assert!(r.results()["verification"].is_object());
+}

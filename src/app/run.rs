@@ -112,14 +112,15 @@ impl Source {
                 None => None,
             };
             return Ok(Some(Source::Prometheus(Box::new(
-                Prometheus::new(url, token).map_err(|e| fail(Exit::Usage, anyhow!(e)))?,
+                Prometheus::new(url, token, spec.max_response)
+                    .map_err(|e| fail(Exit::Usage, anyhow!(e)))?,
             ))));
         }
         if spec.scrape.is_empty() {
             return Ok(None);
         }
         Ok(Some(Source::Scraper(
-            Scraper::new(&spec.scrape, spec.scrape_interval)
+            Scraper::new(&spec.scrape, spec.scrape_interval, spec.max_response)
                 .map_err(|e| fail(Exit::Usage, anyhow!(e)))?,
         )))
     }

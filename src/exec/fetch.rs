@@ -19,6 +19,9 @@ use crate::scenario::{BaseUrl, bad_target_byte};
 pub struct Fetcher {
     endpoint: Endpoint,
     conn: tokio::sync::Mutex<Option<Conn>>,
+    /// The largest body read; a longer answer is an error, not a reason
+    /// to grow without bound.
+    max_body: usize,
 }
 
 impl Fetcher {
@@ -40,7 +43,14 @@ impl Fetcher {
         Ok(Self {
             endpoint: Endpoint::new(&target)?,
             conn: tokio::sync::Mutex::new(None),
+            max_body: crate::scenario::verification::DEFAULT_MAX_RESPONSE,
         })
+    }
+
+    /// Caps the bodies this fetcher reads at `max` bytes.
+    pub fn with_max_body(mut self, max: usize) -> Self {
+        self.max_body = max;
+        self
     }
 
     /// GETs `path_and_query` (appended to the base URL's path) and returns
@@ -79,6 +89,7 @@ impl Fetcher {
                             Err(err) => return Err(err.message),
                         };
                         let mut body = Vec::new();
+                        conn.set_max_body(self.max_body);
                         conn.read_body(head.framing, Some(&mut body))
                             .await
                             .map_err(|err| err.message)?;
@@ -109,11 +120,12 @@ impl Fetcher {
                             }
                         };
                         let status = resp.status().as_u16();
-                        let body = resp
-                            .into_body()
+                        let body = http_body_util::Limited::new(resp.into_body(), self.max_body)
                             .collect()
                             .await
-                            .map_err(|err| format!("reading the response: {}", chain(&err)))?
+                            .map_err(|err| {
+                                format!("reading the response: {}", chain(err.as_ref()))
+                            })?
                             .to_bytes();
                         return Ok((status, body));
                     }

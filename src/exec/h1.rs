@@ -90,6 +90,9 @@ pub(crate) struct H1Conn {
     keep_alive: bool,
     /// Whether a response has been read on this connection.
     reused: bool,
+    /// The largest body kept when a body is kept: a metrics page or an
+    /// API answer that never ends must not take the machine's memory.
+    max_body: usize,
 }
 
 impl H1Conn {
@@ -102,7 +105,25 @@ impl H1Conn {
             reusable: true,
             keep_alive: true,
             reused: false,
+            max_body: usize::MAX,
         }
+    }
+
+    /// Caps the bodies kept by [`H1Conn::read_body`]; a longer one is a
+    /// `body` error and the connection is not reused.
+    pub(crate) fn set_max_body(&mut self, max: usize) {
+        self.max_body = max;
+    }
+
+    fn over_cap(&mut self, sink: &Option<&mut Vec<u8>>, announced: u64) -> Result<(), H1Error> {
+        let kept = sink.as_deref().map_or(0, Vec::len) as u64;
+        if sink.is_some() && kept.saturating_add(announced) > self.max_body as u64 {
+            return Err(self.fail(
+                TransportError::Body,
+                format!("the response body is over the {} byte limit", self.max_body),
+            ));
+        }
+        Ok(())
     }
 
     /// Whether another request can go out on this connection. A server
@@ -229,18 +250,23 @@ impl H1Conn {
     ) -> Result<(), H1Error> {
         match framing {
             Framing::Empty => {}
-            Framing::Length(n) => self.copy(n, &mut sink).await?,
+            Framing::Length(n) => {
+                self.over_cap(&sink, n)?;
+                self.copy(n, &mut sink).await?
+            }
             Framing::Chunked => loop {
                 let size = self.chunk_size().await?;
                 if size == 0 {
                     self.trailers().await?;
                     break;
                 }
+                self.over_cap(&sink, size)?;
                 self.copy(size, &mut sink).await?;
                 self.expect_crlf().await?;
             },
             Framing::Close => loop {
                 self.take(u64::MAX, &mut sink);
+                self.over_cap(&sink, 0)?;
                 if self.fill().await.map_err(body_error)? == 0 {
                     break;
                 }
@@ -532,6 +558,34 @@ mod tests {
     }
 
     const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+
+    #[tokio::test]
+    async fn kept_bodies_over_the_cap_are_errors_in_every_framing() {
+        let body = vec![b'x'; 5000];
+        let mut chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        for part in body.chunks(1000) {
+            chunked.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+            chunked.extend_from_slice(part);
+            chunked.extend_from_slice(b"\r\n");
+        }
+        chunked.extend_from_slice(b"0\r\n\r\n");
+        let mut sized = b"HTTP/1.1 200 OK\r\ncontent-length: 5000\r\n\r\n".to_vec();
+        sized.extend_from_slice(&body);
+        let mut closed = b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".to_vec();
+        closed.extend_from_slice(&body);
+        for reply in [chunked, sized, closed] {
+            let mut c = serve(vec![reply.clone()], 512).await;
+            c.set_max_body(4096);
+            let e = exchange(&mut c, false).await.unwrap_err();
+            assert_eq!(e.kind, TransportError::Body, "{}", e.message);
+            assert!(e.message.contains("4096 byte limit"), "{}", e.message);
+            assert!(!c.is_usable());
+            // Under the cap, the same reply reads whole.
+            let mut c = serve(vec![reply], 512).await;
+            c.set_max_body(5000);
+            assert_eq!(exchange(&mut c, false).await.unwrap().1.len(), 5000);
+        }
+    }
 
     async fn exchange(c: &mut H1Conn, head: bool) -> Result<(u16, Vec<u8>), H1Error> {
         let h = c.send(GET, head, false).await?;

@@ -23,7 +23,8 @@ pub struct Prometheus {
 impl Prometheus {
     /// `token`, when given, is sent as a bearer token and never printed;
     /// it takes precedence over credentials written in the URL.
-    pub fn new(base: &BaseUrl, token: Option<String>) -> Result<Self, String> {
+    /// Answers longer than `max_response` bytes are errors.
+    pub fn new(base: &BaseUrl, token: Option<String>, max_response: usize) -> Result<Self, String> {
         let mut headers = vec![(ACCEPT, HeaderValue::from_static("application/json"))];
         if let Some(t) = token {
             // The message never quotes the token.
@@ -35,7 +36,8 @@ impl Prometheus {
         Ok(Self {
             url: base.to_string(),
             fetcher: Fetcher::new(base, headers, Duration::from_secs(30))
-                .map_err(|e| format!("--prometheus {base}: {e}"))?,
+                .map_err(|e| format!("--prometheus {base}: {e}"))?
+                .with_max_body(max_response),
             version: std::sync::Mutex::new(None),
         })
     }

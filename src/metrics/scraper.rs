@@ -37,7 +37,12 @@ pub struct Scraper {
 }
 
 impl Scraper {
-    pub fn new(urls: &[String], interval: Duration) -> Result<Arc<Self>, String> {
+    /// Pages longer than `max_response` bytes count as failed scrapes.
+    pub fn new(
+        urls: &[String],
+        interval: Duration,
+        max_response: usize,
+    ) -> Result<Arc<Self>, String> {
         let mut pages = Vec::new();
         for url in urls {
             // Only the masked form is kept for reports: the page's URL may
@@ -68,7 +73,8 @@ impl Scraper {
                         http::HeaderValue::from_static("text/plain;version=0.0.4;q=1,*/*;q=0.1"),
                     )],
                     timeout.min(Duration::from_secs(10)),
-                )?,
+                )?
+                .with_max_body(max_response),
             });
         }
         let status = pages

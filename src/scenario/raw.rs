@@ -82,6 +82,7 @@ pub struct RawMetrics {
     pub scrape_interval: Option<Text>,
     pub grace: Option<Text>,
     pub settle_timeout: Option<Text>,
+    pub max_response: Option<Text>,
 }
 
 /// How one request shows up in the server's metrics.

@@ -49,7 +49,13 @@ pub struct MetricsSpec {
     /// How long to wait for settled scrapes; by default twice the
     /// targets' scrape interval plus 5 s.
     pub settle_timeout: Option<Duration>,
+    /// The largest metrics page or Prometheus answer read, in bytes.
+    pub max_response: usize,
 }
+
+/// The default cap on a metrics page or Prometheus answer: far above a
+/// real one, far below what would exhaust a machine.
+pub const DEFAULT_MAX_RESPONSE: usize = 64 << 20;
 
 impl Default for MetricsSpec {
     fn default() -> Self {
@@ -60,6 +66,7 @@ impl Default for MetricsSpec {
             scrape_interval: Duration::from_secs(1),
             grace: Duration::from_millis(100),
             settle_timeout: None,
+            max_response: DEFAULT_MAX_RESPONSE,
         }
     }
 }
@@ -294,6 +301,18 @@ fn check_metrics(c: &mut Checker, m: &RawMetrics) -> MetricsSpec {
         spec.settle_timeout = c.parse(v, "metrics.settle_timeout", |s| {
             units::parse_duration(s).and_then(positive)
         });
+    }
+    if let Some(v) = &m.max_response
+        && let Some(n) = c.parse(v, "metrics.max_response", |s| {
+            let n = units::parse_count(s)?;
+            if (1024..=1 << 32).contains(&n) {
+                Ok(n as usize)
+            } else {
+                Err(format!("expected bytes between `1k` and `4G`, got `{s}`"))
+            }
+        })
+    {
+        spec.max_response = n;
     }
     spec
 }
