@@ -26,6 +26,13 @@ pub enum TransportError {
     Tls,
     /// The response body could not be read to the end.
     Body,
+    /// An answer that breaks the protocol, such as an HTTP response to a
+    /// gRPC call that is not gRPC (a proxy's error page) or a gRPC call
+    /// that ends without a status: the client made up no code for it.
+    Protocol,
+    /// A reply larger than the client accepts (a gRPC target's
+    /// `max_message`).
+    TooLarge,
     /// Anything else, with the message kept as an example.
     Other,
 }
@@ -40,6 +47,8 @@ impl TransportError {
             Self::Reset => "connection reset",
             Self::Tls => "tls error",
             Self::Body => "body read error",
+            Self::Protocol => "protocol error",
+            Self::TooLarge => "reply too large",
             Self::Other => "other error",
         }
     }

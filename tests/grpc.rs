@@ -573,3 +573,119 @@ requests:
     );
     assert_eq!(served as u64, 200);
 }
+
+/// The example message of a transport error outcome.
+fn transport_example(results: &Value, name: &str, kind: &str) -> String {
+    request(results, name)["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["outcome"] == json!({ "transport": kind }))
+        .and_then(|o| o["example"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn replies_over_max_message_are_the_clients_error_not_out_of_range() {
+    let svc = Services::start();
+    let long = "x".repeat(5000);
+    let r = run(&format!(
+        r#"
+name: too-large
+targets:
+  revert: {{ url: "http://{revert}", protos: ["{revert_proto}"], max_message: 1k }}
+  roomy: {{ url: "http://{revert}", protos: ["{revert_proto}"] }}
+load: {{ users: 2, iterations: 20 }}
+requests:
+  - name: long
+    grpc:
+      target: revert
+      method: revertname.RevertName/RevertName
+      message: {{ name: "{long}" }}
+  - name: long_default
+    grpc:
+      target: roomy
+      method: revertname.RevertName/RevertName
+      message: {{ name: "{long}" }}
+"#,
+        revert = svc.revert,
+        revert_proto = proto("revert_name.proto"),
+    ));
+    let res = r.results.expect("results are written");
+    let long = outcomes(&res, "long");
+    assert!(!long.is_empty(), "{}", r.stdout);
+    assert!(
+        long.iter()
+            .all(|o| o.0 == json!({ "transport": "too_large" })),
+        "{long:?}"
+    );
+    let example = transport_example(&res, "long", "too_large");
+    assert!(
+        example.contains("the limit is: 1000 bytes") && example.contains("max_message"),
+        "{example}"
+    );
+    // The default limit (16 MiB) takes the same reply.
+    assert_eq!(
+        count(&res, "long_default", grpc("OK")),
+        total(&res, "long_default")
+    );
+    assert!(r.stdout.contains("reply too large"), "{}", r.stdout);
+    assert!(!r.stdout.contains("OUT_OF_RANGE"), "{}", r.stdout);
+}
+
+#[test]
+fn http_answers_that_are_not_grpc_are_protocol_errors_with_their_status() {
+    let server = support::start_h2c();
+    let r = run(&format!(
+        r#"
+name: not-grpc
+targets:
+  proxy: {{ url: "http://{addr}", protos: ["{revert_proto}"] }}
+load: {{ users: 1, iterations: 30 }}
+requests:
+  - name: not_found
+    grpc:
+      target: proxy
+      method: revertname.RevertName/RevertName
+      message: {{ name: a }}
+      metadata: {{ x-answer-status: "404" }}
+  - name: bad_gateway
+    grpc:
+      target: proxy
+      method: revertname.RevertName/RevertName
+      message: {{ name: a }}
+      metadata: {{ x-answer-status: "502" }}
+  - name: plain
+    grpc:
+      target: proxy
+      method: revertname.RevertName/RevertName
+      message: {{ name: a }}
+"#,
+        addr = server.addr,
+        revert_proto = proto("revert_name.proto"),
+    ));
+    let res = r.results.expect("results are written");
+    for (name, wanted) in [
+        ("not_found", "HTTP 404"),
+        ("bad_gateway", "HTTP 502"),
+        ("plain", "HTTP 200 OK, no content-type"),
+    ] {
+        let outs = outcomes(&res, name);
+        assert!(!outs.is_empty(), "{name}: {}", r.stdout);
+        assert!(
+            outs.iter()
+                .all(|o| o.0 == json!({ "transport": "protocol" })),
+            "{name}: {outs:?}"
+        );
+        let example = transport_example(&res, name, "protocol");
+        assert!(
+            example.contains("not a gRPC answer") && example.contains(wanted),
+            "{name}: {example}"
+        );
+    }
+    assert!(r.stdout.contains("text/html"), "{}", r.stdout);
+    for made_up in ["INTERNAL", "UNKNOWN", "UNIMPLEMENTED", "UNAVAILABLE"] {
+        assert!(!r.stdout.contains(made_up), "{}", r.stdout);
+    }
+}

@@ -23,7 +23,7 @@ use super::h1::H1Error;
 use super::request::PreparedRequest;
 use super::{CallResult, Executor, ExecutorFactory, Scratch, chain, classify};
 use crate::outcome::{Answer, GrpcCode, Outcome, TransportError};
-use crate::scenario::{Call, Expect, Scenario};
+use crate::scenario::{Call, DEFAULT_MAX_MESSAGE, Expect, Scenario};
 
 /// A request of either protocol, ready to send.
 #[derive(Debug)]
@@ -75,9 +75,15 @@ impl CallPlan {
                         h,
                         &endpoints[target],
                     )?),
-                    Call::Grpc(g) => {
-                        Prepared::Grpc(PreparedGrpc::new(r.name.as_str(), g, &endpoints[target])?)
-                    }
+                    Call::Grpc(g) => Prepared::Grpc(PreparedGrpc::new(
+                        r.name.as_str(),
+                        g,
+                        &endpoints[target],
+                        s.targets[target]
+                            .grpc
+                            .as_ref()
+                            .map_or(DEFAULT_MAX_MESSAGE, |t| t.max_message),
+                    )?),
                 };
                 Ok(PlannedCall {
                     target,

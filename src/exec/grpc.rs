@@ -57,18 +57,64 @@ struct Channel(GrpcConn);
 
 impl tower_service::Service<http::Request<tonic::body::Body>> for Channel {
     type Response = http::Response<hyper::body::Incoming>;
-    type Error = hyper::Error;
+    type Error = tonic::codegen::StdError;
     type Future =
         Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
+        self.0.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        Box::pin(self.0.send_request(req))
+        let sent = self.0.send_request(req);
+        Box::pin(async move {
+            let resp = sent.await?;
+            match NotGrpc::of(&resp) {
+                Some(e) => Err(e.into()),
+                None => Ok(resp),
+            }
+        })
     }
 }
+
+/// An HTTP response to a gRPC call that is not a gRPC answer: a status
+/// other than 200 or a `content-type` other than `application/grpc`, and
+/// no `grpc-status`. tonic would read it as a made-up code (`UNIMPLEMENTED`
+/// for a 404, `INTERNAL` for an HTML body, …) that no server sent.
+#[derive(Debug)]
+struct NotGrpc {
+    status: http::StatusCode,
+    content_type: Option<String>,
+}
+
+impl NotGrpc {
+    fn of<B>(resp: &http::Response<B>) -> Option<Self> {
+        let content_type = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let grpc = content_type
+            .as_deref()
+            .is_some_and(|c| c.starts_with("application/grpc"));
+        let ok = resp.status() == http::StatusCode::OK && grpc;
+        (!ok && !resp.headers().contains_key("grpc-status")).then(|| NotGrpc {
+            status: resp.status(),
+            content_type,
+        })
+    }
+}
+
+impl std::fmt::Display for NotGrpc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not a gRPC answer: HTTP {}", self.status)?;
+        match &self.content_type {
+            Some(c) => write!(f, ", content-type `{c}`"),
+            None => f.write_str(", no content-type"),
+        }
+    }
+}
+
+impl std::error::Error for NotGrpc {}
 
 /// Moves already-encoded messages: requests are encoded from dynamic
 /// messages before the call, responses are only counted.
@@ -137,10 +183,17 @@ pub(crate) struct PreparedGrpc {
     static_metadata: MetadataMap,
     dynamic_metadata: Vec<(HeaderName, Template)>,
     deadline: Option<Duration>,
+    /// The largest reply message accepted, in bytes.
+    max_message: usize,
 }
 
 impl PreparedGrpc {
-    pub fn new(name: &str, g: &GrpcCall, endpoint: &Endpoint) -> Result<Self, String> {
+    pub fn new(
+        name: &str,
+        g: &GrpcCall,
+        endpoint: &Endpoint,
+        max_message: usize,
+    ) -> Result<Self, String> {
         let method = g.resolved.as_ref().ok_or_else(|| {
             format!(
                 "request `{name}`: method `{}` was not resolved against the target's descriptors",
@@ -187,6 +240,7 @@ impl PreparedGrpc {
             static_metadata: MetadataMap::from_headers(headers),
             dynamic_metadata,
             deadline: g.deadline,
+            max_message,
         })
     }
 
@@ -291,10 +345,15 @@ impl PreparedGrpc {
         origin: &Uri,
         s: &mut Scratch,
     ) -> (CallResult, Option<Bytes>) {
-        let mut grpc = tonic::client::Grpc::with_origin(Channel(conn.clone()), origin.clone());
+        let mut grpc = tonic::client::Grpc::with_origin(Channel(conn.clone()), origin.clone())
+            .max_decoding_message_size(self.max_message);
+        let limit = self.max_message;
         if let Err(e) = grpc.ready().await {
             return (
-                CallResult::Failed(classify(&e), format!("connection not ready: {}", chain(&e))),
+                CallResult::Failed(
+                    classify(&*e),
+                    format!("connection not ready: {}", chain(&*e)),
+                ),
                 None,
             );
         }
@@ -312,12 +371,12 @@ impl PreparedGrpc {
                 if self.kind == GrpcKind::Unary {
                     match grpc.unary(req, path, BytesCodec).await {
                         Ok(reply) => (finished(GrpcCode::OK, 1, 1), Some(reply.into_inner())),
-                        Err(st) => (status_result(&st, 1, 0), None),
+                        Err(st) => (status_result(&st, 1, 0, limit), None),
                     }
                 } else {
                     match grpc.server_streaming(req, path, BytesCodec).await {
-                        Ok(resp) => read_stream(resp.into_inner(), 1).await,
-                        Err(st) => (status_result(&st, 1, 0), None),
+                        Ok(resp) => read_stream(resp.into_inner(), 1, limit).await,
+                        Err(st) => (status_result(&st, 1, 0, limit), None),
                     }
                 }
             }
@@ -350,17 +409,17 @@ impl PreparedGrpc {
                             finished(GrpcCode::OK, sent_now(), 1),
                             Some(reply.into_inner()),
                         ),
-                        Err(st) => (status_result(&st, sent_now(), 0), None),
+                        Err(st) => (status_result(&st, sent_now(), 0, limit), None),
                     }
                 } else {
                     match grpc.streaming(req, path, BytesCodec).await {
-                        Ok(resp) => match read_stream(resp.into_inner(), 0).await {
+                        Ok(resp) => match read_stream(resp.into_inner(), 0, limit).await {
                             (CallResult::Grpc { code, received, .. }, last) => {
                                 (finished(code, sent_now(), received), last)
                             }
                             other => other,
                         },
-                        Err(st) => (status_result(&st, sent_now(), 0), None),
+                        Err(st) => (status_result(&st, sent_now(), 0, limit), None),
                     }
                 }
             }
@@ -380,6 +439,7 @@ fn finished(code: GrpcCode, sent: u64, received: u64) -> CallResult {
 async fn read_stream(
     mut stream: tonic::Streaming<Bytes>,
     sent: u64,
+    limit: usize,
 ) -> (CallResult, Option<Bytes>) {
     let mut received = 0;
     let mut last = None;
@@ -390,15 +450,20 @@ async fn read_stream(
                 last = Some(m);
             }
             Ok(None) => return (finished(GrpcCode::OK, sent, received), last),
-            Err(st) => return (status_result(&st, sent, received), None),
+            Err(st) => return (status_result(&st, sent, received, limit), None),
         }
     }
 }
 
-/// A status the server sent is the call's code; a status tonic made from
-/// an I/O or HTTP/2 failure is a transport error.
-fn status_result(st: &tonic::Status, sent: u64, received: u64) -> CallResult {
+/// A status the server sent is the call's code; a status tonic made
+/// itself is a transport error: from an I/O or HTTP/2 failure, from an
+/// answer that is not gRPC, or from a reply over `limit` bytes. Those made
+/// without a cause are known by their code and message.
+fn status_result(st: &tonic::Status, sent: u64, received: u64, limit: usize) -> CallResult {
     match std::error::Error::source(st) {
+        Some(cause) if cause.downcast_ref::<NotGrpc>().is_some() => {
+            CallResult::Failed(TransportError::Protocol, cause.to_string())
+        }
         Some(cause) => {
             let kind = match classify(cause) {
                 TransportError::Other => TransportError::Reset,
@@ -406,7 +471,38 @@ fn status_result(st: &tonic::Status, sent: u64, received: u64) -> CallResult {
             };
             CallResult::Failed(kind, format!("{}: {}", st.message(), chain(cause)))
         }
-        None => finished(GrpcCode::from_number(st.code() as i32), sent, received),
+        None => match local_status(st, limit) {
+            Some(kind) => CallResult::Failed(kind, local_message(st, kind)),
+            None => finished(GrpcCode::from_number(st.code() as i32), sent, received),
+        },
+    }
+}
+
+/// Whether tonic made `st` up on the client: a reply over the decoding
+/// limit (whose message names the client's own limit), or a response that
+/// ended without a final status or carried frames that are not gRPC.
+fn local_status(st: &tonic::Status, limit: usize) -> Option<TransportError> {
+    let m = st.message();
+    match st.code() {
+        tonic::Code::OutOfRange
+            if m.starts_with("Error, decoded message length too large")
+                && m.ends_with(&format!("the limit is: {limit} bytes")) =>
+        {
+            Some(TransportError::TooLarge)
+        }
+        tonic::Code::Unknown | tonic::Code::Internal
+            if m.starts_with("protocol error:") || m.starts_with("grpc-status header missing") =>
+        {
+            Some(TransportError::Protocol)
+        }
+        _ => None,
+    }
+}
+
+fn local_message(st: &tonic::Status, kind: TransportError) -> String {
+    match kind {
+        TransportError::TooLarge => format!("{} (the target's `max_message`)", st.message()),
+        _ => st.message().to_owned(),
     }
 }
 

@@ -158,6 +158,9 @@ pub(super) fn check_targets(
 fn check_grpc_target(c: &mut Checker, t: &raw::RawTarget, base: &Path) -> Option<GrpcTarget> {
     let reflection = t.reflection.as_ref().is_some_and(|b| **b);
     let resolve = |p: &Text| base.join(p.as_str());
+    let max_message = c
+        .parse_opt(&t.max_message, "max_message", units::parse_bytes)
+        .unwrap_or(DEFAULT_MAX_MESSAGE);
     if !t.protos.is_empty() && reflection {
         c.err(
             t.reflection.as_ref().and_then(pos),
@@ -175,6 +178,7 @@ fn check_grpc_target(c: &mut Checker, t: &raw::RawTarget, base: &Path) -> Option
         return Some(GrpcTarget {
             source: ProtoSource::Reflection,
             pool: None,
+            max_message,
         });
     }
     if t.protos.is_empty() {
@@ -182,6 +186,12 @@ fn check_grpc_target(c: &mut Checker, t: &raw::RawTarget, base: &Path) -> Option
             c.err(
                 pos(first),
                 "`import_paths` goes with `protos`: list the `.proto` files too",
+            );
+        }
+        if let Some(m) = &t.max_message {
+            c.err(
+                pos(m),
+                "`max_message` goes with gRPC targets (`protos` or `reflection: true`)",
             );
         }
         return None;
@@ -217,7 +227,11 @@ fn check_grpc_target(c: &mut Checker, t: &raw::RawTarget, base: &Path) -> Option
             None
         }
     };
-    Some(GrpcTarget { source, pool })
+    Some(GrpcTarget {
+        source,
+        pool,
+        max_message,
+    })
 }
 
 pub(super) fn check_http(

@@ -333,6 +333,31 @@ thresholds:
     }
 
     #[test]
+    fn grpc_targets_set_their_largest_reply() {
+        let web = "  web: { url: \"http://127.0.0.1:8000/\" }\n";
+        let with = |rpc: &str| GOOD.replace(web, &format!("{web}  rpc: {{ {rpc} }}\n"));
+        let max = |s: &Scenario| s.targets[1].grpc.as_ref().unwrap().max_message;
+        let url = r#"url: "http://127.0.0.1:50051", reflection: true"#;
+        assert_eq!(max(&parse(&with(url)).unwrap()), DEFAULT_MAX_MESSAGE);
+        let s = parse(&with(&format!("{url}, max_message: 1k"))).unwrap();
+        assert_eq!(max(&s), 1000);
+        let diags = parse(&with(&format!("{url}, max_message: 16 megs"))).unwrap_err();
+        assert_eq!(diags.len(), 1, "{diags:#?}");
+        let at = diags[0].pos.unwrap();
+        assert_eq!((at.line, at.column), (5, 72), "{diags:#?}");
+        assert!(
+            diags[0].message.starts_with("`max_message`: expected"),
+            "{diags:#?}"
+        );
+        let diags = parse(&GOOD.replace("8000/\" }", "8000/\", max_message: 1M }")).unwrap_err();
+        assert!(
+            diags[0].message.contains("goes with gRPC targets"),
+            "{diags:#?}"
+        );
+        assert_eq!(diags[0].pos.unwrap().line, 4, "{diags:#?}");
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         let text = GOOD.replace("wait: 10ms..20ms", "wiat: 10ms..20ms");
         let diags = parse(&text).unwrap_err();

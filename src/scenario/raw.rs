@@ -138,6 +138,8 @@ pub struct RawTarget {
     pub import_paths: Vec<Text>,
     /// gRPC: read the services from the server's reflection service.
     pub reflection: Option<Spanned<bool>>,
+    /// gRPC: the largest reply message accepted (`16M`).
+    pub max_message: Option<Text>,
 }
 
 /// How much load, and for how long.

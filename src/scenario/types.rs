@@ -18,6 +18,9 @@ use http::{HeaderName, HeaderValue, Method, Uri};
 /// Closed model with no `max_in_flight`: how many requests may be open.
 pub(super) const DEFAULT_MAX_IN_FLIGHT: u64 = 1000;
 pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest gRPC reply message accepted by default: 16 MiB, four
+/// times tonic's own limit, so real replies fit.
+pub const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
 pub(super) const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
 
 /// A request name: letters, digits, `_` and `-`; never `all`, which names
@@ -298,6 +301,9 @@ pub struct Target {
 #[derive(Debug, Clone)]
 pub struct GrpcTarget {
     pub source: ProtoSource,
+    /// The largest reply message accepted, in bytes; a larger one ends
+    /// the call as a transport error (`too_large`).
+    pub max_message: usize,
     /// The target's descriptors: compiled from `protos` when the scenario
     /// is read, or fetched by reflection when the run starts.
     pub pool: Option<prost_reflect::DescriptorPool>,

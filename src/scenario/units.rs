@@ -192,6 +192,18 @@ pub fn parse_count(text: &str) -> Result<u64, String> {
     Ok(v as u64)
 }
 
+/// Parses a size in bytes between `1k` and `4G`: `64M`, `16k`, `2_000_000`.
+pub fn parse_bytes(text: &str) -> Result<usize, String> {
+    let n = parse_count(text)?;
+    if (1000..=4_000_000_000).contains(&n) {
+        Ok(n as usize)
+    } else {
+        Err(format!(
+            "expected bytes between `1k` and `4G`, got `{text}`"
+        ))
+    }
+}
+
 /// The most users, or requests in flight, one redproof runs: each holds a
 /// task, buffers and a connection per target, so beyond this a machine runs
 /// out of memory or sockets long before the load is useful.

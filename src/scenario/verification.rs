@@ -303,14 +303,7 @@ fn check_metrics(c: &mut Checker, m: &RawMetrics) -> MetricsSpec {
         });
     }
     if let Some(v) = &m.max_response
-        && let Some(n) = c.parse(v, "metrics.max_response", |s| {
-            let n = units::parse_count(s)?;
-            if (1024..=1 << 32).contains(&n) {
-                Ok(n as usize)
-            } else {
-                Err(format!("expected bytes between `1k` and `4G`, got `{s}`"))
-            }
-        })
+        && let Some(n) = c.parse(v, "metrics.max_response", units::parse_bytes)
     {
         spec.max_response = n;
     }

@@ -602,3 +602,27 @@ async fn check_promql<M: MetricSource>(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::measure::Recorder;
+    use crate::outcome::{GrpcCode, TransportError};
+
+    #[test]
+    fn codes_the_client_made_up_are_not_compared_with_the_servers() {
+        let mut r = Recorder::new(1);
+        let ms = Duration::from_millis(1);
+        r.record(0, Outcome::Grpc(GrpcCode::OK), true, ms);
+        // A proxy's error page and a reply over `max_message`: the server
+        // may have counted either call, under a code the client never saw.
+        for kind in [TransportError::Protocol, TransportError::TooLarge] {
+            r.record_error(0, kind, ms, || "made up".into());
+        }
+        let c = client_request(&r.requests[0]);
+        assert_eq!(c.by_status.keys().collect::<Vec<_>>(), ["OK"]);
+        assert_eq!((c.responses, c.unsure), (1, 2));
+    }
+}

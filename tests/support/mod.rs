@@ -183,6 +183,19 @@ async fn answer(
         .unwrap()
         .entry(format!("{:?}", req.version()))
         .or_default() += 1;
+    // `x-answer-status: 502` asks for that status with an HTML page, as a
+    // proxy in front of a gRPC server answers when it cannot reach it.
+    let status = req
+        .headers()
+        .get("x-answer-status")
+        .and_then(|v| v.to_str().ok()?.parse::<u16>().ok());
+    if let Some(status) = status {
+        return Ok(hyper::Response::builder()
+            .status(status)
+            .header("content-type", "text/html")
+            .body(format!("<html><body><h1>{status}</h1></body></html>\n"))
+            .unwrap());
+    }
     Ok(hyper::Response::new("ok\n".to_owned()))
 }
 
