@@ -9,6 +9,7 @@ use super::checker::{Checker, located, pos};
 use super::raw::{self, OrderedMap, Text};
 use super::types::*;
 use super::units;
+use super::url::BaseUrl;
 use crate::position::{Located, Pos};
 use crate::template::{JsonNode, JsonTemplate, Template, TemplateEnv, push_query_encoded};
 use http::{HeaderName, Method};

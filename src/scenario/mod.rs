@@ -20,6 +20,7 @@ mod steps;
 pub mod threshold;
 mod types;
 pub mod units;
+mod url;
 pub mod verification;
 
 use std::path::Path;
@@ -27,6 +28,7 @@ use std::path::Path;
 pub use calls::bad_target_byte;
 pub use diagnostic::{Diagnostic, ScenarioErrors};
 pub use types::*;
+pub use url::{BaseUrl, redact_url};
 
 pub use crate::position::{Located, Pos};
 pub use crate::template::JsonNode;

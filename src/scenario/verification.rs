@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use super::checker::{Checker, pos};
 use super::raw::{OrderedMap, RawMetrics, RawPromql, RawScenario, RawVerify, Text};
 use super::threshold::Op;
-use super::types::{BaseUrl, redact_url};
 use super::units;
+use super::url::{BaseUrl, redact_url};
 use crate::promql::{self, Matcher};
 
 /// Everything needed to check the server's metrics after a run.
