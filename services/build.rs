@@ -5,7 +5,10 @@
 use std::path::PathBuf;
 
 fn main() {
-    let proto_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    // Read at run time: a build script compiled for another checkout
+    // sharing this target directory must still find this checkout's files.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let proto_dir = PathBuf::from(manifest_dir).join("../proto");
     let files = ["revert_name.proto", "time.proto", "heartbeat.proto"];
     for f in &files {
         println!("cargo:rerun-if-changed={}", proto_dir.join(f).display());

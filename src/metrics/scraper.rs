@@ -150,11 +150,17 @@ impl Scraper {
         }
     }
 
-    /// Scrapes every page at the interval until `stop`.
+    /// Scrapes every page at the interval, starting one interval from now,
+    /// until `stop`.
     pub fn spawn(self: &Arc<Self>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(me.interval);
+            // The first tick is one interval away, not now: the caller has
+            // just taken the baseline scrape, and a second one started now
+            // would finish after the load began while stamped before it,
+            // moving early requests into the baseline.
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + me.interval, me.interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
@@ -240,5 +246,60 @@ impl MetricSource for Scraper {
             "PromQL needs a Prometheus source: give `metrics.prometheus` or --prometheus URL"
                 .into(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// The periodic scrapes start one interval after the baseline: a scrape
+    /// started at once would overlap the start of the load.
+    #[tokio::test]
+    async fn periodic_scrapes_start_one_interval_after_the_baseline() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (hits_tx, mut hits) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let hits_tx = hits_tx.clone();
+                tokio::spawn(async move {
+                    let mut b = [0u8; 4096];
+                    while let Ok(n) = s.read(&mut b).await {
+                        if n == 0 {
+                            return;
+                        }
+                        let _ = hits_tx.send(Instant::now());
+                        let body = "x_total 1\n";
+                        let reply = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let interval = Duration::from_millis(300);
+        let scraper = Scraper::new(&[format!("http://{addr}/metrics")], interval, 1 << 20).unwrap();
+        scraper.scrape_all().await;
+        let baseline = hits.recv().await.unwrap();
+        let stop = CancellationToken::new();
+        let task = scraper.spawn(stop.clone());
+        let next = hits.recv().await.unwrap();
+        stop.cancel();
+        task.await.unwrap();
+        assert!(
+            next.duration_since(baseline) >= interval - Duration::from_millis(5),
+            "second scrape {:?} after the baseline",
+            next.duration_since(baseline)
+        );
     }
 }
