@@ -28,21 +28,7 @@ verify:
 "#,
         server.url()
     );
-    let dir = tempfile::tempdir().unwrap();
-    let file = support::write_scenario(dir.path(), &scenario);
-    let out = redproof()
-        .arg("run")
-        .arg(&file)
-        .arg("--quiet")
-        .arg("--out")
-        .arg(dir.path().join("results.json"))
-        .arg("--junit")
-        .arg(dir.path().join("junit.xml"))
-        .arg("--markdown")
-        .arg(dir.path().join("summary.md"))
-        .output()
-        .unwrap();
-    support::finish(out, dir)
+    support::run_with_every_output(&scenario, &["--quiet"])
 }
 
 fn redproof() -> std::process::Command {

@@ -72,24 +72,6 @@ fn outputs(r: &support::Run) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn run_with_every_output(scenario: &str) -> support::Run {
-    let dir = tempfile::tempdir().unwrap();
-    let file = support::write_scenario(dir.path(), scenario);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redproof"))
-        .env("NO_COLOR", "1")
-        .arg("run")
-        .arg(&file)
-        .arg("--out")
-        .arg(dir.path().join("results.json"))
-        .arg("--junit")
-        .arg(dir.path().join("junit.xml"))
-        .arg("--markdown")
-        .arg(dir.path().join("summary.md"))
-        .output()
-        .unwrap();
-    support::finish(out, dir)
-}
-
 #[test]
 fn credentials_in_urls_are_sent_as_basic_auth_and_never_shown() {
     let web = Recorder::start(200, "ok\n");
@@ -115,7 +97,7 @@ verify:
         down = down.addr,
         prometheus = prometheus.addr,
     );
-    let r = run_with_every_output(&scenario);
+    let r = support::run_with_every_output(&scenario, &[]);
     for (name, text) in outputs(&r) {
         for secret in ["s3cret", "YWxpY2U6", "Ym9iOmQw", "Y2Fyb2w6"] {
             assert!(
@@ -206,7 +188,7 @@ verify:
         web = web.addr,
         prometheus = prometheus.addr,
     );
-    let r = run_with_every_output(&scenario);
+    let r = support::run_with_every_output(&scenario, &[]);
     for (name, text) in outputs(&r) {
         assert!(
             !text.contains(['\x1b', '\x07', '\u{9b}']),

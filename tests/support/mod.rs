@@ -340,6 +340,28 @@ pub fn run_scenario(scenario: &str, files: &[(&str, &str)], args: &[&str]) -> Ru
     finish(out, dir)
 }
 
+/// `redproof run` on `scenario` writing every output: `results.json`,
+/// `junit.xml` and `summary.md` in the run's temporary directory; `args`
+/// follow the file.
+pub fn run_with_every_output(scenario: &str, args: &[&str]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_scenario(dir.path(), scenario);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redproof"))
+        .env("NO_COLOR", "1")
+        .arg("run")
+        .arg(&file)
+        .args(args)
+        .arg("--out")
+        .arg(dir.path().join("results.json"))
+        .arg("--junit")
+        .arg(dir.path().join("junit.xml"))
+        .arg("--markdown")
+        .arg(dir.path().join("summary.md"))
+        .output()
+        .unwrap();
+    finish(out, dir)
+}
+
 /// The [`Run`] of a finished `redproof run` whose results went to
 /// `results.json` in `dir`.
 pub fn finish(out: std::process::Output, dir: tempfile::TempDir) -> Run {
