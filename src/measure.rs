@@ -52,6 +52,10 @@ pub struct RequestStats {
     pub unknown: u64,
     /// gRPC messages sent and received by completed calls.
     pub messages: MessageCounts,
+    /// Requests sent a second time on a new connection after a kept-alive
+    /// one closed with no answer: the server most likely saw them once,
+    /// but may have seen them twice.
+    pub retries: u64,
     /// With `pace`: response latency corrected for coordinated omission
     /// (each late iteration also stands for the ones it held back).
     pub corrected: Option<Histogram<u64>>,
@@ -130,6 +134,7 @@ impl RequestStats {
             }
         }
         self.unknown += other.unknown;
+        self.retries += other.retries;
         self.messages.sent += other.messages.sent;
         self.messages.received += other.messages.received;
         if let Some(theirs) = &other.corrected {
@@ -217,6 +222,11 @@ impl Recorder {
         }
     }
 
+    /// Records requests sent again after a stale connection.
+    pub fn record_retries(&mut self, request: usize, n: u32) {
+        self.requests[request].retries += u64::from(n);
+    }
+
     /// Records a request cut off at the end of the drain.
     pub fn record_unknown(&mut self, request: usize) {
         self.requests[request].unknown += 1;
@@ -236,6 +246,7 @@ impl Recorder {
                 o.example = None;
             }
             r.unknown = 0;
+            r.retries = 0;
             r.messages = MessageCounts::default();
             if let Some(h) = &mut r.corrected {
                 h.reset();

@@ -22,6 +22,10 @@ pub enum TransportError {
     Timeout,
     /// The connection was reset or closed mid-request.
     Reset,
+    /// The server closed the connection after the request went out and
+    /// before sending a byte of the response: it may or may not have
+    /// handled the request.
+    NoResponse,
     /// TLS handshake or certificate failure.
     Tls,
     /// The response body could not be read to the end.
@@ -45,6 +49,7 @@ impl TransportError {
             Self::Dns => "dns error",
             Self::Timeout => "timeout",
             Self::Reset => "connection reset",
+            Self::NoResponse => "closed before any response",
             Self::Tls => "tls error",
             Self::Body => "body read error",
             Self::Protocol => "protocol error",

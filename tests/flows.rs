@@ -436,3 +436,94 @@ requests:
     assert_eq!(server.counts.get("/page"), 0);
     assert_eq!(total(r.results(), "login"), logins);
 }
+
+/// A login that can never succeed, with a limit on failed attempts.
+fn failing_login(users: u32, then: &str) -> (support::TestServer, Run) {
+    let server = support::start();
+    let scenario = format!(
+        r#"
+name: failing-login
+targets:
+  web: {{ url: "{}" }}
+load: {{ users: {users}, duration: 60s }}
+on_start:
+  - name: login
+    http: {{ target: web, path: /login }}
+    capture: {{ token: {{ json: "$.token" }} }}
+on_start_failures: {{ max: 3, then: {then} }}
+requests:
+  - {{ name: page, http: {{ target: web, path: "/page/{{{{ token }}}}" }} }}
+"#,
+        server.url()
+    );
+    let r = support::run_scenario(&scenario, &[], &["--quiet"]);
+    (server, r)
+}
+
+#[test]
+fn on_start_failures_abort_the_run_as_failed() {
+    // Aborting ends the 60 s run after three failed logins (0.15 s of
+    // pauses): the test finishing at all shows the run stopped early.
+    let (server, r) = failing_login(2, "abort");
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("RUN ABORTED: `on_start` failed 3 times in a row"),
+        "{}",
+        r.stdout
+    );
+    let res = r.results();
+    assert!(res["aborted"].as_str().unwrap().contains("on_start"), "{res}");
+    assert!(res["timing"]["load_s"].as_f64().unwrap() < 30.0, "{res}");
+    // The first user to give up stops the run; the other may have made
+    // its third attempt by then, never a fourth.
+    let logins = server.counts.get("/login");
+    assert!((3..=6).contains(&logins), "{logins} logins");
+    assert_eq!(total(res, "login"), logins);
+    assert_eq!(server.counts.get("/page"), 0);
+}
+
+#[test]
+fn on_start_failures_can_stop_only_the_user() {
+    // Every user gives up, so the run has nothing left to do; its
+    // duration still holds, so the load is cut with a short `--duration`.
+    let server = support::start();
+    let scenario = format!(
+        r#"
+name: failing-login
+targets:
+  web: {{ url: "{}" }}
+load: {{ users: 2, duration: 1s }}
+on_start:
+  - name: login
+    http: {{ target: web, path: /login }}
+    capture: {{ token: {{ json: "$.token" }} }}
+on_start_failures: {{ max: 2, then: stop_user }}
+requests:
+  - {{ name: page, http: {{ target: web, path: "/page/{{{{ token }}}}" }} }}
+"#,
+        server.url()
+    );
+    let r = support::run_scenario(&scenario, &[], &["--quiet"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("2 users stopped after failing `on_start`"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(r.results()["users_stopped"], 2);
+    // Two attempts each, then nothing more.
+    assert_eq!(server.counts.get("/login"), 4);
+}
+
+#[test]
+fn on_start_failures_are_checked_at_validation() {
+    let (_, r) = failing_login(1, "give_up");
+    assert_eq!(r.code, 64, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("`then`: expected `abort` or `stop_user`, got `give_up`"),
+        "{}",
+        r.stderr
+    );
+}

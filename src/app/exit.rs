@@ -35,7 +35,9 @@ pub(crate) fn fail(code: Exit, error: impl Into<anyhow::Error>) -> Failure {
 /// failed.
 pub(super) fn exit_code(report: &RunReport) -> Exit {
     let unavailable = report.unavailable();
-    let thresholds = report.thresholds_failed();
+    // A run the scenario aborted failed its own condition, as a
+    // threshold does.
+    let thresholds = report.thresholds_failed() || report.aborted.is_some();
     let verification = report.verification_failed();
     if report.failure.is_some() {
         Exit::Internal

@@ -75,6 +75,11 @@ pub struct EngineOutput {
     pub schedule: Option<ScheduleStats>,
     /// Why the run stopped early, when a data feed ran out.
     pub stopped_by: Option<String>,
+    /// The scenario's own condition stopped the run as failed
+    /// (`on_start_failures` with `then: abort`).
+    pub aborted: Option<String>,
+    /// Users that stopped after failing `on_start` (`then: stop_user`).
+    pub users_stopped: u64,
     /// An engine thread failed (a panic, a runtime that would not start):
     /// the run was stopped, and what it recorded until then is kept.
     pub failure: Option<String>,
@@ -141,6 +146,8 @@ pub async fn run<F: ExecutorFactory + Clone>(
             })
             .collect(),
         exhausted: Mutex::new(None),
+        aborted: Mutex::new(None),
+        users_stopped: AtomicU64::new(0),
         started: AtomicU64::new(0),
         late: AtomicU64::new(0),
         max_lag_us: AtomicU64::new(0),
@@ -303,6 +310,8 @@ pub async fn run<F: ExecutorFactory + Clone>(
         interrupted,
         schedule,
         failure: thread_error,
+        aborted: sh.aborted.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        users_stopped: sh.users_stopped.load(Ordering::Relaxed),
         stopped_by: sh
             .exhausted
             .lock()
@@ -369,6 +378,7 @@ fn run_thread<F: ExecutorFactory>(
             choice: WeightedChoice::new(&weights),
             entries: plan.entries.iter().map(|e| e.1.clone()).collect(),
             on_start: plan.on_start.clone(),
+            on_start_failures: plan.on_start_failures,
             steps: plan.steps.clone(),
             variables: plan.variables,
             pace: plan.load.pace,

@@ -2,7 +2,7 @@
 //! entries and their steps, feeds and the size of each user's variables.
 
 use crate::scenario::units::DurationRange;
-use crate::scenario::{Feed, Load, Scenario};
+use crate::scenario::{Feed, Load, OnStartFailures, Scenario};
 
 /// What the engine needs to know about the scenario.
 #[derive(Debug, Clone)]
@@ -12,6 +12,8 @@ pub struct EnginePlan {
     pub entries: Vec<(u32, Vec<usize>)>,
     /// Steps each worker runs once, before its first iteration.
     pub on_start: Vec<usize>,
+    /// When a worker gives up on `on_start`.
+    pub on_start_failures: Option<OnStartFailures>,
     /// Indexed like the scenario's requests.
     pub steps: Vec<StepPlan>,
     pub feeds: Vec<Feed>,
@@ -41,6 +43,7 @@ impl EnginePlan {
                 .map(|e| (e.weight.get(), e.steps.clone()))
                 .collect(),
             on_start: s.on_start.clone(),
+            on_start_failures: s.on_start_failures,
             steps: s
                 .requests
                 .iter()
@@ -65,6 +68,7 @@ impl EnginePlan {
                 .map(|(i, w)| (*w, vec![i]))
                 .collect(),
             on_start: Vec::new(),
+            on_start_failures: None,
             steps: vec![StepPlan::default(); weights.len()],
             feeds: Vec::new(),
             variables: 0,

@@ -63,6 +63,10 @@ pub(super) struct Shared {
     pub(super) feeds: Vec<FeedState>,
     /// Set when a feed ran out and stopped the run.
     pub(super) exhausted: Mutex<Option<String>>,
+    /// Set when the scenario's own condition ended the run as failed.
+    pub(super) aborted: Mutex<Option<String>>,
+    /// Users that gave up after failing `on_start` (`then: stop_user`).
+    pub(super) users_stopped: AtomicU64,
     /// Open model: iterations started (an arrival that was not dropped).
     pub(super) started: AtomicU64,
     pub(super) late: AtomicU64,

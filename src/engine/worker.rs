@@ -3,6 +3,7 @@
 //! thread's recorder.
 
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use super::schedule::{Schedule, Shared, sleep_unless_stopped};
 use crate::exec::{CallResult, Executor, Scratch};
 use crate::measure::Recorder;
 use crate::outcome::Outcome;
+use crate::scenario::{GiveUp, OnStartFailures};
 
 /// Picks request indices in proportion to their weights.
 #[derive(Debug, Clone)]
@@ -53,6 +55,7 @@ pub(super) struct WorkerPlan {
     pub(super) choice: WeightedChoice,
     pub(super) entries: Vec<Vec<usize>>,
     pub(super) on_start: Vec<usize>,
+    pub(super) on_start_failures: Option<OnStartFailures>,
     pub(super) steps: Vec<StepPlan>,
     pub(super) variables: usize,
     pub(super) pace: Option<Duration>,
@@ -103,8 +106,12 @@ pub(super) async fn run_steps<E: Executor>(
             r = exec.execute(step, scratch) => r,
         };
         let latency = from.elapsed();
+        let retries = std::mem::take(&mut scratch.retries);
         let ok = {
             let mut rec = lock(rec);
+            if retries > 0 {
+                rec.record_retries(step, retries);
+            }
             let (ok, answered) = match result {
                 CallResult::Status(s) => {
                     let outcome = Outcome::Status(s);
@@ -222,6 +229,12 @@ pub(super) async fn worker<E: Executor>(
                 // succeed does not turn into a storm of `on_start` requests
                 // (accounts created by the thousand) when users do not wait.
                 failed_starts += 1;
+                if let Some(limit) = plan.on_start_failures
+                    && failed_starts >= limit.max
+                {
+                    give_up(&sh, limit);
+                    return;
+                }
                 let backoff = ON_START_BACKOFF_MIN
                     .saturating_mul(1 << (failed_starts - 1).min(16))
                     .min(ON_START_BACKOFF_MAX);
@@ -242,6 +255,28 @@ pub(super) async fn worker<E: Executor>(
             .is_err()
         {
             return;
+        }
+    }
+}
+
+/// A user whose `on_start` failed `limit.max` times in a row stops, and
+/// with `then: abort` the run stops too.
+fn give_up(sh: &Shared, limit: OnStartFailures) {
+    match limit.then {
+        GiveUp::StopUser => {
+            sh.users_stopped.fetch_add(1, Ordering::Relaxed);
+        }
+        GiveUp::Abort => {
+            let mut why = sh.aborted.lock().unwrap_or_else(|p| p.into_inner());
+            why.get_or_insert_with(|| {
+                format!(
+                    "`on_start` failed {} time{} in a row for a user (on_start_failures: {{ max: {}, then: abort }})",
+                    limit.max,
+                    if limit.max == 1 { "" } else { "s" },
+                    limit.max
+                )
+            });
+            sh.halt();
         }
     }
 }

@@ -57,6 +57,8 @@ pub(crate) struct Endpoint {
     pub(crate) headers: HeaderMap,
     /// `host` for HTTP/1.1 requests.
     pub(super) host_header: HeaderValue,
+    /// The largest response body kept for checks and captures.
+    pub(crate) max_body: usize,
 }
 
 impl Endpoint {
@@ -113,6 +115,7 @@ impl Endpoint {
             host_header: HeaderValue::from_str(authority.as_str())
                 .map_err(|e| format!("target `{}`: {e}", t.name))?,
             authority,
+            max_body: t.max_body,
         })
     }
 

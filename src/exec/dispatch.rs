@@ -255,13 +255,30 @@ impl CallExecutor {
                 // When the close races the write and the write fails, the
                 // request never reached the server: it is sent once more
                 // on a fresh connection rather than counted as an error the
-                // server never saw. A request written whole is never sent
-                // twice, even when the answer is a bare close, so the
-                // server's counts can be compared with the client's.
+                // server never saw. When the write went through but the
+                // server closed without a byte of answer, it most likely
+                // never read the request either: an idempotent request is
+                // sent once more, as browsers and Go's client do, and
+                // counted as a retry (verification allows for the server
+                // having seen both); any other is reported as closed
+                // before any response.
                 let retry = attempt == 0;
                 match s.conns[target].as_mut().expect("connected above") {
                     Conn::H1(_) => match self.exchange_h1(r, planned, target, e, s).await {
                         Err(err) if err.unsent && retry => s.conns[target] = None,
+                        Err(err) if err.stale && retry && r.method.is_idempotent() => {
+                            s.retries += 1;
+                            s.conns[target] = None;
+                        }
+                        Err(err) if err.stale && !r.method.is_idempotent() => {
+                            return Err(CallResult::Failed(
+                                err.kind,
+                                format!(
+                                    "{} on a kept-alive connection (a {} is not sent twice)",
+                                    err.message, r.method
+                                ),
+                            ));
+                        }
                         Err(err) => return Err(CallResult::Failed(err.kind, err.message)),
                         Ok(done) => return Ok(done),
                     },
@@ -340,6 +357,7 @@ impl CallExecutor {
             .as_ref()
             .filter(|_| planned.expect.accepts(Outcome::Status(head.status)));
         s.body.clear();
+        conn.set_max_body(e.max_body);
         conn.read_body(head.framing, rules.map(|_| &mut s.body))
             .await?;
         if r.h1_close {
@@ -401,6 +419,15 @@ impl CallExecutor {
                     if rules.is_some()
                         && let Some(data) = f.data_ref()
                     {
+                        if s.body.len() + data.len() > e.max_body {
+                            return Err(Err(CallResult::Failed(
+                                TransportError::Body,
+                                format!(
+                                    "the response body is over the {} byte limit (the target's `max_body`)",
+                                    e.max_body
+                                ),
+                            )));
+                        }
                         s.body.extend_from_slice(data);
                     }
                 }

@@ -38,6 +38,7 @@ impl Fetcher {
             timeout,
             http2: false,
             insecure: false,
+            max_body: crate::scenario::verification::DEFAULT_MAX_RESPONSE,
             grpc: None,
         };
         Ok(Self {
@@ -82,7 +83,9 @@ impl Fetcher {
                         req.extend_from_slice(b"\r\n");
                         let head = match conn.send(&req, false, false).await {
                             Ok(head) => head,
-                            Err(err) if err.unsent && retry => {
+                            // A kept-alive connection that closed as the
+                            // request went out: a GET is sent once more.
+                            Err(err) if (err.unsent || err.stale) && retry => {
                                 *slot = None;
                                 continue;
                             }

@@ -57,6 +57,12 @@ pub(crate) struct H1Error {
     /// served a response: the server closed it while idle and never saw
     /// this request, so it may be sent again on a new connection.
     pub unsent: bool,
+    /// The request went out whole on a connection that had already served
+    /// a response, and the server closed it without a byte of answer: a
+    /// keep-alive connection closed while idle, just as the request was
+    /// written. The server most likely never read it; an idempotent
+    /// request may be sent again on a new connection.
+    pub stale: bool,
 }
 
 impl H1Error {
@@ -65,6 +71,7 @@ impl H1Error {
             kind,
             message,
             unsent: false,
+            stale: false,
         }
     }
 
@@ -169,9 +176,12 @@ impl H1Conn {
             return Err(err);
         }
         self.reused = true;
+        // Whether any of the answer arrived (an interim response counts).
+        let mut answered = false;
         loop {
             match self.parse_head(head_request, want_headers) {
                 Ok(Some((status, head))) => {
+                    answered = true;
                     // Interim responses precede the real one; a 101 is
                     // final (and ends HTTP on this connection).
                     if (100..200).contains(&status) && status != 101 {
@@ -191,17 +201,25 @@ impl H1Conn {
                             format!("the response head is larger than {} KiB", MAX_HEAD / 1024),
                         ));
                     }
-                    let got = self.end - self.start;
-                    if self.fill().await? == 0 {
-                        return Err(self.fail(
-                            TransportError::Reset,
-                            if got == 0 {
-                                "the server closed the connection without a response".to_owned()
-                            } else {
+                    let silent = !answered && self.end == self.start;
+                    match self.fill().await {
+                        Ok(0) | Err(H1Error { kind: TransportError::Reset, .. }) if silent => {
+                            let mut err = self.fail(
+                                TransportError::NoResponse,
+                                "the server closed the connection before any response".to_owned(),
+                            );
+                            err.stale = reused;
+                            return Err(err);
+                        }
+                        Ok(0) => {
+                            return Err(self.fail(
+                                TransportError::Reset,
                                 "the server closed the connection in the middle of the response head"
-                                    .to_owned()
-                            },
-                        ));
+                                    .to_owned(),
+                            ));
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Err(e),
                     }
                 }
                 Err(m) => {
@@ -676,8 +694,9 @@ mod tests {
 
     #[tokio::test]
     async fn truncated_and_invalid_responses_are_errors() {
-        let cases: [(&[u8], TransportError); 5] = [
-            (b"", TransportError::Reset),
+        let cases: [(&[u8], TransportError); 6] = [
+            (b"", TransportError::NoResponse),
+            (b"HTTP/1.1 100 Continue\r\n\r\n", TransportError::Reset),
             (b"HTTP/1.1 200 OK\r\ncontent-le", TransportError::Reset),
             (
                 b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",
@@ -700,8 +719,30 @@ mod tests {
                 err.message
             );
             assert!(!err.unsent);
+            // A first request on a new connection: not a stale one.
+            assert!(!err.stale);
             assert!(!c.is_usable());
         }
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_closed_without_an_answer_is_stale() {
+        // The server answers once, reads the second request and closes
+        // without a byte, as one does that closes idle connections
+        // without saying so.
+        let mut c = serve(
+            vec![
+                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec(),
+                Vec::new(),
+            ],
+            64,
+        )
+        .await;
+        exchange(&mut c, false).await.unwrap();
+        let err = exchange(&mut c, false).await.unwrap_err();
+        assert_eq!(err.kind, TransportError::NoResponse, "{}", err.message);
+        assert!(err.stale && !err.unsent);
+        assert!(!c.is_usable());
     }
 
     #[tokio::test]

@@ -58,6 +58,10 @@ pub struct Scratch {
     /// The request timeout, re-armed for each request rather than
     /// created anew.
     deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// Times the last request was sent again on a new connection after a
+    /// kept-alive one closed with no answer; the engine takes it after
+    /// each request.
+    pub retries: u32,
 }
 
 impl Scratch {
@@ -73,6 +77,7 @@ impl Scratch {
             conns: Vec::new(),
             grpc_conns: Vec::new(),
             deadline: None,
+            retries: 0,
         }
     }
 }

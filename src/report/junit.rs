@@ -55,6 +55,14 @@ pub fn render_junit(r: &RunReport) -> String {
             skipped: None,
         });
     }
+    if let Some(why) = &r.aborted {
+        cases.push(Case {
+            class: "redproof.run".into(),
+            name: "on_start".into(),
+            failure: Some(("aborted".into(), why.clone(), String::new())),
+            skipped: None,
+        });
+    }
     if let Some(e) = &r.verification_error {
         cases.push(Case {
             class: "redproof.verify".into(),

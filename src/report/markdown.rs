@@ -17,7 +17,8 @@ pub fn render_markdown(r: &RunReport, summary: &Summary) -> String {
     let failed = r.thresholds.iter().any(|t| !t.passed)
         || r.verification_failed()
         || r.verification_error.is_some()
-        || r.failure.is_some();
+        || r.failure.is_some()
+        || r.aborted.is_some();
     let _ = writeln!(
         o,
         "## {} redproof · {}\n",
@@ -33,6 +34,9 @@ pub fn render_markdown(r: &RunReport, summary: &Summary) -> String {
     );
     if let Some(e) = &r.failure {
         let _ = writeln!(o, "**Run failed:** {}\n", cell(e));
+    }
+    if let Some(why) = &r.aborted {
+        let _ = writeln!(o, "**Run aborted:** {}\n", cell(why));
     }
     let _ = writeln!(
         o,

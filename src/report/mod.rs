@@ -55,6 +55,13 @@ pub struct RunReport {
     /// then is in this report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// The scenario's own condition stopped the run as failed (exit 1):
+    /// `on_start_failures` with `then: abort`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted: Option<String>,
+    /// Users that stopped after failing `on_start` (`then: stop_user`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub users_stopped: u64,
     /// The metric source could not be reached at all (exit 69), as opposed
     /// to answering badly (exit 2).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -102,6 +109,10 @@ pub struct RequestResult {
     pub method: String,
     pub weight: u32,
     pub unknown: u64,
+    /// Requests sent a second time after a kept-alive connection closed
+    /// with no answer.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u64,
     pub outcomes: Vec<OutcomeResult>,
     /// gRPC: `unary`, `server_streaming`, `client_streaming` or
     /// `bidi_streaming`.
@@ -217,6 +228,7 @@ impl RunReport {
                 corrected_histogram: st.corrected.as_ref().map(encode),
                 weight: r.weight.get(),
                 unknown: st.unknown,
+                retries: st.retries,
                 outcomes: {
                     let mut o: Vec<OutcomeResult> = st
                         .outcomes
@@ -274,6 +286,8 @@ impl RunReport {
             verification_error: None,
             verification_unavailable: false,
             failure: out.failure.clone(),
+            aborted: out.aborted.clone(),
+            users_stopped: out.users_stopped,
         };
         report.evaluate_thresholds(&summary);
         (report, summary)
@@ -348,6 +362,7 @@ impl RunReport {
         for r in &self.requests {
             let mut st = RequestStats {
                 unknown: r.unknown,
+                retries: r.retries,
                 messages: r.messages.unwrap_or_default(),
                 corrected: r
                     .corrected_histogram
@@ -421,6 +436,7 @@ pub struct Row {
     pub errors: u64,
     pub error_ratio: f64,
     pub unknown: u64,
+    pub retries: u64,
     pub p50_us: u64,
     pub p90_us: u64,
     pub p95_us: u64,
@@ -471,6 +487,7 @@ impl Row {
                 errors as f64 / count as f64
             },
             unknown: st.unknown,
+            retries: st.retries,
             p50_us: q(0.50),
             p90_us: q(0.90),
             p95_us: q(0.95),
@@ -639,4 +656,8 @@ pub fn format_observed(t: &Threshold, v: Option<f64>) -> String {
 /// A duration as seconds with millisecond precision, for headers.
 pub fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

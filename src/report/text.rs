@@ -28,6 +28,17 @@ pub fn render_text(r: &RunReport, summary: &Summary) -> String {
     if let Some(e) = &r.failure {
         let _ = writeln!(o, "RUN FAILED: {e}");
     }
+    if let Some(why) = &r.aborted {
+        let _ = writeln!(o, "RUN ABORTED: {why}");
+    }
+    if r.users_stopped > 0 {
+        let _ = writeln!(
+            o,
+            "{} user{} stopped after failing `on_start` (on_start_failures)",
+            thousands(r.users_stopped),
+            if r.users_stopped == 1 { "" } else { "s" }
+        );
+    }
     let _ = writeln!(o);
     let name_w = summary
         .rows
@@ -147,6 +158,19 @@ pub fn render_text(r: &RunReport, summary: &Summary) -> String {
         let _ = writeln!(
             o,
             "\noutcome unknown (still in flight when the drain ended): {}",
+            parts.join(" · ")
+        );
+    }
+    if summary.all.retries > 0 {
+        let parts: Vec<String> = summary
+            .rows
+            .iter()
+            .filter(|r| r.retries > 0)
+            .map(|r| format!("{} × {}", r.name, thousands(r.retries)))
+            .collect();
+        let _ = writeln!(
+            o,
+            "\nsent again on a new connection (a kept-alive connection closed with no answer): {}",
             parts.join(" · ")
         );
     }

@@ -99,6 +99,15 @@ pub(super) fn check_targets(
         let timeout = c
             .parse_opt(&t.timeout, "timeout", units::parse_duration)
             .unwrap_or(DEFAULT_TIMEOUT);
+        let max_body = c
+            .parse_opt(&t.max_body, "max_body", units::parse_bytes)
+            .unwrap_or(DEFAULT_MAX_BODY);
+        if let (Some(m), Some(_)) = (&t.max_body, &grpc) {
+            c.err(
+                pos(m),
+                "`max_body` goes with HTTP targets; a gRPC target's limit is `max_message`",
+            );
+        }
         let mut headers = Vec::new();
         for (k, v) in &t.headers.0 {
             let name = check_header_name(c, k);
@@ -137,6 +146,7 @@ pub(super) fn check_targets(
                 timeout,
                 http2: grpc.is_some() || t.http2.as_ref().is_some_and(|b| **b),
                 insecure: t.insecure.as_ref().is_some_and(|b| **b),
+                max_body,
                 grpc,
             });
         } else {
@@ -148,6 +158,7 @@ pub(super) fn check_targets(
                 timeout,
                 http2: false,
                 insecure: false,
+                max_body,
                 grpc,
             });
         }

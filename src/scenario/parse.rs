@@ -14,6 +14,7 @@ use super::load::check_load;
 use super::raw::RawScenario;
 use super::steps::check_requests;
 use super::threshold;
+use super::units;
 use super::types::*;
 use crate::position::Pos;
 use crate::template::TemplateEnv;
@@ -210,6 +211,7 @@ fn check(
             }
         }
     }
+    let on_start_failures = check_on_start_failures(c, raw);
     if raw.targets.0.is_empty() {
         c.err(None, "`targets`: expected at least one target, e.g. `targets: { web: { url: \"http://127.0.0.1:8000\" } }`");
     }
@@ -222,11 +224,43 @@ fn check(
         feeds,
         entries: steps.entries,
         on_start: steps.on_start,
+        on_start_failures,
         variables: steps.variables,
         requests,
         thresholds,
         verification,
     })
+}
+
+/// `on_start_failures: { max: N, then: stop_user | abort }`.
+fn check_on_start_failures(c: &mut Checker, raw: &RawScenario) -> Option<OnStartFailures> {
+    let f = raw.on_start_failures.as_ref()?;
+    if raw.on_start.is_empty() {
+        c.err(
+            pos(f),
+            "`on_start_failures` goes with `on_start`, and this scenario has none",
+        );
+    }
+    let max = c.parse(&f.max, "max", |t| {
+        let n = units::parse_count(t)?;
+        if (1..=1_000_000).contains(&n) {
+            Ok(n as u32)
+        } else {
+            Err(format!("expected between 1 and 1M failed attempts, got `{t}`"))
+        }
+    });
+    let then = match f.then.as_ref().map(|t| t.as_str()) {
+        None | Some("abort") => Some(GiveUp::Abort),
+        Some("stop_user") => Some(GiveUp::StopUser),
+        Some(other) => {
+            c.err(
+                f.then.as_ref().and_then(pos),
+                format!("`then`: expected `abort` or `stop_user`, got `{other}`"),
+            );
+            None
+        }
+    };
+    Some(OnStartFailures { max: max?, then: then? })
 }
 
 #[cfg(test)]

@@ -60,6 +60,8 @@ pub struct RawScenario {
     /// Steps each user runs once, before its first iteration.
     #[serde(default)]
     pub on_start: Vec<RawRequest>,
+    /// What a user does when `on_start` keeps failing.
+    pub on_start_failures: Option<Spanned<RawOnStartFailures>>,
     #[serde(default)]
     pub thresholds: Vec<Text>,
     pub metrics: Option<Spanned<RawMetrics>>,
@@ -69,6 +71,14 @@ pub struct RawScenario {
     pub alerts: OrderedMap<Text>,
     #[serde(default)]
     pub promql: Vec<Spanned<RawPromql>>,
+}
+
+/// `on_start_failures: { max: 5, then: abort }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOnStartFailures {
+    pub max: Text,
+    pub then: Option<Text>,
 }
 
 /// Where server-side metrics come from.
@@ -130,6 +140,9 @@ pub struct RawTarget {
     pub http2: Option<Spanned<bool>>,
     /// Accept any TLS certificate (self-signed test servers).
     pub insecure: Option<Spanned<bool>>,
+    /// HTTP: the largest response body kept for checks and captures
+    /// (`16M`).
+    pub max_body: Option<Text>,
     /// gRPC: `.proto` files describing the target's services.
     #[serde(default)]
     pub protos: Vec<Text>,

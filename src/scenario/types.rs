@@ -23,6 +23,10 @@ pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest gRPC reply message accepted by default: 16 MiB, four
 /// times tonic's own limit, so real replies fit.
 pub const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
+/// The largest HTTP response body kept for checks and captures by
+/// default; bodies nobody reads are discarded as they arrive, whatever
+/// their size.
+pub const DEFAULT_MAX_BODY: usize = 16 << 20;
 pub(super) const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
 
 /// A request name: letters, digits, `_` and `-`; never `all`, which names
@@ -92,11 +96,30 @@ pub struct Scenario {
     pub entries: Vec<Entry>,
     /// Steps (indices into `requests`) each user runs once, first.
     pub on_start: Vec<usize>,
+    /// When a user gives up on `on_start`; without it, a user retries
+    /// (with a growing pause) for as long as the run lasts.
+    pub on_start_failures: Option<OnStartFailures>,
     /// Names of the per-user variable slots: feed columns
     /// (`feed.column`), then captures.
     pub variables: Vec<String>,
     pub thresholds: Vec<Threshold>,
     pub verification: Verification,
+}
+
+/// `on_start_failures`: after `max` failed `on_start` attempts in a row,
+/// the user stops, or the whole run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnStartFailures {
+    pub max: u32,
+    pub then: GiveUp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveUp {
+    /// This user runs nothing more; the others go on.
+    StopUser,
+    /// The run stops starting iterations and ends as failed (exit 1).
+    Abort,
 }
 
 /// A scenario file's path and text.
@@ -120,6 +143,9 @@ pub struct Target {
     pub http2: bool,
     /// Skip TLS certificate verification.
     pub insecure: bool,
+    /// The largest response body kept for checks and captures; a longer
+    /// one is a `body` error.
+    pub max_body: usize,
     /// Set for gRPC targets: where their services are described.
     pub grpc: Option<GrpcTarget>,
 }

@@ -235,7 +235,9 @@ impl ClientRun {
 
 fn client_request(st: &RequestStats) -> ClientRequest {
     let mut by_status = BTreeMap::new();
-    let mut unsure = st.unknown;
+    // A request sent again after a stale connection may have been seen
+    // by the server twice.
+    let mut unsure = st.unknown + st.retries;
     let mut latency = new_histogram();
     for o in &st.outcomes {
         match o.outcome {
