@@ -473,7 +473,10 @@ fn on_start_failures_abort_the_run_as_failed() {
         r.stdout
     );
     let res = r.results();
-    assert!(res["aborted"].as_str().unwrap().contains("on_start"), "{res}");
+    assert!(
+        res["aborted"].as_str().unwrap().contains("on_start"),
+        "{res}"
+    );
     assert!(res["timing"]["load_s"].as_f64().unwrap() < 30.0, "{res}");
     // The first user to give up stops the run; the other may have made
     // its third attempt by then, never a fourth.
@@ -522,7 +525,8 @@ fn on_start_failures_are_checked_at_validation() {
     let (_, r) = failing_login(1, "give_up");
     assert_eq!(r.code, 64, "{}\n{}", r.stdout, r.stderr);
     assert!(
-        r.stderr.contains("`then`: expected `abort` or `stop_user`, got `give_up`"),
+        r.stderr
+            .contains("`then`: expected `abort` or `stop_user`, got `give_up`"),
         "{}",
         r.stderr
     );

@@ -203,7 +203,11 @@ impl H1Conn {
                     }
                     let silent = !answered && self.end == self.start;
                     match self.fill().await {
-                        Ok(0) | Err(H1Error { kind: TransportError::Reset, .. }) if silent => {
+                        Ok(0)
+                        | Err(H1Error {
+                            kind: TransportError::Reset,
+                            ..
+                        }) if silent => {
                             let mut err = self.fail(
                                 TransportError::NoResponse,
                                 "the server closed the connection before any response".to_owned(),

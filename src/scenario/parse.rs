@@ -14,8 +14,8 @@ use super::load::check_load;
 use super::raw::RawScenario;
 use super::steps::check_requests;
 use super::threshold;
-use super::units;
 use super::types::*;
+use super::units;
 use crate::position::Pos;
 use crate::template::TemplateEnv;
 
@@ -246,7 +246,9 @@ fn check_on_start_failures(c: &mut Checker, raw: &RawScenario) -> Option<OnStart
         if (1..=1_000_000).contains(&n) {
             Ok(n as u32)
         } else {
-            Err(format!("expected between 1 and 1M failed attempts, got `{t}`"))
+            Err(format!(
+                "expected between 1 and 1M failed attempts, got `{t}`"
+            ))
         }
     });
     let then = match f.then.as_ref().map(|t| t.as_str()) {
@@ -260,7 +262,10 @@ fn check_on_start_failures(c: &mut Checker, raw: &RawScenario) -> Option<OnStart
             None
         }
     };
-    Some(OnStartFailures { max: max?, then: then? })
+    Some(OnStartFailures {
+        max: max?,
+        then: then?,
+    })
 }
 
 #[cfg(test)]
