@@ -21,17 +21,35 @@ pub struct TextSample {
 /// error naming its line number.
 pub fn parse(text: &str) -> Result<Vec<TextSample>, String> {
     let mut out = Vec::new();
+    parse_each(text, |_| true, |s| out.push(s))?;
+    Ok(out)
+}
+
+/// Hands each sample of a family `keep` accepts to `sample`, one line at
+/// a time, so a large page is never held as a list of samples. Lines of
+/// other families are only checked for a valid metric name; a malformed
+/// line of a kept family is an error naming its line number.
+pub fn parse_each(
+    text: &str,
+    keep: impl Fn(&str) -> bool,
+    mut sample: impl FnMut(TextSample),
+) -> Result<(), String> {
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        out.push(parse_line(line).map_err(|e| format!("line {}: {e}: `{line}`", i + 1))?);
+        let at = |e: String| format!("line {}: {e}: `{line}`", i + 1);
+        let name = metric_name(line).map_err(at)?;
+        if keep(name) {
+            sample(parse_line(line, name).map_err(at)?);
+        }
     }
-    Ok(out)
+    Ok(())
 }
 
-fn parse_line(line: &str) -> Result<TextSample, String> {
+/// The metric name a sample line starts with.
+fn metric_name(line: &str) -> Result<&str, String> {
     let name_end = line
         .find(|c: char| c == '{' || c.is_whitespace())
         .ok_or("expected a metric name followed by a value")?;
@@ -39,6 +57,11 @@ fn parse_line(line: &str) -> Result<TextSample, String> {
     if !crate::promql::is_metric_name(name) {
         return Err(format!("`{name}` is not a valid metric name"));
     }
+    Ok(name)
+}
+
+fn parse_line(line: &str, name: &str) -> Result<TextSample, String> {
+    let name_end = name.len();
     let mut rest = &line[name_end..];
     let mut labels = Labels::new();
     if let Some(r) = rest.strip_prefix('{') {
@@ -137,5 +160,18 @@ bare 1.5e3\n";
         assert!(e.starts_with("line 2:"), "{e}");
         assert!(parse("x{a=b} 1").is_err());
         assert!(parse("x abc").is_err());
+    }
+
+    #[test]
+    fn keeps_only_the_families_asked_for() {
+        let page = "a_total{x=\"1\"} 1\nb_total{broken 2\na_created 5\n";
+        let mut kept = Vec::new();
+        parse_each(page, |n| n.starts_with("a_"), |s| kept.push(s.name)).unwrap();
+        assert_eq!(kept, ["a_total", "a_created"]);
+        // The line of a family not kept is not read past its name; a
+        // kept one is, and its error names the line.
+        let e = parse_each(page, |n| n.starts_with('b'), |_| {}).unwrap_err();
+        assert!(e.starts_with("line 2:"), "{e}");
+        assert!(parse_each("9bad 1\n", |_| false, |_| {}).is_err());
     }
 }
