@@ -285,6 +285,7 @@ pub async fn verify<M: MetricSource>(
         verdicts.push(failed);
     }
     let mut server = Vec::new();
+    let mut checked = Vec::new();
     for (entry, n) in v.entries.iter().zip(&names) {
         let req = &client.requests[entry.request];
         let ctx = checks::Context {
@@ -298,9 +299,16 @@ pub async fn verify<M: MetricSource>(
             interval_ms: settle.interval.as_millis() as i64,
             targets: &settle.targets,
         };
-        let (mut vs, figures) = checks::run(&ctx).await?;
-        verdicts.append(&mut vs);
-        server.push(figures);
+        checked.push(checks::run(&ctx).await?);
+    }
+    checks::reconcile(
+        &mut checked,
+        client.t0_ms,
+        settle.interval.as_millis() as i64,
+    );
+    for c in checked {
+        verdicts.extend(c.verdicts);
+        server.push(c.figures);
     }
     verdicts.extend(check_alerts(source, v, client, s).await?);
     verdicts.extend(check_promql(source, v, s).await?);
@@ -333,8 +341,8 @@ async fn settle<M: MetricSource>(
     let from = client.t0_ms - LOOKBACK_MS;
     // Which targets hold the series: read them as they are now.
     let mut holders: BTreeSet<(String, String)> = BTreeSet::new();
-    for n in names {
-        let f = source.samples(&n.requests, from, now_ms()).await?;
+    for sel in names.iter().flat_map(Names::request_selectors) {
+        let f = source.samples(sel, from, now_ms()).await?;
         for s in &f.series {
             holders.insert((
                 s.labels.get("job").cloned().unwrap_or_default(),
