@@ -147,7 +147,14 @@ pub(super) fn check_errors<M: MetricSource>(
             "the server counts gRPC codes and the client made HTTP requests; codes are not comparable",
         );
     }
-    let keys: BTreeSet<&String> = server.keys().chain(client.keys()).collect();
+    // Codes at zero on both sides are not traffic: go-grpc-prometheus
+    // creates every code's series at 0 before any call.
+    let keys: BTreeSet<&String> = server
+        .iter()
+        .filter(|(_, v)| **v != 0.0)
+        .map(|(k, _)| k)
+        .chain(client.keys())
+        .collect();
     let unsure = cx.unsure() as f64;
     let slack = cx.entry.tolerance.errors.of(cx.client.responses) as f64;
     // Calls the client gave up on (its deadline, or a cancellation) that

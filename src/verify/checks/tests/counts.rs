@@ -328,3 +328,59 @@ fn metrics_without_status_or_duration_skip_those_checks() {
     c.skipped(&["errors"], "the metrics carry no status");
     c.skipped(&["duration"], "no duration metric for this convention");
 }
+
+/// The 17 gRPC codes in go-grpc-prometheus' spelling and
+/// py-grpc-prometheus'.
+const GO_CODES: [&str; 17] = [
+    "OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound",
+    "AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted",
+    "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss", "Unauthenticated",
+];
+const PY_CODES: [&str; 17] = [
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
+    "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+];
+
+#[test]
+fn pre_initialised_zero_codes_are_neither_traffic_nor_missing() {
+    // go-grpc-prometheus creates every code's series at 0 when the
+    // service registers; only OK and InvalidArgument see traffic.
+    for codes in [GO_CODES, PY_CODES] {
+        let counts: Vec<(&str, f64)> = codes
+            .iter()
+            .map(|c| match *c {
+                "OK" => (*c, 90.0),
+                "InvalidArgument" | "INVALID_ARGUMENT" => (*c, 10.0),
+                _ => (*c, 0.0),
+            })
+            .collect();
+        let mut src = MemorySource::default();
+        for (code, n) in &counts {
+            src.add(
+                "grpc_server_handled_total",
+                &[
+                    ("grpc_type", "unary"),
+                    ("grpc_service", "revert.RevertName"),
+                    ("grpc_method", "RevertName"),
+                    ("grpc_code", code),
+                ],
+                counter(0.0, *n),
+            );
+        }
+        let client = Client::new()
+            .grpc("OK", 90, 2.0)
+            .grpc("INVALID_ARGUMENT", 10, 1.0);
+        let c = check(&src, &grpc_entry(), &client.build());
+        c.summary("count", Pass, &["server 100 = client 100"]);
+        c.summary("resets", Pass, &[]);
+        c.summary("freshness", Pass, &[]);
+        let v = c.summary("errors", Pass, &[]);
+        assert_eq!(
+            v.summary,
+            "InvalidArgument: server 10 / client 10 · OK: server 90 / client 90",
+            "{codes:?}"
+        );
+        assert_eq!(c.figures.errors, Some(0.0));
+    }
+}

@@ -5,7 +5,7 @@ use super::{LATENCY, VIEW, django, healthy, latency, requests};
 use crate::scenario::verification::Convention;
 use crate::verify::Status::{Fail, NoData, Pass, Skipped};
 use crate::verify::testing::{
-    Checked, Client, MemorySource, check, counter, entry, progress, sampled,
+    Checked, Client, MemorySource, check, counter, entry, observations, progress, sampled,
 };
 
 /// A django service that counted 100 × 200 and timed them at
@@ -434,4 +434,127 @@ fn queueing_before_a_summary_timer_fails_the_means() {
         ],
     );
     c.summary("quantiles", Pass, &[]);
+}
+
+/// An OpenTelemetry-instrumented app without the semconv opt-in: the old
+/// histogram in milliseconds, labelled `http_target`, `http_method`,
+/// `http_status_code`.
+fn otel_old(job: &str) -> MemorySource {
+    let mut src = MemorySource::default();
+    src.histogram(
+        "http_server_duration_milliseconds",
+        &[
+            ("job", job),
+            ("http_target", "/polls/{id}"),
+            ("http_method", "GET"),
+            ("http_status_code", "200"),
+        ],
+        &[0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 1000.0],
+        &observations(100, 38.0, 58.0).iter().map(|s| s * 1e3).collect::<Vec<_>>(),
+    );
+    src
+}
+
+#[test]
+fn otel_old_names_are_read_in_milliseconds_and_named() {
+    let src = otel_old("polls");
+    let e = entry(
+        Convention::Otel,
+        &[("job", "polls"), ("http_route", "/polls/{id}")],
+    );
+    let client = Client::new().http_spread(200, 100, 40.0, 60.0);
+    let c = check(&src, &e, &client.build());
+    let p = c.summary(
+        "preflight",
+        Pass,
+        &["1 series of http_server_duration_milliseconds_count"],
+    );
+    assert!(
+        p.warnings[0].contains("only OpenTelemetry's old HTTP names are exported")
+            && p.warnings[0].contains("OTEL_SEMCONV_STABILITY_OPT_IN=http"),
+        "{p:#?}"
+    );
+    c.summary("count", Pass, &["server 100 = client 100"]);
+    c.summary("errors", Pass, &["200: server 100 / client 100"]);
+    c.summary("mean", Pass, &["server mean 48.0ms"]);
+    c.summary("duration", Pass, &[]);
+    c.summary("quantiles", Pass, &[]);
+}
+
+#[test]
+fn otel_stable_names_only_with_old_matchers_say_so() {
+    let mut src = MemorySource::default();
+    src.histogram(
+        "http_server_request_duration_seconds",
+        &[
+            ("http_route", "/polls/{id}"),
+            ("http_request_method", "GET"),
+            ("http_response_status_code", "200"),
+        ],
+        &[0.005, 0.01, 0.025, 0.05, 0.075, 0.1],
+        &observations(100, 38.0, 58.0),
+    );
+    let e = entry(Convention::Otel, &[("http_target", "/polls/{id}")]);
+    let c = check(&src, &e, &Client::new().http_spread(200, 100, 40.0, 60.0).build());
+    let p = c.summary("preflight", Pass, &["http_server_request_duration_seconds_count"]);
+    assert!(p.warnings[0].contains("only OpenTelemetry's stable HTTP names"), "{p:#?}");
+    c.summary("count", Pass, &[]);
+    c.summary("mean", Pass, &[]);
+}
+
+#[test]
+fn otel_names_on_another_job_only_are_not_uncounted_exceptions() {
+    // The stable names exist, but on another job; this job exports the
+    // old ones only, for other routes.
+    let mut src = otel_old("app");
+    src.add(
+        "http_server_request_duration_seconds_count",
+        &[("job", "other"), ("http_route", "/polls/{id}")],
+        counter(0.0, 5.0),
+    );
+    let e = entry(
+        Convention::Otel,
+        &[("job", "app"), ("http_route", "/crash")],
+    );
+    let c = check(&src, &e, &Client::new().http(500, 10, 5.0).build());
+    let v = c.get("preflight");
+    assert!(!v.diagnosis.as_deref().unwrap_or("").contains("bypass"), "{v:#?}");
+    assert_ne!(v.status, Pass);
+}
+
+#[test]
+fn a_milliseconds_histogram_is_not_milliseconds_exported_as_seconds() {
+    let mut src = MemorySource::default();
+    src.add("app_requests_total", &[("route", "/polls")], counter(0.0, 100.0));
+    src.histogram(
+        "app_request_duration_milliseconds",
+        &[("route", "/polls")],
+        &[10.0, 25.0, 50.0, 100.0, 250.0],
+        &[48.0; 100],
+    );
+    let mut e = entry(Convention::Custom, &[("route", "/polls")]);
+    e.requests_metric = Some("app_requests_total".into());
+    e.duration_metric = Some("app_request_duration_milliseconds".into());
+    let client = Client::new().http(200, 100, 50.0);
+    let c = check(&src, &e, &client.build());
+    c.summary("mean", Pass, &["server mean 48.0ms"]);
+    c.summary("duration", Pass, &[]);
+
+    // The same histogram under a name without a unit, declared `unit: ms`.
+    let mut src = MemorySource::default();
+    src.add("app_requests_total", &[("route", "/polls")], counter(0.0, 100.0));
+    src.histogram(
+        "app_latency",
+        &[("route", "/polls")],
+        &[10.0, 25.0, 50.0, 100.0, 250.0],
+        &[48.0; 100],
+    );
+    e.duration_metric = Some("app_latency".into());
+    e.unit = Some(1e-3);
+    let c = check(&src, &e, &client.build());
+    c.summary("mean", Pass, &["server mean 48.0ms"]);
+    // Without it the values are read as seconds, and the mistake named.
+    e.unit = None;
+    let c = check(&src, &e, &client.build());
+    c.diagnosis("mean", Fail, &["milliseconds exported as seconds"]);
 }

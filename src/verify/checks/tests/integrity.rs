@@ -425,3 +425,129 @@ fn fresh_counters_pass_freshness() {
         &["newest samples 1.00s after the load ended"],
     );
 }
+
+/// A sample per scrape from whichever of three worker registries
+/// answered it: A until two seconds into the load, then B, then C from
+/// six seconds on — each worker seen once, in the order they started.
+fn three_workers_in_turn(a: f64, b: f64, c: f64) -> Vec<Sample> {
+    sampled(|t| {
+        if t < T0 + 2_000 {
+            a
+        } else if t < T0 + 6_000 {
+            b
+        } else {
+            c
+        }
+    })
+}
+
+#[test]
+fn start_times_of_workers_seen_in_turn_are_not_restarts() {
+    // uWSGI or gunicorn without multiprocess mode: each worker exports
+    // its own start time, all from before the previous scrape, so the
+    // value moves without any process starting.
+    let mut src = MemorySource::default();
+    src.add(
+        REQUESTS,
+        OK_200,
+        three_workers_in_turn(80.0, 40.0, 60.0)
+            .into_iter()
+            .map(|(t, v)| (t, v + (10.0 * progress(t)).floor()))
+            .collect(),
+    );
+    src.add(
+        "process_start_time_seconds",
+        &[],
+        three_workers_in_turn(1_699_999_900.11, 1_699_999_900.13, 1_699_999_900.17),
+    );
+    let c = check(&src, &django(), &client().build());
+    let v = c.diagnosis(
+        "resets",
+        Fail,
+        &[
+            "process_start_time_seconds flips between values 2× (3 processes",
+            "different worker processes",
+            "multiprocess mode",
+        ],
+    );
+    assert!(!v.diagnosis.as_ref().unwrap().contains("restarted"), "{v:#?}");
+}
+
+#[test]
+fn series_duplicated_on_the_page_is_not_a_registry_reset() {
+    // Two collectors export the same counter: every page holds it twice.
+    let mut src = MemorySource::default();
+    let mut samples: Vec<Sample> = Vec::new();
+    for (t, v) in counter(20.0, 100.0) {
+        samples.push((t, v));
+        samples.push((t, 3.0));
+    }
+    src.add(REQUESTS, OK_200, samples);
+    src.add(CREATED, OK_200, constant(1_699_990_001.0));
+    let c = check(&src, &django(), &client().build());
+    c.summary(
+        "resets",
+        Fail,
+        &["1 series appear more than once on the same page"],
+    );
+    let v = c.diagnosis(
+        "resets",
+        Fail,
+        &["is duplicated on the page", "duplicate sample for timestamp"],
+    );
+    let d = v.diagnosis.as_ref().unwrap();
+    assert!(!d.contains("re-created") || d.contains("not a registry reset"), "{v:#?}");
+    assert!(!d.contains("worker"), "{v:#?}");
+}
+
+#[test]
+fn counter_valued_nan_or_inf_says_so() {
+    for (value, word) in [(f64::NAN, "NaN"), (f64::INFINITY, "+Inf")] {
+        let mut src = MemorySource::default();
+        src.add(REQUESTS, OK_200, constant(value));
+        let c = check(&src, &django(), &client().build());
+        c.summary("preflight", Fail, &[&format!("1 of 1 series hold {word}")]);
+        let v = c.diagnosis(
+            "preflight",
+            Fail,
+            &[&format!("is {word} on the page"), "a counter must be a finite count"],
+        );
+        assert!(!v.diagnosis.as_ref().unwrap().is_empty());
+        c.skipped(
+            &["count", "errors", "duration"],
+            "the series hold no numbers (see preflight)",
+        );
+    }
+}
+
+#[test]
+fn no_series_on_the_target_is_not_read_as_uncounted_exceptions() {
+    // The metric exists on another job only: this job exports other
+    // names. Honouring `job`, nothing says the exceptions bypass the
+    // middleware.
+    let mut src = MemorySource::default();
+    src.add(
+        REQUESTS,
+        &[("job", "other"), VIEW, ("method", "GET"), ("status", "200")],
+        counter(0.0, 10.0),
+    );
+    let e = entry(
+        Convention::Django,
+        &[("job", "polls"), ("view", "polls:exception")],
+    );
+    let c = check(&src, &e, &Client::new().http(500, 10, 5.0).build());
+    let v = c.diagnosis(
+        "preflight",
+        NoData,
+        &[
+            "is exported, but not by {job=\"polls\"}",
+            "found job: other",
+            "exports other metric names",
+        ],
+    );
+    assert!(!v.diagnosis.as_ref().unwrap().contains("bypass"), "{v:#?}");
+    c.skipped(
+        &["count", "errors", "duration"],
+        "no series to read (see preflight)",
+    );
+}

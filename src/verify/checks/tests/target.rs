@@ -1,0 +1,148 @@
+//! Reasoning across the requests of one target: a frozen page and
+//! scrapes pinned to one worker's registry read as one cause in every
+//! request, whatever the order of the requests.
+
+use super::{LATENCY, REQUESTS};
+use crate::metrics::Sample;
+use crate::scenario::verification::{Convention, VerifyEntry};
+use crate::verify::Status::{Fail, Pass, Skipped};
+use crate::verify::testing::{
+    Checked, Client, MemorySource, T0, check_all, counter, entry, observations, progress, sampled,
+};
+use crate::verify::{ClientRequest, Status};
+
+fn view(v: &str) -> VerifyEntry {
+    entry(Convention::Django, &[("view", v)])
+}
+
+fn series(src: &mut MemorySource, view: &str, status: &str, samples: Vec<Sample>) {
+    src.add(
+        REQUESTS,
+        &[("view", view), ("method", "GET"), ("status", status)],
+        samples,
+    );
+}
+
+/// The polls views as a scenario checks them: success (200s, 40–60 ms),
+/// not_found (404s) and exception (500s).
+fn polls_clients() -> Vec<(VerifyEntry, ClientRequest)> {
+    vec![
+        (
+            view("polls:2xx_success"),
+            Client::new()
+                .http_spread(200, 200, 40.0, 60.0)
+                .named("success"),
+        ),
+        (
+            view("polls:4xx_not_found"),
+            Client::new().http(404, 100, 2.0).named("not_found"),
+        ),
+        (
+            view("polls:5xx_exception"),
+            Client::new().http(500, 100, 2.0).named("exception"),
+        ),
+    ]
+}
+
+fn no_failure_says(c: &Checked, words: &[&str]) {
+    for v in &c.verdicts {
+        let text = format!("{} {}", v.summary, v.diagnosis.as_deref().unwrap_or(""));
+        for w in words {
+            assert!(!text.contains(w), "{w:?} in {v:#?}");
+        }
+        assert!(v.status != Status::NoData, "{v:#?}");
+    }
+}
+
+#[test]
+fn scrapes_pinned_to_one_worker_read_as_one_cause_in_every_request() {
+    // gunicorn with 4 uvicorn workers, naive registries: every scrape
+    // reads the same worker, which served about a quarter of success and
+    // not_found, and none of the exceptions.
+    let mut src = MemorySource::default();
+    series(&mut src, "polls:2xx_success", "200", counter(10.0, 50.0));
+    series(&mut src, "polls:4xx_not_found", "404", counter(3.0, 26.0));
+    src.histogram(
+        LATENCY,
+        &[("view", "polls:2xx_success"), ("method", "GET")],
+        &[0.01, 0.05, 0.1],
+        &observations(50, 38.0, 58.0),
+    );
+    let all = check_all(&src, &polls_clients());
+    let (success, not_found, exception) = (&all[0], &all[1], &all[2]);
+    for c in [success, not_found] {
+        c.diagnosis("count", Fail, &["about 1/4", "one of ~4 worker processes"]);
+        for check in ["errors"] {
+            let v = c.get(check);
+            assert_eq!(v.status, Skipped, "{v:#?}");
+        }
+    }
+    success.summary("duration", Skipped, &["(see count)"]);
+    // The exceptions landed on other workers: the same cause, not
+    // "exceptions bypass the middleware".
+    exception.diagnosis(
+        "preflight",
+        Fail,
+        &[
+            "none of this request's 100 responses were counted by the worker",
+            "about 1/4",
+        ],
+    );
+    exception.skipped(
+        &["count", "errors", "duration"],
+        "no series to read (see preflight)",
+    );
+    for c in &all {
+        no_failure_says(c, &["bypass", "before the metrics middleware"]);
+    }
+}
+
+/// The frozen-metrics fault: the page is a copy taken three seconds into
+/// the load, holding not_found's series only.
+fn frozen_page() -> MemorySource {
+    let mut src = MemorySource::default();
+    series(
+        &mut src,
+        "polls:4xx_not_found",
+        "404",
+        sampled(|t| 3.0 + (100.0 * progress(t.min(T0 + 3_000))).floor()),
+    );
+    src
+}
+
+#[test]
+fn a_frozen_page_is_one_cause_in_every_request_whatever_the_order() {
+    let src = frozen_page();
+    let entries = polls_clients();
+    for order in [[0, 1, 2], [2, 0, 1], [1, 2, 0]] {
+        let ordered: Vec<(VerifyEntry, ClientRequest)> =
+            order.iter().map(|&i| entries[i].clone()).collect();
+        for c in check_all(&src, &ordered) {
+            c.diagnosis(
+                "freshness",
+                Fail,
+                &["the metrics endpoint stopped updating while the service kept serving"],
+            );
+            c.skipped(
+                &["count", "errors", "duration"],
+                "the metrics are not fresh (see freshness)",
+            );
+            no_failure_says(&c, &["bypass", "middleware"]);
+            let failed: Vec<&str> = c
+                .verdicts
+                .iter()
+                .filter(|v| v.status.failed())
+                .map(|v| v.check.as_str())
+                .collect();
+            assert_eq!(failed, ["freshness"], "{:#?}", c.verdicts);
+        }
+    }
+    let all = check_all(&src, &entries);
+    all[1].summary("preflight", Pass, &[]);
+    all[2].summary(
+        "preflight",
+        Skipped,
+        &["on a page that stopped updating T0+3.0s (see freshness)"],
+    );
+    all[0].summary("freshness", Fail, &["(see not_found.freshness)"]);
+}
