@@ -349,11 +349,15 @@ pub(super) async fn check_resets<M: MetricSource>(
                 c.samples
                     .windows(2)
                     .filter(|w| {
+                        // A registry created before the previous scrape
+                        // was already there: another worker's, even when
+                        // its time is later than the one before.
+                        let existed = w[1].1 * 1000.0 < w[0].0 as f64;
                         w[1].0 > cx.t0
                             && if back {
-                                w[1].1 < w[0].1
+                                w[1].1 < w[0].1 || (w[1].1 > w[0].1 && existed)
                             } else {
-                                w[1].1 > w[0].1
+                                w[1].1 > w[0].1 && !existed
                             }
                     })
                     .count()

@@ -176,7 +176,7 @@ fn worker_saw_tooth_with_flipping_created_blames_worker_registries() {
         "resets",
         Fail,
         &[
-            "`_created` time flips between values 6×",
+            "`_created` time flips between values 11×",
             "different worker processes",
             "multiprocess mode",
         ],
@@ -550,4 +550,28 @@ fn no_series_on_the_target_is_not_read_as_uncounted_exceptions() {
         &["count", "errors", "duration"],
         "no series to read (see preflight)",
     );
+}
+
+#[test]
+fn created_times_of_workers_seen_in_turn_are_not_re_created_registries() {
+    // Without process_start_time_seconds (or with it filtered), three
+    // workers' `_created`, each older than the scrape before it, move
+    // forward as the scrapes reach them in turn: no registry was re-created.
+    let mut src = MemorySource::default();
+    src.add(
+        REQUESTS,
+        OK_200,
+        three_workers_in_turn(80.0, 40.0, 60.0)
+            .into_iter()
+            .map(|(t, v)| (t, v + (10.0 * progress(t)).floor()))
+            .collect(),
+    );
+    src.add(
+        CREATED,
+        OK_200,
+        three_workers_in_turn(1_699_999_950.5, 1_699_999_951.25, 1_699_999_952.0),
+    );
+    let c = check(&src, &django(), &client().build());
+    let v = c.diagnosis("resets", Fail, &["different worker processes"]);
+    assert!(!v.diagnosis.as_ref().unwrap().contains("re-created"), "{v:#?}");
 }
