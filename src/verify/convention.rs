@@ -336,7 +336,10 @@ mod tests {
     fn units_come_from_the_name() {
         assert_eq!(unit_of("http_server_duration_milliseconds"), Some(1e-3));
         assert_eq!(unit_of("rpc_latency_microseconds_bucket"), Some(1e-6));
-        assert_eq!(unit_of("django_http_requests_latency_seconds_by_view_method"), None);
+        assert_eq!(
+            unit_of("django_http_requests_latency_seconds_by_view_method"),
+            None
+        );
         assert_eq!(unit_of("http_request_duration_seconds"), Some(1.0));
         assert_eq!(unit_name(1e-3), "milliseconds");
     }
@@ -371,7 +374,10 @@ mod tests {
             "http_server_duration_milliseconds_count{http_target=\"/polls/{id}\",job=\"app\"}"
         );
         assert_eq!(old.duration_unit, 1e-3);
-        assert!(n.fallback_note.contains("OTEL_SEMCONV_STABILITY_OPT_IN=http"));
+        assert!(
+            n.fallback_note
+                .contains("OTEL_SEMCONV_STABILITY_OPT_IN=http")
+        );
         // Matchers written for the old names read those first.
         let mut e = e;
         e.matchers[0] = Matcher::new("http_target", MatchOp::Eq, "/polls/{id}").unwrap();

@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 
 use super::{Context, pct, secs, thousands};
-use crate::verify::LOOKBACK_MS;
 use crate::metrics::{Fetch, MetricSource, SourceError};
 use crate::promql::Selector;
 use crate::scenario::units::format_micros;
+use crate::verify::LOOKBACK_MS;
 use crate::verify::convention::{DurationKind, unit_name};
 use crate::verify::counters;
 use crate::verify::{ServerFigures, Status, Verdict};
@@ -369,7 +369,11 @@ fn check_summary_means<M: MetricSource>(
             secs(gap.max(0.0)),
             secs(overhead)
         ),
-        &format!("{0}_sum{1} / {0}_count{1}", base.metric, base.to_string().trim_start_matches(&base.metric)),
+        &format!(
+            "{0}_sum{1} / {0}_count{1}",
+            base.metric,
+            base.to_string().trim_start_matches(&base.metric)
+        ),
     );
     if !ok {
         v.diagnosis = Some(format!(

@@ -28,11 +28,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::convention::{self, Names, StatusStyle};
 use super::counters::{self, Increase};
 use super::{ClientRequest, LOOKBACK_MS, ServerFigures, Status, Verdict};
-pub(super) use target::reconcile;
 use crate::metrics::{Fetch, MetricSource, Series, SourceError, TargetStatus};
 use crate::promql::Selector;
 use crate::scenario::units::{self, format_micros};
 use crate::scenario::verification::VerifyEntry;
+pub(super) use target::reconcile;
 
 use counts::{check_count, check_errors, server_by_status};
 use durations::check_duration;
@@ -159,10 +159,17 @@ pub(super) async fn run<M: MetricSource>(cx: &Context<'_, M>) -> Result<Checked,
     let fetched = cx.fetch(&cx.names.requests).await?;
     // OpenTelemetry's other generation of names, when these find nothing.
     if let Some(fallback) = &cx.names.fallback
-        && !fetched.series.iter().any(|s| counters::increase(s, cx.t0, cx.s).is_some())
+        && !fetched
+            .series
+            .iter()
+            .any(|s| counters::increase(s, cx.t0, cx.s).is_some())
     {
         let other = cx.fetch(&fallback.requests).await?;
-        if other.series.iter().any(|s| counters::increase(s, cx.t0, cx.s).is_some()) {
+        if other
+            .series
+            .iter()
+            .any(|s| counters::increase(s, cx.t0, cx.s).is_some())
+        {
             let alt = cx.with_names(fallback);
             let (mut verdicts, figures, facts) = run_on(&alt, other).await?;
             if let Some(p) = verdicts.iter_mut().find(|v| v.check == "preflight") {

@@ -53,7 +53,10 @@ fn find<'a>(r: &'a mut Checked, check: &str) -> Option<&'a mut Verdict> {
 }
 
 fn status_of(r: &Checked, check: &str) -> Option<Status> {
-    r.verdicts.iter().find(|v| v.check == check).map(|v| v.status)
+    r.verdicts
+        .iter()
+        .find(|v| v.check == check)
+        .map(|v| v.status)
 }
 
 /// Replaces the verdict of `check` (or appends it).
@@ -173,9 +176,8 @@ fn frozen(results: &mut [Checked], group: &[usize], t0: i64, interval_ms: i64) {
             _ => 3,
         };
         r.verdicts.sort_by_key(|v| order(&v.check));
-        r.verdicts.retain(|v| {
-            !matches!(v.check.as_str(), "mean" | "quantiles")
-        });
+        r.verdicts
+            .retain(|v| !matches!(v.check.as_str(), "mean" | "quantiles"));
         for check in ["count", "errors", "duration"] {
             let why = "the metrics are not fresh (see freshness)";
             if find(r, check).is_some() {
@@ -207,9 +209,7 @@ fn one_worker(results: &mut [Checked], group: &[usize]) {
     let counted: Vec<usize> = group
         .iter()
         .copied()
-        .filter(|&i| {
-            results[i].facts.server_count.is_some() && !results[i].facts.absent
-        })
+        .filter(|&i| results[i].facts.server_count.is_some() && !results[i].facts.absent)
         .collect();
     let server: f64 = counted
         .iter()

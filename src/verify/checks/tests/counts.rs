@@ -109,7 +109,10 @@ fn uniform_one_in_n_fraction_blames_worker_registries() {
     for check in ["errors", "mean", "duration", "quantiles"] {
         let v = c.get(check);
         assert_eq!(v.status, Skipped, "{v:#?}");
-        assert!(v.summary.contains("~1/4 of the traffic (see count)"), "{v:#?}");
+        assert!(
+            v.summary.contains("~1/4 of the traffic (see count)"),
+            "{v:#?}"
+        );
     }
 }
 
@@ -332,14 +335,42 @@ fn metrics_without_status_or_duration_skip_those_checks() {
 /// The 17 gRPC codes in go-grpc-prometheus' spelling and
 /// py-grpc-prometheus'.
 const GO_CODES: [&str; 17] = [
-    "OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound",
-    "AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted",
-    "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss", "Unauthenticated",
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
 ];
 const PY_CODES: [&str; 17] = [
-    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
-    "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
 ];
 
 #[test]
@@ -377,8 +408,7 @@ fn pre_initialised_zero_codes_are_neither_traffic_nor_missing() {
         c.summary("freshness", Pass, &[]);
         let v = c.summary("errors", Pass, &[]);
         assert_eq!(
-            v.summary,
-            "InvalidArgument: server 10 / client 10 · OK: server 90 / client 90",
+            v.summary, "InvalidArgument: server 10 / client 10 · OK: server 90 / client 90",
             "{codes:?}"
         );
         assert_eq!(c.figures.errors, Some(0.0));

@@ -387,7 +387,11 @@ fn summary_median_within_its_rank_error_passes() {
     // median falls in the gap between them. client_golang's q0.5 is any
     // value of rank 0.45..0.55, here 13.9 ms where the client's exact
     // median is 2 ms.
-    let mut src = statsd_with(&[("0.5", 0.0139), ("0.9", 0.021), ("0.99", 0.0225)], 0.0, 1.05);
+    let mut src = statsd_with(
+        &[("0.5", 0.0139), ("0.9", 0.021), ("0.99", 0.0225)],
+        0.0,
+        1.05,
+    );
     src.add("gunicorn_request_status_404", &[], counter(0.0, 0.0));
     let client = Client::new()
         .http_spread(200, 50, 18.0, 22.0)
@@ -449,8 +453,13 @@ fn otel_old(job: &str) -> MemorySource {
             ("http_method", "GET"),
             ("http_status_code", "200"),
         ],
-        &[0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 1000.0],
-        &observations(100, 38.0, 58.0).iter().map(|s| s * 1e3).collect::<Vec<_>>(),
+        &[
+            0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 1000.0,
+        ],
+        &observations(100, 38.0, 58.0)
+            .iter()
+            .map(|s| s * 1e3)
+            .collect::<Vec<_>>(),
     );
     src
 }
@@ -495,9 +504,20 @@ fn otel_stable_names_only_with_old_matchers_say_so() {
         &observations(100, 38.0, 58.0),
     );
     let e = entry(Convention::Otel, &[("http_target", "/polls/{id}")]);
-    let c = check(&src, &e, &Client::new().http_spread(200, 100, 40.0, 60.0).build());
-    let p = c.summary("preflight", Pass, &["http_server_request_duration_seconds_count"]);
-    assert!(p.warnings[0].contains("only OpenTelemetry's stable HTTP names"), "{p:#?}");
+    let c = check(
+        &src,
+        &e,
+        &Client::new().http_spread(200, 100, 40.0, 60.0).build(),
+    );
+    let p = c.summary(
+        "preflight",
+        Pass,
+        &["http_server_request_duration_seconds_count"],
+    );
+    assert!(
+        p.warnings[0].contains("only OpenTelemetry's stable HTTP names"),
+        "{p:#?}"
+    );
     c.summary("count", Pass, &[]);
     c.summary("mean", Pass, &[]);
 }
@@ -518,14 +538,21 @@ fn otel_names_on_another_job_only_are_not_uncounted_exceptions() {
     );
     let c = check(&src, &e, &Client::new().http(500, 10, 5.0).build());
     let v = c.get("preflight");
-    assert!(!v.diagnosis.as_deref().unwrap_or("").contains("bypass"), "{v:#?}");
+    assert!(
+        !v.diagnosis.as_deref().unwrap_or("").contains("bypass"),
+        "{v:#?}"
+    );
     assert_ne!(v.status, Pass);
 }
 
 #[test]
 fn a_milliseconds_histogram_is_not_milliseconds_exported_as_seconds() {
     let mut src = MemorySource::default();
-    src.add("app_requests_total", &[("route", "/polls")], counter(0.0, 100.0));
+    src.add(
+        "app_requests_total",
+        &[("route", "/polls")],
+        counter(0.0, 100.0),
+    );
     src.histogram(
         "app_request_duration_milliseconds",
         &[("route", "/polls")],
@@ -542,7 +569,11 @@ fn a_milliseconds_histogram_is_not_milliseconds_exported_as_seconds() {
 
     // The same histogram under a name without a unit, declared `unit: ms`.
     let mut src = MemorySource::default();
-    src.add("app_requests_total", &[("route", "/polls")], counter(0.0, 100.0));
+    src.add(
+        "app_requests_total",
+        &[("route", "/polls")],
+        counter(0.0, 100.0),
+    );
     src.histogram(
         "app_latency",
         &[("route", "/polls")],

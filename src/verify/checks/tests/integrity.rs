@@ -470,7 +470,10 @@ fn start_times_of_workers_seen_in_turn_are_not_restarts() {
             "multiprocess mode",
         ],
     );
-    assert!(!v.diagnosis.as_ref().unwrap().contains("restarted"), "{v:#?}");
+    assert!(
+        !v.diagnosis.as_ref().unwrap().contains("restarted"),
+        "{v:#?}"
+    );
 }
 
 #[test]
@@ -493,10 +496,16 @@ fn series_duplicated_on_the_page_is_not_a_registry_reset() {
     let v = c.diagnosis(
         "resets",
         Fail,
-        &["is duplicated on the page", "duplicate sample for timestamp"],
+        &[
+            "is duplicated on the page",
+            "duplicate sample for timestamp",
+        ],
     );
     let d = v.diagnosis.as_ref().unwrap();
-    assert!(!d.contains("re-created") || d.contains("not a registry reset"), "{v:#?}");
+    assert!(
+        !d.contains("re-created") || d.contains("not a registry reset"),
+        "{v:#?}"
+    );
     assert!(!d.contains("worker"), "{v:#?}");
 }
 
@@ -510,7 +519,10 @@ fn counter_valued_nan_or_inf_says_so() {
         let v = c.diagnosis(
             "preflight",
             Fail,
-            &[&format!("is {word} on the page"), "a counter must be a finite count"],
+            &[
+                &format!("is {word} on the page"),
+                "a counter must be a finite count",
+            ],
         );
         assert!(!v.diagnosis.as_ref().unwrap().is_empty());
         c.skipped(
@@ -573,5 +585,8 @@ fn created_times_of_workers_seen_in_turn_are_not_re_created_registries() {
     );
     let c = check(&src, &django(), &client().build());
     let v = c.diagnosis("resets", Fail, &["different worker processes"]);
-    assert!(!v.diagnosis.as_ref().unwrap().contains("re-created"), "{v:#?}");
+    assert!(
+        !v.diagnosis.as_ref().unwrap().contains("re-created"),
+        "{v:#?}"
+    );
 }
