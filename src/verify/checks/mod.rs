@@ -322,7 +322,11 @@ async fn run_on<M: MetricSource>(
                 .sum(),
         );
     }
-    figures.by_status = server_keys.clone();
+    figures.by_status = server_keys
+        .iter()
+        .filter(|(_, v)| **v != 0.0)
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
 
     let (count, missing_5xx) = check_count(
         cx,
