@@ -232,11 +232,13 @@ pub(super) fn check_non_finite<M: MetricSource>(
 /// a page answered by several worker registries, or reset, shows it in
 /// all its series, including ones that saw little traffic. A series that
 /// vanishes from a page that is still scraped counts as a reset too.
-pub(super) async fn check_resets<M: MetricSource>(
+/// Every series of the request counter's family on the instances of
+/// `series` (the same pages), with their increases; `series` itself
+/// when the family finds nothing more.
+pub(super) async fn family_on_targets<M: MetricSource>(
     cx: &Context<'_, M>,
     series: &[(Series, Increase)],
-    query: &str,
-) -> Result<Verdict, SourceError> {
+) -> Result<Vec<(Series, Increase)>, SourceError> {
     let instances: BTreeSet<&String> = series
         .iter()
         .filter_map(|(s, _)| s.labels.get("instance"))
@@ -254,11 +256,24 @@ pub(super) async fn check_resets<M: MetricSource>(
         })
         .filter_map(|s| counters::increase(&s, cx.t0, cx.s).map(|i| (s, i)))
         .collect();
-    let family = if family.is_empty() {
+    Ok(if family.is_empty() {
         series.to_vec()
     } else {
         family
-    };
+    })
+}
+
+pub(super) async fn check_resets<M: MetricSource>(
+    cx: &Context<'_, M>,
+    series: &[(Series, Increase)],
+    family: &[(Series, Increase)],
+    query: &str,
+) -> Result<Verdict, SourceError> {
+    let instances: BTreeSet<&String> = series
+        .iter()
+        .filter_map(|(s, _)| s.labels.get("instance"))
+        .collect();
+    let family_sel = Selector::new(cx.names.requests.metric.clone(), Vec::new());
     // The target still answers scrapes after the load (per the source's
     // target list, or other series of the same page).
     let still_scraped = |s: &Series| {
@@ -460,6 +475,7 @@ pub(super) const FROZEN: &str = "the metrics endpoint stopped updating while the
 pub(super) fn check_freshness<M: MetricSource>(
     cx: &Context<'_, M>,
     series: &[(Series, Increase)],
+    family: &[(Series, Increase)],
     query: &str,
 ) -> (Verdict, Option<i64>) {
     let oldest = series
@@ -496,7 +512,35 @@ pub(super) fn check_freshness<M: MetricSource>(
         .filter(|(end, _)| end - 1000 >= since + cx.interval_ms)
         .map(|(_, n)| n)
         .sum();
-    if later > cx.unsure() + cx.entry.tolerance.count.of(cx.client.responses) && later > 0 {
+    // The page kept changing elsewhere: not a frozen endpoint. These
+    // series stopped because their traffic no longer reaches what the
+    // scrapes read (another worker's registry); the count says how much.
+    let page_since = family
+        .iter()
+        .map(|(_, i)| i.settled_since_ms)
+        .max()
+        .unwrap_or(since);
+    let page_frozen = page_since <= since + cx.interval_ms;
+    let stopped =
+        later > cx.unsure() + cx.entry.tolerance.count.of(cx.client.responses) && later > 0;
+    if stopped && !page_frozen {
+        let mut v = cx.verdict(
+            "freshness",
+            Status::Pass,
+            format!(
+                "newest samples {} after the load ended",
+                secs((oldest.1.newest_ms - cx.t1) as f64 / 1000.0)
+            ),
+            query,
+        );
+        v.warnings.push(format!(
+            "these counters stopped changing at T0+{:.1}s though the client completed {} requests after that, while other series of the page kept changing (see count)",
+            (since - cx.t0) as f64 / 1000.0,
+            thousands(later as f64)
+        ));
+        return (v, None);
+    }
+    if stopped {
         let mut v = cx.verdict(
             "freshness",
             Status::Fail,

@@ -36,7 +36,10 @@ pub(super) use target::reconcile;
 
 use counts::{check_count, check_errors, server_by_status};
 use durations::check_duration;
-use integrity::{check_freshness, check_non_finite, check_resets, explain_no_series, target_of};
+use integrity::{
+    check_freshness, check_non_finite, check_resets, explain_no_series, family_on_targets,
+    target_of,
+};
 
 /// What the checks of one entry read.
 pub(super) struct Context<'a, M> {
@@ -262,14 +265,15 @@ async fn run_on<M: MetricSource>(
     // the run mean nothing.
     let mut premise: Option<&str> = None;
     if !absent_but_exported {
-        let resets = check_resets(cx, &series, &query).await?;
+        let family = family_on_targets(cx, &series).await?;
+        let resets = check_resets(cx, &series, &family, &query).await?;
         if resets.status.failed() {
             premise = Some("counters dropped during the run (see resets)");
             out.push(resets);
             out.push(cx.skipped("freshness", "counters dropped during the run (see resets)"));
         } else {
             out.push(resets);
-            let (fresh, frozen_since) = check_freshness(cx, &series, &query);
+            let (fresh, frozen_since) = check_freshness(cx, &series, &family, &query);
             if fresh.status.failed() {
                 premise = Some("the metrics are not fresh (see freshness)");
             }

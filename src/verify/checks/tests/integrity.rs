@@ -590,3 +590,32 @@ fn created_times_of_workers_seen_in_turn_are_not_re_created_registries() {
         "{v:#?}"
     );
 }
+
+#[test]
+fn series_that_stop_while_the_page_keeps_changing_are_not_a_frozen_page() {
+    // Scrapes read one worker's registry: it served this view until three
+    // seconds into the load, then the client's connections moved to other
+    // workers. Another view's series on the same page keeps changing.
+    let mut src = MemorySource::default();
+    src.add(
+        REQUESTS,
+        OK_200,
+        sampled(|t| 20.0 + (100.0 * progress(t.min(T0 + 3_000))).floor()),
+    );
+    src.add(
+        REQUESTS,
+        &[
+            ("view", "polls:index"),
+            ("method", "GET"),
+            ("status", "200"),
+        ],
+        counter(5.0, 50.0),
+    );
+    let c = check(&src, &django(), &client().build());
+    let v = c.summary("freshness", Pass, &[]);
+    assert!(
+        v.warnings[0].contains("while other series of the page kept changing"),
+        "{v:#?}"
+    );
+    c.summary("count", Fail, &["server 30 ≠ client 100"]);
+}
