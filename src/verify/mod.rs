@@ -285,27 +285,28 @@ pub async fn verify<M: MetricSource>(
         verdicts.push(failed);
     }
     let mut server = Vec::new();
-    let mut checked = Vec::new();
-    for (entry, n) in v.entries.iter().zip(&names) {
-        let req = &client.requests[entry.request];
-        let ctx = checks::Context {
-            source,
+    let jobs: Vec<checks::Job> = v
+        .entries
+        .iter()
+        .zip(&names)
+        .map(|(entry, n)| checks::Job {
             entry,
             names: n,
-            client: req,
+            client: &client.requests[entry.request],
+        })
+        .collect();
+    let checked = checks::run_all(
+        source,
+        &jobs,
+        &checks::Run {
             t0: client.t0_ms,
             t1: client.t1_ms,
             s,
             interval_ms: settle.interval.as_millis() as i64,
             targets: &settle.targets,
-        };
-        checked.push(checks::run(&ctx).await?);
-    }
-    checks::reconcile(
-        &mut checked,
-        client.t0_ms,
-        settle.interval.as_millis() as i64,
-    );
+        },
+    )
+    .await?;
     for c in checked {
         verdicts.extend(c.verdicts);
         server.push(c.figures);

@@ -343,25 +343,28 @@ pub fn check_all(source: &MemorySource, entries: &[(VerifyEntry, ClientRequest)]
         .build()
         .expect("a current-thread runtime");
     let names: Vec<Names> = entries.iter().map(|(e, _)| Names::of(e)).collect();
-    let mut all = Vec::new();
-    for ((entry, client), names) in entries.iter().zip(&names) {
-        let cx = Context {
-            source,
+    let jobs: Vec<checks::Job> = entries
+        .iter()
+        .zip(&names)
+        .map(|((entry, client), names)| checks::Job {
             entry,
             names,
             client,
-            t0: T0,
-            t1: T1,
-            s: S,
-            interval_ms: INTERVAL_MS,
-            targets: &source.targets,
-        };
-        all.push(
-            rt.block_on(checks::run(&cx))
-                .expect("the in-memory source always answers"),
-        );
-    }
-    checks::reconcile(&mut all, T0, INTERVAL_MS);
+        })
+        .collect();
+    let all = rt
+        .block_on(checks::run_all(
+            source,
+            &jobs,
+            &checks::Run {
+                t0: T0,
+                t1: T1,
+                s: S,
+                interval_ms: INTERVAL_MS,
+                targets: &source.targets,
+            },
+        ))
+        .expect("the in-memory source always answers");
     all.into_iter()
         .map(|c| Checked {
             verdicts: c.verdicts,

@@ -156,6 +156,120 @@ pub(super) struct Checked {
     pub slack: u64,
 }
 
+/// One `verify:` entry to check, with its client side.
+pub(super) struct Job<'a> {
+    pub entry: &'a VerifyEntry,
+    pub names: &'a Names,
+    pub client: &'a ClientRequest,
+}
+
+/// What every entry is checked against.
+pub(super) struct Run<'a> {
+    pub t0: i64,
+    pub t1: i64,
+    pub s: i64,
+    pub interval_ms: i64,
+    pub targets: &'a [TargetStatus],
+}
+
+/// Which series an entry reads: entries that read the same ones cannot
+/// be told apart by the server.
+fn series_key(n: &Names) -> String {
+    format!(
+        "{}|{:?}|{}",
+        n.requests,
+        n.status,
+        n.duration
+            .as_ref()
+            .map(|(d, _)| d.to_string())
+            .unwrap_or_default()
+    )
+}
+
+/// The client side of several requests counted in the same series.
+fn pooled(clients: &[&ClientRequest]) -> ClientRequest {
+    let mut out = clients[0].clone();
+    out.name = clients
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect::<Vec<_>>()
+        .join(" + ");
+    for c in &clients[1..] {
+        for (k, n) in &c.by_status {
+            *out.by_status.entry(k.clone()).or_default() += n;
+        }
+        out.responses += c.responses;
+        out.unsure += c.unsure;
+        out.latency
+            .add(&c.latency)
+            .expect("auto-resizing histograms always merge");
+        for (w, (_, n)) in out.windows.iter_mut().zip(&c.windows) {
+            w.1 += n;
+        }
+    }
+    out
+}
+
+/// Checks every entry and reasons across them. Entries whose matchers
+/// select the same series (statsd_exporter's label-free gunicorn
+/// metrics, or two requests of one view) are checked once against the
+/// sum of their clients, and each gets those verdicts.
+pub(super) async fn run_all<M: MetricSource>(
+    source: &M,
+    jobs: &[Job<'_>],
+    run_at: &Run<'_>,
+) -> Result<Vec<Checked>, SourceError> {
+    let mut pools: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, j) in jobs.iter().enumerate() {
+        let key = series_key(j.names);
+        match pools.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(i),
+            None => pools.push((key, vec![i])),
+        }
+    }
+    let mut out: Vec<Option<Checked>> = vec![None; jobs.len()];
+    for (_, members) in &pools {
+        let first = &jobs[members[0]];
+        let clients: Vec<&ClientRequest> = members.iter().map(|&i| jobs[i].client).collect();
+        let client = pooled(&clients);
+        let cx = Context {
+            source,
+            entry: first.entry,
+            names: first.names,
+            client: &client,
+            t0: run_at.t0,
+            t1: run_at.t1,
+            s: run_at.s,
+            interval_ms: run_at.interval_ms,
+            targets: run_at.targets,
+        };
+        let checked = run(&cx).await?;
+        for &i in members {
+            let mut c = checked.clone();
+            let name = jobs[i].client.name.clone();
+            for v in &mut c.verdicts {
+                v.request = Some(name.clone());
+            }
+            if members.len() > 1
+                && let Some(p) = c.verdicts.iter_mut().find(|v| v.check == "preflight")
+            {
+                p.warnings.push(format!(
+                    "{} are counted in the same series (the matchers cannot tell them apart) and are verified together, against the sum of their client figures",
+                    client.name
+                ));
+            }
+            c.figures.request = name;
+            out[i] = Some(c);
+        }
+    }
+    let mut out: Vec<Checked> = out
+        .into_iter()
+        .map(|c| c.expect("every entry checked"))
+        .collect();
+    reconcile(&mut out, run_at.t0, run_at.interval_ms);
+    Ok(out)
+}
+
 /// Runs the checks of one entry and returns the verdicts, the server
 /// figures and the facts the reasoning across entries needs.
 pub(super) async fn run<M: MetricSource>(cx: &Context<'_, M>) -> Result<Checked, SourceError> {

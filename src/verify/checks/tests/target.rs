@@ -144,3 +144,57 @@ fn a_frozen_page_is_one_cause_in_every_request_whatever_the_order() {
     );
     all[0].summary("freshness", Fail, &["(see not_found.freshness)"]);
 }
+
+#[test]
+fn requests_counted_in_the_same_series_are_verified_together() {
+    // statsd_exporter's gunicorn metrics carry no view: success,
+    // not_found and exception all land in `gunicorn_requests`.
+    let mut src = MemorySource::default();
+    src.add("gunicorn_requests", &[], counter(0.0, 400.0));
+    for (code, n) in [("200", 200.0), ("404", 100.0), ("500", 100.0)] {
+        src.add(
+            &format!("gunicorn_request_status_{code}"),
+            &[],
+            counter(0.0, n),
+        );
+    }
+    src.add("gunicorn_request_duration_count", &[], counter(0.0, 400.0));
+    src.add(
+        "gunicorn_request_duration_sum",
+        &[],
+        sampled(|t| 10.4 * progress(t)),
+    );
+    for (q, v) in [("0.5", 0.004), ("0.9", 0.055), ("0.99", 0.059)] {
+        src.add(
+            "gunicorn_request_duration",
+            &[("quantile", q)],
+            sampled(|_| v),
+        );
+    }
+    let statsd = entry(Convention::Statsd, &[]);
+    let entries: Vec<(VerifyEntry, ClientRequest)> = polls_clients()
+        .into_iter()
+        .map(|(_, c)| (statsd.clone(), c))
+        .collect();
+    let all = check_all(&src, &entries);
+    for (c, name) in all.iter().zip(["success", "not_found", "exception"]) {
+        let p = c.summary("preflight", Pass, &[]);
+        assert_eq!(p.request.as_deref(), Some(name));
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w
+                    .contains("success + not_found + exception are counted in the same series")),
+            "{p:#?}"
+        );
+        c.summary("count", Pass, &["server 400 = client 400"]);
+        c.summary(
+            "errors",
+            Pass,
+            &["200: server 200 / client 200 · 404: server 100 / client 100 · 500: server 100 / client 100"],
+        );
+        c.summary("duration", Pass, &[]);
+        c.summary("quantiles", Pass, &[]);
+        assert_eq!(c.figures.request, name);
+    }
+}
