@@ -457,7 +457,9 @@ async fn start_times<M: MetricSource>(
                 .iter()
                 .map(|(_, v)| *v)
                 .fold(f64::MIN, f64::max);
-            let started_after_last_scrape = now * 1000.0 > prev_t as f64;
+            // Linux gives the boot time in whole seconds, so a start time
+            // may read up to a second early.
+            let started_after_last_scrape = now * 1000.0 > (prev_t - 1000) as f64;
             if new_value && now > newest_before && started_after_last_scrape {
                 out.restarts += 1;
             } else {

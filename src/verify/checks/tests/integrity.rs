@@ -619,3 +619,19 @@ fn series_that_stop_while_the_page_keeps_changing_are_not_a_frozen_page() {
     );
     c.summary("count", Fail, &["server 30 ≠ client 100"]);
 }
+
+#[test]
+fn a_restart_whose_start_time_reads_early_is_still_a_restart() {
+    // Linux reports the boot time in whole seconds: the new process's
+    // start time may read up to a second before it really started, here
+    // before the scrape that preceded the restart.
+    let mut src = MemorySource::default();
+    src.add(REQUESTS, OK_200, reset_at_five_seconds());
+    src.add(
+        "process_start_time_seconds",
+        &[],
+        changes_at_five_seconds(1_699_990_000.25, 1_700_000_003.3),
+    );
+    let c = check(&src, &django(), &client().build());
+    c.diagnosis("resets", Fail, &["the process restarted 1× during the run"]);
+}
