@@ -142,6 +142,8 @@ pub(super) struct Facts {
     /// The values stopped changing at this time (ms) while the client
     /// kept completing requests: a frozen page (see freshness).
     pub frozen_since: Option<i64>,
+    /// When the entry's series last changed (the latest of them).
+    pub settled_since: Option<i64>,
 }
 
 /// The checks of one entry, before the reasoning across entries.
@@ -332,6 +334,7 @@ async fn run_on<M: MetricSource>(
         .filter_map(|s| counters::increase(s, cx.t0, cx.s).map(|i| (s.clone(), i)))
         .collect();
     facts.targets = series.iter().map(|(s, _)| target_of(s)).collect();
+    facts.settled_since = series.iter().map(|(_, i)| i.settled_since_ms).max();
 
     // Preflight: the matchers find series holding numbers.
     let mut absent_but_exported = false;

@@ -120,15 +120,22 @@ fn frozen(results: &mut [Checked], group: &[usize], t0: i64, interval_ms: i64) {
         if r.facts.frozen_since.is_some() {
             continue;
         }
+        // The page is known to be frozen since `since`: this request is
+        // affected when its client completed responses after that and its
+        // own series (if any) did not move after it either.
         let later: u64 = r
             .client
             .windows
             .iter()
-            .filter(|(end, _)| end - 1000 >= since + interval_ms)
+            .filter(|(end, _)| end - 1000 >= since)
             .map(|(_, n)| n)
             .sum();
+        let still_moving = r
+            .facts
+            .settled_since
+            .is_some_and(|t| t > since + interval_ms);
         let failed = r.verdicts.iter().any(|v| v.status.failed());
-        if later == 0 || later <= r.slack || !failed {
+        if later == 0 || later <= r.slack || !failed || still_moving {
             continue;
         }
         // A resets failure is a cause of its own: leave it.

@@ -198,3 +198,54 @@ fn requests_counted_in_the_same_series_are_verified_together() {
         assert_eq!(c.figures.request, name);
     }
 }
+
+#[test]
+fn a_page_frozen_late_in_the_run_is_one_cause_even_where_too_few_requests_followed() {
+    // Frozen 7.5 s into a 10 s load: success, busiest, shows it on its
+    // own; not_found and exception, with requests the drain cut off,
+    // completed too few after the freeze to prove it alone. Their counts
+    // fall short because of it, not for a cause of their own.
+    let mut src = MemorySource::default();
+    for (view, status, n) in [
+        ("polls:2xx_success", "200", 400.0),
+        ("polls:4xx_not_found", "404", 100.0),
+        ("polls:5xx_exception", "500", 100.0),
+    ] {
+        series(
+            &mut src,
+            view,
+            status,
+            sampled(move |t| 3.0 + (n * progress(t.min(T0 + 7_500))).floor()),
+        );
+    }
+    let entries = vec![
+        (
+            view("polls:2xx_success"),
+            Client::new()
+                .http_spread(200, 400, 40.0, 60.0)
+                .named("success"),
+        ),
+        (
+            view("polls:4xx_not_found"),
+            Client::new()
+                .http(404, 100, 2.0)
+                .unsure(15)
+                .named("not_found"),
+        ),
+        (
+            view("polls:5xx_exception"),
+            Client::new()
+                .http(500, 100, 2.0)
+                .unsure(15)
+                .named("exception"),
+        ),
+    ];
+    for c in check_all(&src, &entries) {
+        c.diagnosis("freshness", Fail, &["stopped updating"]);
+        c.skipped(
+            &["count", "errors", "duration"],
+            "the metrics are not fresh (see freshness)",
+        );
+        no_failure_says(&c, &["lost before instrumentation", "worker", "bypass"]);
+    }
+}
