@@ -94,6 +94,7 @@ pub(in crate::verify) fn reconcile(results: &mut [Checked], t0: i64, interval_ms
     for g in groups(results) {
         frozen(results, &g, t0, interval_ms);
         one_worker(results, &g);
+        absent_together(results, &g);
     }
 }
 
@@ -299,5 +300,65 @@ fn one_worker(results: &mut [Checked], group: &[usize]) {
         for check in ["errors", "mean", "duration", "quantiles"] {
             skip(r, check, &why);
         }
+    }
+}
+
+/// Whether every response the client got was a 5xx.
+fn all_5xx(r: &Checked) -> bool {
+    r.client.responses > 0
+        && r.client
+            .by_status
+            .iter()
+            .all(|(k, n)| *n == 0 || super::is_http_5xx(k))
+}
+
+/// A request whose responses were all 5xx and that has no series reads as
+/// exceptions bypassing the middleware, unless requests of the same
+/// target that were not errors have no series either: then the absence
+/// is not about exceptions. The scrapes read a registry that counted
+/// none of this traffic (the one worker of several a pinned scrape
+/// connection reaches), or the matchers miss.
+fn absent_together(results: &mut [Checked], group: &[usize]) {
+    let no_series = |r: &Checked| {
+        r.facts.server_count.is_none_or(|_| r.facts.absent)
+            && status_of(r, "preflight").is_some_and(|s| s == Status::NoData)
+    };
+    let others: Vec<String> = group
+        .iter()
+        .filter(|&&i| no_series(&results[i]) && !all_5xx(&results[i]))
+        .map(|&i| results[i].client.name.clone())
+        .collect();
+    if others.is_empty() {
+        return;
+    }
+    for &i in group {
+        let r = &mut results[i];
+        if !(no_series(r) && all_5xx(r) && r.facts.absent) {
+            continue;
+        }
+        let found = find(r, "preflight")
+            .and_then(|p| p.diagnosis.clone())
+            .and_then(|d| {
+                d.rfind(" (")
+                    .map(|at| d[at + 2..].trim_end_matches(')').to_owned())
+            })
+            .unwrap_or_default();
+        if let Some(p) = find(r, "preflight") {
+            p.diagnosis = Some(format!(
+                "no series, and none for {} on the same target either, whose responses were not errors: the absence is not about exceptions. The scrapes read a registry that counted none of this traffic (one of several worker processes, reached through one pinned scrape connection, without multiprocess mode), or the matchers miss{}",
+                others.join(", "),
+                if found.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({found})")
+                }
+            ));
+        }
+        for check in ["count", "errors", "duration"] {
+            skip(r, check, "no series to read (see preflight)");
+        }
+        r.figures.count = None;
+        r.figures.errors = None;
+        r.figures.by_status.clear();
     }
 }

@@ -249,3 +249,42 @@ fn a_page_frozen_late_in_the_run_is_one_cause_even_where_too_few_requests_follow
         no_failure_says(&c, &["lost before instrumentation", "worker", "bypass"]);
     }
 }
+
+#[test]
+fn no_series_for_errors_and_non_errors_alike_is_not_about_exceptions() {
+    // The scrapes read a worker that served none of the run's traffic:
+    // its page holds only the metrics endpoint's own series.
+    let mut src = MemorySource::default();
+    series(&mut src, "metrics", "200", counter(10.0, 10.0));
+    let all = check_all(&src, &polls_clients());
+    let exception = &all[2];
+    let v = exception.diagnosis(
+        "preflight",
+        crate::verify::Status::NoData,
+        &[
+            "none for success, not_found on the same target either",
+            "the absence is not about exceptions",
+            "found view: metrics",
+        ],
+    );
+    assert!(
+        !v.diagnosis.as_deref().unwrap().contains("bypass"),
+        "{v:#?}"
+    );
+    exception.skipped(
+        &["count", "errors", "duration"],
+        "no series to read (see preflight)",
+    );
+    for c in &all {
+        no_failure_says_but_no_data(c, &["bypass"]);
+    }
+}
+
+fn no_failure_says_but_no_data(c: &Checked, words: &[&str]) {
+    for v in &c.verdicts {
+        let text = format!("{} {}", v.summary, v.diagnosis.as_deref().unwrap_or(""));
+        for w in words {
+            assert!(!text.contains(w), "{w:?} in {v:#?}");
+        }
+    }
+}
