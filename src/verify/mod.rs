@@ -423,9 +423,9 @@ async fn settle<M: MetricSource>(
     // Confirm with sample timestamps: the samples of the settling scrape
     // must be readable before the checks run.
     let confirm_until = Instant::now() + Duration::from_secs(2);
-    for n in names {
+    for sel in names.iter().flat_map(Names::request_selectors) {
         loop {
-            let f = source.samples(&n.requests, from, s_ms).await?;
+            let f = source.samples(sel, from, s_ms).await?;
             let stale = f.series.iter().any(|s| {
                 targets.iter().any(|t| t.holds(s))
                     && s.samples.last().is_none_or(|(t, _)| *t < after)
