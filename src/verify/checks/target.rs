@@ -204,6 +204,9 @@ fn frozen(results: &mut [Checked], group: &[usize], t0: i64, interval_ms: i64) {
         r.figures.count = None;
         r.figures.errors = None;
         r.figures.by_status.clear();
+        r.figures.mean_s = None;
+        r.figures.buckets.clear();
+        r.figures.bucket_total = 0.0;
         r.facts.server_count = None;
     }
 }
