@@ -12,6 +12,8 @@
 //!   registry-level faults (workers, resets, frozen endpoint).
 //! - [`web`]: HTTP instrumentation (django-prometheus, fastapi
 //!   instrumentator, gunicorn statsd) as an axum middleware.
+//! - [`statsd`]: gunicorn's metrics as statsd_exporter serves them,
+//!   with client_golang's windowed summary.
 //! - [`grpc`]: gRPC instrumentation (go-grpc-prometheus) and generated code.
 //! - services: [`edge`], [`revert`] (revert-name), [`time_service`]
 //!   (time), [`polls`], [`bank`]; [`heartbeat`] is the client the gRPC
@@ -25,6 +27,7 @@ pub mod grpc;
 pub mod heartbeat;
 pub mod polls;
 pub mod revert;
+pub mod statsd;
 pub mod time_service;
 pub mod web;
 

@@ -53,7 +53,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     // gunicorn's statsd metrics live in statsd_exporter, one process for
     // all workers, and are served here beside Django's.
-    let gunicorn = Arc::new(GunicornStatsd::default());
+    let gunicorn = Arc::new(GunicornStatsd::new(opts.faults.workers.unwrap_or(1)));
     let shared = gunicorn.clone();
     let exporter = Exporter::<(Django, Otel)>::with_shared_text(
         &opts.faults,

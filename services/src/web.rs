@@ -4,8 +4,8 @@
 //! - [`Django`]: django-prometheus (`django_http_…` families, view names);
 //! - [`FastApi`]: prometheus-fastapi-instrumentator (`http_requests_total`
 //!   with grouped status, `http_request_duration_seconds`);
-//! - [`GunicornStatsd`]: gunicorn's statsd metrics after statsd_exporter's
-//!   default mapping;
+//! - [`GunicornStatsd`] (in [`crate::statsd`]): gunicorn's statsd metrics
+//!   after statsd_exporter's default mapping;
 //! - [`Otel`]: OpenTelemetry's HTTP server instrumentation as its
 //!   Prometheus exporter shows it.
 //!
@@ -15,9 +15,7 @@
 //! [`instrument`] is the axum middleware; it applies the request-level
 //! faults (`uncounted-errors`, `unmeasured-delay`, `ms-as-seconds`).
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -26,10 +24,12 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::exporter::{CONTENT_TYPE, Exporter, Instruments};
+pub use crate::statsd::GunicornStatsd;
 
 /// django-prometheus' default latency buckets.
 pub const DJANGO_BUCKETS: &[f64] = &[
@@ -265,41 +265,176 @@ struct OtelAttributes {
     http_request_method: String,
     http_response_status_code: String,
     http_route: String,
+    /// The status code of a 5xx, empty otherwise (an empty label is no
+    /// label to Prometheus).
+    error_type: String,
+    url_scheme: String,
+    network_protocol_version: String,
     otel_scope_name: String,
+    otel_scope_version: String,
 }
 
-/// OpenTelemetry's `http.server.request.duration` histogram (seconds) as
-/// the Prometheus exporter names it: dots become underscores, the unit
-/// becomes a `_seconds` suffix, and the instrumentation scope is a label.
-/// Its `_count` is the request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OtelOldAttributes {
+    http_method: String,
+    http_status_code: String,
+    /// The route template, as the instrumentation puts it in metrics.
+    http_target: String,
+    http_scheme: String,
+    http_flavor: String,
+    otel_scope_name: String,
+    otel_scope_version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetInfo {
+    service_name: String,
+    telemetry_sdk_language: String,
+    telemetry_sdk_name: String,
+    telemetry_sdk_version: String,
+}
+
+/// The OpenTelemetry SDK's default explicit buckets, used by the old
+/// `http.server.duration` histogram (milliseconds).
+pub const OTEL_OLD_BUCKETS: &[f64] = &[
+    0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0, 7500.0,
+    10000.0,
+];
+
+/// Which of OpenTelemetry's HTTP metric names are exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtelSemconv {
+    /// `http_server_request_duration_seconds` (`OTEL_SEMCONV_STABILITY_OPT_IN=http`).
+    Stable,
+    /// `http_server_duration_milliseconds`: the instrumentations' default
+    /// without the opt-in.
+    Old,
+    /// Both (`http/dup`).
+    Both,
+}
+
+impl OtelSemconv {
+    /// From `OTEL_SEMCONV_STABILITY_OPT_IN` as the Python instrumentations
+    /// read it (`http`, `http/dup`, anything else: the old names). Unset,
+    /// the demo exports the stable names, unlike the libraries, so its
+    /// scenarios read the names of the current conventions.
+    pub fn from_env() -> Self {
+        Self::parse(
+            std::env::var("OTEL_SEMCONV_STABILITY_OPT_IN")
+                .ok()
+                .as_deref(),
+        )
+    }
+
+    pub fn parse(v: Option<&str>) -> Self {
+        let Some(v) = v else {
+            return OtelSemconv::Stable;
+        };
+        let opts: Vec<&str> = v.split(',').map(str::trim).collect();
+        if opts.contains(&"http/dup") {
+            OtelSemconv::Both
+        } else if opts.contains(&"http") {
+            OtelSemconv::Stable
+        } else {
+            OtelSemconv::Old
+        }
+    }
+}
+
+const OTEL_SCOPE: &str = "opentelemetry.instrumentation.django";
+const OTEL_VERSION: &str = "0.48b0";
+
+/// OpenTelemetry's Django instrumentation as its Prometheus exporter
+/// shows it: `http.server.request.duration` (seconds) and, without the
+/// opt-in, the old `http.server.duration` (milliseconds). Dots become
+/// underscores, the unit a suffix, the instrumentation scope labels, and
+/// the resource a `target_info` gauge. Each histogram's `_count` is the
+/// request counter; there are no counters and no `_created`.
 pub struct Otel {
+    semconv: OtelSemconv,
     duration: HistogramFamily<OtelAttributes>,
+    old_duration: HistogramFamily<OtelOldAttributes>,
 }
 
 impl Instruments for Otel {
     fn register(r: &mut Registry) -> Self {
+        Otel::with_semconv(r, OtelSemconv::from_env())
+    }
+}
+
+impl Otel {
+    /// Registers the families of `semconv`'s names.
+    pub fn with_semconv(r: &mut Registry, semconv: OtelSemconv) -> Self {
         let o = Otel {
+            semconv,
             duration: Family::new_with_constructor(|| Histogram::new(OTEL_BUCKETS.iter().copied())),
+            old_duration: Family::new_with_constructor(|| {
+                Histogram::new(OTEL_OLD_BUCKETS.iter().copied())
+            }),
         };
-        r.register(
-            "http_server_request_duration_seconds",
-            "Duration of HTTP server requests.",
-            o.duration.clone(),
-        );
+        if o.semconv != OtelSemconv::Old {
+            r.register(
+                "http_server_request_duration_seconds",
+                "Duration of HTTP server requests.",
+                o.duration.clone(),
+            );
+        }
+        if o.semconv != OtelSemconv::Stable {
+            r.register(
+                "http_server_duration_milliseconds",
+                "Duration of HTTP server requests.",
+                o.old_duration.clone(),
+            );
+        }
+        let info: Family<TargetInfo, Gauge> = Family::default();
+        info.get_or_create(&TargetInfo {
+            service_name: "polls".into(),
+            telemetry_sdk_language: "python".into(),
+            telemetry_sdk_name: "opentelemetry".into(),
+            telemetry_sdk_version: "1.27.0".into(),
+        })
+        .set(1);
+        r.register("target_info", "Target metadata", info);
         o
     }
 }
 
 impl WebInstruments for Otel {
     fn observe(&self, o: &Observation, _views: &Views) {
-        self.duration
-            .get_or_create(&OtelAttributes {
-                http_request_method: o.method.to_owned(),
-                http_response_status_code: o.status.to_string(),
-                http_route: o.route.unwrap_or_default().to_owned(),
-                otel_scope_name: "opentelemetry.instrumentation.django".to_owned(),
-            })
-            .observe(o.seconds);
+        let route = o.route.unwrap_or_default().to_owned();
+        if self.semconv != OtelSemconv::Old {
+            // error.type: the exception's type, else the 5xx status.
+            let error_type = match (o.status >= 500, o.exception) {
+                (false, _) => String::new(),
+                (true, Some(e)) => e.to_owned(),
+                (true, None) => o.status.to_string(),
+            };
+            self.duration
+                .get_or_create(&OtelAttributes {
+                    http_request_method: o.method.to_owned(),
+                    http_response_status_code: o.status.to_string(),
+                    http_route: route.clone(),
+                    error_type,
+                    url_scheme: "http".into(),
+                    network_protocol_version: "1.1".into(),
+                    otel_scope_name: OTEL_SCOPE.to_owned(),
+                    otel_scope_version: OTEL_VERSION.to_owned(),
+                })
+                .observe(o.seconds);
+        }
+        if self.semconv != OtelSemconv::Stable {
+            self.old_duration
+                .get_or_create(&OtelOldAttributes {
+                    http_method: o.method.to_owned(),
+                    http_status_code: o.status.to_string(),
+                    http_target: route,
+                    http_scheme: "http".into(),
+                    http_flavor: "1.1".into(),
+                    otel_scope_name: OTEL_SCOPE.to_owned(),
+                    otel_scope_version: OTEL_VERSION.to_owned(),
+                })
+                .observe(o.seconds * 1000.0);
+        }
     }
 }
 
@@ -313,71 +448,6 @@ impl<A: WebInstruments, B: WebInstruments> WebInstruments for (A, B) {
     fn observe(&self, o: &Observation, views: &Views) {
         self.0.observe(o, views);
         self.1.observe(o, views);
-    }
-}
-
-/// gunicorn's statsd metrics as statsd_exporter exposes them with its
-/// default mapping: counters without `_total`, the request timer as a
-/// summary in seconds with 0.5/0.9/0.99 quantiles (over the whole life of
-/// the registry).
-#[derive(Default)]
-pub struct GunicornStatsd {
-    inner: Mutex<StatsdState>,
-}
-
-#[derive(Default)]
-struct StatsdState {
-    requests: u64,
-    by_status: BTreeMap<u16, u64>,
-    durations_us: Option<hdrhistogram::Histogram<u64>>,
-    sum_seconds: f64,
-}
-
-impl GunicornStatsd {
-    pub fn observe(&self, status: u16, seconds: f64) {
-        let mut s = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        s.requests += 1;
-        *s.by_status.entry(status).or_default() += 1;
-        s.sum_seconds += seconds;
-        let h = s.durations_us.get_or_insert_with(|| {
-            let mut h = hdrhistogram::Histogram::new(3).expect("valid precision");
-            h.auto(true);
-            h
-        });
-        let _ = h.record((seconds * 1e6).max(0.0) as u64);
-    }
-
-    pub fn encode(&self, out: &mut String) {
-        let s = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = writeln!(
-            out,
-            "# HELP gunicorn_requests Metric autogenerated by statsd_exporter."
-        );
-        let _ = writeln!(out, "# TYPE gunicorn_requests counter");
-        let _ = writeln!(out, "gunicorn_requests {}", s.requests);
-        for (code, n) in &s.by_status {
-            let _ = writeln!(
-                out,
-                "# HELP gunicorn_request_status_{code} Metric autogenerated by statsd_exporter."
-            );
-            let _ = writeln!(out, "# TYPE gunicorn_request_status_{code} counter");
-            let _ = writeln!(out, "gunicorn_request_status_{code} {n}");
-        }
-        let _ = writeln!(
-            out,
-            "# HELP gunicorn_request_duration Metric autogenerated by statsd_exporter."
-        );
-        let _ = writeln!(out, "# TYPE gunicorn_request_duration summary");
-        let count = s.durations_us.as_ref().map_or(0, |h| h.len());
-        for q in [0.5, 0.9, 0.99] {
-            let v = match &s.durations_us {
-                Some(h) if count > 0 => format!("{}", h.value_at_quantile(q) as f64 / 1e6),
-                _ => "NaN".to_owned(),
-            };
-            let _ = writeln!(out, "gunicorn_request_duration{{quantile=\"{q}\"}} {v}");
-        }
-        let _ = writeln!(out, "gunicorn_request_duration_sum {}", s.sum_seconds);
-        let _ = writeln!(out, "gunicorn_request_duration_count {count}");
     }
 }
 
@@ -441,4 +511,81 @@ pub async fn metrics_text<I: Instruments>(State(e): State<Arc<Exporter<I>>>) -> 
         e.scrape(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn otel_semconv_from_the_opt_in() {
+        assert_eq!(OtelSemconv::parse(None), OtelSemconv::Stable);
+        assert_eq!(OtelSemconv::parse(Some("http")), OtelSemconv::Stable);
+        assert_eq!(
+            OtelSemconv::parse(Some("database, http/dup")),
+            OtelSemconv::Both
+        );
+        assert_eq!(OtelSemconv::parse(Some("")), OtelSemconv::Old);
+    }
+
+    fn exported(semconv: OtelSemconv) -> String {
+        let mut r = Registry::default();
+        let o = Otel::with_semconv(&mut r, semconv);
+        for (status, exception) in [(200, None), (500, Some("ZeroDivisionError"))] {
+            o.observe(
+                &Observation {
+                    route: Some("/polls/{id}/"),
+                    method: "GET",
+                    status,
+                    seconds: 0.02,
+                    exception,
+                },
+                &Views::default(),
+            );
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
+        text
+    }
+
+    #[test]
+    fn otel_old_names_are_in_milliseconds_with_old_labels() {
+        let old = exported(OtelSemconv::Old);
+        assert!(
+            !old.contains("http_server_request_duration_seconds"),
+            "{old}"
+        );
+        let count = old
+            .lines()
+            .find(|l| {
+                l.starts_with("http_server_duration_milliseconds_count{")
+                    && l.contains("http_status_code=\"200\"")
+            })
+            .unwrap_or_else(|| panic!("{old}"));
+        assert!(count.contains("http_method=\"GET\""), "{count}");
+        assert!(count.contains("http_target=\"/polls/{id}/\""), "{count}");
+        assert!(
+            old.lines()
+                .any(|l| l.starts_with("http_server_duration_milliseconds_sum{")
+                    && l.ends_with(" 20.0")),
+            "{old}"
+        );
+        assert!(old.contains("target_info{"), "{old}");
+
+        let stable = exported(OtelSemconv::Stable);
+        assert!(
+            !stable.contains("http_server_duration_milliseconds"),
+            "{stable}"
+        );
+        assert!(
+            stable.contains("error_type=\"ZeroDivisionError\""),
+            "{stable}"
+        );
+        let both = exported(OtelSemconv::Both);
+        assert!(
+            both.contains("http_server_duration_milliseconds_count")
+                && both.contains("http_server_request_duration_seconds_count"),
+            "{both}"
+        );
+    }
 }

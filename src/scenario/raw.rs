@@ -106,6 +106,7 @@ pub struct RawVerify {
     pub requests: Option<Text>,
     pub status_label: Option<Text>,
     pub duration: Option<Text>,
+    pub unit: Option<Text>,
     pub tolerance: Option<RawTolerance>,
     pub overhead: Option<Text>,
 }

@@ -182,6 +182,9 @@ pub struct VerifyEntry {
     /// Replaces the convention's duration histogram (base name, without
     /// `_bucket`).
     pub duration_metric: Option<String>,
+    /// Seconds per unit of the duration metric (`unit: ms`); by default
+    /// taken from the metric's name, else seconds.
+    pub unit: Option<f64>,
     pub tolerance: Tolerance,
     /// Time the client may legitimately spend outside the server's timer
     /// (network, client, proxy) before the gap counts as unmeasured.
@@ -417,6 +420,10 @@ fn check_entry(
             ),
         );
     }
+    let unit = v
+        .unit
+        .as_ref()
+        .and_then(|u| c.parse(u, &field("unit"), parse_unit));
     let mut tolerance = Tolerance {
         duration: DEFAULT_DURATION_TOLERANCE,
         ..Tolerance::default()
@@ -458,9 +465,23 @@ fn check_entry(
         requests_metric,
         status_label,
         duration_metric,
+        unit,
         tolerance,
         overhead,
     })
+}
+
+/// A duration unit as `unit:` writes it: seconds per unit.
+fn parse_unit(s: &str) -> Result<f64, String> {
+    match s.trim() {
+        "s" | "seconds" => Ok(1.0),
+        "ms" | "milliseconds" => Ok(1e-3),
+        "us" | "µs" | "microseconds" => Ok(1e-6),
+        "ns" | "nanoseconds" => Ok(1e-9),
+        other => Err(format!(
+            "expected a duration unit: `s`, `ms`, `us` or `ns` (or `seconds`, `milliseconds`, `microseconds`, `nanoseconds`), got `{other}`"
+        )),
+    }
 }
 
 fn check_alerts(c: &mut Checker, raw: &OrderedMap<Text>) -> Vec<AlertExpectation> {
@@ -540,6 +561,14 @@ mod tests {
         assert_eq!(Slack::Ratio(0.01).of(1234), 12);
         assert!(Slack::parse("abc").is_err());
         assert!(Slack::parse("120%").is_err());
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(parse_unit("ms").unwrap(), 1e-3);
+        assert_eq!(parse_unit("seconds").unwrap(), 1.0);
+        assert_eq!(parse_unit("µs").unwrap(), 1e-6);
+        assert!(parse_unit("minutes").unwrap_err().contains("`ms`"));
     }
 
     #[test]

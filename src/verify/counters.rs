@@ -26,16 +26,47 @@ pub struct Increase {
     /// reset: the value fell by less than half, or climbed back above the
     /// value before the drop within three scrapes.
     pub sawtooth_drops: usize,
+    /// Scrapes at which the page held the series more than once with
+    /// different values (only the first is kept, as Prometheus does).
+    pub duplicates: usize,
+}
+
+/// Samples at or before `s` with one per timestamp: a series written
+/// twice on one page is read by the embedded scraper as two samples at
+/// the same time; the first is kept, as Prometheus keeps it. Returns the
+/// samples and how many timestamps held differing values.
+fn dedup(samples: &[(i64, f64)], s: i64) -> (Vec<(i64, f64)>, usize) {
+    let mut out: Vec<(i64, f64)> = Vec::with_capacity(samples.len());
+    let mut duplicates = 0;
+    let mut last_dup_t = None;
+    for &(t, v) in samples.iter().filter(|(t, _)| *t <= s) {
+        if let Some(&(pt, pv)) = out.last()
+            && pt == t
+        {
+            if pv.to_bits() != v.to_bits() && last_dup_t != Some(t) {
+                duplicates += 1;
+                last_dup_t = Some(t);
+            }
+            continue;
+        }
+        out.push((t, v));
+    }
+    (out, duplicates)
+}
+
+/// Samples of `series` at or before `s` that are NaN or infinite.
+pub fn non_finite(series: &Series, s: i64) -> usize {
+    series
+        .samples
+        .iter()
+        .filter(|(t, v)| *t <= s && !v.is_finite())
+        .count()
 }
 
 /// The increase of a counter series between `t0` and `s` (ms).
 pub fn increase(series: &Series, t0: i64, s: i64) -> Option<Increase> {
-    let samples: Vec<(i64, f64)> = series
-        .samples
-        .iter()
-        .copied()
-        .filter(|(t, v)| *t <= s && v.is_finite())
-        .collect();
+    let (samples, duplicates) = dedup(&series.samples, s);
+    let samples: Vec<(i64, f64)> = samples.into_iter().filter(|(_, v)| v.is_finite()).collect();
     let (newest_ms, _) = *samples.last()?;
     let start = samples.iter().rposition(|(t, _)| *t <= t0);
     let born = start.is_none();
@@ -77,6 +108,7 @@ pub fn increase(series: &Series, t0: i64, s: i64) -> Option<Increase> {
         newest_ms,
         settled_since_ms,
         sawtooth_drops: sawtooth,
+        duplicates,
     })
 }
 
@@ -224,6 +256,25 @@ mod tests {
         ]);
         let i = increase(&r, 0, 5000).unwrap();
         assert_eq!((i.drops, i.sawtooth_drops), (2, 0));
+    }
+
+    #[test]
+    fn a_series_written_twice_on_a_page_is_not_a_drop() {
+        // Two collectors export the same series: every scrape holds it
+        // twice, the second copy lower.
+        let s = series(&[
+            (0, 10.0),
+            (0, 3.0),
+            (1000, 20.0),
+            (1000, 4.0),
+            (2000, 30.0),
+            (2000, 5.0),
+        ]);
+        let i = increase(&s, 0, 5000).unwrap();
+        assert_eq!((i.delta, i.drops, i.duplicates), (20.0, 0, 3));
+        // Identical copies are harmless.
+        let same = series(&[(0, 1.0), (0, 1.0), (1000, 2.0), (1000, 2.0)]);
+        assert_eq!(increase(&same, 0, 5000).unwrap().duplicates, 0);
     }
 
     #[test]

@@ -287,22 +287,31 @@ pub async fn verify<M: MetricSource>(
         verdicts.push(failed);
     }
     let mut server = Vec::new();
-    for (entry, n) in v.entries.iter().zip(&names) {
-        let req = &client.requests[entry.request];
-        let ctx = checks::Context {
-            source,
+    let jobs: Vec<checks::Job> = v
+        .entries
+        .iter()
+        .zip(&names)
+        .map(|(entry, n)| checks::Job {
             entry,
             names: n,
-            client: req,
+            client: &client.requests[entry.request],
+        })
+        .collect();
+    let checked = checks::run_all(
+        source,
+        &jobs,
+        &checks::Run {
             t0: client.t0_ms,
             t1: client.t1_ms,
             s,
             interval_ms: settle.interval.as_millis() as i64,
             targets: &settle.targets,
-        };
-        let (mut vs, figures) = checks::run(&ctx).await?;
-        verdicts.append(&mut vs);
-        server.push(figures);
+        },
+    )
+    .await?;
+    for c in checked {
+        verdicts.extend(c.verdicts);
+        server.push(c.figures);
     }
     verdicts.extend(check_alerts(source, v, client, s).await?);
     verdicts.extend(check_promql(source, v, s).await?);
@@ -335,8 +344,8 @@ async fn settle<M: MetricSource>(
     let from = client.t0_ms - LOOKBACK_MS;
     // Which targets hold the series: read them as they are now.
     let mut holders: BTreeSet<(String, String)> = BTreeSet::new();
-    for n in names {
-        let f = source.samples(&n.requests, from, now_ms()).await?;
+    for sel in names.iter().flat_map(Names::request_selectors) {
+        let f = source.samples(sel, from, now_ms()).await?;
         for s in &f.series {
             holders.insert((
                 s.labels.get("job").cloned().unwrap_or_default(),
@@ -416,9 +425,9 @@ async fn settle<M: MetricSource>(
     // Confirm with sample timestamps: the samples of the settling scrape
     // must be readable before the checks run.
     let confirm_until = Instant::now() + Duration::from_secs(2);
-    for n in names {
+    for sel in names.iter().flat_map(Names::request_selectors) {
         loop {
-            let f = source.samples(&n.requests, from, s_ms).await?;
+            let f = source.samples(sel, from, s_ms).await?;
             let stale = f.series.iter().any(|s| {
                 targets.iter().any(|t| t.holds(s))
                     && s.samples.last().is_none_or(|(t, _)| *t < after)

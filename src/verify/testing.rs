@@ -244,8 +244,13 @@ impl Client {
     /// The request as verification sees it, its responses completed
     /// evenly over the load's one-second windows.
     pub fn build(&self) -> ClientRequest {
+        self.named("success")
+    }
+
+    /// [`Client::build`] under another request name.
+    pub fn named(&self, name: &str) -> ClientRequest {
         let mut r = client_request(&self.recorder.requests[0]);
-        r.name = "success".into();
+        r.name = name.into();
         let windows = (LOAD_MS / 1000) as u64;
         r.windows = (0..windows)
             .map(|w| {
@@ -286,6 +291,7 @@ pub fn entry(convention: Convention, matchers: &[(&str, &str)]) -> VerifyEntry {
         requests_metric: None,
         status_label: None,
         duration_metric: None,
+        unit: None,
         tolerance: Tolerance {
             duration: 0.01,
             ..Default::default()
@@ -318,10 +324,53 @@ pub fn check(source: &MemorySource, entry: &VerifyEntry, client: &ClientRequest)
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a current-thread runtime");
-    let (verdicts, figures) = rt
-        .block_on(checks::run(&cx))
+    let mut c = vec![
+        rt.block_on(checks::run(&cx))
+            .expect("the in-memory source always answers"),
+    ];
+    checks::reconcile(&mut c, T0, INTERVAL_MS);
+    let c = c.remove(0);
+    Checked {
+        verdicts: c.verdicts,
+        figures: c.figures,
+    }
+}
+
+/// Runs the checks of several entries against `source` and reasons
+/// across them, as a run does; one [`Checked`] per entry, in order.
+pub fn check_all(source: &MemorySource, entries: &[(VerifyEntry, ClientRequest)]) -> Vec<Checked> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime");
+    let names: Vec<Names> = entries.iter().map(|(e, _)| Names::of(e)).collect();
+    let jobs: Vec<checks::Job> = entries
+        .iter()
+        .zip(&names)
+        .map(|((entry, client), names)| checks::Job {
+            entry,
+            names,
+            client,
+        })
+        .collect();
+    let all = rt
+        .block_on(checks::run_all(
+            source,
+            &jobs,
+            &checks::Run {
+                t0: T0,
+                t1: T1,
+                s: S,
+                interval_ms: INTERVAL_MS,
+                targets: &source.targets,
+            },
+        ))
         .expect("the in-memory source always answers");
-    Checked { verdicts, figures }
+    all.into_iter()
+        .map(|c| Checked {
+            verdicts: c.verdicts,
+            figures: c.figures,
+        })
+        .collect()
 }
 
 impl Checked {

@@ -42,6 +42,8 @@ pub(super) async fn server_by_status<M: MetricSource>(
     Ok(out)
 }
 
+/// The count check; also says whether the shortfall is exactly the 5xx
+/// the server never counted.
 pub(super) fn check_count<M: MetricSource>(
     cx: &Context<'_, M>,
     server: f64,
@@ -49,7 +51,7 @@ pub(super) fn check_count<M: MetricSource>(
     client_keys: &BTreeMap<String, u64>,
     query: &str,
     absent: bool,
-) -> Verdict {
+) -> (Verdict, bool) {
     let client = cx.client.responses as f64;
     let slack = cx.entry.tolerance.count.of(cx.client.responses) as f64;
     let upper = client + cx.unsure() as f64 + slack;
@@ -82,7 +84,7 @@ pub(super) fn check_count<M: MetricSource>(
         );
     }
     if pass {
-        return v;
+        return (v, false);
     }
     let ratio = if server > 0.0 { client / server } else { 0.0 };
     let workers = ratio.round();
@@ -121,7 +123,7 @@ pub(super) fn check_count<M: MetricSource>(
             thousands(server - client)
         )
     });
-    v
+    (v, server < lower && all_5xx)
 }
 
 pub(super) fn check_errors<M: MetricSource>(
@@ -145,7 +147,14 @@ pub(super) fn check_errors<M: MetricSource>(
             "the server counts gRPC codes and the client made HTTP requests; codes are not comparable",
         );
     }
-    let keys: BTreeSet<&String> = server.keys().chain(client.keys()).collect();
+    // Codes at zero on both sides are not traffic: go-grpc-prometheus
+    // creates every code's series at 0 before any call.
+    let keys: BTreeSet<&String> = server
+        .iter()
+        .filter(|(_, v)| **v != 0.0)
+        .map(|(k, _)| k)
+        .chain(client.keys())
+        .collect();
     let unsure = cx.unsure() as f64;
     let slack = cx.entry.tolerance.errors.of(cx.client.responses) as f64;
     // Calls the client gave up on (its deadline, or a cancellation) that

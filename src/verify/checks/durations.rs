@@ -12,7 +12,8 @@ use super::{Context, pct, secs, thousands};
 use crate::metrics::{Fetch, MetricSource, SourceError};
 use crate::promql::Selector;
 use crate::scenario::units::format_micros;
-use crate::verify::convention::DurationKind;
+use crate::verify::LOOKBACK_MS;
+use crate::verify::convention::{DurationKind, unit_name};
 use crate::verify::counters;
 use crate::verify::{ServerFigures, Status, Verdict};
 
@@ -57,8 +58,10 @@ pub(super) async fn check_duration<M: MetricSource>(
             .filter_map(|s| counters::increase(s, cx.t0, cx.s))
             .fold((0.0, 0), |(a, n), i| (a + i.delta, n + 1))
     };
+    let unit = cx.names.duration_unit;
     let (count, n_count) = sum_of(&cx.fetch(&count_sel).await?);
     let (sum, _) = sum_of(&cx.fetch(&sum_sel).await?);
+    let sum = sum * unit;
     let h = &cx.client.latency;
     let client_mean = if h.is_empty() { 0.0 } else { h.mean() / 1e6 };
     if n_count == 0 || count <= 0.0 {
@@ -113,18 +116,21 @@ pub(super) async fn check_duration<M: MetricSource>(
         ),
         &format!("{sum_sel} / {count_sel}"),
     );
+    let declared = unit_name(unit);
     if !mean_ok {
         v.diagnosis = Some(if units_wrong && fits(server_mean / 1e3) {
             format!(
-                "server mean {server_mean:.4} vs client {client_mean:.4} s (×{ratio:.0}); divided by 1,000 it fits: milliseconds exported as seconds"
+                "server mean {server_mean:.4} vs client {client_mean:.4} s (×{ratio:.0}); divided by 1,000 it fits: {} exported as {declared}",
+                unit_name(unit * 1e-3)
             )
         } else if units_wrong && fits(server_mean / 1e6) {
             format!(
-                "server mean {server_mean:.4} vs client {client_mean:.6} s (×{ratio:.0}); divided by 1,000,000 it fits: microseconds exported as seconds"
+                "server mean {server_mean:.4} vs client {client_mean:.6} s (×{ratio:.0}); divided by 1,000,000 it fits: {} exported as {declared}",
+                unit_name(unit * 1e-6)
             )
         } else if units_wrong {
             format!(
-                "server mean {server_mean:.4} vs client {client_mean:.4} s (×{ratio:.0}): the server's durations are not in seconds"
+                "server mean {server_mean:.4} vs client {client_mean:.4} s (×{ratio:.0}): the server's durations are not in {declared}"
             )
         } else {
             "the server's mean is above the client's: its timer includes work after the response was sent, or slower traffic from elsewhere matches these series".into()
@@ -137,6 +143,9 @@ pub(super) async fn check_duration<M: MetricSource>(
             .fetch(&base.with_metric(format!("{}_bucket", base.metric)))
             .await?;
         counters::bucket_increases(&f.series, cx.t0, cx.s)
+            .into_iter()
+            .map(|(le, n)| (le * unit, n))
+            .collect()
     } else {
         Vec::new()
     };
@@ -157,7 +166,7 @@ pub(super) async fn check_duration<M: MetricSource>(
             out.push(check_quantiles(cx, &buckets, base));
         }
         DurationKind::Summary => {
-            out.push(cx.skipped("duration", "a summary has no buckets to compare"));
+            out.push(check_summary_means(cx, base, server_mean, client_mean));
             out.push(check_summary_quantiles(cx, base).await?);
         }
     }
@@ -337,23 +346,117 @@ fn check_quantiles<M: MetricSource>(
     v
 }
 
+/// A summary has no buckets: the time spent outside the server's timer
+/// shows in the means, which cover exactly the run (increases of `_sum`
+/// and `_count`), unlike its quantiles.
+fn check_summary_means<M: MetricSource>(
+    cx: &Context<'_, M>,
+    base: &Selector,
+    server_mean: f64,
+    client_mean: f64,
+) -> Verdict {
+    let overhead = cx.entry.overhead.as_secs_f64();
+    let tol = cx.entry.tolerance.duration;
+    let gap = client_mean - server_mean;
+    let ok = server_mean + overhead >= client_mean * (1.0 - tol) - 0.0005;
+    let mut v = cx.verdict(
+        "duration",
+        Status::pass_if(ok),
+        format!(
+            "client mean {} − server mean {} = {} (client overhead allowed: {})",
+            secs(client_mean),
+            secs(server_mean),
+            secs(gap.max(0.0)),
+            secs(overhead)
+        ),
+        &format!(
+            "{0}_sum{1} / {0}_count{1}",
+            base.metric,
+            base.to_string().trim_start_matches(&base.metric)
+        ),
+    );
+    if !ok {
+        v.diagnosis = Some(format!(
+            "server mean {} vs client mean {}: ~{} of each request is spent outside the server's timer, more than the {} the client may add (queueing before a worker picks the request up, e.g. a listen backlog with every worker busy, or a middleware that starts timing late)",
+            secs(server_mean),
+            secs(client_mean),
+            secs(gap),
+            secs(overhead)
+        ));
+    }
+    v
+}
+
+/// How long client_golang's summaries (statsd_exporter's timers) keep
+/// observations for their quantiles by default: `DefMaxAge`.
+const SUMMARY_WINDOW_MS: i64 = 10 * 60 * 1000;
+
+/// The rank error of a summary quantile: statsd_exporter's default
+/// objectives (0.5±0.05, 0.9±0.01, 0.99±0.001); others get 0.01.
+fn rank_error(q: f64) -> f64 {
+    [(0.5, 0.05), (0.9, 0.01), (0.99, 0.001)]
+        .iter()
+        .find(|(x, _)| (x - q).abs() < 1e-9)
+        .map_or(0.01, |(_, e)| *e)
+}
+
+/// Compares a summary's quantiles with the client's within what they can
+/// mean: a value whose rank in the summary's window is within the
+/// objective's error of q, where the window may also hold observations
+/// from before the run. A server quantile above the slowest client value
+/// such a rank allows reports slower requests than the client saw.
 async fn check_summary_quantiles<M: MetricSource>(
     cx: &Context<'_, M>,
     base: &Selector,
 ) -> Result<Verdict, SourceError> {
+    let unit = cx.names.duration_unit;
     let f = cx.fetch(base).await?;
     let h = &cx.client.latency;
-    let mut parts = Vec::new();
-    let mut problems = Vec::new();
     let mut by_q: BTreeMap<String, f64> = BTreeMap::new();
+    let mut empty_window = false;
     for s in &f.series {
-        if let (Some(q), Some((_, x))) = (s.labels.get("quantile"), s.samples.last())
-            && x.is_finite()
-        {
-            let e = by_q.entry(q.clone()).or_insert(f64::MIN);
-            *e = e.max(*x);
+        let Some(q) = s.labels.get("quantile") else {
+            continue;
+        };
+        match s.samples.iter().rev().find(|(t, _)| *t <= cx.s) {
+            Some((_, x)) if x.is_finite() => {
+                let e = by_q.entry(q.clone()).or_insert(f64::MIN);
+                *e = e.max(*x * unit);
+            }
+            // client_golang writes NaN when the window holds nothing.
+            Some(_) => empty_window = true,
+            None => {}
         }
     }
+    // Observations in the window from before the run: the `_count` at T0
+    // minus its value when the window began (all of it when no sample is
+    // that old).
+    let count_sel = base.with_metric(format!("{}_count", base.metric));
+    let window_start = cx.s - SUMMARY_WINDOW_MS;
+    let counts = cx
+        .source
+        .samples(&count_sel, window_start.min(cx.t0 - LOOKBACK_MS) - 1, cx.s)
+        .await?;
+    let (mut before, mut during) = (0.0, 0.0);
+    for s in &counts.series {
+        let at = |t: i64| {
+            s.samples
+                .iter()
+                .rev()
+                .find(|(st, v)| *st <= t && v.is_finite())
+                .map(|(_, v)| *v)
+        };
+        let at_t0 = at(cx.t0).unwrap_or(0.0);
+        let at_start = at(window_start).unwrap_or(0.0).min(at_t0);
+        before += at_t0 - at_start;
+        if let Some(i) = counters::increase(s, cx.t0, cx.s) {
+            during += i.delta;
+        }
+    }
+    let window = before + during;
+    let mut parts = Vec::new();
+    let mut problems = Vec::new();
+    let mut unbounded = Vec::new();
     for (q, server) in &by_q {
         let Ok(qv) = q.parse::<f64>() else { continue };
         let cq = client_quantile(h, qv);
@@ -362,34 +465,75 @@ async fn check_summary_quantiles<M: MetricSource>(
             secs(*server),
             secs(cq)
         ));
-        if *server > cq * 1.002 + 0.0005 {
+        if during <= 0.0 {
+            continue;
+        }
+        // The highest rank among the run's observations the server's
+        // value may have.
+        let top = (qv + rank_error(qv)) * window / during;
+        if top >= 1.0 {
+            unbounded.push(format!("q{q}"));
+            continue;
+        }
+        let slowest = client_quantile(h, top);
+        if *server > slowest * 1.002 + 0.0005 {
             problems.push(format!(
-                "q{q} server {} above client {}",
+                "q{q} server {} above client {} (the client's value at rank {:.3}, the highest q{q}±{} allows{})",
                 secs(*server),
-                secs(cq)
+                secs(slowest),
+                top,
+                rank_error(qv),
+                if before > 0.0 {
+                    format!(
+                        " with {} observations from before the run in the window",
+                        thousands(before)
+                    )
+                } else {
+                    String::new()
+                }
             ));
         }
     }
+    let status = if by_q.is_empty() {
+        Status::NoData
+    } else if !problems.is_empty() {
+        Status::Fail
+    } else if unbounded.len() == by_q.len() {
+        Status::Skipped
+    } else {
+        Status::Pass
+    };
     let mut v = cx.verdict(
         "quantiles",
-        if by_q.is_empty() {
-            Status::NoData
-        } else {
-            Status::pass_if(problems.is_empty())
-        },
+        status,
         if parts.is_empty() {
-            format!("no quantile series for `{base}`")
+            format!(
+                "no quantile series for `{base}`{}",
+                if empty_window {
+                    " (NaN: the summary's window holds no observations)"
+                } else {
+                    ""
+                }
+            )
         } else {
             parts.join(" · ")
         },
         &base.to_string(),
     );
-    v.warnings.push(
-        "summary quantiles cover the exporter's own window, not exactly this run, and cannot be aggregated across instances".into(),
-    );
+    v.warnings.push(format!(
+        "summary quantiles cover the exporter's own 10-minute window ({} observations, {} from before the run) with rank error (q0.5±0.05, q0.9±0.01, q0.99±0.001), and cannot be aggregated across instances",
+        thousands(window),
+        thousands(before)
+    ));
+    if !unbounded.is_empty() {
+        v.warnings.push(format!(
+            "{} not compared: the window holds so many observations from before the run that any value is possible",
+            unbounded.join(", ")
+        ));
+    }
     if !problems.is_empty() {
         v.diagnosis = Some(format!(
-            "{}: the server reports slower requests than the client saw (other traffic, or time before the run)",
+            "{}: the server reports slower requests than the client saw (other traffic in the series, or a timer that includes work after the response)",
             problems.join("; ")
         ));
     }

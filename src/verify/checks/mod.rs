@@ -12,14 +12,18 @@
 //! - [`counts`]: the request count and the errors per status.
 //! - [`durations`]: server mean and units, the latency distribution at
 //!   each bucket bound, and quantiles from buckets or a summary.
+//! - [`target`]: reasoning across the requests of one target, once every
+//!   entry is checked, so that one cause (a frozen page, scrapes that
+//!   read one worker's registry) reads as one failure in every request.
 
 mod counts;
 mod durations;
 mod integrity;
+mod target;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::convention::{self, Names, StatusStyle};
 use super::counters::{self, Increase};
@@ -28,10 +32,14 @@ use crate::metrics::{Fetch, MetricSource, Series, SourceError, TargetStatus};
 use crate::promql::Selector;
 use crate::scenario::units::{self, format_micros};
 use crate::scenario::verification::VerifyEntry;
+pub(super) use target::reconcile;
 
 use counts::{check_count, check_errors, server_by_status};
 use durations::check_duration;
-use integrity::{check_freshness, check_resets, explain_no_series};
+use integrity::{
+    check_freshness, check_non_finite, check_resets, explain_no_series, family_on_targets,
+    target_of,
+};
 
 /// What the checks of one entry read.
 pub(super) struct Context<'a, M> {
@@ -63,6 +71,21 @@ impl<M: MetricSource> Context<'_, M> {
             query: query.to_owned(),
             eval_unix_ms: self.s,
             warnings: Vec::new(),
+        }
+    }
+
+    /// The same context reading other names.
+    fn with_names<'b>(&'b self, names: &'b Names) -> Context<'b, M> {
+        Context {
+            source: self.source,
+            entry: self.entry,
+            names,
+            client: self.client,
+            t0: self.t0,
+            t1: self.t1,
+            s: self.s,
+            interval_ms: self.interval_ms,
+            targets: self.targets,
         }
     }
 
@@ -103,31 +126,232 @@ fn pct(v: f64) -> String {
     format!("{:.1}%", v * 100.0)
 }
 
-/// Runs the checks of one entry and returns the verdicts and the server
-/// figures.
-pub(super) async fn run<M: MetricSource>(
+/// What the checks of one entry learnt that the reasoning across the
+/// requests of a target needs ([`target::reconcile`]).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Facts {
+    /// `(job, instance)` of the entry's series, or of its family's on the
+    /// entry's targets when none matched.
+    pub targets: BTreeSet<(String, String)>,
+    /// The server's increase, when the count check ran on series.
+    pub server_count: Option<f64>,
+    /// No series matched while the family is exported on the target.
+    pub absent: bool,
+    /// The count fell short by exactly the 5xx the server never counted.
+    pub missing_5xx: bool,
+    /// The values stopped changing at this time (ms) while the client
+    /// kept completing requests: a frozen page (see freshness).
+    pub frozen_since: Option<i64>,
+    /// When the entry's series last changed (the latest of them).
+    pub settled_since: Option<i64>,
+}
+
+/// The checks of one entry, before the reasoning across entries.
+#[derive(Debug, Clone)]
+pub(super) struct Checked {
+    pub verdicts: Vec<Verdict>,
+    pub figures: ServerFigures,
+    pub facts: Facts,
+    pub client: ClientRequest,
+    /// Requests the server may have counted or not, plus the count
+    /// tolerance.
+    pub slack: u64,
+}
+
+/// One `verify:` entry to check, with its client side.
+pub(super) struct Job<'a> {
+    pub entry: &'a VerifyEntry,
+    pub names: &'a Names,
+    pub client: &'a ClientRequest,
+}
+
+/// What every entry is checked against.
+pub(super) struct Run<'a> {
+    pub t0: i64,
+    pub t1: i64,
+    pub s: i64,
+    pub interval_ms: i64,
+    pub targets: &'a [TargetStatus],
+}
+
+/// Which series an entry reads: entries that read the same ones cannot
+/// be told apart by the server.
+fn series_key(n: &Names) -> String {
+    format!(
+        "{}|{:?}|{}",
+        n.requests,
+        n.status,
+        n.duration
+            .as_ref()
+            .map(|(d, _)| d.to_string())
+            .unwrap_or_default()
+    )
+}
+
+/// The client side of several requests counted in the same series.
+fn pooled(clients: &[&ClientRequest]) -> ClientRequest {
+    let mut out = clients[0].clone();
+    out.name = clients
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect::<Vec<_>>()
+        .join(" + ");
+    for c in &clients[1..] {
+        for (k, n) in &c.by_status {
+            *out.by_status.entry(k.clone()).or_default() += n;
+        }
+        out.responses += c.responses;
+        out.unsure += c.unsure;
+        out.latency
+            .add(&c.latency)
+            .expect("auto-resizing histograms always merge");
+        for (w, (_, n)) in out.windows.iter_mut().zip(&c.windows) {
+            w.1 += n;
+        }
+    }
+    out
+}
+
+/// Checks every entry and reasons across them. Entries whose matchers
+/// select the same series (statsd_exporter's label-free gunicorn
+/// metrics, or two requests of one view) are checked once against the
+/// sum of their clients, and each gets those verdicts.
+pub(super) async fn run_all<M: MetricSource>(
+    source: &M,
+    jobs: &[Job<'_>],
+    run_at: &Run<'_>,
+) -> Result<Vec<Checked>, SourceError> {
+    let mut pools: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, j) in jobs.iter().enumerate() {
+        let key = series_key(j.names);
+        match pools.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(i),
+            None => pools.push((key, vec![i])),
+        }
+    }
+    let mut out: Vec<Option<Checked>> = vec![None; jobs.len()];
+    for (_, members) in &pools {
+        let first = &jobs[members[0]];
+        let clients: Vec<&ClientRequest> = members.iter().map(|&i| jobs[i].client).collect();
+        let client = pooled(&clients);
+        let cx = Context {
+            source,
+            entry: first.entry,
+            names: first.names,
+            client: &client,
+            t0: run_at.t0,
+            t1: run_at.t1,
+            s: run_at.s,
+            interval_ms: run_at.interval_ms,
+            targets: run_at.targets,
+        };
+        let checked = run(&cx).await?;
+        for &i in members {
+            let mut c = checked.clone();
+            let name = jobs[i].client.name.clone();
+            for v in &mut c.verdicts {
+                v.request = Some(name.clone());
+            }
+            if members.len() > 1
+                && let Some(p) = c.verdicts.iter_mut().find(|v| v.check == "preflight")
+            {
+                p.warnings.push(format!(
+                    "{} are counted in the same series (the matchers cannot tell them apart) and are verified together, against the sum of their client figures",
+                    client.name
+                ));
+            }
+            c.figures.request = name;
+            out[i] = Some(c);
+        }
+    }
+    let mut out: Vec<Checked> = out
+        .into_iter()
+        .map(|c| c.expect("every entry checked"))
+        .collect();
+    reconcile(&mut out, run_at.t0, run_at.interval_ms);
+    Ok(out)
+}
+
+/// Runs the checks of one entry and returns the verdicts, the server
+/// figures and the facts the reasoning across entries needs.
+pub(super) async fn run<M: MetricSource>(cx: &Context<'_, M>) -> Result<Checked, SourceError> {
+    let fetched = cx.fetch(&cx.names.requests).await?;
+    // OpenTelemetry's other generation of names, when these find nothing.
+    if let Some(fallback) = &cx.names.fallback
+        && !fetched
+            .series
+            .iter()
+            .any(|s| counters::increase(s, cx.t0, cx.s).is_some())
+    {
+        let other = cx.fetch(&fallback.requests).await?;
+        if other
+            .series
+            .iter()
+            .any(|s| counters::increase(s, cx.t0, cx.s).is_some())
+        {
+            let alt = cx.with_names(fallback);
+            let (mut verdicts, figures, facts) = run_on(&alt, other).await?;
+            if let Some(p) = verdicts.iter_mut().find(|v| v.check == "preflight") {
+                p.warnings.insert(0, cx.names.fallback_note.clone());
+            }
+            return Ok(checked(cx, verdicts, figures, facts));
+        }
+    }
+    let (verdicts, figures, facts) = run_on(cx, fetched).await?;
+    Ok(checked(cx, verdicts, figures, facts))
+}
+
+fn checked<M: MetricSource>(
     cx: &Context<'_, M>,
-) -> Result<(Vec<Verdict>, ServerFigures), SourceError> {
+    verdicts: Vec<Verdict>,
+    figures: ServerFigures,
+    facts: Facts,
+) -> Checked {
+    Checked {
+        verdicts,
+        figures,
+        facts,
+        client: cx.client.clone(),
+        slack: cx.unsure() + cx.entry.tolerance.count.of(cx.client.responses),
+    }
+}
+
+async fn run_on<M: MetricSource>(
+    cx: &Context<'_, M>,
+    fetched: Fetch,
+) -> Result<(Vec<Verdict>, ServerFigures, Facts), SourceError> {
     let mut out = Vec::new();
+    let mut facts = Facts::default();
     let mut figures = ServerFigures {
         request: cx.client.name.clone(),
         convention: cx.entry.convention.name().into(),
         ..Default::default()
     };
     let query = cx.names.requests.to_string();
-    let fetched = cx.fetch(&cx.names.requests).await?;
     let series: Vec<(Series, Increase)> = fetched
         .series
         .iter()
         .filter_map(|s| counters::increase(s, cx.t0, cx.s).map(|i| (s.clone(), i)))
         .collect();
+    facts.targets = series.iter().map(|(s, _)| target_of(s)).collect();
+    facts.settled_since = series.iter().map(|(_, i)| i.settled_since_ms).max();
 
-    // Preflight: the matchers find series.
+    // Preflight: the matchers find series holding numbers.
     let mut absent_but_exported = false;
+    if let Some(mut v) = check_non_finite(cx, &fetched.series, &query) {
+        v.warnings = fetched.warnings.clone();
+        facts.targets.extend(fetched.series.iter().map(target_of));
+        out.push(v);
+        for check in ["count", "errors", "duration"] {
+            out.push(cx.skipped(check, "the series hold no numbers (see preflight)"));
+        }
+        return Ok((out, figures, facts));
+    }
     if series.is_empty() {
-        let (message, exported) = explain_no_series(cx, &cx.names.requests).await?;
-        let mut v = cx.verdict("preflight", Status::NoData, message.0, &query);
-        v.diagnosis = Some(message.1);
+        let none = explain_no_series(cx, &cx.names.requests).await?;
+        facts.targets = none.targets.clone();
+        let mut v = cx.verdict("preflight", Status::NoData, none.summary, &query);
+        v.diagnosis = Some(none.diagnosis);
         v.warnings = fetched.warnings.clone();
         out.push(v);
         // Counted as zero only when the client saw server errors: then the
@@ -135,11 +359,12 @@ pub(super) async fn run<M: MetricSource>(
         // (exceptions that bypass the middleware). Otherwise the matcher
         // is the likelier culprit, and the preflight says so.
         let saw_5xx = cx.client.by_status.keys().any(|k| is_http_5xx(k));
-        if !exported || !saw_5xx {
+        facts.absent = none.exported;
+        if !none.exported || !saw_5xx {
             for check in ["count", "errors", "duration"] {
                 out.push(cx.skipped(check, "no series to read (see preflight)"));
             }
-            return Ok((out, figures));
+            return Ok((out, figures, facts));
         }
         absent_but_exported = true;
     } else {
@@ -157,17 +382,19 @@ pub(super) async fn run<M: MetricSource>(
     // the run mean nothing.
     let mut premise: Option<&str> = None;
     if !absent_but_exported {
-        let resets = check_resets(cx, &series, &query).await?;
+        let family = family_on_targets(cx, &series).await?;
+        let resets = check_resets(cx, &series, &family, &query).await?;
         if resets.status.failed() {
             premise = Some("counters dropped during the run (see resets)");
             out.push(resets);
             out.push(cx.skipped("freshness", "counters dropped during the run (see resets)"));
         } else {
             out.push(resets);
-            let fresh = check_freshness(cx, &series, &query);
+            let (fresh, frozen_since) = check_freshness(cx, &series, &family, &query);
             if fresh.status.failed() {
                 premise = Some("the metrics are not fresh (see freshness)");
             }
+            facts.frozen_since = frozen_since;
             out.push(fresh);
         }
     }
@@ -175,12 +402,12 @@ pub(super) async fn run<M: MetricSource>(
         for check in ["count", "errors", "duration"] {
             out.push(cx.skipped(check, why));
         }
-        return Ok((out, figures));
+        return Ok((out, figures, facts));
     }
 
     let server_count: f64 = series.iter().map(|(_, i)| i.delta).sum();
     figures.count = Some(server_count);
-
+    facts.server_count = Some(server_count);
     // Errors per status.
     let by_status = server_by_status(cx, &series).await?;
     let style = convention::style_of(by_status.keys().map(String::as_str));
@@ -216,16 +443,22 @@ pub(super) async fn run<M: MetricSource>(
                 .sum(),
         );
     }
-    figures.by_status = server_keys.clone();
+    figures.by_status = server_keys
+        .iter()
+        .filter(|(_, v)| **v != 0.0)
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
 
-    out.push(check_count(
+    let (count, missing_5xx) = check_count(
         cx,
         server_count,
         &server_keys,
         &client_keys,
         &query,
         absent_but_exported,
-    ));
+    );
+    facts.missing_5xx = missing_5xx;
+    out.push(count);
     out.push(check_errors(
         cx,
         style,
@@ -235,8 +468,8 @@ pub(super) async fn run<M: MetricSource>(
     ));
     if absent_but_exported {
         out.push(cx.skipped("duration", "no series to read (see preflight)"));
-        return Ok((out, figures));
+        return Ok((out, figures, facts));
     }
     out.extend(check_duration(cx, &mut figures).await?);
-    Ok((out, figures))
+    Ok((out, figures, facts))
 }

@@ -98,10 +98,22 @@ fn uniform_one_in_n_fraction_blames_worker_registries() {
         "count",
         Fail,
         &[
-            "server counted 100, about 1/4 of the client's 400",
-            "one of ~4 worker processes' registries (multiprocess mode missing)",
+            "server counted 100 of this request's 400",
+            "the server counted 100 of the client's 400, about 1/4",
+            "one of ~4 worker processes",
+            "multiprocess mode",
         ],
     );
+    // One cause, one failure: the checks whose premise the count refuted
+    // do not add causes of their own.
+    for check in ["errors", "mean", "duration", "quantiles"] {
+        let v = c.get(check);
+        assert_eq!(v.status, Skipped, "{v:#?}");
+        assert!(
+            v.summary.contains("~1/4 of the traffic (see count)"),
+            "{v:#?}"
+        );
+    }
 }
 
 #[test]
@@ -318,4 +330,87 @@ fn metrics_without_status_or_duration_skip_those_checks() {
     );
     c.skipped(&["errors"], "the metrics carry no status");
     c.skipped(&["duration"], "no duration metric for this convention");
+}
+
+/// The 17 gRPC codes in go-grpc-prometheus' spelling and
+/// py-grpc-prometheus'.
+const GO_CODES: [&str; 17] = [
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+];
+const PY_CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+#[test]
+fn pre_initialised_zero_codes_are_neither_traffic_nor_missing() {
+    // go-grpc-prometheus creates every code's series at 0 when the
+    // service registers; only OK and InvalidArgument see traffic.
+    for codes in [GO_CODES, PY_CODES] {
+        let counts: Vec<(&str, f64)> = codes
+            .iter()
+            .map(|c| match *c {
+                "OK" => (*c, 90.0),
+                "InvalidArgument" | "INVALID_ARGUMENT" => (*c, 10.0),
+                _ => (*c, 0.0),
+            })
+            .collect();
+        let mut src = MemorySource::default();
+        for (code, n) in &counts {
+            src.add(
+                "grpc_server_handled_total",
+                &[
+                    ("grpc_type", "unary"),
+                    ("grpc_service", "revert.RevertName"),
+                    ("grpc_method", "RevertName"),
+                    ("grpc_code", code),
+                ],
+                counter(0.0, *n),
+            );
+        }
+        let client = Client::new()
+            .grpc("OK", 90, 2.0)
+            .grpc("INVALID_ARGUMENT", 10, 1.0);
+        let c = check(&src, &grpc_entry(), &client.build());
+        c.summary("count", Pass, &["server 100 = client 100"]);
+        c.summary("resets", Pass, &[]);
+        c.summary("freshness", Pass, &[]);
+        let v = c.summary("errors", Pass, &[]);
+        assert_eq!(
+            v.summary, "InvalidArgument: server 10 / client 10 · OK: server 90 / client 90",
+            "{codes:?}"
+        );
+        assert_eq!(c.figures.errors, Some(0.0));
+    }
 }

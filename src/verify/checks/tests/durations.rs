@@ -5,7 +5,7 @@ use super::{LATENCY, VIEW, django, healthy, latency, requests};
 use crate::scenario::verification::Convention;
 use crate::verify::Status::{Fail, NoData, Pass, Skipped};
 use crate::verify::testing::{
-    Checked, Client, MemorySource, check, counter, entry, progress, sampled,
+    Checked, Client, MemorySource, check, counter, entry, observations, progress, sampled,
 };
 
 /// A django service that counted 100 × 200 and timed them at
@@ -296,9 +296,15 @@ fn no_client_responses_leave_latency_without_data() {
 /// A gunicorn service reporting through statsd_exporter: a counter, one
 /// counter per status, and a latency summary with `quantiles`.
 fn statsd(quantiles: &[(&str, f64)]) -> MemorySource {
+    statsd_with(quantiles, 0.0, 4.8)
+}
+
+/// [`statsd`] with `before` requests timed before the run, and the
+/// run's durations summing to `sum` seconds.
+fn statsd_with(quantiles: &[(&str, f64)], before: f64, sum: f64) -> MemorySource {
     let mut src = MemorySource::default();
-    src.add("gunicorn_requests", &[], counter(40.0, 100.0));
-    src.add("gunicorn_request_status_200", &[], counter(40.0, 100.0));
+    src.add("gunicorn_requests", &[], counter(before, 100.0));
+    src.add("gunicorn_request_status_200", &[], counter(before, 100.0));
     for (q, v) in quantiles {
         src.add(
             "gunicorn_request_duration",
@@ -306,11 +312,15 @@ fn statsd(quantiles: &[(&str, f64)]) -> MemorySource {
             sampled(|_| *v),
         );
     }
-    src.add("gunicorn_request_duration_count", &[], counter(40.0, 100.0));
+    src.add(
+        "gunicorn_request_duration_count",
+        &[],
+        counter(before, 100.0),
+    );
     src.add(
         "gunicorn_request_duration_sum",
         &[],
-        sampled(|t| 2.0 + 4.8 * progress(t)),
+        sampled(|t| before * 0.05 + sum * progress(t)),
     );
     src
 }
@@ -332,7 +342,11 @@ fn summary_quantiles_within_the_client_pass() {
         errors.query,
         "{job=\"polls\",__name__=~\"gunicorn_request_status_[0-9]+\"}"
     );
-    c.skipped(&["duration"], "a summary has no buckets to compare");
+    c.summary(
+        "duration",
+        Pass,
+        &["client mean 50.0ms − server mean 48.0ms = 2.00ms (client overhead allowed: 25.0ms)"],
+    );
     let v = c.summary(
         "quantiles",
         Pass,
@@ -341,7 +355,7 @@ fn summary_quantiles_within_the_client_pass() {
             "q0.99: server 58.0ms / client",
         ],
     );
-    assert!(v.warnings[0].contains("summary quantiles cover the exporter's own window"));
+    assert!(v.warnings[0].contains("summary quantiles cover the exporter's own 10-minute window"));
 }
 
 #[test]
@@ -351,8 +365,8 @@ fn summary_quantile_above_the_client_fails() {
         "quantiles",
         Fail,
         &[
-            "q0.99 server 400.0ms above client",
-            "the server reports slower requests than the client saw (other traffic, or time before the run)",
+            "q0.99 server 400.0ms above client 60.0ms",
+            "the server reports slower requests than the client saw",
         ],
     );
 }
@@ -365,4 +379,213 @@ fn summary_without_quantile_series_is_no_data() {
         NoData,
         &["no quantile series for `gunicorn_request_duration{job=\"polls\"}`"],
     );
+}
+
+#[test]
+fn summary_median_within_its_rank_error_passes() {
+    // A 2:1:1 mix of ~20 ms successes and ~2 ms 404s and 500s: the
+    // median falls in the gap between them. client_golang's q0.5 is any
+    // value of rank 0.45..0.55, here 13.9 ms where the client's exact
+    // median is 2 ms.
+    let mut src = statsd_with(
+        &[("0.5", 0.0139), ("0.9", 0.021), ("0.99", 0.0225)],
+        0.0,
+        1.05,
+    );
+    src.add("gunicorn_request_status_404", &[], counter(0.0, 0.0));
+    let client = Client::new()
+        .http_spread(200, 50, 18.0, 22.0)
+        .http_spread(200, 50, 1.5, 2.5);
+    let c = check(
+        &src,
+        &entry(Convention::Statsd, &[("job", "polls")]),
+        &client.build(),
+    );
+    c.summary("quantiles", Pass, &["q0.5: server 13.9ms / client"]);
+}
+
+#[test]
+fn summary_window_with_traffic_from_before_the_run_widens_the_band() {
+    // 20 slow requests before the run are still in the 10-minute
+    // window: the server's q0.9 may be one of them; its q0.5 is still
+    // bounded by the run's.
+    let c = statsd_check(&statsd_with(&[("0.5", 0.05), ("0.9", 0.4)], 20.0, 4.8));
+    let v = c.summary("quantiles", Pass, &["q0.9: server 400.0ms"]);
+    assert!(v.warnings[0].contains("20 from before the run"), "{v:#?}");
+    assert!(v.warnings[1].contains("q0.9 not compared"), "{v:#?}");
+}
+
+#[test]
+fn queueing_before_a_summary_timer_fails_the_means() {
+    // 16 users on 3 sync workers: requests wait in the listen backlog,
+    // which gunicorn's timer does not see. Server mean 10 ms, client 115.
+    let mut src = statsd_with(&[("0.5", 0.01), ("0.9", 0.012), ("0.99", 0.015)], 0.0, 1.0);
+    src.add("gunicorn_workers", &[], sampled(|_| 3.0));
+    let client = Client::new().http_spread(200, 100, 30.0, 200.0);
+    let c = check(
+        &src,
+        &entry(Convention::Statsd, &[("job", "polls")]),
+        &client.build(),
+    );
+    c.summary("mean", Pass, &[]);
+    c.diagnosis(
+        "duration",
+        Fail,
+        &[
+            "server mean 10.0ms vs client mean 115.0ms",
+            "~105.0ms of each request is spent outside the server's timer",
+            "queueing",
+        ],
+    );
+    c.summary("quantiles", Pass, &[]);
+}
+
+/// An OpenTelemetry-instrumented app without the semconv opt-in: the old
+/// histogram in milliseconds, labelled `http_target`, `http_method`,
+/// `http_status_code`.
+fn otel_old(job: &str) -> MemorySource {
+    let mut src = MemorySource::default();
+    src.histogram(
+        "http_server_duration_milliseconds",
+        &[
+            ("job", job),
+            ("http_target", "/polls/{id}"),
+            ("http_method", "GET"),
+            ("http_status_code", "200"),
+        ],
+        &[
+            0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 1000.0,
+        ],
+        &observations(100, 38.0, 58.0)
+            .iter()
+            .map(|s| s * 1e3)
+            .collect::<Vec<_>>(),
+    );
+    src
+}
+
+#[test]
+fn otel_old_names_are_read_in_milliseconds_and_named() {
+    let src = otel_old("polls");
+    let e = entry(
+        Convention::Otel,
+        &[("job", "polls"), ("http_route", "/polls/{id}")],
+    );
+    let client = Client::new().http_spread(200, 100, 40.0, 60.0);
+    let c = check(&src, &e, &client.build());
+    let p = c.summary(
+        "preflight",
+        Pass,
+        &["1 series of http_server_duration_milliseconds_count"],
+    );
+    assert!(
+        p.warnings[0].contains("only OpenTelemetry's old HTTP names are exported")
+            && p.warnings[0].contains("OTEL_SEMCONV_STABILITY_OPT_IN=http"),
+        "{p:#?}"
+    );
+    c.summary("count", Pass, &["server 100 = client 100"]);
+    c.summary("errors", Pass, &["200: server 100 / client 100"]);
+    c.summary("mean", Pass, &["server mean 48.0ms"]);
+    c.summary("duration", Pass, &[]);
+    c.summary("quantiles", Pass, &[]);
+}
+
+#[test]
+fn otel_stable_names_only_with_old_matchers_say_so() {
+    let mut src = MemorySource::default();
+    src.histogram(
+        "http_server_request_duration_seconds",
+        &[
+            ("http_route", "/polls/{id}"),
+            ("http_request_method", "GET"),
+            ("http_response_status_code", "200"),
+        ],
+        &[0.005, 0.01, 0.025, 0.05, 0.075, 0.1],
+        &observations(100, 38.0, 58.0),
+    );
+    let e = entry(Convention::Otel, &[("http_target", "/polls/{id}")]);
+    let c = check(
+        &src,
+        &e,
+        &Client::new().http_spread(200, 100, 40.0, 60.0).build(),
+    );
+    let p = c.summary(
+        "preflight",
+        Pass,
+        &["http_server_request_duration_seconds_count"],
+    );
+    assert!(
+        p.warnings[0].contains("only OpenTelemetry's stable HTTP names"),
+        "{p:#?}"
+    );
+    c.summary("count", Pass, &[]);
+    c.summary("mean", Pass, &[]);
+}
+
+#[test]
+fn otel_names_on_another_job_only_are_not_uncounted_exceptions() {
+    // The stable names exist, but on another job; this job exports the
+    // old ones only, for other routes.
+    let mut src = otel_old("app");
+    src.add(
+        "http_server_request_duration_seconds_count",
+        &[("job", "other"), ("http_route", "/polls/{id}")],
+        counter(0.0, 5.0),
+    );
+    let e = entry(
+        Convention::Otel,
+        &[("job", "app"), ("http_route", "/crash")],
+    );
+    let c = check(&src, &e, &Client::new().http(500, 10, 5.0).build());
+    let v = c.get("preflight");
+    assert!(
+        !v.diagnosis.as_deref().unwrap_or("").contains("bypass"),
+        "{v:#?}"
+    );
+    assert_ne!(v.status, Pass);
+}
+
+#[test]
+fn a_milliseconds_histogram_is_not_milliseconds_exported_as_seconds() {
+    let mut src = MemorySource::default();
+    src.add(
+        "app_requests_total",
+        &[("route", "/polls")],
+        counter(0.0, 100.0),
+    );
+    src.histogram(
+        "app_request_duration_milliseconds",
+        &[("route", "/polls")],
+        &[10.0, 25.0, 50.0, 100.0, 250.0],
+        &[48.0; 100],
+    );
+    let mut e = entry(Convention::Custom, &[("route", "/polls")]);
+    e.requests_metric = Some("app_requests_total".into());
+    e.duration_metric = Some("app_request_duration_milliseconds".into());
+    let client = Client::new().http(200, 100, 50.0);
+    let c = check(&src, &e, &client.build());
+    c.summary("mean", Pass, &["server mean 48.0ms"]);
+    c.summary("duration", Pass, &[]);
+
+    // The same histogram under a name without a unit, declared `unit: ms`.
+    let mut src = MemorySource::default();
+    src.add(
+        "app_requests_total",
+        &[("route", "/polls")],
+        counter(0.0, 100.0),
+    );
+    src.histogram(
+        "app_latency",
+        &[("route", "/polls")],
+        &[10.0, 25.0, 50.0, 100.0, 250.0],
+        &[48.0; 100],
+    );
+    e.duration_metric = Some("app_latency".into());
+    e.unit = Some(1e-3);
+    let c = check(&src, &e, &client.build());
+    c.summary("mean", Pass, &["server mean 48.0ms"]);
+    // Without it the values are read as seconds, and the mistake named.
+    e.unit = None;
+    let c = check(&src, &e, &client.build());
+    c.diagnosis("mean", Fail, &["milliseconds exported as seconds"]);
 }

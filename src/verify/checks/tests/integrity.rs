@@ -176,7 +176,7 @@ fn worker_saw_tooth_with_flipping_created_blames_worker_registries() {
         "resets",
         Fail,
         &[
-            "`_created` time flips between values 6×",
+            "`_created` time flips between values 11×",
             "different worker processes",
             "multiprocess mode",
         ],
@@ -424,4 +424,214 @@ fn fresh_counters_pass_freshness() {
         Pass,
         &["newest samples 1.00s after the load ended"],
     );
+}
+
+/// A sample per scrape from whichever of three worker registries
+/// answered it: A until two seconds into the load, then B, then C from
+/// six seconds on — each worker seen once, in the order they started.
+fn three_workers_in_turn(a: f64, b: f64, c: f64) -> Vec<Sample> {
+    sampled(|t| {
+        if t < T0 + 2_000 {
+            a
+        } else if t < T0 + 6_000 {
+            b
+        } else {
+            c
+        }
+    })
+}
+
+#[test]
+fn start_times_of_workers_seen_in_turn_are_not_restarts() {
+    // uWSGI or gunicorn without multiprocess mode: each worker exports
+    // its own start time, all from before the previous scrape, so the
+    // value moves without any process starting.
+    let mut src = MemorySource::default();
+    src.add(
+        REQUESTS,
+        OK_200,
+        three_workers_in_turn(80.0, 40.0, 60.0)
+            .into_iter()
+            .map(|(t, v)| (t, v + (10.0 * progress(t)).floor()))
+            .collect(),
+    );
+    src.add(
+        "process_start_time_seconds",
+        &[],
+        three_workers_in_turn(1_699_999_900.11, 1_699_999_900.13, 1_699_999_900.17),
+    );
+    let c = check(&src, &django(), &client().build());
+    let v = c.diagnosis(
+        "resets",
+        Fail,
+        &[
+            "process_start_time_seconds flips between values 2× (3 processes",
+            "different worker processes",
+            "multiprocess mode",
+        ],
+    );
+    assert!(
+        !v.diagnosis.as_ref().unwrap().contains("restarted"),
+        "{v:#?}"
+    );
+}
+
+#[test]
+fn series_duplicated_on_the_page_is_not_a_registry_reset() {
+    // Two collectors export the same counter: every page holds it twice.
+    let mut src = MemorySource::default();
+    let mut samples: Vec<Sample> = Vec::new();
+    for (t, v) in counter(20.0, 100.0) {
+        samples.push((t, v));
+        samples.push((t, 3.0));
+    }
+    src.add(REQUESTS, OK_200, samples);
+    src.add(CREATED, OK_200, constant(1_699_990_001.0));
+    let c = check(&src, &django(), &client().build());
+    c.summary(
+        "resets",
+        Fail,
+        &["1 series appear more than once on the same page"],
+    );
+    let v = c.diagnosis(
+        "resets",
+        Fail,
+        &[
+            "is duplicated on the page",
+            "duplicate sample for timestamp",
+        ],
+    );
+    let d = v.diagnosis.as_ref().unwrap();
+    assert!(
+        !d.contains("re-created") || d.contains("not a registry reset"),
+        "{v:#?}"
+    );
+    assert!(!d.contains("worker"), "{v:#?}");
+}
+
+#[test]
+fn counter_valued_nan_or_inf_says_so() {
+    for (value, word) in [(f64::NAN, "NaN"), (f64::INFINITY, "+Inf")] {
+        let mut src = MemorySource::default();
+        src.add(REQUESTS, OK_200, constant(value));
+        let c = check(&src, &django(), &client().build());
+        c.summary("preflight", Fail, &[&format!("1 of 1 series hold {word}")]);
+        let v = c.diagnosis(
+            "preflight",
+            Fail,
+            &[
+                &format!("is {word} on the page"),
+                "a counter must be a finite count",
+            ],
+        );
+        assert!(!v.diagnosis.as_ref().unwrap().is_empty());
+        c.skipped(
+            &["count", "errors", "duration"],
+            "the series hold no numbers (see preflight)",
+        );
+    }
+}
+
+#[test]
+fn no_series_on_the_target_is_not_read_as_uncounted_exceptions() {
+    // The metric exists on another job only: this job exports other
+    // names. Honouring `job`, nothing says the exceptions bypass the
+    // middleware.
+    let mut src = MemorySource::default();
+    src.add(
+        REQUESTS,
+        &[("job", "other"), VIEW, ("method", "GET"), ("status", "200")],
+        counter(0.0, 10.0),
+    );
+    let e = entry(
+        Convention::Django,
+        &[("job", "polls"), ("view", "polls:exception")],
+    );
+    let c = check(&src, &e, &Client::new().http(500, 10, 5.0).build());
+    let v = c.diagnosis(
+        "preflight",
+        NoData,
+        &[
+            "is exported, but not by {job=\"polls\"}",
+            "found job: other",
+            "exports other metric names",
+        ],
+    );
+    assert!(!v.diagnosis.as_ref().unwrap().contains("bypass"), "{v:#?}");
+    c.skipped(
+        &["count", "errors", "duration"],
+        "no series to read (see preflight)",
+    );
+}
+
+#[test]
+fn created_times_of_workers_seen_in_turn_are_not_re_created_registries() {
+    // Without process_start_time_seconds (or with it filtered), three
+    // workers' `_created`, each older than the scrape before it, move
+    // forward as the scrapes reach them in turn: no registry was re-created.
+    let mut src = MemorySource::default();
+    src.add(
+        REQUESTS,
+        OK_200,
+        three_workers_in_turn(80.0, 40.0, 60.0)
+            .into_iter()
+            .map(|(t, v)| (t, v + (10.0 * progress(t)).floor()))
+            .collect(),
+    );
+    src.add(
+        CREATED,
+        OK_200,
+        three_workers_in_turn(1_699_999_950.5, 1_699_999_951.25, 1_699_999_952.0),
+    );
+    let c = check(&src, &django(), &client().build());
+    let v = c.diagnosis("resets", Fail, &["different worker processes"]);
+    assert!(
+        !v.diagnosis.as_ref().unwrap().contains("re-created"),
+        "{v:#?}"
+    );
+}
+
+#[test]
+fn series_that_stop_while_the_page_keeps_changing_are_not_a_frozen_page() {
+    // Scrapes read one worker's registry: it served this view until three
+    // seconds into the load, then the client's connections moved to other
+    // workers. Another view's series on the same page keeps changing.
+    let mut src = MemorySource::default();
+    src.add(
+        REQUESTS,
+        OK_200,
+        sampled(|t| 20.0 + (100.0 * progress(t.min(T0 + 3_000))).floor()),
+    );
+    src.add(
+        REQUESTS,
+        &[
+            ("view", "polls:index"),
+            ("method", "GET"),
+            ("status", "200"),
+        ],
+        counter(5.0, 50.0),
+    );
+    let c = check(&src, &django(), &client().build());
+    let v = c.summary("freshness", Pass, &[]);
+    assert!(
+        v.warnings[0].contains("while other series of the page kept changing"),
+        "{v:#?}"
+    );
+    c.summary("count", Fail, &["server 30 ≠ client 100"]);
+}
+
+#[test]
+fn a_restart_whose_start_time_reads_early_is_still_a_restart() {
+    // Linux reports the boot time in whole seconds: the new process's
+    // start time may read up to a second before it really started, here
+    // before the scrape that preceded the restart.
+    let mut src = MemorySource::default();
+    src.add(REQUESTS, OK_200, reset_at_five_seconds());
+    src.add(
+        "process_start_time_seconds",
+        &[],
+        changes_at_five_seconds(1_699_990_000.25, 1_700_000_003.3),
+    );
+    let c = check(&src, &django(), &client().build());
+    c.diagnosis("resets", Fail, &["the process restarted 1× during the run"]);
 }

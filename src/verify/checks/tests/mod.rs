@@ -6,6 +6,7 @@
 mod counts;
 mod durations;
 mod integrity;
+mod target;
 
 use crate::scenario::verification::{Convention, VerifyEntry};
 use crate::verify::Status::{Fail, NoData, Pass, Skipped};
