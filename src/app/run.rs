@@ -17,7 +17,7 @@ use crate::report::{
     ProgressDisplay, RunReport, Summary, render_junit, render_markdown, render_text,
 };
 use crate::scenario::units::{self, Rate};
-use crate::scenario::verification::MetricsSpec;
+use crate::scenario::verification::Verification;
 use crate::scenario::{self, Diagnostic, Overrides, Scenario, ScenarioErrors};
 use crate::verify::{self, ClientRun, VerificationReport};
 
@@ -98,7 +98,8 @@ enum Source {
 }
 
 impl Source {
-    fn new(spec: &MetricsSpec) -> Result<Option<Self>, Failure> {
+    fn new(verification: &Verification) -> Result<Option<Self>, Failure> {
+        let spec = &verification.metrics;
         if let Some(url) = &spec.prometheus {
             let token = match &spec.token_env {
                 Some(var) => Some(std::env::var(var).map_err(|_| {
@@ -120,8 +121,13 @@ impl Source {
             return Ok(None);
         }
         Ok(Some(Source::Scraper(
-            Scraper::new(&spec.scrape, spec.scrape_interval, spec.max_response)
-                .map_err(|e| fail(Exit::Usage, anyhow!(e)))?,
+            Scraper::new(
+                &spec.scrape,
+                spec.scrape_interval,
+                spec.max_response,
+                verify::convention::family_prefixes(&verification.entries),
+            )
+            .map_err(|e| fail(Exit::Usage, anyhow!(e)))?,
         )))
     }
 
@@ -193,7 +199,7 @@ pub(crate) async fn run_scenario(
     // but verification is then reported as not run.
     let verification = &scenario.verification;
     let source = if verification.is_requested() {
-        let source = Source::new(&verification.metrics)?.ok_or_else(|| {
+        let source = Source::new(verification)?.ok_or_else(|| {
             fail(
                 Exit::Usage,
                 anyhow!(

@@ -33,15 +33,20 @@ struct Store {
 pub struct Scraper {
     pages: Vec<Page>,
     interval: Duration,
+    /// Name prefixes of the families kept; empty keeps every family.
+    keep: Vec<String>,
     store: Mutex<Store>,
 }
 
 impl Scraper {
     /// Pages longer than `max_response` bytes count as failed scrapes.
+    /// Only families whose names start with one of `keep` are stored
+    /// (every family when it is empty).
     pub fn new(
         urls: &[String],
         interval: Duration,
         max_response: usize,
+        keep: Vec<String>,
     ) -> Result<Arc<Self>, String> {
         let mut pages = Vec::new();
         for url in urls {
@@ -93,6 +98,7 @@ impl Scraper {
         Ok(Arc::new(Self {
             pages,
             interval,
+            keep,
             store: Mutex::new(Store {
                 series: HashMap::new(),
                 status,
@@ -116,32 +122,53 @@ impl Scraper {
 
     async fn scrape(&self, i: usize, page: &Page) {
         let started = now_ms();
-        let result = match page.fetcher.get(&page.path).await {
-            Ok((200, body)) => text::parse(&String::from_utf8_lossy(&body))
-                .map_err(|e| format!("unreadable metrics page: {e}")),
+        let body = match page.fetcher.get(&page.path).await {
+            Ok((200, body)) => Ok(body),
             Ok((status, _)) => Err(format!("HTTP {status}")),
             Err(e) => Err(e),
         };
+        // Samples go straight into the store, one line at a time; a page
+        // found malformed part-way has its samples taken back out, as
+        // Prometheus keeps nothing of a scrape that fails.
         let mut store = self.store();
+        let result = body.and_then(|body| {
+            let text = String::from_utf8_lossy(&body);
+            let keep = |name: &str| {
+                self.keep.is_empty() || self.keep.iter().any(|p| name.starts_with(p.as_str()))
+            };
+            let parsed = text::parse_each(&text, keep, |s| {
+                let mut labels = s.labels;
+                labels
+                    .entry("instance".into())
+                    .or_insert_with(|| page.instance.clone());
+                // A series written twice on one page keeps both samples:
+                // verification tells the duplicate apart.
+                store
+                    .series
+                    .entry((s.name, labels))
+                    .or_default()
+                    .push((started, s.value));
+            });
+            parsed.map_err(|e| {
+                store.series.retain(|(_, labels), samples| {
+                    if labels.get("instance") == Some(&page.instance) {
+                        while samples.last().is_some_and(|(t, _)| *t == started) {
+                            samples.pop();
+                        }
+                    }
+                    !samples.is_empty()
+                });
+                format!("unreadable metrics page: {e}")
+            })
+        });
         let st = &mut store.status[i];
         match result {
-            Ok(samples) => {
+            Ok(()) => {
                 // The start of the last successful scrape: a page that
                 // never answered has none.
                 st.last_scrape_ms = Some(started);
                 st.health = "up".into();
                 st.last_error.clear();
-                for s in samples {
-                    let mut labels = s.labels;
-                    labels
-                        .entry("instance".into())
-                        .or_insert_with(|| page.instance.clone());
-                    store
-                        .series
-                        .entry((s.name, labels))
-                        .or_default()
-                        .push((started, s.value));
-                }
             }
             Err(e) => {
                 st.health = "down".into();
@@ -288,7 +315,13 @@ mod tests {
             }
         });
         let interval = Duration::from_millis(300);
-        let scraper = Scraper::new(&[format!("http://{addr}/metrics")], interval, 1 << 20).unwrap();
+        let scraper = Scraper::new(
+            &[format!("http://{addr}/metrics")],
+            interval,
+            1 << 20,
+            Vec::new(),
+        )
+        .unwrap();
         scraper.scrape_all().await;
         let baseline = hits.recv().await.unwrap();
         let stop = CancellationToken::new();
@@ -301,5 +334,85 @@ mod tests {
             "second scrape {:?} after the baseline",
             next.duration_since(baseline)
         );
+    }
+
+    /// Serves `pages` in turn, one per scrape, on a loopback port.
+    async fn serve_pages(pages: Vec<&'static str>) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut pages = pages.into_iter();
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut b = [0u8; 4096];
+            while let Ok(n) = s.read(&mut b).await {
+                let Some(body) = pages.next().filter(|_| n > 0) else {
+                    return;
+                };
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                s.write_all(reply.as_bytes()).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    async fn stored(scraper: &Scraper, metric: &str) -> Vec<f64> {
+        let sel = Selector::new(metric, Vec::new());
+        let f = scraper.samples(&sel, 0, i64::MAX).await.unwrap();
+        f.series
+            .iter()
+            .flat_map(|s| s.samples.iter().map(|x| x.1))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn keeps_only_the_families_verification_reads() {
+        let addr = serve_pages(vec!["a_total 1\na_created 7\nother_total 5\n"]).await;
+        let scraper = Scraper::new(
+            &[format!("http://{addr}/metrics")],
+            Duration::from_secs(1),
+            1 << 20,
+            vec!["a_".into()],
+        )
+        .unwrap();
+        scraper.scrape_all().await;
+        assert_eq!(stored(&scraper, "a_total").await, [1.0]);
+        assert_eq!(stored(&scraper, "a_created").await, [7.0]);
+        assert!(stored(&scraper, "other_total").await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_page_malformed_part_way_keeps_none_of_its_samples() {
+        let addr = serve_pages(vec![
+            "a_total 1\n",
+            "a_total 2\na_total{ 3\n",
+            "a_total 4\n",
+        ])
+        .await;
+        let scraper = Scraper::new(
+            &[format!("http://{addr}/metrics")],
+            Duration::from_secs(1),
+            1 << 20,
+            Vec::new(),
+        )
+        .unwrap();
+        scraper.scrape_all().await;
+        // Scrapes are stamped in milliseconds: the next one must not share
+        // the first one's stamp.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        scraper.scrape_all().await;
+        let status = scraper.targets().await.unwrap();
+        assert_eq!(status[0].health, "down");
+        assert!(
+            status[0].last_error.contains("line 2"),
+            "{}",
+            status[0].last_error
+        );
+        assert_eq!(stored(&scraper, "a_total").await, [1.0]);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        scraper.scrape_all().await;
+        assert_eq!(stored(&scraper, "a_total").await, [1.0, 4.0]);
     }
 }

@@ -266,6 +266,38 @@ impl Names {
     }
 }
 
+/// The metric families verification may read for `entries`, as name
+/// prefixes (a counter's `_total` and a histogram's `_count` left off, so
+/// `_created`, `_bucket` and `_sum` are included): the embedded scraper
+/// keeps only these, so a page of a million other series costs no memory.
+pub fn family_prefixes(entries: &[VerifyEntry]) -> Vec<String> {
+    let mut out = vec!["process_start_time_seconds".to_owned()];
+    let base = |metric: &str| {
+        metric
+            .strip_suffix("_total")
+            .or_else(|| metric.strip_suffix("_count"))
+            .unwrap_or(metric)
+            .to_owned()
+    };
+    for e in entries {
+        let mut names = Some(Names::of(e));
+        while let Some(n) = names {
+            out.push(base(&n.requests.metric));
+            if let Some((d, _)) = &n.duration {
+                out.push(d.metric.clone());
+            }
+            if let Some(StatusSource::MetricSuffix(prefix)) = &n.status {
+                out.push(prefix.clone());
+            }
+            names = n.fallback.map(|b| *b);
+        }
+    }
+    out.retain(|p| !p.is_empty());
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// gRPC code names in Go's spelling, by number.
 /// Normalises a gRPC code (Go `Unavailable`, Python `UNAVAILABLE`, a
 /// number, or `CANCELLED`) to Go's spelling.
@@ -330,6 +362,31 @@ mod tests {
         assert_eq!(grpc_code("CANCELLED"), Some("Canceled"));
         assert_eq!(grpc_code("14"), Some("Unavailable"));
         assert_eq!(grpc_code("nonsense"), None);
+    }
+
+    #[test]
+    fn the_scraper_keeps_every_family_the_checks_read() {
+        let entries = [
+            crate::verify::testing::entry(Convention::Django, &[("view", "v")]),
+            crate::verify::testing::entry(Convention::Otel, &[]),
+            crate::verify::testing::entry(Convention::Statsd, &[]),
+        ];
+        let keep = family_prefixes(&entries);
+        let kept = |name: &str| keep.iter().any(|p| name.starts_with(p.as_str()));
+        for name in [
+            "django_http_responses_total_by_status_view_method_total",
+            "django_http_responses_total_by_status_view_method_created",
+            "django_http_requests_latency_seconds_by_view_method_bucket",
+            "http_server_request_duration_seconds_count",
+            "http_server_duration_milliseconds_bucket",
+            "gunicorn_requests",
+            "gunicorn_request_status_500",
+            "gunicorn_request_duration_sum",
+            "process_start_time_seconds",
+        ] {
+            assert!(kept(name), "{name} is dropped: {keep:?}");
+        }
+        assert!(!kept("python_gc_objects_collected_total"), "{keep:?}");
     }
 
     #[test]
