@@ -506,3 +506,56 @@ fn early_answers_count() {
     assert_eq!(count(r.results(), "upload", json!({"status": 413})), 20);
     assert_eq!(server.answered.load(Ordering::SeqCst), 20);
 }
+
+/// A metrics page with a malformed line is a failed scrape, named with
+/// its line in the first failing verdict, never read as a page of zeros.
+#[test]
+fn a_malformed_metrics_page_is_named_by_its_line() {
+    let server = hostile(|_, path, _| {
+        if path == "/metrics" {
+            let body = "django_http_responses_total_by_status_view_method_total{status=\"200\",view=\"ok\",method=\"GET\"} 1\n\
+                        django_http_responses_total_by_status_view_method_total{status=\"200\",view=\"ok\" 2\n";
+            Act::Answer(
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .into_bytes(),
+            )
+        } else {
+            ok()
+        }
+    });
+    let scenario = format!(
+        r#"
+name: malformed-page
+targets:
+  web: {{ url: "{url}" }}
+load: {{ users: 1, iterations: 5 }}
+requests:
+  - {{ name: ok, http: {{ target: web, path: /ok }} }}
+metrics:
+  scrape: ["{url}/metrics"]
+  settle_timeout: 2s
+verify:
+  ok: {{ convention: django, match: {{ view: ok }} }}
+"#,
+        url = server.url()
+    );
+    let r = support::run_with_every_output(&scenario, &["--quiet"]);
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    let first = r
+        .stdout
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("FAIL"))
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        first.contains("unreadable metrics page: line 2"),
+        "{}",
+        r.stdout
+    );
+    let md = std::fs::read_to_string(r.dir.path().join("summary.md")).unwrap();
+    assert!(md.contains("line 2"), "{md}");
+}
