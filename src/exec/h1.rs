@@ -202,19 +202,23 @@ impl H1Conn {
                         ));
                     }
                     let silent = !answered && self.end == self.start;
-                    match self.fill().await {
-                        Ok(0)
-                        | Err(H1Error {
-                            kind: TransportError::Reset,
-                            ..
-                        }) if silent => {
-                            let mut err = self.fail(
-                                TransportError::NoResponse,
-                                "the server closed the connection before any response".to_owned(),
-                            );
-                            err.stale = reused;
-                            return Err(err);
+                    let read = self.fill().await;
+                    let closed = match &read {
+                        Ok(0) => Some(String::new()),
+                        Err(e) if e.kind == TransportError::Reset => {
+                            Some(format!(" ({})", e.message))
                         }
+                        _ => None,
+                    };
+                    if let (true, Some(how)) = (silent, closed) {
+                        let mut err = self.fail(
+                            TransportError::NoResponse,
+                            format!("the server closed the connection before any response{how}"),
+                        );
+                        err.stale = reused;
+                        return Err(err);
+                    }
+                    match read {
                         Ok(0) => {
                             return Err(self.fail(
                                 TransportError::Reset,
