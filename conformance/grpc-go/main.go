@@ -73,8 +73,8 @@ func main() {
 		grpc.UnaryInterceptor(grpc_prometheus.UnaryServerInterceptor),
 		grpc.StreamInterceptor(grpc_prometheus.StreamServerInterceptor),
 	)
-	revertname.RegisterRevertNameServer(s, revert{})
-	timeservice.RegisterTimeServer(s, clock{})
+	revertname.RegisterRevertNameServer(s, &revert{})
+	timeservice.RegisterTimeServer(s, &clock{})
 	grpc_prometheus.Register(s)
 	gl, ml := listen(*port), listen(*metricsPort)
 	mux := http.NewServeMux()
