@@ -623,7 +623,6 @@ data:
   names: [alice, bob, carol, ""]
 requests:
   - name: revert_name
-    weight: 2
     grpc: {{ target: app, method: revertname.RevertName/RevertName, message: {{ name: "{{{{ pick(names) }}}}" }} }}
     expect: {{ code: [OK, INVALID_ARGUMENT] }}
   - name: what_time_is
@@ -653,7 +652,6 @@ verify:
   app: {{ url: "{url}", timeout: 5s }}
 requests:
   - name: success
-    weight: 2
     http: {{ target: app, path: /items/ok{slash} }}
   - name: not_found
     http: {{ target: app, path: /items/missing{slash} }}
@@ -954,7 +952,7 @@ fn django_gunicorn_one_worker() {
         env: &[],
         describe: "healthy",
         users: 1,
-        wait: "5ms..20ms",
+        wait: "1ms..5ms",
         expect: HEALTHY,
     });
 }
@@ -971,7 +969,7 @@ fn django_gunicorn_three_workers_multiprocess() {
         env: &[],
         describe: "healthy (PROMETHEUS_MULTIPROC_DIR)",
         users: 3,
-        wait: "5ms..20ms",
+        wait: "1ms..5ms",
         expect: HEALTHY,
     });
 }
@@ -989,7 +987,7 @@ fn django_gunicorn_three_workers_without_multiprocess_mode() {
         env: &[],
         describe: "per-process registries",
         users: 3,
-        wait: "5ms..20ms",
+        wait: "1ms..5ms",
         expect: WORKER_REGISTRIES,
     });
 }
@@ -1025,7 +1023,7 @@ fn fastapi_uvicorn() {
         env: &[],
         describe: "healthy",
         users: 2,
-        wait: "10ms..30ms",
+        wait: "1ms..5ms",
         expect: HEALTHY,
     });
 }
@@ -1042,7 +1040,7 @@ fn fastapi_gunicorn_uvicorn_workers_multiprocess() {
         env: &[],
         describe: "healthy (PROMETHEUS_MULTIPROC_DIR)",
         users: 3,
-        wait: "5ms..20ms",
+        wait: "1ms..5ms",
         expect: HEALTHY,
     });
 }
@@ -1062,7 +1060,7 @@ fn fastapi_gunicorn_uvicorn_workers_without_multiprocess_mode() {
         env: &[],
         describe: "per-process registries, one scrape connection pinned to one worker",
         users: 4,
-        wait: "5ms..20ms",
+        wait: "1ms..5ms",
         expect: Expect::Fault {
             checks: &["count"],
             words: &["worker"],
@@ -1079,7 +1077,7 @@ fn opentelemetry_stable_http_semantic_conventions() {
         env: &[("OTEL_SEMCONV_STABILITY_OPT_IN", "http")],
         describe: "healthy (OTEL_SEMCONV_STABILITY_OPT_IN=http)",
         users: 2,
-        wait: "10ms..30ms",
+        wait: "1ms..5ms",
         expect: HEALTHY,
     });
 }
@@ -1093,7 +1091,7 @@ fn opentelemetry_old_and_stable_semantic_conventions() {
         env: &[("OTEL_SEMCONV_STABILITY_OPT_IN", "http/dup")],
         describe: "healthy (OTEL_SEMCONV_STABILITY_OPT_IN=http/dup: old and new names)",
         users: 2,
-        wait: "10ms..30ms",
+        wait: "1ms..5ms",
         expect: HEALTHY,
     });
 }
@@ -1111,7 +1109,7 @@ fn opentelemetry_old_semantic_conventions() {
         env: &[],
         describe: "old semantic conventions (no opt-in)",
         users: 2,
-        wait: "10ms..30ms",
+        wait: "1ms..5ms",
         expect: Expect::Fault {
             checks: &["preflight"],
             words: &["OTEL_SEMCONV_STABILITY_OPT_IN"],
@@ -1132,7 +1130,7 @@ fn opentelemetry_uvicorn_socket_handed_over() {
         env: &[("OTEL_SEMCONV_STABILITY_OPT_IN", "http")],
         describe: "socket handed over (no TCP_NODELAY: Nagle and delayed ACKs)",
         users: 2,
-        wait: "10ms..30ms",
+        wait: "1ms..5ms",
         expect: Expect::Fault {
             checks: &["duration"],
             words: &["outside the server's timer"],
@@ -1152,7 +1150,7 @@ fn uwsgi_four_processes_multiprocess() {
         env: &[],
         describe: "healthy (PROMETHEUS_MULTIPROC_DIR)",
         users: 3,
-        wait: "5ms..20ms",
+        wait: "1ms..5ms",
         expect: HEALTHY,
     });
 }
@@ -1170,7 +1168,7 @@ fn uwsgi_four_processes_without_multiprocess_mode() {
         env: &[],
         describe: "per-process registries",
         users: 3,
-        wait: "5ms..20ms",
+        wait: "1ms..5ms",
         expect: WORKER_REGISTRIES,
     });
 }
@@ -1184,7 +1182,7 @@ fn grpcio_py_grpc_prometheus() {
         env: &[],
         describe: "healthy (codes spelt INVALID_ARGUMENT)",
         users: 2,
-        wait: "5ms..20ms",
+        wait: "1ms..5ms",
         expect: HEALTHY,
     });
 }
@@ -1198,7 +1196,7 @@ fn grpc_go_go_grpc_prometheus() {
         env: &[],
         describe: "healthy (codes spelt InvalidArgument)",
         users: 2,
-        wait: "5ms..20ms",
+        wait: "1ms..5ms",
         expect: HEALTHY,
     });
 }
