@@ -193,6 +193,10 @@ struct App {
     /// The metrics page Prometheus scrapes.
     metrics: String,
     log: PathBuf,
+    /// How to start the same server again on the same ports (gRPC).
+    again: Option<Command>,
+    /// Until killed: its process group is not signalled after that.
+    alive: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -202,14 +206,36 @@ impl App {
     }
 }
 
-impl Drop for App {
-    fn drop(&mut self) {
-        // Servers with workers: the whole process group goes.
+impl App {
+    /// Kills the app (its whole process group: servers with workers).
+    fn kill(&mut self) {
+        if !std::mem::replace(&mut self.alive, false) {
+            return;
+        }
         let pid = self.child.id() as i32;
+        // SAFETY: a plain system call on a process group this test made.
         unsafe {
             libc::kill(-pid, libc::SIGKILL);
         }
         let _ = self.child.wait();
+    }
+
+    /// Kills the server and starts it again on the same ports, waiting
+    /// until it says it is ready.
+    fn restart(&mut self) {
+        self.kill();
+        let cmd = self.again.take().expect("a server that can start again");
+        let log = self.log.clone();
+        let (child, ()) =
+            spawn_announcing(cmd, &log, |line| line.starts_with("ready ").then_some(()));
+        self.child = child;
+        self.alive = true;
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -272,6 +298,8 @@ fn start_http(program: &Path, args: &[&str], env: &[(&str, &str)], metrics_path:
         url: format!("http://{addr}"),
         metrics: format!("http://{addr}{metrics_path}"),
         log,
+        again: None,
+        alive: true,
         _dir: dir,
     };
     wait_ready(&mut app, || {
@@ -342,11 +370,22 @@ fn start_grpc(program: &Path, args: &[&str]) -> App {
         };
         Some((port("grpc=")?, port("metrics=")?))
     });
+    let mut again = Command::new(program);
+    again
+        .args(args)
+        .args(["--port", &grpc.to_string(), "--metrics-port"])
+        .arg(metrics.to_string())
+        .current_dir(conformance_dir())
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::null())
+        .process_group(0);
     App {
         child,
         url: format!("http://127.0.0.1:{grpc}"),
         metrics: format!("http://127.0.0.1:{metrics}/metrics"),
         log,
+        again: Some(again),
+        alive: true,
         _dir: dir,
     }
 }
@@ -369,6 +408,8 @@ fn start_uvicorn(args: &[&str], env: &[(&str, &str)], metrics_path: &str) -> App
         url: format!("http://127.0.0.1:{port}"),
         metrics: format!("http://127.0.0.1:{port}{metrics_path}"),
         log,
+        again: None,
+        alive: true,
         _dir: dir,
     };
     let addr = format!("127.0.0.1:{port}");
@@ -455,7 +496,19 @@ struct Config {
     /// Closed-model users and their wait between requests.
     users: u32,
     wait: &'static str,
+    /// What happens to the server during the run.
+    disrupt: Disrupt,
     expect: Expect,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Disrupt {
+    None,
+    /// Killed and started again on the same ports once Prometheus has
+    /// scraped some of the traffic.
+    Restart,
+    /// Killed for good at the same point.
+    Stop,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -470,6 +523,9 @@ enum Expect {
     Fault {
         checks: &'static [&'static str],
         words: &'static [&'static str],
+        /// Checks that report the same cause in their own terms and may
+        /// fail with it (`settle` for a target that went down).
+        also: &'static [&'static str],
     },
 }
 
@@ -790,7 +846,7 @@ fn conformance(c: Config) {
         return;
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let app = start(&c);
+    let mut app = start(&c);
     let prometheus = Prometheus::start(&[("app", app.metrics.clone())], &[]);
     let scenario = scenario(&c, &app, &prometheus.url());
     let times = match c.expect {
@@ -799,7 +855,11 @@ fn conformance(c: Config) {
     };
     let mut row = None;
     for i in 1..=times {
-        let run = support::run_scenario(&scenario, &[], &["--quiet", "--threads", "1"]);
+        let run = if c.disrupt == Disrupt::None {
+            support::run_scenario(&scenario, &[], &["--quiet", "--threads", "1"])
+        } else {
+            run_disrupted(&scenario, &mut app, &prometheus, c.disrupt)
+        };
         let ctx = || {
             format!(
                 "run {i} of {times}\n{}",
@@ -831,7 +891,11 @@ fn conformance(c: Config) {
                 }
                 row = Some(("pass".to_owned(), "server count = client count".to_owned()));
             }
-            Expect::Fault { checks, words } => {
+            Expect::Fault {
+                checks,
+                words,
+                also,
+            } => {
                 let owner = failing.iter().find(|v| {
                     checks.contains(&v.check.as_str()) && {
                         let text = format!("{} {}", v.summary, v.diagnosis).to_lowercase();
@@ -849,7 +913,7 @@ fn conformance(c: Config) {
                 let others: Vec<&Verdict> = failing
                     .iter()
                     .copied()
-                    .filter(|v| v.check != owner.check)
+                    .filter(|v| v.check != owner.check && !also.contains(&v.check.as_str()))
                     .collect();
                 assert!(
                     others.is_empty(),
@@ -876,6 +940,51 @@ fn conformance(c: Config) {
     if let Some((verdict, diagnosis)) = row {
         table_row(&c, &verdict, &diagnosis);
     }
+}
+
+/// `redproof run` on `scenario` while the server is restarted or
+/// stopped, once Prometheus has scraped 100 of the calls it answered.
+fn run_disrupted(scenario: &str, app: &mut App, prometheus: &Prometheus, disrupt: Disrupt) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let file = support::write_scenario(dir.path(), scenario);
+    let child = Command::new(env!("CARGO_BIN_EXE_redproof"))
+        .env("NO_COLOR", "1")
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(dir.path().join("results.json"))
+        .args(["--quiet", "--threads", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let api = prometheus.url();
+    let api = api.trim_start_matches("http://");
+    support::wait_until(
+        "Prometheus to scrape 100 answered calls",
+        Duration::from_secs(30),
+        || scraped_calls(api) >= 100.0,
+    );
+    match disrupt {
+        Disrupt::Restart => app.restart(),
+        Disrupt::Stop => app.kill(),
+        Disrupt::None => {}
+    }
+    support::finish(child.wait_with_output().unwrap(), dir)
+}
+
+/// The calls the server answered, as Prometheus last scraped them.
+fn scraped_calls(api: &str) -> f64 {
+    let Some((200, body)) = http_get(api, "/api/v1/query?query=sum(grpc_server_handled_total)")
+    else {
+        return 0.0;
+    };
+    let v: Value = serde_json::from_str(&body).unwrap_or_default();
+    v["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// A diagnosis with what changes from run to run (numbers, addresses)
@@ -938,6 +1047,7 @@ const HEALTHY: Expect = Expect::Healthy;
 const WORKER_REGISTRIES: Expect = Expect::Fault {
     checks: &["resets", "count"],
     words: &["worker"],
+    also: &[],
 };
 
 #[test]
@@ -953,6 +1063,7 @@ fn django_gunicorn_one_worker() {
         describe: "healthy",
         users: 1,
         wait: "1ms..5ms",
+        disrupt: Disrupt::None,
         expect: HEALTHY,
     });
 }
@@ -970,6 +1081,7 @@ fn django_gunicorn_three_workers_multiprocess() {
         describe: "healthy (PROMETHEUS_MULTIPROC_DIR)",
         users: 3,
         wait: "1ms..5ms",
+        disrupt: Disrupt::None,
         expect: HEALTHY,
     });
 }
@@ -988,6 +1100,7 @@ fn django_gunicorn_three_workers_without_multiprocess_mode() {
         describe: "per-process registries",
         users: 3,
         wait: "1ms..5ms",
+        disrupt: Disrupt::None,
         expect: WORKER_REGISTRIES,
     });
 }
@@ -1007,9 +1120,11 @@ fn django_gunicorn_queueing_before_the_timer() {
         describe: "12 users on 1 sync worker (queueing in the backlog)",
         users: 12,
         wait: "0ms",
+        disrupt: Disrupt::None,
         expect: Expect::Fault {
             checks: &["duration"],
             words: &["outside the server's timer"],
+            also: &[],
         },
     });
 }
@@ -1024,6 +1139,7 @@ fn fastapi_uvicorn() {
         describe: "healthy",
         users: 2,
         wait: "1ms..5ms",
+        disrupt: Disrupt::None,
         expect: HEALTHY,
     });
 }
@@ -1041,6 +1157,7 @@ fn fastapi_gunicorn_uvicorn_workers_multiprocess() {
         describe: "healthy (PROMETHEUS_MULTIPROC_DIR)",
         users: 3,
         wait: "1ms..5ms",
+        disrupt: Disrupt::None,
         expect: HEALTHY,
     });
 }
@@ -1061,9 +1178,11 @@ fn fastapi_gunicorn_uvicorn_workers_without_multiprocess_mode() {
         describe: "per-process registries, one scrape connection pinned to one worker",
         users: 4,
         wait: "1ms..5ms",
+        disrupt: Disrupt::None,
         expect: Expect::Fault {
             checks: &["count"],
             words: &["worker"],
+            also: &[],
         },
     });
 }
@@ -1078,6 +1197,7 @@ fn opentelemetry_stable_http_semantic_conventions() {
         describe: "healthy (OTEL_SEMCONV_STABILITY_OPT_IN=http)",
         users: 2,
         wait: "1ms..5ms",
+        disrupt: Disrupt::None,
         expect: HEALTHY,
     });
 }
@@ -1092,6 +1212,7 @@ fn opentelemetry_old_and_stable_semantic_conventions() {
         describe: "healthy (OTEL_SEMCONV_STABILITY_OPT_IN=http/dup: old and new names)",
         users: 2,
         wait: "1ms..5ms",
+        disrupt: Disrupt::None,
         expect: HEALTHY,
     });
 }
@@ -1110,9 +1231,11 @@ fn opentelemetry_old_semantic_conventions() {
         describe: "old semantic conventions (no opt-in)",
         users: 2,
         wait: "1ms..5ms",
+        disrupt: Disrupt::None,
         expect: Expect::Fault {
             checks: &["preflight"],
             words: &["OTEL_SEMCONV_STABILITY_OPT_IN"],
+            also: &[],
         },
     });
 }
@@ -1131,9 +1254,11 @@ fn opentelemetry_uvicorn_socket_handed_over() {
         describe: "socket handed over (no TCP_NODELAY: Nagle and delayed ACKs)",
         users: 2,
         wait: "1ms..5ms",
+        disrupt: Disrupt::None,
         expect: Expect::Fault {
             checks: &["duration"],
             words: &["outside the server's timer"],
+            also: &[],
         },
     });
 }
@@ -1151,6 +1276,7 @@ fn uwsgi_four_processes_multiprocess() {
         describe: "healthy (PROMETHEUS_MULTIPROC_DIR)",
         users: 3,
         wait: "1ms..5ms",
+        disrupt: Disrupt::None,
         expect: HEALTHY,
     });
 }
@@ -1169,6 +1295,7 @@ fn uwsgi_four_processes_without_multiprocess_mode() {
         describe: "per-process registries",
         users: 3,
         wait: "1ms..5ms",
+        disrupt: Disrupt::None,
         expect: WORKER_REGISTRIES,
     });
 }
@@ -1183,7 +1310,50 @@ fn grpcio_py_grpc_prometheus() {
         describe: "healthy (codes spelt INVALID_ARGUMENT)",
         users: 2,
         wait: "1ms..5ms",
+        disrupt: Disrupt::None,
         expect: HEALTHY,
+    });
+}
+
+/// A process restart during the run: a new registry, counters from zero
+/// and a later process_start_time_seconds.
+#[test]
+fn grpcio_restart() {
+    conformance(Config {
+        order: 51,
+        stack: Stack::GrpcPy,
+        server: Server::Own,
+        env: &[],
+        describe: "server restarted during the run",
+        users: 2,
+        wait: "1ms..5ms",
+        disrupt: Disrupt::Restart,
+        expect: Expect::Fault {
+            checks: &["resets"],
+            words: &["restart"],
+            also: &[],
+        },
+    });
+}
+
+/// The server stops for good during the run: Prometheus' last samples
+/// go stale.
+#[test]
+fn grpcio_stopped() {
+    conformance(Config {
+        order: 52,
+        stack: Stack::GrpcPy,
+        server: Server::Own,
+        env: &[],
+        describe: "server stopped during the run",
+        users: 2,
+        wait: "1ms..5ms",
+        disrupt: Disrupt::Stop,
+        expect: Expect::Fault {
+            checks: &["freshness"],
+            words: &["down"],
+            also: &["settle"],
+        },
     });
 }
 
@@ -1197,6 +1367,45 @@ fn grpc_go_go_grpc_prometheus() {
         describe: "healthy (codes spelt InvalidArgument)",
         users: 2,
         wait: "1ms..5ms",
+        disrupt: Disrupt::None,
         expect: HEALTHY,
+    });
+}
+
+#[test]
+fn grpc_go_restart() {
+    conformance(Config {
+        order: 61,
+        stack: Stack::GrpcGo,
+        server: Server::Own,
+        env: &[],
+        describe: "server restarted during the run",
+        users: 2,
+        wait: "1ms..5ms",
+        disrupt: Disrupt::Restart,
+        expect: Expect::Fault {
+            checks: &["resets"],
+            words: &["restart"],
+            also: &[],
+        },
+    });
+}
+
+#[test]
+fn grpc_go_stopped() {
+    conformance(Config {
+        order: 62,
+        stack: Stack::GrpcGo,
+        server: Server::Own,
+        env: &[],
+        describe: "server stopped during the run",
+        users: 2,
+        wait: "1ms..5ms",
+        disrupt: Disrupt::Stop,
+        expect: Expect::Fault {
+            checks: &["freshness"],
+            words: &["down"],
+            also: &["settle"],
+        },
     });
 }
