@@ -19,8 +19,9 @@
 //! release build, or another branch's) instead of this crate's.
 //!
 //! Each configuration writes its row of the README's conformance table to
-//! `target/conformance/rows/`, and fails when the README does not hold
-//! that row (`conformance/table.sh` rewrites the table from the rows).
+//! `target/conformance/rows/`, and fails when the README has no row with
+//! its library, configuration and verdict whose diagnosis says what the
+//! test asserts (`conformance/table.sh` rewrites the table from the rows).
 
 mod support;
 
