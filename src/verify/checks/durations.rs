@@ -271,7 +271,7 @@ fn check_distribution<M: MetricSource>(
         };
         v.summary = format!("at le={} server {}, client {}", secs(le), pct(sf), pct(cf));
         v.diagnosis = Some(format!(
-            "at le={} s server {}, client {}: ~{} of each request is spent outside the server's timer (queueing before the handler, or a middleware that starts timing late)",
+            "at le={} s server {}, client {}: ~{} of each request is spent outside the server's timer (queueing before the handler, a middleware that starts timing late, or a response written in pieces on a socket without TCP_NODELAY)",
             le,
             pct(sf),
             pct(cf),

@@ -254,7 +254,7 @@ fn one_worker(results: &mut [Checked], group: &[usize]) {
         .collect();
     let requests = group.len();
     let cause = format!(
-        "across the {requests} request{} verified on {} the server counted {} of the client's {}, about 1/{workers:.0}: each scrape reads the registry of one of ~{workers:.0} worker processes (one keep-alive scrape connection held by one worker, and no multiprocess mode); use the client library's multiprocess mode or aggregate before exporting",
+        "across the {requests} request{} verified on {} the server counted {} of the client's {}, about 1/{workers:.0}: each scrape reads the registry of one of ~{workers:.0} worker processes (scrapes keep reaching the same worker: a kept-alive scrape connection, or the server handing new connections to the same process; no multiprocess mode); use the client library's multiprocess mode or aggregate before exporting",
         if requests == 1 { "" } else { "s" },
         targets_text(&targets),
         thousands(server),
