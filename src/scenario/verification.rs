@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::checker::{Checker, pos};
-use super::raw::{OrderedMap, RawMetrics, RawPromql, RawScenario, RawVerify, Text};
+use super::raw::{
+    MetricOrRequests, OrderedMap, RawMetrics, RawPromql, RawScenario, RawVerify, Text,
+};
 use super::threshold::Op;
 use super::units;
 use super::url::{BaseUrl, redact_url};
@@ -170,8 +172,18 @@ pub struct Tolerance {
 /// How one request appears in the server's metrics.
 #[derive(Debug, Clone)]
 pub struct VerifyEntry {
-    /// Index into the scenario's requests.
+    /// The entry's name in `verify:`.
+    pub name: String,
+    /// Index into the scenario's requests. An entry listing several
+    /// (`requests: [a, b]`) becomes one `VerifyEntry` per request, each
+    /// with the same matchers, so that they are checked together.
     pub request: usize,
+    /// The requests an entry lists in `requests:`; empty when the entry
+    /// is named after its one request.
+    pub group: Vec<usize>,
+    /// Other requests whose calls reach these series, and how many calls
+    /// each causes (`derived: { proxy: 1 }`).
+    pub derived: Vec<(usize, u64)>,
     pub convention: Convention,
     pub side: Side,
     pub matchers: Vec<Matcher>,
@@ -220,29 +232,121 @@ pub(super) fn check(c: &mut Checker, raw: &RawScenario, requests: &[&str]) -> Ve
         .as_ref()
         .map(|m| check_metrics(c, m))
         .unwrap_or_default();
-    let mut entries = Vec::new();
-    for (name, v) in &raw.verify.0 {
-        match requests.iter().position(|r| *r == name.as_str()) {
-            Some(request) => {
-                if entries.iter().any(|e: &VerifyEntry| e.request == request) {
-                    c.err(
-                        pos(name),
-                        format!("`verify.{}` appears twice", name.as_str()),
-                    );
-                }
-                if let Some(e) = check_entry(c, name, v, request) {
-                    entries.push(e);
-                }
-            }
-            None => c.err(
-                pos(name),
+    let mut entries: Vec<VerifyEntry> = Vec::new();
+    let resolve = |c: &mut Checker, t: &Text, what: &str| -> Option<usize> {
+        let found = requests.iter().position(|r| *r == t.as_str());
+        if found.is_none() {
+            c.err(
+                pos(t),
                 format!(
-                    "`verify.{}`: no request named `{}`; expected one of: {}",
-                    name.as_str(),
-                    name.as_str(),
+                    "`{what}`: no request named `{}`; expected one of: {}",
+                    t.as_str(),
                     requests.join(", ")
                 ),
-            ),
+            );
+        }
+        found
+    };
+    for (name, v) in &raw.verify.0 {
+        // `requests: [a, b]` lists the requests the entry covers; else the
+        // entry's name is the request.
+        let listed = match v.requests.as_deref() {
+            Some(MetricOrRequests::Requests(list)) => Some(list),
+            _ => None,
+        };
+        let members: Vec<usize> = match listed {
+            Some(list) => {
+                if list.is_empty() {
+                    c.err(
+                        pos(v.requests.as_ref().expect("listed")),
+                        format!(
+                            "`verify.{}.requests`: expected at least one request name",
+                            name.as_str()
+                        ),
+                    );
+                }
+                let mut out = Vec::new();
+                for t in list {
+                    if let Some(i) = resolve(c, t, &format!("verify.{}.requests", name.as_str())) {
+                        if out.contains(&i) {
+                            c.err(
+                                pos(t),
+                                format!(
+                                    "`verify.{}.requests`: `{}` is listed twice",
+                                    name.as_str(),
+                                    t.as_str()
+                                ),
+                            );
+                        } else {
+                            out.push(i);
+                        }
+                    }
+                }
+                out
+            }
+            None => resolve(c, name, &format!("verify.{}", name.as_str()))
+                .into_iter()
+                .collect(),
+        };
+        for &m in &members {
+            if let Some(other) = entries.iter().find(|e| e.request == m) {
+                c.err(
+                    pos(name),
+                    if other.name == name.as_str() {
+                        format!("`verify.{}` appears twice", name.as_str())
+                    } else {
+                        format!(
+                            "request `{}` is verified by two entries, `verify.{}` and `verify.{}`; list it in one",
+                            requests[m],
+                            other.name,
+                            name.as_str()
+                        )
+                    },
+                );
+            }
+        }
+        let mut derived = Vec::new();
+        for (from, per) in &v.derived.0 {
+            let what = format!("verify.{}.derived", name.as_str());
+            let Some(i) = resolve(c, from, &what) else {
+                continue;
+            };
+            if members.contains(&i) {
+                c.err(
+                    pos(from),
+                    format!(
+                        "`{what}`: `{}` is one of the entry's own requests; a request is either verified here or derived, not both",
+                        from.as_str()
+                    ),
+                );
+                continue;
+            }
+            if let Some(n) = c.parse(per, &format!("{what}.{}", from.as_str()), |s| {
+                match units::parse_count(s) {
+                    Ok(n) if n >= 1 => Ok(n),
+                    _ => Err(format!(
+                        "expected how many calls here each `{}` request causes, a whole number of at least 1, got `{s}`",
+                        from.as_str()
+                    )),
+                }
+            }) {
+                derived.push((i, n));
+            }
+        }
+        if let Some(e) = check_entry(c, name, v, members.first().copied().unwrap_or(0)) {
+            let group = if listed.is_some() {
+                members.clone()
+            } else {
+                Vec::new()
+            };
+            for &m in &members {
+                entries.push(VerifyEntry {
+                    request: m,
+                    group: group.clone(),
+                    derived: derived.clone(),
+                    ..e.clone()
+                });
+            }
         }
     }
     let alerts = check_alerts(c, &raw.alerts);
@@ -394,7 +498,23 @@ fn check_entry(
             None
         }
     };
-    let requests_metric = metric(c, &v.requests, "requests");
+    let requests_text = v.requests.as_ref().and_then(|r| match &**r {
+        MetricOrRequests::Metric(m) => Some(Text::new(*r.span(), m.clone())),
+        MetricOrRequests::Requests(_) => None,
+    });
+    if let (Some(_), Some(counter)) = (&requests_text, &v.counter) {
+        c.err(
+            pos(counter),
+            format!(
+                "`{}`: give the counter once, as `requests: METRIC` or `counter: METRIC`",
+                field("counter")
+            ),
+        );
+    }
+    let requests_metric = match &v.counter {
+        Some(_) => metric(c, &v.counter, "counter"),
+        None => metric(c, &requests_text, "requests"),
+    };
     let duration_metric = metric(c, &v.duration, "duration");
     let status_label = v.status_label.as_ref().and_then(|t| {
         if promql::is_label_name(t.as_str()) {
@@ -411,11 +531,11 @@ fn check_entry(
             None
         }
     });
-    if convention == Convention::Custom && v.requests.is_none() {
+    if convention == Convention::Custom && requests_text.is_none() && v.counter.is_none() {
         c.err(
             pos(v),
             format!(
-                "`verify.{}`: the custom convention needs `requests: METRIC` (a counter of requests), and optionally `status_label` and `duration`",
+                "`verify.{}`: the custom convention needs `requests: METRIC` (a counter of requests; `counter: METRIC` when `requests:` lists requests), and optionally `status_label` and `duration`",
                 name.as_str()
             ),
         );
@@ -458,7 +578,10 @@ fn check_entry(
         .and_then(|o| c.parse(o, &field("overhead"), units::parse_duration))
         .unwrap_or(DEFAULT_OVERHEAD);
     Some(VerifyEntry {
+        name: name.to_string(),
         request,
+        group: Vec::new(),
+        derived: Vec::new(),
         convention,
         side,
         matchers,

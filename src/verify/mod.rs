@@ -187,6 +187,31 @@ pub struct ClientRequest {
     pub latency: Histogram<u64>,
     /// Completed requests per one-second window: (window end ms, count).
     pub windows: Vec<(i64, u64)>,
+    /// Calls other requests caused in the same series (`derived:`),
+    /// already added to `responses`, `unsure` and `windows`, never to
+    /// `by_status` or `latency`: the client saw the requests that caused
+    /// them, not the calls.
+    pub derived: Vec<Derived>,
+}
+
+/// The calls one request caused in an entry's series.
+#[derive(Debug, Clone)]
+pub struct Derived {
+    pub from: String,
+    /// Calls per request.
+    pub per: u64,
+    pub calls: u64,
+    pub unsure: u64,
+    /// Every response of the causing request was a success, so every call
+    /// it caused is taken to have succeeded.
+    pub clean: bool,
+}
+
+impl ClientRequest {
+    /// The calls derived from other requests.
+    pub fn derived_calls(&self) -> u64 {
+        self.derived.iter().map(|d| d.calls).sum()
+    }
 }
 
 /// The client's side of the run.
@@ -269,6 +294,7 @@ fn client_request(st: &RequestStats) -> ClientRequest {
         unsure,
         latency,
         windows: Vec::new(),
+        derived: Vec::new(),
     }
 }
 
@@ -306,6 +332,7 @@ pub async fn verify<M: MetricSource>(
             s,
             interval_ms: settle.interval.as_millis() as i64,
             targets: &settle.targets,
+            clients: &client.requests,
         },
     )
     .await?;

@@ -281,7 +281,10 @@ pub fn observations(n: u64, lo_ms: f64, hi_ms: f64) -> Vec<f64> {
 /// overhead).
 pub fn entry(convention: Convention, matchers: &[(&str, &str)]) -> VerifyEntry {
     VerifyEntry {
+        name: "success".into(),
         request: 0,
+        group: Vec::new(),
+        derived: Vec::new(),
         convention,
         side: Side::Server,
         matchers: matchers
@@ -339,6 +342,22 @@ pub fn check(source: &MemorySource, entry: &VerifyEntry, client: &ClientRequest)
 /// Runs the checks of several entries against `source` and reasons
 /// across them, as a run does; one [`Checked`] per entry, in order.
 pub fn check_all(source: &MemorySource, entries: &[(VerifyEntry, ClientRequest)]) -> Vec<Checked> {
+    check_run(source, entries, &[])
+}
+
+/// [`check_all`] in a run that also sent `others`, requests without an
+/// entry. The run's requests are the entries' clients in order, then
+/// `others`: `derived` indexes count in that order.
+pub fn check_run(
+    source: &MemorySource,
+    entries: &[(VerifyEntry, ClientRequest)],
+    others: &[ClientRequest],
+) -> Vec<Checked> {
+    let clients: Vec<ClientRequest> = entries
+        .iter()
+        .map(|(_, c)| c.clone())
+        .chain(others.iter().cloned())
+        .collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a current-thread runtime");
@@ -362,6 +381,7 @@ pub fn check_all(source: &MemorySource, entries: &[(VerifyEntry, ClientRequest)]
                 s: S,
                 interval_ms: INTERVAL_MS,
                 targets: &source.targets,
+                clients: &clients,
             },
         ))
         .expect("the in-memory source always answers");

@@ -66,11 +66,26 @@ pub(super) fn check_count<M: MetricSource>(
     } else {
         String::new()
     };
+    let derived = cx.client.derived_calls();
+    let parts = if derived > 0 {
+        format!(
+            " ({} direct + {})",
+            thousands(client - derived as f64),
+            cx.client
+                .derived
+                .iter()
+                .map(|d| format!("{} from {}", thousands(d.calls as f64), d.from))
+                .collect::<Vec<_>>()
+                .join(" + ")
+        )
+    } else {
+        String::new()
+    };
     let mut v = cx.verdict(
         "count",
         Status::pass_if(pass),
         format!(
-            "server {} {} client {}{range}",
+            "server {} {} client {}{parts}{range}",
             thousands(server),
             if pass { "=" } else { "≠" },
             thousands(client)
