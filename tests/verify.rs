@@ -26,6 +26,8 @@ struct Services {
     polls: SocketAddr,
     edge_web: SocketAddr,
     edge_grpc_metrics: SocketAddr,
+    /// revert-name's gRPC and metrics addresses, then time's.
+    chain: [SocketAddr; 4],
     shutdown: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -34,8 +36,15 @@ impl Services {
     /// polls with the given faults, plus edge, revert-name and time
     /// (healthy) when `grpc` is set.
     fn start(faults: &[&str], grpc: bool) -> Self {
+        Self::start_with(faults, grpc, &[])
+    }
+
+    /// [`Services::start`] with `revert_faults` on revert-name.
+    fn start_with(faults: &[&str], grpc: bool, revert_faults: &[&str]) -> Self {
         let flags: Vec<Fault> = faults.iter().map(|f| f.parse().unwrap()).collect();
         let faults = Faults::from_flags(&flags);
+        let revert_flags: Vec<Fault> = revert_faults.iter().map(|f| f.parse().unwrap()).collect();
+        let revert_faults = Faults::from_flags(&revert_flags);
         let shutdown = CancellationToken::new();
         let (tx, rx) = std::sync::mpsc::channel();
         let token = shutdown.clone();
@@ -57,8 +66,12 @@ impl Services {
                 let mut tasks = tokio::task::JoinSet::new();
                 tasks.spawn(polls::serve(polls_l, opts, token.clone()));
                 let (mut edge_web, mut edge_metrics) = (polls_addr, polls_addr);
+                let mut chain = [polls_addr; 4];
                 if grpc {
                     let (rg, rm, tg, tm) = (bind().await, bind().await, bind().await, bind().await);
+                    for (slot, l) in chain.iter_mut().zip([&rg, &rm, &tg, &tm]) {
+                        *slot = l.local_addr().unwrap();
+                    }
                     let l = EdgeListeners {
                         web: bind().await,
                         grpc: bind().await,
@@ -80,18 +93,24 @@ impl Services {
                         faults: Faults::default(),
                     };
                     tasks.spawn(edge::serve(l, eo, token.clone()));
-                    tasks.spawn(revert::serve(rg, rm, grpc_opts(), token.clone()));
+                    let revert_opts = GrpcOptions {
+                        faults: revert_faults,
+                        ..grpc_opts()
+                    };
+                    tasks.spawn(revert::serve(rg, rm, revert_opts, token.clone()));
                     tasks.spawn(time_service::serve(tg, tm, grpc_opts(), token.clone()));
                 }
-                tx.send((polls_addr, edge_web, edge_metrics)).unwrap();
+                tx.send((polls_addr, edge_web, edge_metrics, chain))
+                    .unwrap();
                 while tasks.join_next().await.is_some() {}
             });
         });
-        let (polls, edge_web, edge_grpc_metrics) = rx.recv().unwrap();
+        let (polls, edge_web, edge_grpc_metrics, chain) = rx.recv().unwrap();
         Services {
             polls,
             edge_web,
             edge_grpc_metrics,
+            chain,
             shutdown,
             thread: Some(thread),
         }
@@ -291,6 +310,15 @@ impl Run {
 
     fn client_responses(&self, request: &str) -> f64 {
         responses(self.results(), request) as f64
+    }
+
+    /// Calls of a gRPC request that ended with a code.
+    fn client_calls(&self, request: &str) -> f64 {
+        support::outcomes(self.results(), request)
+            .iter()
+            .filter(|o| o.0.get("grpc").is_some())
+            .map(|o| o.2)
+            .sum::<u64>() as f64
     }
 }
 
@@ -642,4 +670,227 @@ fn demo_verifies_clean_and_catches_a_fault() {
     let stdout = String::from_utf8_lossy(&bad.stdout);
     assert!(matches!(bad.status.code(), Some(2 | 3)), "{stdout}");
     assert!(stdout.contains("different worker processes"), "{stdout}");
+}
+
+/// The bank service on an ephemeral port, stopped on drop.
+struct Bank {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Bank {
+    fn start() -> Self {
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(l.local_addr().unwrap()).unwrap();
+                let _ = redproof_services::bank::serve(l, Default::default(), token).await;
+            });
+        });
+        Bank {
+            addr: rx.recv().unwrap(),
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Bank {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Deposits and overdraws POST the same route with different bodies.
+fn bank_scenario(bank: SocketAddr, prometheus: &str, verify: &str) -> String {
+    format!(
+        r#"name: bank-shared-route
+targets:
+  bank: {{ url: "http://{bank}", timeout: 5s }}
+load: {{ users: 4, wait: 5ms..20ms, duration: 3s, drain: 5s }}
+on_start:
+  - name: open_account
+    http: {{ target: bank, method: POST, path: /accounts, json: {{ owner: ann }} }}
+    expect: {{ status: 201 }}
+    capture: {{ account_id: {{ json: "$.id" }} }}
+requests:
+  - name: deposit
+    weight: 2
+    http: {{ target: bank, method: POST, path: "/accounts/{{{{ account_id }}}}/transactions", json: {{ kind: credit, amount: 100 }} }}
+    expect: {{ status: 201 }}
+  - name: overdraw
+    http: {{ target: bank, method: POST, path: "/accounts/{{{{ account_id }}}}/transactions", json: {{ kind: debit, amount: 1000000000 }} }}
+    expect: {{ status: 422 }}
+metrics: {{ prometheus: "{prometheus}" }}
+verify:
+{verify}"#
+    )
+}
+
+/// Two requests on one route: verified as a group they agree with the
+/// server exactly; verified alone, the surplus is named as the other
+/// request's traffic with the YAML that declares it.
+#[test]
+fn requests_sharing_a_route_verify_as_a_group_with_prometheus() {
+    let bank = Bank::start();
+    let prom = Prometheus::start(&[("bank", format!("http://{}/metrics", bank.addr))]);
+    let route = r#"match: { handler: "/accounts/{account_id}/transactions", method: POST }"#;
+    let grouped = bank_scenario(
+        bank.addr,
+        &prom.url(),
+        &format!(
+            "  transactions: {{ convention: fastapi, requests: [deposit, overdraw], {route} }}\n"
+        ),
+    );
+    let run = redproof(&grouped, &[]);
+    assert_clean(&run);
+    let both = run.client_responses("deposit") + run.client_responses("overdraw");
+    assert!(run.client_responses("overdraw") > 0.0, "{}", run.stdout);
+    for r in ["deposit", "overdraw"] {
+        assert_eq!(run.server_count(r), both, "{}", run.stdout);
+    }
+    let (_, errors) = run.verdict("overdraw.errors");
+    assert!(errors.contains("4xx: server"), "{errors}");
+
+    let alone = bank_scenario(
+        bank.addr,
+        &prom.url(),
+        &format!("  deposit: {{ convention: fastapi, {route} }}\n"),
+    );
+    let run = redproof(&alone, &[]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    let (status, text) = run.verdict("deposit.count");
+    assert_eq!(status, "fail");
+    let overdraws = run.client_responses("overdraw");
+    assert!(
+        text.contains(&format!(
+            "exactly `overdraw`'s {} responses",
+            with_commas(overdraws as u64)
+        )) && text.contains("`requests: [deposit, overdraw]`"),
+        "{text}"
+    );
+    assert!(!text.contains("narrow"), "{text}");
+}
+
+/// `1234567` as `1,234,567`, as reports write counts.
+fn with_commas(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `scenarios/edge.yaml` against edge, revert-name (with `revert_faults`)
+/// and time, scraped by a Prometheus with `ci/prometheus.yml`'s job names.
+fn edge_chain(revert_faults: &[&str]) -> Run {
+    let s = Services::start_with(&[], true, revert_faults);
+    let [revert_grpc, revert_metrics, time_grpc, time_metrics] = s.chain;
+    let prom = Prometheus::start(&[
+        (
+            "edge-web",
+            format!("http://{}/prometheus/metrics", s.edge_web),
+        ),
+        (
+            "edge-grpc",
+            format!("http://{}/metrics", s.edge_grpc_metrics),
+        ),
+        ("revert-name", format!("http://{revert_metrics}/metrics")),
+        ("time", format!("http://{time_metrics}/metrics")),
+    ]);
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/edge.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_redproof"))
+        .env("NO_COLOR", "1")
+        .arg("run")
+        .arg(&file)
+        .args(["--quiet", "--threads", "1", "--duration", "4s"])
+        .args(["--prometheus", &prom.url()])
+        .args(["--target", &format!("edge=http://{}", s.edge_web)])
+        .args(["--target", &format!("revert=http://{revert_grpc}")])
+        .args(["--target", &format!("time=http://{time_grpc}")])
+        .arg("--out")
+        .arg(dir.path().join("results.json"))
+        .output()
+        .unwrap();
+    support::finish(out, dir)
+}
+
+/// The whole chain of `scenarios/edge.yaml`: edge's django metrics,
+/// edge's gRPC client metrics (only derived calls), and the servers'
+/// (direct plus derived calls) agree exactly when healthy.
+#[test]
+fn the_edge_chain_verifies_hop_by_hop_with_prometheus() {
+    let run = edge_chain(&[]);
+    assert_clean(&run);
+    let proxy = run.client_responses("proxy");
+    assert!(proxy > 0.0, "{}", run.stdout);
+    assert_eq!(run.server_count("proxy"), proxy, "{}", run.stdout);
+    assert_eq!(run.server_count("edge_to_revert_name"), proxy);
+    assert_eq!(run.server_count("edge_to_time"), proxy);
+    let direct = run.client_calls("revert_name") + run.client_calls("revert_empty");
+    assert!(run.client_calls("revert_empty") > 0.0, "{}", run.stdout);
+    assert_eq!(run.server_count("revert_name"), direct + proxy);
+    assert_eq!(
+        run.server_count("what_time_is"),
+        run.client_calls("what_time_is") + proxy
+    );
+    let (_, errors) = run.verdict("revert_empty.errors");
+    assert!(errors.contains("InvalidArgument: server"), "{errors}");
+    let (status, why) = run.verdict("revert_name.duration");
+    assert_eq!(status, "skipped");
+    assert!(why.contains("did not time"), "{why}");
+}
+
+/// revert-name's interceptor not counting failed calls is caught on
+/// revert-name's entry, named as such, and nowhere else.
+#[test]
+fn the_edge_chain_catches_uncounted_errors_on_revert_name() {
+    let run = edge_chain(&["uncounted-errors"]);
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    let empty = run.client_calls("revert_empty") as u64;
+    assert!(empty > 0, "{}", run.stdout);
+    for r in ["revert_name", "revert_empty"] {
+        let (status, text) = run.verdict(&format!("{r}.errors"));
+        assert_eq!(status, "fail", "{text}");
+        assert!(
+            text.contains(&format!(
+                "client saw {} × InvalidArgument, server counted 0: calls that end with an error bypass the metrics interceptor",
+                with_commas(empty)
+            )),
+            "{text}"
+        );
+        let (_, count) = run.verdict(&format!("{r}.count"));
+        assert!(
+            count.contains("all calls that ended with an error code"),
+            "{count}"
+        );
+    }
+    for (name, _, text) in run.failing() {
+        assert!(
+            name.starts_with("revert_name.") || name.starts_with("revert_empty."),
+            "unexpected failure {name}: {text}\n{}",
+            run.stdout
+        );
+        assert!(
+            name.ends_with(".count") || name.ends_with(".errors"),
+            "{name}: {text}"
+        );
+    }
 }

@@ -102,10 +102,11 @@ fn validate(files: &[std::path::PathBuf]) -> Exit {
                         (None, 0) => "no metric source yet (give --prometheus URL)".to_owned(),
                         (None, n) => format!("embedded scraper, {n} page{}", plural(n)),
                     };
+                    let entries = v.entry_count();
                     format!(
                         ", {} verify entr{}, {} alert{}, {} PromQL assertion{} ({source})",
-                        v.entries.len(),
-                        if v.entries.len() == 1 { "y" } else { "ies" },
+                        entries,
+                        if entries == 1 { "y" } else { "ies" },
                         v.alerts.len(),
                         plural(v.alerts.len()),
                         v.promql.len(),

@@ -30,6 +30,14 @@ impl Verification {
     pub fn is_requested(&self) -> bool {
         !self.entries.is_empty() || !self.alerts.is_empty() || !self.promql.is_empty()
     }
+
+    /// The number of `verify:` entries as written (one listing several
+    /// requests counts once).
+    pub fn entry_count(&self) -> usize {
+        let mut names: Vec<&str> = self.entries.iter().map(|e| e.name.as_str()).collect();
+        names.dedup();
+        names.len()
+    }
 }
 
 /// The metric source settings.
@@ -176,8 +184,9 @@ pub struct VerifyEntry {
     pub name: String,
     /// Index into the scenario's requests. An entry listing several
     /// (`requests: [a, b]`) becomes one `VerifyEntry` per request, each
-    /// with the same matchers, so that they are checked together.
-    pub request: usize,
+    /// with the same matchers, so that they are checked together. `None`
+    /// for an entry only derived calls reach (`requests: []`).
+    pub request: Option<usize>,
     /// The requests an entry lists in `requests:`; empty when the entry
     /// is named after its one request.
     pub group: Vec<usize>,
@@ -256,11 +265,11 @@ pub(super) fn check(c: &mut Checker, raw: &RawScenario, requests: &[&str]) -> Ve
         };
         let members: Vec<usize> = match listed {
             Some(list) => {
-                if list.is_empty() {
+                if list.is_empty() && v.derived.0.is_empty() {
                     c.err(
                         pos(v.requests.as_ref().expect("listed")),
                         format!(
-                            "`verify.{}.requests`: expected at least one request name",
+                            "`verify.{}.requests`: expected at least one request name, or `derived:` for an entry that only other requests' calls reach",
                             name.as_str()
                         ),
                     );
@@ -289,7 +298,7 @@ pub(super) fn check(c: &mut Checker, raw: &RawScenario, requests: &[&str]) -> Ve
                 .collect(),
         };
         for &m in &members {
-            if let Some(other) = entries.iter().find(|e| e.request == m) {
+            if let Some(other) = entries.iter().find(|e| e.request == Some(m)) {
                 c.err(
                     pos(name),
                     if other.name == name.as_str() {
@@ -333,15 +342,20 @@ pub(super) fn check(c: &mut Checker, raw: &RawScenario, requests: &[&str]) -> Ve
                 derived.push((i, n));
             }
         }
-        if let Some(e) = check_entry(c, name, v, members.first().copied().unwrap_or(0)) {
+        if let Some(e) = check_entry(c, name, v) {
             let group = if listed.is_some() {
                 members.clone()
             } else {
                 Vec::new()
             };
-            for &m in &members {
+            let requests: Vec<Option<usize>> = if members.is_empty() && listed.is_some() {
+                vec![None]
+            } else {
+                members.iter().copied().map(Some).collect()
+            };
+            for request in requests {
                 entries.push(VerifyEntry {
-                    request: m,
+                    request,
                     group: group.clone(),
                     derived: derived.clone(),
                     ..e.clone()
@@ -434,7 +448,6 @@ fn check_entry(
     c: &mut Checker,
     name: &Text,
     v: &marked_yaml::Spanned<RawVerify>,
-    request: usize,
 ) -> Option<VerifyEntry> {
     let field = |f: &str| format!("verify.{}.{f}", name.as_str());
     let convention = match Convention::ALL
@@ -579,7 +592,7 @@ fn check_entry(
         .unwrap_or(DEFAULT_OVERHEAD);
     Some(VerifyEntry {
         name: name.to_string(),
-        request,
+        request: None,
         group: Vec::new(),
         derived: Vec::new(),
         convention,

@@ -417,7 +417,7 @@ mod tests {
             name: "r".into(),
             group: Vec::new(),
             derived: Vec::new(),
-            request: 0,
+            request: Some(0),
             convention: Convention::Otel,
             side: Side::Server,
             matchers: vec![

@@ -208,6 +208,19 @@ pub struct Derived {
 }
 
 impl ClientRequest {
+    /// A request the client never sent.
+    pub fn empty(name: &str) -> Self {
+        ClientRequest {
+            name: name.to_owned(),
+            by_status: BTreeMap::new(),
+            responses: 0,
+            unsure: 0,
+            latency: new_histogram(),
+            windows: Vec::new(),
+            derived: Vec::new(),
+        }
+    }
+
     /// The calls derived from other requests.
     pub fn derived_calls(&self) -> u64 {
         self.derived.iter().map(|d| d.calls).sum()
@@ -313,14 +326,21 @@ pub async fn verify<M: MetricSource>(
         verdicts.push(failed);
     }
     let mut server = Vec::new();
+    // An entry only derived calls reach has no client side of its own.
+    let none: Vec<ClientRequest> = v
+        .entries
+        .iter()
+        .map(|e| ClientRequest::empty(&e.name))
+        .collect();
     let jobs: Vec<checks::Job> = v
         .entries
         .iter()
         .zip(&names)
-        .map(|(entry, n)| checks::Job {
+        .zip(&none)
+        .map(|((entry, n), none)| checks::Job {
             entry,
             names: n,
-            client: &client.requests[entry.request],
+            client: entry.request.map_or(none, |i| &client.requests[i]),
         })
         .collect();
     let checked = checks::run_all(

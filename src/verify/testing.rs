@@ -282,7 +282,7 @@ pub fn observations(n: u64, lo_ms: f64, hi_ms: f64) -> Vec<f64> {
 pub fn entry(convention: Convention, matchers: &[(&str, &str)]) -> VerifyEntry {
     VerifyEntry {
         name: "success".into(),
-        request: 0,
+        request: Some(0),
         group: Vec::new(),
         derived: Vec::new(),
         convention,

@@ -202,6 +202,9 @@ fn with_derived(
         let Some(from) = all.get(i) else { continue };
         let calls = per * from.responses;
         let unsure = per * from.unsure;
+        if out.windows.is_empty() {
+            out.windows = from.windows.iter().map(|(t, _)| (*t, 0)).collect();
+        }
         out.responses += calls;
         out.unsure += unsure;
         for (w, (_, n)) in out.windows.iter_mut().zip(&from.windows) {

@@ -44,7 +44,7 @@ fn group(requests: &[usize]) -> Vec<VerifyEntry> {
         .iter()
         .map(|&r| VerifyEntry {
             name: "transactions".into(),
-            request: r,
+            request: Some(r),
             group: requests.to_vec(),
             ..route()
         })
@@ -253,4 +253,46 @@ fn undeclared_derived_traffic_is_named_with_its_multiple() {
             "`derived: { proxy: 2 }`",
         ],
     );
+}
+
+#[test]
+fn grpc_errors_the_interceptor_never_counted_explain_the_count() {
+    // revert-name counted only the calls that returned OK; one request
+    // sends empty names, which end with InvalidArgument.
+    let src = revert_server(100.0);
+    let empty = Client::new()
+        .grpc("INVALID_ARGUMENT", 40, 1.0)
+        .named("revert_empty");
+    let mut e = revert_entry(&[]);
+    e.group = vec![0, 1];
+    let out = check_run(
+        &src,
+        &[
+            (e.clone(), revert_calls()),
+            (
+                VerifyEntry {
+                    request: Some(1),
+                    ..e
+                },
+                empty,
+            ),
+        ],
+        &[],
+    );
+    for c in &out {
+        let d = c.diagnosis(
+            "count",
+            Fail,
+            &["the 40 missing are all calls that ended with an error code (40 × InvalidArgument)"],
+        );
+        assert!(
+            !d.diagnosis.as_deref().unwrap().contains("never reaches"),
+            "{d:#?}"
+        );
+        c.diagnosis(
+            "errors",
+            Fail,
+            &["client saw 40 × InvalidArgument, server counted 0: calls that end with an error bypass the metrics interceptor"],
+        );
+    }
 }
