@@ -142,25 +142,41 @@ pub(super) fn name_other_requests(
         let options: Vec<String> = found
             .iter()
             .map(|m| {
-                let derived = format!("`derived: {{ {}: {} }}` (each `{}` request causes {} call{} here)", m.name, m.per, m.name, m.per, if m.per == 1 { "" } else { "s" });
-                if m.per == 1 {
+                let derived = format!(
+                    "`derived: {{ {}: {} }}` if each `{}` request causes {} call{} here",
+                    m.name,
+                    m.per,
+                    m.name,
+                    m.per,
+                    if m.per == 1 { "" } else { "s" }
+                );
+                let how = if m.per == 1 {
                     let mut list = members.clone();
                     list.push(&m.name);
                     format!(
-                        "{}: if it is the same route, `requests: [{}]` in `verify.{entry_name}`; if it calls this service, {derived}",
-                        times(m),
+                        "`requests: [{}]` in `verify.{entry_name}` if it is the same route, or {derived}",
                         list.join(", ")
                     )
                 } else {
-                    format!("{}: declare {derived} in `verify.{entry_name}`", times(m))
+                    format!("{derived}, in `verify.{entry_name}`")
+                };
+                if found.len() == 1 {
+                    how
+                } else {
+                    format!("for `{}`, {how}", m.name)
                 }
             })
             .collect();
         v.diagnosis = Some(format!(
-            "server counted {} more than the client sent, exactly {}: that request's traffic reaches these series too. Declare it — {}",
+            "server counted {} more than the client sent, exactly {}: {} traffic reaches these series too. Declare it: {}",
             thousands(diff),
             found.iter().map(times).collect::<Vec<_>>().join(", or "),
-            options.join("; or ")
+            if found.len() == 1 {
+                "that request's"
+            } else {
+                "one of these requests'"
+            },
+            options.join("; ")
         ));
     } else {
         let diff = client - server;
