@@ -16,6 +16,7 @@ mod exit;
 mod limits;
 mod run;
 mod signal;
+mod verify;
 
 use std::path::Path;
 
@@ -80,6 +81,13 @@ fn dispatch(cli: Cli) -> Result<Exit, Failure> {
             Exit::Usage,
             anyhow!("this redproof was built without the demo services (cargo feature `demo`)"),
         )),
+        Command::Verify(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| fail(Exit::Internal, e))?;
+            rt.block_on(verify::run(args))
+        }
         Command::Run(args) => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -137,8 +137,10 @@ impl Source {
         client: &ClientRun,
     ) -> Result<VerificationReport, SourceError> {
         match self {
-            Source::Prometheus(p) => verify::verify(p.as_ref(), scenario, client).await,
-            Source::Scraper(s) => verify::verify(s.as_ref(), scenario, client).await,
+            Source::Prometheus(p) => {
+                verify::verify(p.as_ref(), &scenario.verification, client).await
+            }
+            Source::Scraper(s) => verify::verify(s.as_ref(), &scenario.verification, client).await,
         }
     }
 }
@@ -327,7 +329,11 @@ pub(crate) async fn run_scenario(
     Ok(exit_code(&report))
 }
 
-fn write_outputs(o: &OutputArgs, report: &RunReport, summary: &Summary) -> Result<(), Failure> {
+pub(super) fn write_outputs(
+    o: &OutputArgs,
+    report: &RunReport,
+    summary: &Summary,
+) -> Result<(), Failure> {
     if let Some(out) = &o.out {
         let json = serde_json::to_vec_pretty(report).map_err(|e| fail(Exit::Internal, e))?;
         write_atomically(out, &json).map_err(|e| fail(Exit::Internal, e))?;

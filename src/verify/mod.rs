@@ -237,6 +237,42 @@ pub struct ClientRun {
 }
 
 impl ClientRun {
+    /// The client side of a results file: its requests' recorded figures
+    /// (`stats`, in the file's order), windows and timing.
+    pub fn from_results(
+        names: &[String],
+        stats: &[RequestStats],
+        windows: &[crate::measure::Window],
+        t0_ms: i64,
+        t1_ms: i64,
+        load_s: f64,
+    ) -> Self {
+        let requests = names
+            .iter()
+            .zip(stats)
+            .enumerate()
+            .map(|(i, (name, st))| ClientRequest {
+                name: name.clone(),
+                windows: windows
+                    .iter()
+                    .map(|w| {
+                        (
+                            t0_ms + (w.t * 1000.0) as i64,
+                            w.requests.get(i).map_or(0, |f| f.count),
+                        )
+                    })
+                    .collect(),
+                ..client_request(st)
+            })
+            .collect();
+        Self {
+            t0_ms,
+            t1_ms,
+            load_s,
+            requests,
+        }
+    }
+
     pub fn new(s: &Scenario, out: &EngineOutput) -> Self {
         let t0_ms = out
             .t0
@@ -314,12 +350,34 @@ fn client_request(st: &RequestStats) -> ClientRequest {
 /// Waits for the settle point and runs every check.
 pub async fn verify<M: MetricSource>(
     source: &M,
-    scenario: &Scenario,
+    v: &Verification,
     client: &ClientRun,
 ) -> Result<VerificationReport, SourceError> {
-    let v = &scenario.verification;
     let names: Vec<Names> = v.entries.iter().map(Names::of).collect();
     let settle = settle(source, &names, client, &v.metrics).await?;
+    check(source, v, client, &names, settle).await
+}
+
+/// Verification after the fact (`redproof verify`): the settle point is
+/// read from the samples, the first scrape of every series holding the
+/// checked series after T1 plus the grace, instead of waited for.
+pub async fn verify_after<M: MetricSource>(
+    source: &M,
+    v: &Verification,
+    client: &ClientRun,
+) -> Result<VerificationReport, SourceError> {
+    let names: Vec<Names> = v.entries.iter().map(Names::of).collect();
+    let settle = settled_in_the_past(source, &names, client, &v.metrics).await?;
+    check(source, v, client, &names, settle).await
+}
+
+async fn check<M: MetricSource>(
+    source: &M,
+    v: &Verification,
+    client: &ClientRun,
+    names: &[Names],
+    settle: Settled,
+) -> Result<VerificationReport, SourceError> {
     let s = settle.s_ms;
     let mut verdicts = Vec::new();
     if let Some(failed) = settle.verdict {
@@ -335,7 +393,7 @@ pub async fn verify<M: MetricSource>(
     let jobs: Vec<checks::Job> = v
         .entries
         .iter()
-        .zip(&names)
+        .zip(names)
         .zip(&none)
         .map(|((entry, n), none)| checks::Job {
             entry,
@@ -368,6 +426,42 @@ pub async fn verify<M: MetricSource>(
         verdict_after_s: (now_ms() - client.t1_ms) as f64 / 1000.0,
         verdicts,
         server,
+    })
+}
+
+/// The settle point of a run in the past: for every series of the checked
+/// families, its first sample after T1 plus the grace; S is the latest of
+/// them. A series with no such sample leaves S at T1 plus the grace and
+/// two scrape intervals, and the checks (freshness) say what is missing.
+async fn settled_in_the_past<M: MetricSource>(
+    source: &M,
+    names: &[Names],
+    client: &ClientRun,
+    spec: &MetricsSpec,
+) -> Result<Settled, SourceError> {
+    let after = client.t1_ms + spec.grace.as_millis() as i64;
+    let targets = source.targets().await?;
+    let interval = targets
+        .iter()
+        .filter_map(|t| t.interval)
+        .max()
+        .unwrap_or(spec.scrape_interval);
+    let horizon = after + 2 * interval.as_millis() as i64 + 1000;
+    let mut s_ms = after;
+    for sel in names.iter().flat_map(Names::request_selectors) {
+        let f = source.samples(sel, client.t0_ms, horizon).await?;
+        for series in &f.series {
+            match series.samples.iter().find(|(t, _)| *t >= after) {
+                Some((t, _)) => s_ms = s_ms.max(*t),
+                None => s_ms = s_ms.max(horizon),
+            }
+        }
+    }
+    Ok(Settled {
+        s_ms: s_ms.min(now_ms()),
+        targets,
+        interval,
+        verdict: None,
     })
 }
 

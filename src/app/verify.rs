@@ -1,0 +1,77 @@
+//! `redproof verify RESULTS.json`: verification after the fact, for the
+//! window of a recorded run, from the results file's client side and the
+//! scenario's verify section it stores.
+
+use anyhow::anyhow;
+
+use super::exit::{Exit, Failure, exit_code, fail};
+use crate::cli::VerifyArgs;
+use crate::metrics::{MetricSource as _, Prometheus, SourceError};
+use crate::report::{RunReport, render_text};
+use crate::scenario::verification::Verification;
+use crate::verify::{self, ClientRun};
+
+pub(super) async fn run(args: VerifyArgs) -> Result<Exit, Failure> {
+    let file = args.file.display().to_string();
+    let usage = |e: String| fail(Exit::Usage, anyhow!("`{file}`: {e}"));
+    let text = std::fs::read_to_string(&args.file)
+        .map_err(|e| fail(Exit::Usage, anyhow!("cannot read `{file}`: {e}")))?;
+    let mut report = RunReport::from_json(&text).map_err(usage)?;
+    let mut spec = report.verify_spec.clone().ok_or_else(|| {
+        usage("the results file holds no verify section: its scenario asked for no verification, or an older redproof wrote it".into())
+    })?;
+    if let Some(url) = &args.prometheus {
+        spec.prometheus = Some(url.clone());
+        spec.scrape.clear();
+    }
+    if spec.prometheus.is_none() {
+        return Err(usage(
+            "the run was verified with the embedded scraper, which keeps no past: give --prometheus URL of a Prometheus that scraped the same targets".into(),
+        ));
+    }
+    let verification = Verification::from_spec(&spec, report.requests.len()).map_err(usage)?;
+    let metrics = &verification.metrics;
+    let url = metrics.prometheus.as_ref().expect("checked above");
+    let token = match &metrics.token_env {
+        Some(var) => Some(std::env::var(var).map_err(|_| {
+            fail(
+                Exit::Usage,
+                anyhow!("metrics.token_env names `{var}`, which is not set in the environment"),
+            )
+        })?),
+        None => None,
+    };
+    let source = Prometheus::new(url, token, metrics.max_response)
+        .map_err(|e| fail(Exit::Usage, anyhow!(e)))?;
+    let stats = report.request_stats().map_err(usage)?;
+    let summary = report.summary().map_err(usage)?;
+    let names: Vec<String> = report.requests.iter().map(|r| r.name.clone()).collect();
+    let client = ClientRun::from_results(
+        &names,
+        &stats,
+        &report.windows,
+        report.timing.t0_unix_ms as i64,
+        report.timing.t1_unix_ms as i64,
+        report.timing.load_s,
+    );
+    report.verification = None;
+    report.verification_error = None;
+    report.verification_unavailable = false;
+    let outcome = match source.check().await {
+        Err(e) => Err(e),
+        Ok(_) => verify::verify_after(&source, &verification, &client).await,
+    };
+    let down = matches!(outcome, Err(SourceError::Unavailable(_)));
+    let message = outcome.as_ref().err().map(ToString::to_string);
+    report.attach_verification(outcome.map_err(|e| e.to_string()), &summary);
+    report.verification_unavailable = down;
+    print!("{}", render_text(&report, &summary));
+    super::run::write_outputs(&args.output, &report, &summary)?;
+    if let Some(e) = message {
+        eprintln!(
+            "error: verification not run: {}",
+            crate::printable::escape_controls(&e)
+        );
+    }
+    Ok(exit_code(&report))
+}
