@@ -157,6 +157,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "URL", env = "REDPROOF_PROMETHEUS")]
     pub prometheus: Option<String>,
 
+    /// Skip the checks made before any traffic (Prometheus answers and
+    /// scrapes targets, each verify entry's `job`/`instance` matchers
+    /// select one, its metric family is exported). Without them an
+    /// unreachable Prometheus is found after the load.
+    #[arg(long)]
+    pub no_preflight: bool,
+
     #[command(flatten)]
     pub output: OutputArgs,
 

@@ -565,14 +565,22 @@ fn error_classes_agree_and_the_alert_fires() {
     assert_eq!(run.verdict("promql polls 5xx ratio").0, "pass");
 }
 
-/// Prometheus down: the load still runs, the client report is printed and
-/// written, and the exit code is 69.
+/// Prometheus down: preflight stops the run before any traffic with exit
+/// 69. With `--no-preflight` the load still runs, the client report is
+/// printed and written, and the exit code is 69.
 #[test]
 fn unreachable_prometheus_exits_69_with_the_client_report() {
     let s = Services::start(&[], false);
     let down = refusing();
     let metrics = format!("{{ prometheus: \"http://{}\" }}", down.addr);
-    let run = redproof(&polls_scenario(s.polls, &metrics, "1s", ""), &[]);
+    let scenario = polls_scenario(s.polls, &metrics, "1s", "");
+    let run = redproof(&scenario, &[]);
+    assert_eq!(run.code, 69, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.results.is_none(), "no load, no results: {}", run.stdout);
+    assert!(run.stderr.contains("unreachable"), "{}", run.stderr);
+    assert!(run.stderr.contains("nothing was sent"), "{}", run.stderr);
+
+    let run = redproof(&scenario, &["--no-preflight"]);
     assert_eq!(run.code, 69, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("success"), "{}", run.stdout);
     assert!(
@@ -587,6 +595,48 @@ fn unreachable_prometheus_exits_69_with_the_client_report() {
             .as_u64()
             .unwrap()
             > 0
+    );
+}
+
+/// An entry whose `job` matcher selects no scraped target can never
+/// match: the run stops before the load with exit 2, naming the jobs
+/// that exist. A family not exported yet is only a note.
+#[test]
+fn preflight_stops_an_entry_that_can_never_match_before_the_load() {
+    let s = Services::start(&[], false);
+    let prom = Prometheus::start(&[("polls", s.polls_metrics())]);
+    let metrics = format!("{{ prometheus: \"{}\" }}", prom.url());
+    let scenario = polls_scenario(s.polls, &metrics, "1s", "").replace(
+        "view: \"polls:4xx_not_found\"",
+        "view: \"polls:4xx_not_found\", job: pols",
+    );
+    let run = redproof(&scenario, &[]);
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.results.is_none(), "nothing sent: {}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("FAIL not_found.preflight  no scraped target has job=\"pols\"")
+            && run.stderr.contains("can never match: found job: polls"),
+        "{}",
+        run.stderr
+    );
+    // The same run with --no-preflight sends its load and finds no series.
+    let run = redproof(&scenario, &["--no-preflight"]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert_eq!(run.verdict("not_found.preflight").0, "no_data");
+    assert!(run.client_responses("not_found") > 0.0);
+    // A family of the wrong convention is not exported by any target.
+    let wrong = polls_scenario(s.polls, &metrics, "1s", "").replace(
+        "exception: { convention: django,",
+        "exception: { convention: fastapi,",
+    );
+    assert!(wrong.contains("convention: fastapi"));
+    let run = redproof(&wrong, &["--duration", "1s"]);
+    assert!(
+        run.stderr
+            .contains("preflight: note: `verify.exception`: no series of `http_requests_total`"),
+        "{}",
+        run.stderr
     );
 }
 

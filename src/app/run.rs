@@ -81,6 +81,7 @@ pub(super) async fn run(args: RunArgs) -> Result<Exit, Failure> {
     let settings = RunSettings {
         threads: args.threads,
         output: args.output.clone(),
+        preflight: !args.no_preflight,
     };
     run_scenario(scenario, &args.file.display().to_string(), &settings).await
 }
@@ -89,6 +90,8 @@ pub(super) async fn run(args: RunArgs) -> Result<Exit, Failure> {
 pub(crate) struct RunSettings {
     pub threads: Option<usize>,
     pub output: OutputArgs,
+    /// Check the metric source and the verify entries before the load.
+    pub preflight: bool,
 }
 
 /// The metric source a run verifies against.
@@ -222,8 +225,19 @@ pub(crate) async fn run_scenario(
                     "error: {}",
                     crate::printable::escape_controls(&e.to_string())
                 );
+                if settings.preflight {
+                    eprintln!(
+                        "hint: nothing was sent; fix the URL (metrics.prometheus or --prometheus), or run the load anyway with --no-preflight"
+                    );
+                    return Ok(Exit::Unavailable);
+                }
                 eprintln!("hint: the load still runs; verification will be reported as not run");
                 source_error = Some(e.to_string());
+            } else if settings.preflight
+                && let Some(code) =
+                    super::verify::preflight(p.as_ref(), verification, output.quiet).await
+            {
+                return Ok(code);
             }
         }
         Some(Source::Scraper(s)) => {

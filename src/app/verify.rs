@@ -75,3 +75,55 @@ pub(super) async fn run(args: VerifyArgs) -> Result<Exit, Failure> {
     }
     Ok(exit_code(&report))
 }
+
+/// Preflight before a run's load: prints what it found; `Some(exit
+/// code)` when the run must stop before sending anything.
+pub(super) async fn preflight(source: &Prometheus, v: &Verification, quiet: bool) -> Option<Exit> {
+    let p = match verify::preflight::preflight(source, v).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!(
+                "error: preflight: {}",
+                crate::printable::escape_controls(&e.to_string())
+            );
+            eprintln!("hint: nothing was sent; --no-preflight runs the load anyway");
+            return Some(if matches!(e, SourceError::Unavailable(_)) {
+                Exit::Unavailable
+            } else {
+                Exit::VerificationFailed
+            });
+        }
+    };
+    for w in &p.warnings {
+        eprintln!("preflight: note: {}", crate::printable::escape_controls(w));
+    }
+    if !p.failures.is_empty() {
+        for f in &p.failures {
+            eprintln!(
+                "FAIL {}  {}\n  → {}\n  query: {}",
+                f.name(),
+                crate::printable::escape_controls(&f.summary),
+                crate::printable::escape_controls(f.diagnosis.as_deref().unwrap_or_default()),
+                f.query
+            );
+        }
+        eprintln!(
+            "error: preflight failed: {} verify entr{} can never match; nothing was sent (--no-preflight runs the load anyway)",
+            p.failures.len(),
+            if p.failures.len() == 1 { "y" } else { "ies" }
+        );
+        return Some(Exit::VerificationFailed);
+    }
+    if !quiet {
+        eprintln!(
+            "preflight: {} answers, {} target{} scraped{}",
+            source.describe(),
+            p.targets,
+            if p.targets == 1 { "" } else { "s" },
+            p.interval
+                .map(|i| format!(" every {}s", i.as_secs_f64()))
+                .unwrap_or_default()
+        );
+    }
+    None
+}

@@ -14,6 +14,7 @@
 mod checks;
 pub mod convention;
 pub mod counters;
+pub mod preflight;
 #[cfg(test)]
 mod testing;
 

@@ -1,0 +1,185 @@
+//! Preflight: before any traffic, what can be known about the metric
+//! source and the `verify:` entries. The source answers; it scrapes
+//! targets and their scrape interval is known; each entry's `job` and
+//! `instance` matchers select a scraped target (else no series can ever
+//! match); each entry's metric family is exported by a target. Series of
+//! a labelled family are born with the first request they count, so the
+//! family (any series of the metric, whatever its labels) is looked for,
+//! never the entry's series; and a family no target exports yet is
+//! reported as a warning, because many libraries (client_golang, the
+//! Rust client) export a labelled family only once it has a child.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use super::convention::Names;
+use super::{LOOKBACK_MS, Status, Verdict};
+use crate::metrics::{MetricSource, SourceError, TargetStatus, now_ms};
+use crate::promql::Selector;
+use crate::scenario::verification::Verification;
+
+/// What preflight found.
+#[derive(Debug, Default)]
+pub struct Preflight {
+    /// Entries that can never match, and a source with nothing to read:
+    /// the run stops before the load (exit 2).
+    pub failures: Vec<Verdict>,
+    /// Worth knowing before the load; the checks after it decide.
+    pub warnings: Vec<String>,
+    /// The targets' scrape interval.
+    pub interval: Option<Duration>,
+    /// Scraped targets.
+    pub targets: usize,
+}
+
+fn failure(entry: &str, summary: String, diagnosis: String, query: String) -> Verdict {
+    Verdict {
+        request: Some(entry.to_owned()),
+        check: "preflight".into(),
+        status: Status::Fail,
+        summary,
+        diagnosis: Some(diagnosis),
+        query,
+        eval_unix_ms: now_ms(),
+        warnings: Vec::new(),
+    }
+}
+
+fn list(targets: &[TargetStatus], label: &str) -> String {
+    let values: BTreeSet<&str> = targets
+        .iter()
+        .map(|t| {
+            if label == "job" {
+                t.job.as_str()
+            } else {
+                t.instance.as_str()
+            }
+        })
+        .collect();
+    values.into_iter().collect::<Vec<_>>().join(", ")
+}
+
+/// Runs preflight against a source that answers (check that first).
+pub async fn preflight<M: MetricSource>(
+    source: &M,
+    v: &Verification,
+) -> Result<Preflight, SourceError> {
+    let mut out = Preflight::default();
+    let targets = source.targets().await?;
+    out.targets = targets.len();
+    out.interval = targets.iter().filter_map(|t| t.interval).max();
+    if v.entries.is_empty() {
+        return Ok(out);
+    }
+    if targets.is_empty() {
+        out.failures.push(Verdict {
+            request: None,
+            check: "preflight".into(),
+            status: Status::Fail,
+            summary: format!("{} scrapes no targets", source.describe()),
+            diagnosis: Some(
+                "no series can ever match: add the services' metrics endpoints to its scrape configuration (see ci/prometheus.yml)".into(),
+            ),
+            query: "/api/v1/targets".into(),
+            eval_unix_ms: now_ms(),
+            warnings: Vec::new(),
+        });
+        return Ok(out);
+    }
+    if out.interval.is_none() {
+        out.warnings.push(format!(
+            "{} does not say its targets' scrape interval; the settle wait assumes {}s",
+            source.describe(),
+            v.metrics.scrape_interval.as_secs_f64()
+        ));
+    }
+    let now = now_ms();
+    let mut seen: Vec<&str> = Vec::new();
+    for e in &v.entries {
+        // One verdict per entry as written, however many requests it covers.
+        if seen.contains(&e.name.as_str()) {
+            continue;
+        }
+        seen.push(&e.name);
+        let names = Names::of(e);
+        // Matchers on `job` and `instance` pick targets: none selected,
+        // no series will ever match.
+        let scoping: Vec<_> = e
+            .matchers
+            .iter()
+            .filter(|m| m.label == "job" || m.label == "instance")
+            .collect();
+        let selected: Vec<&TargetStatus> = targets
+            .iter()
+            .filter(|t| {
+                scoping.iter().all(|m| {
+                    m.matches_value(if m.label == "job" {
+                        &t.job
+                    } else {
+                        &t.instance
+                    })
+                })
+            })
+            .collect();
+        if selected.is_empty() {
+            let bad = scoping
+                .iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let labels: BTreeSet<&str> = scoping.iter().map(|m| m.label.as_str()).collect();
+            let found = labels
+                .iter()
+                .map(|l| format!("found {l}: {}", list(&targets, l)))
+                .collect::<Vec<_>>()
+                .join("; ");
+            out.failures.push(failure(
+                &e.name,
+                format!("no scraped target has {bad}"),
+                format!(
+                    "`verify.{}` can never match: {found}. Fix the matcher, or add the target to the scrape configuration",
+                    e.name
+                ),
+                names.requests.to_string(),
+            ));
+            continue;
+        }
+        // The family: any series of the metric (or of the other
+        // generation of names) on the selected targets.
+        let mut metrics = vec![names.requests.metric.clone()];
+        if let Some(f) = &names.fallback {
+            metrics.push(f.requests.metric.clone());
+        }
+        let mut exported = false;
+        for m in &metrics {
+            let f = source
+                .samples(
+                    &Selector::new(m.clone(), Vec::new()),
+                    now - LOOKBACK_MS,
+                    now,
+                )
+                .await?;
+            if f.series.iter().any(|s| selected.iter().any(|t| t.holds(s))) {
+                exported = true;
+                break;
+            }
+        }
+        if !exported {
+            out.warnings.push(format!(
+                "`verify.{}`: no series of `{}` on {} yet (a labelled family appears with its first request); if none appear, the checks after the load say why",
+                e.name,
+                metrics.join("` or `"),
+                if selected.len() == targets.len() {
+                    "any scraped target".to_owned()
+                } else {
+                    selected
+                        .iter()
+                        .map(|t| t.describe())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ));
+        }
+    }
+    Ok(out)
+}
