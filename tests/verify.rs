@@ -906,6 +906,18 @@ fn the_edge_chain_verifies_hop_by_hop_with_prometheus() {
     let (status, why) = run.verdict("revert_name.duration");
     assert_eq!(status, "skipped");
     assert!(why.contains("did not time"), "{why}");
+    // Hop by hop, per code: edge's client metrics against the servers'.
+    for (hop, direct) in [
+        ("edge_to_revert_name.hop", "direct"),
+        ("edge_to_time.hop", "direct"),
+    ] {
+        let (status, text) = run.verdict(hop);
+        assert_eq!(status, "pass", "{text}");
+        assert!(
+            text.contains("OK: caller") && text.contains(direct),
+            "{text}"
+        );
+    }
 }
 
 /// revert-name's interceptor not counting failed calls is caught on

@@ -111,6 +111,9 @@ pub struct RawVerify {
     /// each causes.
     #[serde(default)]
     pub derived: OrderedMap<Text>,
+    /// For a gRPC client-side entry: the verify entry of the callee's
+    /// server-side metrics, compared per code (hop consistency).
+    pub callee: Option<Text>,
     pub status_label: Option<Text>,
     pub duration: Option<Text>,
     pub unit: Option<Text>,

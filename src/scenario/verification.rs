@@ -193,6 +193,9 @@ pub struct VerifyEntry {
     /// Other requests whose calls reach these series, and how many calls
     /// each causes (`derived: { proxy: 1 }`).
     pub derived: Vec<(usize, u64)>,
+    /// A gRPC client-side entry's callee: the name of the entry of the
+    /// server-side metrics of the same method (`callee:`).
+    pub callee: Option<String>,
     pub convention: Convention,
     pub side: Side,
     pub matchers: Vec<Matcher>,
@@ -360,6 +363,42 @@ pub(super) fn check(c: &mut Checker, raw: &RawScenario, requests: &[&str]) -> Ve
                     derived: derived.clone(),
                     ..e.clone()
                 });
+            }
+        }
+    }
+    for (name, v) in &raw.verify.0 {
+        let Some(callee) = &v.callee else { continue };
+        let field = format!("verify.{}.callee", name.as_str());
+        let caller = entries.iter().find(|e| e.name == name.as_str());
+        if caller.is_some_and(|e| e.convention != Convention::Grpc || e.side != Side::Client) {
+            c.err(
+                pos(callee),
+                format!(
+                    "`{field}`: only a gRPC client-side entry (`convention: grpc, side: client`) has a callee"
+                ),
+            );
+            continue;
+        }
+        match entries.iter().find(|e| e.name == callee.as_str()) {
+            Some(e) if e.convention == Convention::Grpc && e.side == Side::Server => {}
+            Some(_) => c.err(
+                pos(callee),
+                format!(
+                    "`{field}`: `verify.{}` must be the callee's gRPC server-side entry (`convention: grpc`, `side: server`)",
+                    callee.as_str()
+                ),
+            ),
+            None => {
+                let mut names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+                names.dedup();
+                c.err(
+                    pos(callee),
+                    format!(
+                        "`{field}`: no verify entry named `{}`; expected one of: {}",
+                        callee.as_str(),
+                        names.join(", ")
+                    ),
+                );
             }
         }
     }
@@ -595,6 +634,7 @@ fn check_entry(
         request: None,
         group: Vec::new(),
         derived: Vec::new(),
+        callee: v.callee.as_ref().map(|t| t.to_string()),
         convention,
         side,
         matchers,
@@ -752,6 +792,8 @@ pub struct EntrySpec {
     /// `(request, calls per request)`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub derived: Vec<(usize, u64)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callee: Option<String>,
     pub convention: Convention,
     pub side: Side,
     /// Label → value as a scenario writes it (`=~re`, `!=v`, or a value).
@@ -799,6 +841,7 @@ impl Verification {
                     request: e.request,
                     group: e.group.clone(),
                     derived: e.derived.clone(),
+                    callee: e.callee.clone(),
                     convention: e.convention,
                     side: e.side,
                     matchers: e
@@ -879,6 +922,7 @@ impl Verification {
                     .map(|&i| index(i))
                     .collect::<Result<_, _>>()?,
                 derived,
+                callee: e.callee.clone(),
                 convention: e.convention,
                 side: e.side,
                 matchers,

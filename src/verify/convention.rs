@@ -417,6 +417,7 @@ mod tests {
             name: "r".into(),
             group: Vec::new(),
             derived: Vec::new(),
+            callee: None,
             request: Some(0),
             convention: Convention::Otel,
             side: Side::Server,

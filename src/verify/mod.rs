@@ -14,6 +14,7 @@
 mod checks;
 pub mod convention;
 pub mod counters;
+mod hops;
 pub mod preflight;
 #[cfg(test)]
 mod testing;
@@ -415,10 +416,13 @@ async fn check<M: MetricSource>(
         },
     )
     .await?;
+    let mut checked = checked;
+    let hop_verdicts = hops::check_hops(&v.entries, &mut checked, s);
     for c in checked {
         verdicts.extend(c.verdicts);
         server.push(c.figures);
     }
+    verdicts.extend(hop_verdicts);
     verdicts.extend(check_alerts(source, v, client, s).await?);
     verdicts.extend(check_promql(source, v, s).await?);
     Ok(VerificationReport {

@@ -111,7 +111,7 @@ fn client_speaks_http(client: &BTreeMap<String, u64>) -> bool {
     client.keys().any(|k| k.parse::<u16>().is_ok())
 }
 
-fn thousands(v: f64) -> String {
+pub(super) fn thousands(v: f64) -> String {
     units::thousands(v.round().max(0.0) as u64)
 }
 

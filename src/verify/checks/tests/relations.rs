@@ -296,3 +296,116 @@ fn grpc_errors_the_interceptor_never_counted_explain_the_count() {
         );
     }
 }
+
+/// edge's client-side metrics for RevertName (job `edge-grpc`) and
+/// revert-name's server-side ones (job `revert-name`).
+fn hop_source(caller: &[(&str, f64)], callee: &[(&str, f64)]) -> MemorySource {
+    let mut src = MemorySource::default();
+    for (name, job, codes) in [
+        ("grpc_client_handled_total", "edge-grpc", caller),
+        ("grpc_server_handled_total", "revert-name", callee),
+    ] {
+        for (code, n) in codes {
+            src.add(
+                name,
+                &[
+                    ("job", job),
+                    ("grpc_type", "unary"),
+                    ("grpc_service", "revert.RevertName"),
+                    ("grpc_method", "RevertName"),
+                    ("grpc_code", code),
+                ],
+                counter(0.0, *n),
+            );
+        }
+    }
+    src
+}
+
+/// `edge_calls` (client side, derived from proxy, callee `revert`) and
+/// `revert` (server side, direct revert calls plus proxy's).
+fn hop_entries(proxy_index: usize) -> Vec<VerifyEntry> {
+    let caller = VerifyEntry {
+        name: "edge_calls".into(),
+        request: None,
+        side: crate::scenario::verification::Side::Client,
+        derived: vec![(proxy_index, 1)],
+        callee: Some("revert".into()),
+        ..entry(
+            Convention::Grpc,
+            &[("job", "edge-grpc"), ("grpc_method", "RevertName")],
+        )
+    };
+    let callee = VerifyEntry {
+        name: "revert".into(),
+        derived: vec![(proxy_index, 1)],
+        ..entry(
+            Convention::Grpc,
+            &[("job", "revert-name"), ("grpc_method", "RevertName")],
+        )
+    };
+    vec![caller, callee]
+}
+
+#[test]
+fn a_hop_agrees_per_code_when_every_call_reaches_the_callee() {
+    let src = hop_source(&[("OK", 250.0)], &[("OK", 350.0)]);
+    let e = hop_entries(2);
+    let hops = crate::verify::testing::hop_verdicts(
+        &src,
+        &[
+            (
+                e[0].clone(),
+                crate::verify::ClientRequest::empty("edge_calls"),
+            ),
+            (e[1].clone(), revert_calls()),
+        ],
+        &[proxy(250, 0)],
+    );
+    assert!(hops.iter().all(|v| !v.status.failed()), "{hops:#?}");
+    let hop = hops.iter().find(|v| v.check == "hop").unwrap();
+    assert_eq!(hop.status, Pass, "{hops:#?}");
+    assert!(
+        hop.summary
+            .contains("OK: caller 250 + direct 100 / callee 350"),
+        "{hops:#?}"
+    );
+}
+
+#[test]
+fn a_hop_names_calls_the_caller_saw_fail_that_the_callee_never_counted() {
+    // edge saw 10 calls end Unavailable; revert-name never counted them
+    // (they never reached it). proxy answered 502 for those.
+    let src = hop_source(&[("OK", 240.0), ("Unavailable", 10.0)], &[("OK", 340.0)]);
+    let e = hop_entries(2);
+    let hops = crate::verify::testing::hop_verdicts(
+        &src,
+        &[
+            (
+                e[0].clone(),
+                crate::verify::ClientRequest::empty("edge_calls"),
+            ),
+            (e[1].clone(), revert_calls()),
+        ],
+        &[proxy(240, 10)],
+    );
+    let hop = hops.iter().find(|v| v.check == "hop").unwrap();
+    assert_eq!(hop.status, Fail, "{hops:#?}");
+    let d = hop.diagnosis.as_deref().unwrap();
+    assert!(
+        d.contains("the caller saw 10 × Unavailable the callee never counted"),
+        "{d}"
+    );
+    // One cause, one failure: the callee's count points at the hop.
+    let failing: Vec<String> = hops
+        .iter()
+        .filter(|v| v.status.failed())
+        .map(|v| format!("{}.{}", v.request.as_deref().unwrap_or(""), v.check))
+        .collect();
+    assert_eq!(failing, ["edge_calls.hop"], "{hops:#?}");
+    let count = hops
+        .iter()
+        .find(|v| v.request.as_deref() == Some("revert") && v.check == "count")
+        .unwrap();
+    assert!(count.summary.contains("see edge_calls.hop"), "{count:#?}");
+}
