@@ -889,6 +889,25 @@ fn edge_chain(revert_faults: &[&str]) -> Run {
 fn the_edge_chain_verifies_hop_by_hop_with_prometheus() {
     let run = edge_chain(&[]);
     assert_clean(&run);
+    // Groups, derived calls and callees are in the results file, as the
+    // schema describes them.
+    let schema: Value =
+        serde_json::from_str(include_str!("../schema/results.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(run.results())
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    // The server table shows what the server should have counted.
+    assert!(
+        run.stdout.lines().any(|l| l.starts_with("revert_empty ")
+            && l.matches(&with_commas(run.server_count("revert_empty") as u64))
+                .count()
+                == 2),
+        "{}",
+        run.stdout
+    );
     let proxy = run.client_responses("proxy");
     assert!(proxy > 0.0, "{}", run.stdout);
     assert_eq!(run.server_count("proxy"), proxy, "{}", run.stdout);

@@ -110,6 +110,11 @@ impl Verdict {
 pub struct ServerFigures {
     pub request: String,
     pub convention: String,
+    /// What the server should have counted when its series hold more
+    /// than this request's responses: the requests verified with it and
+    /// the calls derived from others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_count: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<f64>,
     /// Server errors: 5xx, or gRPC codes that blame the server.

@@ -321,6 +321,9 @@ pub(super) async fn run_all<M: MetricSource>(
                 }
             }
             c.figures.request = name;
+            if members.len() > 1 || !client.derived.is_empty() {
+                c.figures.client_count = Some(client.responses as f64);
+            }
             out[i] = Some(c);
         }
     }
