@@ -1088,7 +1088,8 @@ fn verify_rechecks_a_results_file_after_the_fact() {
     assert!(String::from_utf8_lossy(&down.stdout).contains("success"));
 }
 
-/// A results file whose scenario verified nothing cannot be verified.
+/// A results file whose scenario verified nothing cannot be verified,
+/// nor one verified with the embedded scraper without `--prometheus`.
 #[test]
 fn verify_needs_a_results_file_with_a_verify_section() {
     let s = Services::start(&[], false);
@@ -1102,6 +1103,17 @@ fn verify_needs_a_results_file_with_a_verify_section() {
     assert_eq!(out.status.code(), Some(64));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("holds no verify section"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A run verified with the embedded scraper has no past to read.
+    let metrics = format!("{{ scrape: [\"{}\"] }}", s.polls_metrics());
+    let run = redproof(&polls_scenario(s.polls, &metrics, "1s", ""), &[]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    let out = verify_after(&run.dir.path().join("results.json"), &[]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("give --prometheus URL"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
