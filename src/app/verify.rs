@@ -79,7 +79,7 @@ pub(super) async fn run(args: VerifyArgs) -> Result<Exit, Failure> {
 /// Preflight before a run's load: prints what it found; `Some(exit
 /// code)` when the run must stop before sending anything.
 pub(super) async fn preflight(source: &Prometheus, v: &Verification, quiet: bool) -> Option<Exit> {
-    let p = match verify::preflight::preflight(source, v).await {
+    let p = match verify::preflight::preflight(source, v, crate::metrics::now_ms()).await {
         Ok(p) => p,
         Err(e) => {
             eprintln!(

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::convention::Names;
 use super::{LOOKBACK_MS, Status, Verdict};
-use crate::metrics::{MetricSource, SourceError, TargetStatus, now_ms};
+use crate::metrics::{MetricSource, SourceError, TargetStatus};
 use crate::promql::Selector;
 use crate::scenario::verification::Verification;
 
@@ -32,7 +32,7 @@ pub struct Preflight {
     pub targets: usize,
 }
 
-fn failure(entry: &str, summary: String, diagnosis: String, query: String) -> Verdict {
+fn failure(entry: &str, summary: String, diagnosis: String, query: String, now: i64) -> Verdict {
     Verdict {
         request: Some(entry.to_owned()),
         check: "preflight".into(),
@@ -40,7 +40,7 @@ fn failure(entry: &str, summary: String, diagnosis: String, query: String) -> Ve
         summary,
         diagnosis: Some(diagnosis),
         query,
-        eval_unix_ms: now_ms(),
+        eval_unix_ms: now,
         warnings: Vec::new(),
     }
 }
@@ -59,10 +59,12 @@ fn list(targets: &[TargetStatus], label: &str) -> String {
     values.into_iter().collect::<Vec<_>>().join(", ")
 }
 
-/// Runs preflight against a source that answers (check that first).
+/// Runs preflight against a source that answers (check that first), as
+/// of `now` (ms since the Unix epoch).
 pub async fn preflight<M: MetricSource>(
     source: &M,
     v: &Verification,
+    now: i64,
 ) -> Result<Preflight, SourceError> {
     let mut out = Preflight::default();
     let targets = source.targets().await?;
@@ -81,7 +83,7 @@ pub async fn preflight<M: MetricSource>(
                 "no series can ever match: add the services' metrics endpoints to its scrape configuration (see ci/prometheus.yml)".into(),
             ),
             query: "/api/v1/targets".into(),
-            eval_unix_ms: now_ms(),
+            eval_unix_ms: now,
             warnings: Vec::new(),
         });
         return Ok(out);
@@ -93,7 +95,6 @@ pub async fn preflight<M: MetricSource>(
             v.metrics.scrape_interval.as_secs_f64()
         ));
     }
-    let now = now_ms();
     let mut seen: Vec<&str> = Vec::new();
     for e in &v.entries {
         // One verdict per entry as written, however many requests it covers.
@@ -141,6 +142,7 @@ pub async fn preflight<M: MetricSource>(
                     e.name
                 ),
                 names.requests.to_string(),
+                now,
             ));
             continue;
         }
@@ -182,4 +184,105 @@ pub async fn preflight<M: MetricSource>(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::verification::{Convention, VerifyEntry};
+    use crate::verify::testing::{MemorySource, T0, counter, entry};
+
+    fn named(name: &str, e: VerifyEntry) -> VerifyEntry {
+        VerifyEntry {
+            name: name.into(),
+            ..e
+        }
+    }
+
+    fn run(src: &MemorySource, entries: Vec<VerifyEntry>) -> Preflight {
+        let v = Verification {
+            entries,
+            ..Default::default()
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(preflight(src, &v, T0))
+            .unwrap()
+    }
+
+    /// polls' django family, with one series from an earlier run.
+    fn polls() -> MemorySource {
+        let mut src = MemorySource::default();
+        src.add(
+            "django_http_responses_total_by_status_view_method_total",
+            &[("view", "other"), ("method", "GET"), ("status", "200")],
+            counter(3.0, 0.0),
+        );
+        src
+    }
+
+    #[test]
+    fn an_entry_whose_family_is_exported_passes_whatever_its_series() {
+        // No series of this view yet: they are born with its first request.
+        let p = run(
+            &polls(),
+            vec![named(
+                "success",
+                entry(Convention::Django, &[("view", "polls:2xx_success")]),
+            )],
+        );
+        assert!(p.failures.is_empty(), "{p:#?}");
+        assert!(p.warnings.is_empty(), "{p:#?}");
+        assert_eq!(p.targets, 1);
+        assert_eq!(p.interval, Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_job_no_target_has_can_never_match() {
+        let p = run(
+            &polls(),
+            vec![named(
+                "success",
+                entry(Convention::Django, &[("job", "pols"), ("view", "x")]),
+            )],
+        );
+        assert_eq!(p.failures.len(), 1, "{p:#?}");
+        let f = &p.failures[0];
+        assert_eq!(f.name(), "success.preflight");
+        assert_eq!(f.summary, "no scraped target has job=\"pols\"");
+        assert!(
+            f.diagnosis
+                .as_deref()
+                .unwrap()
+                .contains("`verify.success` can never match: found job: polls"),
+            "{f:#?}"
+        );
+    }
+
+    #[test]
+    fn a_family_not_exported_yet_is_a_note() {
+        let p = run(
+            &polls(),
+            vec![named(
+                "accounts",
+                entry(Convention::Fastapi, &[("handler", "/accounts")]),
+            )],
+        );
+        assert!(p.failures.is_empty(), "{p:#?}");
+        assert_eq!(p.warnings.len(), 1, "{p:#?}");
+        assert!(
+            p.warnings[0].contains("`verify.accounts`: no series of `http_requests_total`"),
+            "{p:#?}"
+        );
+    }
+
+    #[test]
+    fn a_source_with_no_targets_stops_every_entry() {
+        let mut src = polls();
+        src.targets.clear();
+        let p = run(&src, vec![entry(Convention::Django, &[("view", "x")])]);
+        assert_eq!(p.failures.len(), 1, "{p:#?}");
+        assert!(p.failures[0].summary.contains("scrapes no targets"));
+    }
 }
