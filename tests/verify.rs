@@ -832,6 +832,8 @@ fn requests_sharing_a_route_verify_as_a_group_with_prometheus() {
         "{text}"
     );
     assert!(!text.contains("narrow"), "{text}");
+    let failing: Vec<String> = run.failing().into_iter().map(|f| f.0).collect();
+    assert_eq!(failing, ["deposit.count"], "{}", run.stdout);
 }
 
 /// `1234567` as `1,234,567`, as reports write counts.

@@ -98,6 +98,23 @@ fn times(m: &Match) -> String {
     }
 }
 
+/// With the count explained by another request's traffic, the checks
+/// that compare the same mixture per status or latency say nothing more.
+fn skip_the_rest(r: &mut Checked, why: &str) {
+    for v in &mut r.verdicts {
+        if matches!(
+            v.check.as_str(),
+            "errors" | "mean" | "duration" | "quantiles"
+        ) && v.status != Status::Skipped
+        {
+            v.status = Status::Skipped;
+            v.summary = why.to_owned();
+            v.diagnosis = None;
+            v.warnings.clear();
+        }
+    }
+}
+
 /// Replaces the generic diagnosis of a failed count when its difference
 /// is exactly the traffic of another request of the run (or a multiple):
 /// a surplus from a request the entry does not declare, or a shortfall
@@ -178,6 +195,10 @@ pub(super) fn name_other_requests(
             },
             options.join("; ")
         ));
+        skip_the_rest(
+            r,
+            "the series hold another request's traffic too (see count)",
+        );
     } else {
         let diff = client - server;
         // Only requests the entry declared besides one of its own can be
@@ -222,5 +243,9 @@ pub(super) fn name_other_requests(
                 "`requests:`"
             }
         ));
+        skip_the_rest(
+            r,
+            "the client figures include a request whose traffic does not reach these series (see count)",
+        );
     }
 }

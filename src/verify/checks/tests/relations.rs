@@ -113,6 +113,17 @@ fn a_surplus_equal_to_another_requests_count_names_it_and_the_yaml() {
         ],
     );
     assert!(!c.diagnosis.as_deref().unwrap().contains("narrow"));
+    // One cause, one failure: the 409s in the series are the same finding.
+    out[0].summary(
+        "errors",
+        Skipped,
+        &["another request's traffic too (see count)"],
+    );
+    assert!(
+        out[0].verdicts.iter().filter(|v| v.status.failed()).count() == 1,
+        "{:#?}",
+        out[0].verdicts
+    );
 }
 
 #[test]
