@@ -40,7 +40,7 @@ pub enum Command {
     /// them and verify their metrics with the embedded scraper.
     Demo(DemoArgs),
     /// Verify the server's metrics after the fact, for the window of a
-    /// run recorded in a results file (`run --out`, or a merged file).
+    /// run recorded in a results file written by `run --out`.
     ///
     /// The results file holds the client side (histograms, per-second
     /// windows), T0 and T1, and the scenario's metric source and verify
