@@ -2,7 +2,8 @@
 //! source and the `verify:` entries. The source answers; it scrapes
 //! targets and their scrape interval is known; each entry's `job` and
 //! `instance` matchers select a scraped target (else no series can ever
-//! match); each entry's metric family is exported by a target. Series of
+//! match); each entry's metric family is exported by a target, and has
+//! every label the entry matches on (a family's labels are fixed). Series of
 //! a labelled family are born with the first request they count, so the
 //! family (any series of the metric, whatever its labels) is looked for,
 //! never the entry's series; and a family no target exports yet is
@@ -153,6 +154,11 @@ pub async fn preflight<M: MetricSource>(
             metrics.push(f.requests.metric.clone());
         }
         let mut exported = false;
+        // The label names of the family's series on the selected targets:
+        // a family's labels are fixed, so a matcher on a label none of
+        // them has can never match a series born later either.
+        let mut labels: BTreeSet<String> = BTreeSet::new();
+        let mut family = String::new();
         for m in &metrics {
             let f = source
                 .samples(
@@ -161,9 +167,46 @@ pub async fn preflight<M: MetricSource>(
                     now,
                 )
                 .await?;
-            if f.series.iter().any(|s| selected.iter().any(|t| t.holds(s))) {
+            let held: Vec<_> = f
+                .series
+                .iter()
+                .filter(|s| selected.iter().any(|t| t.holds(s)))
+                .collect();
+            if !held.is_empty() {
                 exported = true;
+                family = m.clone();
+                labels = held.iter().flat_map(|s| s.labels.keys().cloned()).collect();
                 break;
+            }
+        }
+        if exported && names.fallback.is_none() {
+            let missing: Vec<String> = e
+                .matchers
+                .iter()
+                .filter(|m| !labels.contains(&m.label) && !m.matches_value(""))
+                .map(|m| m.to_string())
+                .collect();
+            if !missing.is_empty() {
+                let shown: Vec<&str> = labels
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|l| !matches!(*l, "job" | "instance" | "le"))
+                    .collect();
+                out.failures.push(failure(
+                    &e.name,
+                    format!(
+                        "no series of `{family}` has the label of {}",
+                        missing.join(", ")
+                    ),
+                    format!(
+                        "`verify.{}` can never match: the labels of `{family}` are {}. Match on those, or check the convention",
+                        e.name,
+                        shown.join(", ")
+                    ),
+                    names.requests.to_string(),
+                    now,
+                ));
+                continue;
             }
         }
         if !exported {
@@ -258,6 +301,39 @@ mod tests {
                 .contains("`verify.success` can never match: found job: polls"),
             "{f:#?}"
         );
+    }
+
+    #[test]
+    fn a_label_the_family_does_not_have_can_never_match() {
+        // A fastapi-style matcher on django's family.
+        let p = run(
+            &polls(),
+            vec![named(
+                "success",
+                entry(Convention::Django, &[("handler", "/polls/")]),
+            )],
+        );
+        assert_eq!(p.failures.len(), 1, "{p:#?}");
+        let f = &p.failures[0];
+        assert!(
+            f.summary.contains("has the label of handler=\"/polls/\""),
+            "{f:#?}"
+        );
+        assert!(
+            f.diagnosis.as_deref().unwrap().contains(
+                "the labels of `django_http_responses_total_by_status_view_method_total` are method, status, view"
+            ),
+            "{f:#?}"
+        );
+        // A value the family's label may take later is no failure.
+        let p = run(
+            &polls(),
+            vec![named(
+                "success",
+                entry(Convention::Django, &[("view", "x")]),
+            )],
+        );
+        assert!(p.failures.is_empty(), "{p:#?}");
     }
 
     #[test]
