@@ -22,6 +22,36 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheu
   systemctl stop prometheus || true
 fi
 
+# The conformance suite (tests/conformance.rs) runs apps on the real
+# instrumentation libraries: Python ones from a virtualenv made from
+# conformance/requirements.txt (rebuilt only when that file or the Python
+# changes), grpc-go and its Prometheus interceptors from Debian's packages
+# (built offline in GOPATH mode by conformance/grpc-go/build.sh).
+conformance_debs="golang-go golang-google-grpc-dev golang-github-grpc-ecosystem-go-grpc-prometheus-dev protobuf-compiler protoc-gen-go-1-3 python3-venv python3-dev gcc"
+missing_debs=""
+for p in $conformance_debs; do
+  dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing_debs="$missing_debs $p"
+done
+if [ -n "$missing_debs" ]; then
+  echo "== installing$missing_debs"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing_debs >/dev/null
+fi
+venv="$PWD/target/conformance-venv"
+python="${REDPROOF_CONFORMANCE_PYTHON:-python3}"
+stamp="$(sha256sum conformance/requirements.txt | cut -d' ' -f1) $("$python" -c 'import sys; print(sys.version.split()[0])')"
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.stamp" 2>/dev/null)" != "$stamp" ]; then
+  echo "== conformance virtualenv ($venv)"
+  rm -rf "$venv"
+  "$python" -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r conformance/requirements.txt
+  echo "$stamp" > "$venv/.stamp"
+fi
+export REDPROOF_CONFORMANCE=1 REDPROOF_CONFORMANCE_VENV="$venv"
+export REDPROOF_CONFORMANCE_RUNS="${REDPROOF_CONFORMANCE_RUNS:-5}"
+
 echo "== promtool check (ci/prometheus.yml, ci/rules)"
 promtool check config ci/prometheus.yml
 echo "== cargo fmt --check"

@@ -5,10 +5,9 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use redproof_services::edge::{self, EdgeListeners, EdgeOptions};
@@ -17,7 +16,8 @@ use redproof_services::polls::{self, PollsOptions};
 use redproof_services::revert::{self, GrpcOptions};
 use redproof_services::time_service;
 use serde_json::Value;
-use support::{Run, http_get, refusing, responses, wait_until};
+use support::prometheus::Prometheus;
+use support::{Run, refusing, responses};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -132,102 +132,9 @@ impl Drop for Services {
 
 /// A Prometheus scraping `targets` (job, metrics URL) every second, with
 /// the demo alert rules; killed on drop.
-struct Prometheus {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(targets: &[(&str, String)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("ci/rules/demo.yml");
-        let mut config = format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n",
-            rules.display()
-        );
-        for (job, url) in targets {
-            let rest = url.strip_prefix("http://").unwrap();
-            let (host, path) = rest.split_at(rest.find('/').unwrap());
-            config.push_str(&format!(
-                "  - job_name: {job}\n    metrics_path: {path}\n    static_configs:\n      - targets: [\"{host}\"]\n"
-            ));
-        }
-        let config_path = dir.path().join("prometheus.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let log_path = dir.path().join("prometheus.log");
-        let mut log = std::fs::File::create(&log_path).unwrap();
-        // Port 0: the kernel picks a free port and Prometheus logs the one
-        // it got ("Listening on"), so no port is chosen before it is bound.
-        let mut child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg("--web.listen-address=127.0.0.1:0")
-            .stdout(log.try_clone().unwrap())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect(
-                "`prometheus` is not installed: run ci/test.sh, which installs Debian's package",
-            );
-        // Its log is read to the end (into prometheus.log) so Prometheus
-        // never blocks on a full pipe.
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                let _ = writeln!(log, "{line}");
-                if line.contains(r#"msg="Listening on""#)
-                    && let Some(rest) = line.split_once(" address=")
-                {
-                    let _ = tx.send(rest.1.split_whitespace().next().unwrap_or("").to_owned());
-                }
-            }
-        });
-        // The sender goes when Prometheus exits (stderr closes), so a
-        // Prometheus that fails to start ends the wait at once.
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "Prometheus never said where it listens:\n{}",
-                    std::fs::read_to_string(&log_path).unwrap_or_default()
-                )
-            });
-        let p = Prometheus {
-            child,
-            addr,
-            _dir: dir,
-        };
-        // Ready, and every target scraped at least once.
-        wait_until(
-            "Prometheus to scrape every target",
-            Duration::from_secs(60),
-            || {
-                let Some((200, body)) = http_get(&p.addr, "/api/v1/targets") else {
-                    return false;
-                };
-                let v: Value = serde_json::from_str(&body).unwrap();
-                let active = v["data"]["activeTargets"].as_array().unwrap();
-                active.len() == targets.len() && active.iter().all(|t| t["health"] == "up")
-            },
-        );
-        p
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn prometheus(targets: &[(&str, String)]) -> Prometheus {
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("ci/rules/demo.yml");
+    Prometheus::start(targets, &[&rules])
 }
 
 /// The polls mix against `polls`, with a metrics block and extra YAML.
@@ -361,7 +268,7 @@ const PROXY_REQUEST: &str = r#"  - name: proxy
 #[test]
 fn healthy_services_verify_clean_with_prometheus() {
     let s = Services::start(&[], true);
-    let prom = Prometheus::start(&[
+    let prom = prometheus(&[
         ("polls", s.polls_metrics()),
         (
             "edge-grpc",
@@ -502,7 +409,7 @@ fn each_fault_is_caught_with_its_diagnosis() {
         .enumerate()
         .map(|(i, s)| (["a", "b", "c", "d", "e", "f"][i], s.polls_metrics()))
         .collect();
-    let prom = Prometheus::start(&targets);
+    let prom = prometheus(&targets);
     for ((fault, check, words), s) in cases.iter().zip(&services) {
         let metrics = format!("{{ prometheus: \"{}\" }}", prom.url());
         // Matchers pin the instance: one Prometheus scrapes every faulty
@@ -542,7 +449,7 @@ fn each_fault_is_caught_with_its_diagnosis() {
 #[test]
 fn error_classes_agree_and_the_alert_fires() {
     let s = Services::start(&[], false);
-    let prom = Prometheus::start(&[("polls", s.polls_metrics())]);
+    let prom = prometheus(&[("polls", s.polls_metrics())]);
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/polls-alert.yaml");
     let scenario = std::fs::read_to_string(file).unwrap();
     let run = redproof(

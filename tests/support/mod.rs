@@ -454,6 +454,8 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+pub mod prometheus;
+
 /// The exposition-text parser the services' own tests use.
 #[path = "../../services/tests/support/exposition.rs"]
 pub mod exposition;
