@@ -511,7 +511,7 @@ fn unreachable_prometheus_exits_69_with_the_client_report() {
 #[test]
 fn preflight_stops_an_entry_that_can_never_match_before_the_load() {
     let s = Services::start(&[], false);
-    let prom = Prometheus::start(&[("polls", s.polls_metrics())]);
+    let prom = prometheus(&[("polls", s.polls_metrics())]);
     let metrics = format!("{{ prometheus: \"{}\" }}", prom.url());
     let scenario = polls_scenario(s.polls, &metrics, "1s", "").replace(
         "view: \"polls:4xx_not_found\"",
@@ -702,7 +702,7 @@ verify:
 #[test]
 fn requests_sharing_a_route_verify_as_a_group_with_prometheus() {
     let bank = Bank::start();
-    let prom = Prometheus::start(&[("bank", format!("http://{}/metrics", bank.addr))]);
+    let prom = prometheus(&[("bank", format!("http://{}/metrics", bank.addr))]);
     let route = r#"match: { handler: "/accounts/{account_id}/transactions", method: POST }"#;
     let grouped = bank_scenario(
         bank.addr,
@@ -761,7 +761,7 @@ fn with_commas(n: u64) -> String {
 fn edge_chain(revert_faults: &[&str]) -> Run {
     let s = Services::start_with(&[], true, revert_faults);
     let [revert_grpc, revert_metrics, time_grpc, time_metrics] = s.chain;
-    let prom = Prometheus::start(&[
+    let prom = prometheus(&[
         (
             "edge-web",
             format!("http://{}/prometheus/metrics", s.edge_web),
@@ -905,7 +905,7 @@ fn verify_after(results: &Path, args: &[&str]) -> std::process::Output {
 fn verify_rechecks_a_results_file_after_the_fact() {
     let healthy = Services::start(&[], false);
     let faulty = Services::start(&["uncounted-errors"], false);
-    let prom = Prometheus::start(&[
+    let prom = prometheus(&[
         ("healthy", healthy.polls_metrics()),
         ("faulty", faulty.polls_metrics()),
     ]);
