@@ -39,6 +39,18 @@ pub enum Command {
     /// Start the demo services in-process, run a bundled scenario against
     /// them and verify their metrics with the embedded scraper.
     Demo(DemoArgs),
+    /// Verify the server's metrics after the fact, for the window of a
+    /// run recorded in a results file written by `run --out`.
+    ///
+    /// The results file holds the client side (histograms, per-second
+    /// windows), T0 and T1, and the scenario's metric source and verify
+    /// entries; the checks read Prometheus' samples of that window as a
+    /// run does right after its load. Prometheus must still hold them
+    /// (its retention), and only Prometheus keeps a past: the embedded
+    /// scraper cannot verify after the fact.
+    ///
+    /// Example: redproof verify results.json --prometheus http://127.0.0.1:9090 --junit junit.xml
+    Verify(VerifyArgs),
     /// Re-render the report of a results file written by `run --out`.
     Report {
         /// A results file (JSON).
@@ -102,6 +114,20 @@ pub struct DemoArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A results file (JSON) written by `run --out`.
+    pub file: PathBuf,
+
+    /// Read server metrics from this Prometheus instead of the one the
+    /// results file names (needed when its URL carried credentials).
+    #[arg(long, value_name = "URL", env = "REDPROOF_PROMETHEUS")]
+    pub prometheus: Option<String>,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct RunArgs {
     /// Scenario file (YAML).
     pub file: PathBuf,
@@ -130,6 +156,13 @@ pub struct RunArgs {
     /// `metrics.prometheus`.
     #[arg(long, value_name = "URL", env = "REDPROOF_PROMETHEUS")]
     pub prometheus: Option<String>,
+
+    /// Skip the checks made before any traffic (Prometheus answers and
+    /// scrapes targets, each verify entry's `job`/`instance` matchers
+    /// select one, its metric family is exported). Without them an
+    /// unreachable Prometheus is found after the load.
+    #[arg(long)]
+    pub no_preflight: bool,
 
     #[command(flatten)]
     pub output: OutputArgs,

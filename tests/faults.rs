@@ -14,8 +14,14 @@ use support::{Run, count, fake_api, request, total};
 const BUILDINFO: &str = r#"{"status":"success","data":{"version":"2.42.0"}}"#;
 const NO_TARGETS: &str = r#"{"status":"success","data":{"activeTargets":[],"droppedTargets":[]}}"#;
 
-/// A scenario against the test server, verified against `prometheus`.
+/// A scenario against the test server, verified against `prometheus`
+/// after the load (preflight skipped: these Prometheus fakes scrape no
+/// targets, which preflight alone would already refuse).
 fn verified_run(prometheus: SocketAddr) -> Run {
+    verified_run_with(prometheus, &["--quiet", "--no-preflight"])
+}
+
+fn verified_run_with(prometheus: SocketAddr, args: &[&str]) -> Run {
     let server = support::start();
     let scenario = format!(
         r#"
@@ -32,7 +38,7 @@ verify:
 "#,
         server.url()
     );
-    support::run_with_every_output(&scenario, &["--quiet"])
+    support::run_with_every_output(&scenario, args)
 }
 
 fn redproof() -> std::process::Command {
@@ -91,6 +97,12 @@ fn prometheus_query_errors_fail_the_gate() {
         }
     });
     assert_fails_everywhere(&verified_run(prometheus), "too many samples");
+    // With preflight, a Prometheus that scrapes nothing stops the run
+    // before any traffic.
+    let r = verified_run_with(prometheus, &["--quiet"]);
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("scrapes no targets"), "{}", r.stderr);
+    assert!(r.stderr.contains("nothing was sent"), "{}", r.stderr);
 }
 
 #[test]

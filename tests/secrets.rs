@@ -97,7 +97,20 @@ verify:
         down = down.addr,
         prometheus = prometheus.addr,
     );
-    let r = support::run_with_every_output(&scenario, &[]);
+    // Preflight stops the run at the Prometheus that is down: its message
+    // masks the password too.
+    let stopped = support::run_scenario(&scenario, &[], &[]);
+    assert_eq!(stopped.code, 69, "{}", stopped.stderr);
+    assert!(!stopped.stderr.contains("s3cret"), "{}", stopped.stderr);
+    assert!(
+        stopped
+            .stderr
+            .contains(&format!("http://carol:***@{}", prometheus.addr)),
+        "{}",
+        stopped.stderr
+    );
+    // Every output of a run that goes on without preflight.
+    let r = support::run_with_every_output(&scenario, &["--no-preflight"]);
     for (name, text) in outputs(&r) {
         for secret in ["s3cret", "YWxpY2U6", "Ym9iOmQw", "Y2Fyb2w6"] {
             assert!(
@@ -188,7 +201,7 @@ verify:
         web = web.addr,
         prometheus = prometheus.addr,
     );
-    let r = support::run_with_every_output(&scenario, &[]);
+    let r = support::run_with_every_output(&scenario, &["--no-preflight"]);
     for (name, text) in outputs(&r) {
         assert!(
             !text.contains(['\x1b', '\x07', '\u{9b}']),

@@ -95,6 +95,7 @@ pub async fn run(args: DemoArgs) -> Result<Exit, Failure> {
     let settings = RunSettings {
         threads: Some(1),
         output: args.output,
+        preflight: true,
     };
     let result = run_scenario(scenario, "scenarios/demo.yaml (bundled)", &settings).await;
     shutdown.cancel();

@@ -16,6 +16,7 @@ mod exit;
 mod limits;
 mod run;
 mod signal;
+mod verify;
 
 use std::path::Path;
 
@@ -80,6 +81,13 @@ fn dispatch(cli: Cli) -> Result<Exit, Failure> {
             Exit::Usage,
             anyhow!("this redproof was built without the demo services (cargo feature `demo`)"),
         )),
+        Command::Verify(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| fail(Exit::Internal, e))?;
+            rt.block_on(verify::run(args))
+        }
         Command::Run(args) => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -102,10 +110,11 @@ fn validate(files: &[std::path::PathBuf]) -> Exit {
                         (None, 0) => "no metric source yet (give --prometheus URL)".to_owned(),
                         (None, n) => format!("embedded scraper, {n} page{}", plural(n)),
                     };
+                    let entries = v.entry_count();
                     format!(
                         ", {} verify entr{}, {} alert{}, {} PromQL assertion{} ({source})",
-                        v.entries.len(),
-                        if v.entries.len() == 1 { "y" } else { "ies" },
+                        entries,
+                        if entries == 1 { "y" } else { "ies" },
                         v.alerts.len(),
                         plural(v.alerts.len()),
                         v.promql.len(),

@@ -81,6 +81,7 @@ pub(super) async fn run(args: RunArgs) -> Result<Exit, Failure> {
     let settings = RunSettings {
         threads: args.threads,
         output: args.output.clone(),
+        preflight: !args.no_preflight,
     };
     run_scenario(scenario, &args.file.display().to_string(), &settings).await
 }
@@ -89,6 +90,8 @@ pub(super) async fn run(args: RunArgs) -> Result<Exit, Failure> {
 pub(crate) struct RunSettings {
     pub threads: Option<usize>,
     pub output: OutputArgs,
+    /// Check the metric source and the verify entries before the load.
+    pub preflight: bool,
 }
 
 /// The metric source a run verifies against.
@@ -137,8 +140,10 @@ impl Source {
         client: &ClientRun,
     ) -> Result<VerificationReport, SourceError> {
         match self {
-            Source::Prometheus(p) => verify::verify(p.as_ref(), scenario, client).await,
-            Source::Scraper(s) => verify::verify(s.as_ref(), scenario, client).await,
+            Source::Prometheus(p) => {
+                verify::verify(p.as_ref(), &scenario.verification, client).await
+            }
+            Source::Scraper(s) => verify::verify(s.as_ref(), &scenario.verification, client).await,
         }
     }
 }
@@ -220,8 +225,19 @@ pub(crate) async fn run_scenario(
                     "error: {}",
                     crate::printable::escape_controls(&e.to_string())
                 );
+                if settings.preflight {
+                    eprintln!(
+                        "hint: nothing was sent; fix the URL (metrics.prometheus or --prometheus), or run the load anyway with --no-preflight"
+                    );
+                    return Ok(Exit::Unavailable);
+                }
                 eprintln!("hint: the load still runs; verification will be reported as not run");
                 source_error = Some(e.to_string());
+            } else if settings.preflight
+                && let Some(code) =
+                    super::verify::preflight(p.as_ref(), verification, output.quiet).await
+            {
+                return Ok(code);
             }
         }
         Some(Source::Scraper(s)) => {
@@ -327,7 +343,11 @@ pub(crate) async fn run_scenario(
     Ok(exit_code(&report))
 }
 
-fn write_outputs(o: &OutputArgs, report: &RunReport, summary: &Summary) -> Result<(), Failure> {
+pub(super) fn write_outputs(
+    o: &OutputArgs,
+    report: &RunReport,
+    summary: &Summary,
+) -> Result<(), Failure> {
     if let Some(out) = &o.out {
         let json = serde_json::to_vec_pretty(report).map_err(|e| fail(Exit::Internal, e))?;
         write_atomically(out, &json).map_err(|e| fail(Exit::Internal, e))?;

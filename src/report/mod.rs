@@ -24,6 +24,7 @@ use crate::measure::{MessageCounts, OutcomeStats, RequestStats, Window};
 use crate::outcome::Outcome;
 use crate::printable::escaped;
 use crate::scenario::threshold::{Limit, Metric, Subject, Threshold};
+use crate::scenario::verification::VerificationSpec;
 use crate::scenario::{Call, LoadModel, Scenario};
 use crate::verify::VerificationReport;
 
@@ -66,6 +67,10 @@ pub struct RunReport {
     /// to answering badly (exit 2).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub verification_unavailable: bool,
+    /// The scenario's metric source and `verify:`, `alerts:` and `promql:`
+    /// sections, for `redproof verify` after the fact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_spec: Option<VerificationSpec>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -288,6 +293,10 @@ impl RunReport {
             failure: out.failure.clone(),
             aborted: out.aborted.clone(),
             users_stopped: out.users_stopped,
+            verify_spec: s
+                .verification
+                .is_requested()
+                .then(|| s.verification.to_spec()),
         };
         report.evaluate_thresholds(&summary);
         (report, summary)
@@ -358,6 +367,15 @@ impl RunReport {
 
     /// Per-request figures of a results file, decoded from its histograms.
     pub fn summary(&self) -> Result<Summary, String> {
+        let stats = self.request_stats()?;
+        Ok(Summary::of_stats(
+            self.requests.iter().map(|r| r.name.as_str()).zip(&stats),
+            self.timing.load_s,
+        ))
+    }
+
+    /// The recorded figures of each request, decoded from the histograms.
+    pub fn request_stats(&self) -> Result<Vec<RequestStats>, String> {
         let mut stats = Vec::new();
         for r in &self.requests {
             let mut st = RequestStats {
@@ -383,10 +401,7 @@ impl RunReport {
             }
             stats.push(st);
         }
-        Ok(Summary::of_stats(
-            self.requests.iter().map(|r| r.name.as_str()).zip(&stats),
-            self.timing.load_s,
-        ))
+        Ok(stats)
     }
 
     /// True when any threshold failed.

@@ -251,7 +251,11 @@ fn render_verification(o: &mut String, r: &RunReport, summary: &Summary) {
             f.request,
             f.convention,
             num(f.count),
-            row.map_or("-".to_owned(), |row| thousands(responses(row))),
+            match (f.client_count, row) {
+                (Some(n), _) => thousands(n.round() as u64),
+                (None, Some(row)) => thousands(responses(row)),
+                (None, None) => "-".to_owned(),
+            },
             num(f.errors),
             thousands(client_5xx),
             dur(f.quantile(0.5)),

@@ -196,10 +196,11 @@ fn check(
     let verification = super::verification::check(c, raw, &names);
     for (t, raw_t) in thresholds.iter().zip(&raw.thresholds) {
         if let (true, threshold::Subject::Request(name)) = (t.server, &t.subject) {
-            let has_entry = verification
-                .entries
-                .iter()
-                .any(|e| names.get(e.request).is_some_and(|r| r == name));
+            let has_entry = verification.entries.iter().any(|e| {
+                e.request
+                    .and_then(|i| names.get(i))
+                    .is_some_and(|r| r == name)
+            });
             if !has_entry {
                 c.err(
                     pos(raw_t),

@@ -103,12 +103,56 @@ pub struct RawVerify {
     pub side: Option<Text>,
     #[serde(default, rename = "match")]
     pub matchers: OrderedMap<Text>,
-    pub requests: Option<Text>,
+    /// The custom convention's request counter, or the requests this
+    /// entry covers (`requests: [deposit, overdraw]`).
+    pub requests: Option<Spanned<MetricOrRequests>>,
+    pub counter: Option<Text>,
+    /// Other requests whose calls reach these series: request → calls
+    /// each causes.
+    #[serde(default)]
+    pub derived: OrderedMap<Text>,
+    /// For a gRPC client-side entry: the verify entry of the callee's
+    /// server-side metrics, compared per code (hop consistency).
+    pub callee: Option<Text>,
     pub status_label: Option<Text>,
     pub duration: Option<Text>,
     pub unit: Option<Text>,
     pub tolerance: Option<RawTolerance>,
     pub overhead: Option<Text>,
+}
+
+/// `requests:` of a verify entry: a metric name (custom convention) or a
+/// list of request names.
+#[derive(Debug)]
+pub enum MetricOrRequests {
+    Metric(String),
+    Requests(Vec<Text>),
+}
+
+impl<'de> Deserialize<'de> for MetricOrRequests {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MetricOrRequests;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a metric name or a list of request names")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(MetricOrRequests::Metric(v.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(t) = seq.next_element()? {
+                    out.push(t);
+                }
+                Ok(MetricOrRequests::Requests(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Allowed disagreement beyond the run's outcome-unknown requests.

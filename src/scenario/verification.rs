@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::checker::{Checker, pos};
-use super::raw::{OrderedMap, RawMetrics, RawPromql, RawScenario, RawVerify, Text};
+use super::raw::{
+    MetricOrRequests, OrderedMap, RawMetrics, RawPromql, RawScenario, RawVerify, Text,
+};
 use super::threshold::Op;
 use super::units;
 use super::url::{BaseUrl, redact_url};
@@ -27,6 +29,14 @@ impl Verification {
     /// True when the scenario asks for any server-side check.
     pub fn is_requested(&self) -> bool {
         !self.entries.is_empty() || !self.alerts.is_empty() || !self.promql.is_empty()
+    }
+
+    /// The number of `verify:` entries as written (one listing several
+    /// requests counts once).
+    pub fn entry_count(&self) -> usize {
+        let mut names: Vec<&str> = self.entries.iter().map(|e| e.name.as_str()).collect();
+        names.dedup();
+        names.len()
     }
 }
 
@@ -170,8 +180,22 @@ pub struct Tolerance {
 /// How one request appears in the server's metrics.
 #[derive(Debug, Clone)]
 pub struct VerifyEntry {
-    /// Index into the scenario's requests.
-    pub request: usize,
+    /// The entry's name in `verify:`.
+    pub name: String,
+    /// Index into the scenario's requests. An entry listing several
+    /// (`requests: [a, b]`) becomes one `VerifyEntry` per request, each
+    /// with the same matchers, so that they are checked together. `None`
+    /// for an entry only derived calls reach (`requests: []`).
+    pub request: Option<usize>,
+    /// The requests an entry lists in `requests:`; empty when the entry
+    /// is named after its one request.
+    pub group: Vec<usize>,
+    /// Other requests whose calls reach these series, and how many calls
+    /// each causes (`derived: { proxy: 1 }`).
+    pub derived: Vec<(usize, u64)>,
+    /// A gRPC client-side entry's callee: the name of the entry of the
+    /// server-side metrics of the same method (`callee:`).
+    pub callee: Option<String>,
     pub convention: Convention,
     pub side: Side,
     pub matchers: Vec<Matcher>,
@@ -220,29 +244,162 @@ pub(super) fn check(c: &mut Checker, raw: &RawScenario, requests: &[&str]) -> Ve
         .as_ref()
         .map(|m| check_metrics(c, m))
         .unwrap_or_default();
-    let mut entries = Vec::new();
-    for (name, v) in &raw.verify.0 {
-        match requests.iter().position(|r| *r == name.as_str()) {
-            Some(request) => {
-                if entries.iter().any(|e: &VerifyEntry| e.request == request) {
-                    c.err(
-                        pos(name),
-                        format!("`verify.{}` appears twice", name.as_str()),
-                    );
-                }
-                if let Some(e) = check_entry(c, name, v, request) {
-                    entries.push(e);
-                }
-            }
-            None => c.err(
-                pos(name),
+    let mut entries: Vec<VerifyEntry> = Vec::new();
+    let resolve = |c: &mut Checker, t: &Text, what: &str| -> Option<usize> {
+        let found = requests.iter().position(|r| *r == t.as_str());
+        if found.is_none() {
+            c.err(
+                pos(t),
                 format!(
-                    "`verify.{}`: no request named `{}`; expected one of: {}",
-                    name.as_str(),
-                    name.as_str(),
+                    "`{what}`: no request named `{}`; expected one of: {}",
+                    t.as_str(),
                     requests.join(", ")
                 ),
+            );
+        }
+        found
+    };
+    for (name, v) in &raw.verify.0 {
+        // `requests: [a, b]` lists the requests the entry covers; else the
+        // entry's name is the request.
+        let listed = match v.requests.as_deref() {
+            Some(MetricOrRequests::Requests(list)) => Some(list),
+            _ => None,
+        };
+        let members: Vec<usize> = match listed {
+            Some(list) => {
+                if list.is_empty() && v.derived.0.is_empty() {
+                    c.err(
+                        pos(v.requests.as_ref().expect("listed")),
+                        format!(
+                            "`verify.{}.requests`: expected at least one request name, or `derived:` for an entry that only other requests' calls reach",
+                            name.as_str()
+                        ),
+                    );
+                }
+                let mut out = Vec::new();
+                for t in list {
+                    if let Some(i) = resolve(c, t, &format!("verify.{}.requests", name.as_str())) {
+                        if out.contains(&i) {
+                            c.err(
+                                pos(t),
+                                format!(
+                                    "`verify.{}.requests`: `{}` is listed twice",
+                                    name.as_str(),
+                                    t.as_str()
+                                ),
+                            );
+                        } else {
+                            out.push(i);
+                        }
+                    }
+                }
+                out
+            }
+            None => resolve(c, name, &format!("verify.{}", name.as_str()))
+                .into_iter()
+                .collect(),
+        };
+        for &m in &members {
+            if let Some(other) = entries.iter().find(|e| e.request == Some(m)) {
+                c.err(
+                    pos(name),
+                    if other.name == name.as_str() {
+                        format!("`verify.{}` appears twice", name.as_str())
+                    } else {
+                        format!(
+                            "request `{}` is verified by two entries, `verify.{}` and `verify.{}`; list it in one",
+                            requests[m],
+                            other.name,
+                            name.as_str()
+                        )
+                    },
+                );
+            }
+        }
+        let mut derived = Vec::new();
+        for (from, per) in &v.derived.0 {
+            let what = format!("verify.{}.derived", name.as_str());
+            let Some(i) = resolve(c, from, &what) else {
+                continue;
+            };
+            if members.contains(&i) {
+                c.err(
+                    pos(from),
+                    format!(
+                        "`{what}`: `{}` is one of the entry's own requests; a request is either verified here or derived, not both",
+                        from.as_str()
+                    ),
+                );
+                continue;
+            }
+            if let Some(n) = c.parse(per, &format!("{what}.{}", from.as_str()), |s| {
+                match units::parse_count(s) {
+                    Ok(n) if n >= 1 => Ok(n),
+                    _ => Err(format!(
+                        "expected how many calls here each `{}` request causes, a whole number of at least 1, got `{s}`",
+                        from.as_str()
+                    )),
+                }
+            }) {
+                derived.push((i, n));
+            }
+        }
+        if let Some(e) = check_entry(c, name, v) {
+            let group = if listed.is_some() {
+                members.clone()
+            } else {
+                Vec::new()
+            };
+            let requests: Vec<Option<usize>> = if members.is_empty() && listed.is_some() {
+                vec![None]
+            } else {
+                members.iter().copied().map(Some).collect()
+            };
+            for request in requests {
+                entries.push(VerifyEntry {
+                    request,
+                    group: group.clone(),
+                    derived: derived.clone(),
+                    ..e.clone()
+                });
+            }
+        }
+    }
+    for (name, v) in &raw.verify.0 {
+        let Some(callee) = &v.callee else { continue };
+        let field = format!("verify.{}.callee", name.as_str());
+        let caller = entries.iter().find(|e| e.name == name.as_str());
+        if caller.is_some_and(|e| e.convention != Convention::Grpc || e.side != Side::Client) {
+            c.err(
+                pos(callee),
+                format!(
+                    "`{field}`: only a gRPC client-side entry (`convention: grpc, side: client`) has a callee"
+                ),
+            );
+            continue;
+        }
+        match entries.iter().find(|e| e.name == callee.as_str()) {
+            Some(e) if e.convention == Convention::Grpc && e.side == Side::Server => {}
+            Some(_) => c.err(
+                pos(callee),
+                format!(
+                    "`{field}`: `verify.{}` must be the callee's gRPC server-side entry (`convention: grpc`, `side: server`)",
+                    callee.as_str()
+                ),
             ),
+            None => {
+                let mut names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+                names.dedup();
+                c.err(
+                    pos(callee),
+                    format!(
+                        "`{field}`: no verify entry named `{}`; expected one of: {}",
+                        callee.as_str(),
+                        names.join(", ")
+                    ),
+                );
+            }
         }
     }
     let alerts = check_alerts(c, &raw.alerts);
@@ -330,7 +487,6 @@ fn check_entry(
     c: &mut Checker,
     name: &Text,
     v: &marked_yaml::Spanned<RawVerify>,
-    request: usize,
 ) -> Option<VerifyEntry> {
     let field = |f: &str| format!("verify.{}.{f}", name.as_str());
     let convention = match Convention::ALL
@@ -394,7 +550,23 @@ fn check_entry(
             None
         }
     };
-    let requests_metric = metric(c, &v.requests, "requests");
+    let requests_text = v.requests.as_ref().and_then(|r| match &**r {
+        MetricOrRequests::Metric(m) => Some(Text::new(*r.span(), m.clone())),
+        MetricOrRequests::Requests(_) => None,
+    });
+    if let (Some(_), Some(counter)) = (&requests_text, &v.counter) {
+        c.err(
+            pos(counter),
+            format!(
+                "`{}`: give the counter once, as `requests: METRIC` or `counter: METRIC`",
+                field("counter")
+            ),
+        );
+    }
+    let requests_metric = match &v.counter {
+        Some(_) => metric(c, &v.counter, "counter"),
+        None => metric(c, &requests_text, "requests"),
+    };
     let duration_metric = metric(c, &v.duration, "duration");
     let status_label = v.status_label.as_ref().and_then(|t| {
         if promql::is_label_name(t.as_str()) {
@@ -411,11 +583,11 @@ fn check_entry(
             None
         }
     });
-    if convention == Convention::Custom && v.requests.is_none() {
+    if convention == Convention::Custom && requests_text.is_none() && v.counter.is_none() {
         c.err(
             pos(v),
             format!(
-                "`verify.{}`: the custom convention needs `requests: METRIC` (a counter of requests), and optionally `status_label` and `duration`",
+                "`verify.{}`: the custom convention needs `requests: METRIC` (a counter of requests; `counter: METRIC` when `requests:` lists requests), and optionally `status_label` and `duration`",
                 name.as_str()
             ),
         );
@@ -458,7 +630,11 @@ fn check_entry(
         .and_then(|o| c.parse(o, &field("overhead"), units::parse_duration))
         .unwrap_or(DEFAULT_OVERHEAD);
     Some(VerifyEntry {
-        request,
+        name: name.to_string(),
+        request: None,
+        group: Vec::new(),
+        derived: Vec::new(),
+        callee: v.callee.as_ref().map(|t| t.to_string()),
         convention,
         side,
         matchers,
@@ -577,5 +753,204 @@ mod tests {
         assert_eq!(parse_expect(">=1").unwrap(), (Op::Ge, 1.0));
         assert!(parse_expect("= 1").is_err());
         assert!(parse_expect("< x").is_err());
+    }
+}
+
+/// The verification part of a scenario as a results file stores it, so
+/// that `redproof verify RESULTS.json` can check a run after the fact:
+/// everything [`Verification`] holds, with URLs shown without their
+/// credentials (give `--prometheus` again when the URL had some), request
+/// indexes into the results file's requests, and durations in ms.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerificationSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scrape: Vec<String>,
+    pub scrape_interval_ms: u64,
+    pub grace_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_timeout_ms: Option<u64>,
+    pub max_response: usize,
+    pub entries: Vec<EntrySpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<AlertExpectation>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promql: Vec<PromqlAssertion>,
+}
+
+/// One [`VerifyEntry`] in a results file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntrySpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<usize>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group: Vec<usize>,
+    /// `(request, calls per request)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub derived: Vec<(usize, u64)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callee: Option<String>,
+    pub convention: Convention,
+    pub side: Side,
+    /// Label → value as a scenario writes it (`=~re`, `!=v`, or a value).
+    #[serde(default)]
+    pub matchers: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_metric: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_metric: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<f64>,
+    /// As a scenario writes them: `5` or `1%`.
+    pub tolerance_count: String,
+    pub tolerance_errors: String,
+    pub tolerance_duration: f64,
+    pub overhead_ms: u64,
+}
+
+fn slack_text(s: Slack) -> String {
+    match s {
+        Slack::Count(n) => n.to_string(),
+        Slack::Ratio(r) => format!("{}%", r * 100.0),
+    }
+}
+
+impl Verification {
+    /// The form a results file stores.
+    pub fn to_spec(&self) -> VerificationSpec {
+        let m = &self.metrics;
+        VerificationSpec {
+            prometheus: m.prometheus.as_ref().map(|u| u.redacted().to_owned()),
+            token_env: m.token_env.clone(),
+            scrape: m.scrape.iter().map(|u| redact_url(u)).collect(),
+            scrape_interval_ms: m.scrape_interval.as_millis() as u64,
+            grace_ms: m.grace.as_millis() as u64,
+            settle_timeout_ms: m.settle_timeout.map(|d| d.as_millis() as u64),
+            max_response: m.max_response,
+            entries: self
+                .entries
+                .iter()
+                .map(|e| EntrySpec {
+                    name: e.name.clone(),
+                    request: e.request,
+                    group: e.group.clone(),
+                    derived: e.derived.clone(),
+                    callee: e.callee.clone(),
+                    convention: e.convention,
+                    side: e.side,
+                    matchers: e
+                        .matchers
+                        .iter()
+                        .map(|x| {
+                            let prefix = match x.op {
+                                promql::MatchOp::Eq => "",
+                                promql::MatchOp::Ne => "!=",
+                                promql::MatchOp::Re => "=~",
+                                promql::MatchOp::NotRe => "!~",
+                            };
+                            (x.label.clone(), format!("{prefix}{}", x.value))
+                        })
+                        .collect(),
+                    requests_metric: e.requests_metric.clone(),
+                    status_label: e.status_label.clone(),
+                    duration_metric: e.duration_metric.clone(),
+                    unit: e.unit,
+                    tolerance_count: slack_text(e.tolerance.count),
+                    tolerance_errors: slack_text(e.tolerance.errors),
+                    tolerance_duration: e.tolerance.duration,
+                    overhead_ms: e.overhead.as_millis() as u64,
+                })
+                .collect(),
+            alerts: self.alerts.clone(),
+            promql: self.promql.clone(),
+        }
+    }
+
+    /// Reads the stored form back; `requests` is how many requests the
+    /// results file holds. A URL stored without its credentials is
+    /// refused: it must be given again (`--prometheus`).
+    pub fn from_spec(s: &VerificationSpec, requests: usize) -> Result<Self, String> {
+        let masked = |u: &str| u.contains(":***@");
+        let prometheus = match &s.prometheus {
+            Some(u) if masked(u) => {
+                return Err(format!(
+                    "the results file shows the Prometheus URL without its credentials (`{u}`): give it with --prometheus URL"
+                ));
+            }
+            Some(u) => Some(BaseUrl::parse(u)?),
+            None => None,
+        };
+        if let Some(u) = s.scrape.iter().find(|u| masked(u)) {
+            return Err(format!(
+                "the results file shows a scrape URL without its credentials (`{u}`); verify after the fact with --prometheus URL"
+            ));
+        }
+        let index = |i: usize| {
+            if i < requests {
+                Ok(i)
+            } else {
+                Err(format!(
+                    "a verify entry names request #{i}, but the results file has {requests} requests"
+                ))
+            }
+        };
+        let mut entries = Vec::new();
+        for e in &s.entries {
+            let matchers = e
+                .matchers
+                .iter()
+                .map(|(l, v)| Matcher::parse(l, v))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|x| format!("verify entry `{}`: {x}", e.name))?;
+            let derived = e
+                .derived
+                .iter()
+                .map(|&(i, n)| index(i).map(|i| (i, n)))
+                .collect::<Result<Vec<_>, _>>()?;
+            entries.push(VerifyEntry {
+                name: e.name.clone(),
+                request: e.request.map(index).transpose()?,
+                group: e
+                    .group
+                    .iter()
+                    .map(|&i| index(i))
+                    .collect::<Result<_, _>>()?,
+                derived,
+                callee: e.callee.clone(),
+                convention: e.convention,
+                side: e.side,
+                matchers,
+                requests_metric: e.requests_metric.clone(),
+                status_label: e.status_label.clone(),
+                duration_metric: e.duration_metric.clone(),
+                unit: e.unit,
+                tolerance: Tolerance {
+                    count: Slack::parse(&e.tolerance_count)?,
+                    errors: Slack::parse(&e.tolerance_errors)?,
+                    duration: e.tolerance_duration,
+                },
+                overhead: Duration::from_millis(e.overhead_ms),
+            });
+        }
+        Ok(Verification {
+            metrics: MetricsSpec {
+                prometheus,
+                token_env: s.token_env.clone(),
+                scrape: s.scrape.clone(),
+                scrape_interval: Duration::from_millis(s.scrape_interval_ms.max(1)),
+                grace: Duration::from_millis(s.grace_ms),
+                settle_timeout: s.settle_timeout_ms.map(Duration::from_millis),
+                max_response: s.max_response,
+            },
+            entries,
+            alerts: s.alerts.clone(),
+            promql: s.promql.clone(),
+        })
     }
 }

@@ -331,6 +331,15 @@ pub fn style_of<'a>(values: impl IntoIterator<Item = &'a str>) -> StatusStyle {
     style
 }
 
+/// Whether a client status is a success: an HTTP status below 400, or
+/// gRPC's OK.
+pub fn is_success_key(key: &str) -> bool {
+    match key.parse::<u16>() {
+        Ok(code) => code < 400,
+        Err(_) => grpc_code(key) == Some("OK"),
+    }
+}
+
 /// Whether a status key counts as a server error: 5xx, or a gRPC code
 /// other than OK and the client's own mistakes.
 pub fn is_server_error(key: &str) -> bool {
@@ -405,7 +414,11 @@ mod tests {
     fn otel_names_fall_back_to_the_other_generation() {
         use crate::scenario::verification::Tolerance;
         let e = VerifyEntry {
-            request: 0,
+            name: "r".into(),
+            group: Vec::new(),
+            derived: Vec::new(),
+            callee: None,
+            request: Some(0),
             convention: Convention::Otel,
             side: Side::Server,
             matchers: vec![

@@ -14,6 +14,8 @@
 mod checks;
 pub mod convention;
 pub mod counters;
+mod hops;
+pub mod preflight;
 #[cfg(test)]
 mod testing;
 
@@ -108,6 +110,11 @@ impl Verdict {
 pub struct ServerFigures {
     pub request: String,
     pub convention: String,
+    /// What the server should have counted when its series hold more
+    /// than this request's responses: the requests verified with it and
+    /// the calls derived from others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_count: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<f64>,
     /// Server errors: 5xx, or gRPC codes that blame the server.
@@ -187,6 +194,44 @@ pub struct ClientRequest {
     pub latency: Histogram<u64>,
     /// Completed requests per one-second window: (window end ms, count).
     pub windows: Vec<(i64, u64)>,
+    /// Calls other requests caused in the same series (`derived:`),
+    /// already added to `responses`, `unsure` and `windows`, never to
+    /// `by_status` or `latency`: the client saw the requests that caused
+    /// them, not the calls.
+    pub derived: Vec<Derived>,
+}
+
+/// The calls one request caused in an entry's series.
+#[derive(Debug, Clone)]
+pub struct Derived {
+    pub from: String,
+    /// Calls per request.
+    pub per: u64,
+    pub calls: u64,
+    pub unsure: u64,
+    /// Every response of the causing request was a success, so every call
+    /// it caused is taken to have succeeded.
+    pub clean: bool,
+}
+
+impl ClientRequest {
+    /// A request the client never sent.
+    pub fn empty(name: &str) -> Self {
+        ClientRequest {
+            name: name.to_owned(),
+            by_status: BTreeMap::new(),
+            responses: 0,
+            unsure: 0,
+            latency: new_histogram(),
+            windows: Vec::new(),
+            derived: Vec::new(),
+        }
+    }
+
+    /// The calls derived from other requests.
+    pub fn derived_calls(&self) -> u64 {
+        self.derived.iter().map(|d| d.calls).sum()
+    }
 }
 
 /// The client's side of the run.
@@ -199,6 +244,42 @@ pub struct ClientRun {
 }
 
 impl ClientRun {
+    /// The client side of a results file: its requests' recorded figures
+    /// (`stats`, in the file's order), windows and timing.
+    pub fn from_results(
+        names: &[String],
+        stats: &[RequestStats],
+        windows: &[crate::measure::Window],
+        t0_ms: i64,
+        t1_ms: i64,
+        load_s: f64,
+    ) -> Self {
+        let requests = names
+            .iter()
+            .zip(stats)
+            .enumerate()
+            .map(|(i, (name, st))| ClientRequest {
+                name: name.clone(),
+                windows: windows
+                    .iter()
+                    .map(|w| {
+                        (
+                            t0_ms + (w.t * 1000.0) as i64,
+                            w.requests.get(i).map_or(0, |f| f.count),
+                        )
+                    })
+                    .collect(),
+                ..client_request(st)
+            })
+            .collect();
+        Self {
+            t0_ms,
+            t1_ms,
+            load_s,
+            requests,
+        }
+    }
+
     pub fn new(s: &Scenario, out: &EngineOutput) -> Self {
         let t0_ms = out
             .t0
@@ -269,32 +350,62 @@ fn client_request(st: &RequestStats) -> ClientRequest {
         unsure,
         latency,
         windows: Vec::new(),
+        derived: Vec::new(),
     }
 }
 
 /// Waits for the settle point and runs every check.
 pub async fn verify<M: MetricSource>(
     source: &M,
-    scenario: &Scenario,
+    v: &Verification,
     client: &ClientRun,
 ) -> Result<VerificationReport, SourceError> {
-    let v = &scenario.verification;
     let names: Vec<Names> = v.entries.iter().map(Names::of).collect();
     let settle = settle(source, &names, client, &v.metrics).await?;
+    check(source, v, client, &names, settle).await
+}
+
+/// Verification after the fact (`redproof verify`): the settle point is
+/// read from the samples, the first scrape of every series holding the
+/// checked series after T1 plus the grace, instead of waited for.
+pub async fn verify_after<M: MetricSource>(
+    source: &M,
+    v: &Verification,
+    client: &ClientRun,
+) -> Result<VerificationReport, SourceError> {
+    let names: Vec<Names> = v.entries.iter().map(Names::of).collect();
+    let settle = settled_in_the_past(source, &names, client, &v.metrics).await?;
+    check(source, v, client, &names, settle).await
+}
+
+async fn check<M: MetricSource>(
+    source: &M,
+    v: &Verification,
+    client: &ClientRun,
+    names: &[Names],
+    settle: Settled,
+) -> Result<VerificationReport, SourceError> {
     let s = settle.s_ms;
     let mut verdicts = Vec::new();
     if let Some(failed) = settle.verdict {
         verdicts.push(failed);
     }
     let mut server = Vec::new();
+    // An entry only derived calls reach has no client side of its own.
+    let none: Vec<ClientRequest> = v
+        .entries
+        .iter()
+        .map(|e| ClientRequest::empty(&e.name))
+        .collect();
     let jobs: Vec<checks::Job> = v
         .entries
         .iter()
-        .zip(&names)
-        .map(|(entry, n)| checks::Job {
+        .zip(names)
+        .zip(&none)
+        .map(|((entry, n), none)| checks::Job {
             entry,
             names: n,
-            client: &client.requests[entry.request],
+            client: entry.request.map_or(none, |i| &client.requests[i]),
         })
         .collect();
     let checked = checks::run_all(
@@ -306,13 +417,17 @@ pub async fn verify<M: MetricSource>(
             s,
             interval_ms: settle.interval.as_millis() as i64,
             targets: &settle.targets,
+            clients: &client.requests,
         },
     )
     .await?;
+    let mut checked = checked;
+    let hop_verdicts = hops::check_hops(&v.entries, &mut checked, s);
     for c in checked {
         verdicts.extend(c.verdicts);
         server.push(c.figures);
     }
+    verdicts.extend(hop_verdicts);
     verdicts.extend(check_alerts(source, v, client, s).await?);
     verdicts.extend(check_promql(source, v, s).await?);
     Ok(VerificationReport {
@@ -321,6 +436,42 @@ pub async fn verify<M: MetricSource>(
         verdict_after_s: (now_ms() - client.t1_ms) as f64 / 1000.0,
         verdicts,
         server,
+    })
+}
+
+/// The settle point of a run in the past: for every series of the checked
+/// families, its first sample after T1 plus the grace; S is the latest of
+/// them. A series with no such sample leaves S at T1 plus the grace and
+/// two scrape intervals, and the checks (freshness) say what is missing.
+async fn settled_in_the_past<M: MetricSource>(
+    source: &M,
+    names: &[Names],
+    client: &ClientRun,
+    spec: &MetricsSpec,
+) -> Result<Settled, SourceError> {
+    let after = client.t1_ms + spec.grace.as_millis() as i64;
+    let targets = source.targets().await?;
+    let interval = targets
+        .iter()
+        .filter_map(|t| t.interval)
+        .max()
+        .unwrap_or(spec.scrape_interval);
+    let horizon = after + 2 * interval.as_millis() as i64 + 1000;
+    let mut s_ms = after;
+    for sel in names.iter().flat_map(Names::request_selectors) {
+        let f = source.samples(sel, client.t0_ms, horizon).await?;
+        for series in &f.series {
+            match series.samples.iter().find(|(t, _)| *t >= after) {
+                Some((t, _)) => s_ms = s_ms.max(*t),
+                None => s_ms = s_ms.max(horizon),
+            }
+        }
+    }
+    Ok(Settled {
+        s_ms: s_ms.min(now_ms()),
+        targets,
+        interval,
+        verdict: None,
     })
 }
 

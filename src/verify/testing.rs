@@ -281,7 +281,11 @@ pub fn observations(n: u64, lo_ms: f64, hi_ms: f64) -> Vec<f64> {
 /// overhead).
 pub fn entry(convention: Convention, matchers: &[(&str, &str)]) -> VerifyEntry {
     VerifyEntry {
-        request: 0,
+        name: "success".into(),
+        request: Some(0),
+        group: Vec::new(),
+        derived: Vec::new(),
+        callee: None,
         convention,
         side: Side::Server,
         matchers: matchers
@@ -339,6 +343,68 @@ pub fn check(source: &MemorySource, entry: &VerifyEntry, client: &ClientRequest)
 /// Runs the checks of several entries against `source` and reasons
 /// across them, as a run does; one [`Checked`] per entry, in order.
 pub fn check_all(source: &MemorySource, entries: &[(VerifyEntry, ClientRequest)]) -> Vec<Checked> {
+    check_run(source, entries, &[])
+}
+
+/// Every verdict of `entries`, the `hop` ones last (see [`check_run`]).
+pub fn hop_verdicts(
+    source: &MemorySource,
+    entries: &[(VerifyEntry, ClientRequest)],
+    others: &[ClientRequest],
+) -> Vec<Verdict> {
+    let clients: Vec<ClientRequest> = entries
+        .iter()
+        .map(|(_, c)| c.clone())
+        .chain(others.iter().cloned())
+        .collect();
+    let names: Vec<Names> = entries.iter().map(|(e, _)| Names::of(e)).collect();
+    let jobs: Vec<checks::Job> = entries
+        .iter()
+        .zip(&names)
+        .map(|((entry, client), names)| checks::Job {
+            entry,
+            names,
+            client,
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime");
+    let mut all = rt
+        .block_on(checks::run_all(
+            source,
+            &jobs,
+            &checks::Run {
+                t0: T0,
+                t1: T1,
+                s: S,
+                interval_ms: INTERVAL_MS,
+                targets: &source.targets,
+                clients: &clients,
+            },
+        ))
+        .expect("the in-memory source always answers");
+    let list: Vec<VerifyEntry> = entries.iter().map(|(e, _)| e.clone()).collect();
+    let mut hops = super::hops::check_hops(&list, &mut all, S);
+    // The entries' own verdicts after the hops, then the hops.
+    let mut out: Vec<Verdict> = all.into_iter().flat_map(|c| c.verdicts).collect();
+    out.append(&mut hops);
+    out
+}
+
+/// [`check_all`] in a run that also sent `others`, requests without an
+/// entry. The run's requests are the entries' clients in order, then
+/// `others`: `derived` indexes count in that order.
+pub fn check_run(
+    source: &MemorySource,
+    entries: &[(VerifyEntry, ClientRequest)],
+    others: &[ClientRequest],
+) -> Vec<Checked> {
+    let clients: Vec<ClientRequest> = entries
+        .iter()
+        .map(|(_, c)| c.clone())
+        .chain(others.iter().cloned())
+        .collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a current-thread runtime");
@@ -362,6 +428,7 @@ pub fn check_all(source: &MemorySource, entries: &[(VerifyEntry, ClientRequest)]
                 s: S,
                 interval_ms: INTERVAL_MS,
                 targets: &source.targets,
+                clients: &clients,
             },
         ))
         .expect("the in-memory source always answers");

@@ -66,11 +66,26 @@ pub(super) fn check_count<M: MetricSource>(
     } else {
         String::new()
     };
+    let derived = cx.client.derived_calls();
+    let parts = if derived > 0 {
+        format!(
+            " ({} direct + {})",
+            thousands(client - derived as f64),
+            cx.client
+                .derived
+                .iter()
+                .map(|d| format!("{} from {}", thousands(d.calls as f64), d.from))
+                .collect::<Vec<_>>()
+                .join(" + ")
+        )
+    } else {
+        String::new()
+    };
     let mut v = cx.verdict(
         "count",
         Status::pass_if(pass),
         format!(
-            "server {} {} client {}{range}",
+            "server {} {} client {}{parts}{range}",
             thousands(server),
             if pass { "=" } else { "≠" },
             thousands(client)
@@ -89,15 +104,48 @@ pub(super) fn check_count<M: MetricSource>(
     let ratio = if server > 0.0 { client / server } else { 0.0 };
     let workers = ratio.round();
     let missing = client - server;
-    let missing_5xx: f64 = client_keys
+    // Statuses the server never counts when errors bypass its
+    // instrumentation: HTTP 5xx (exceptions), or any gRPC code but OK
+    // (an interceptor that records only calls that return normally).
+    let grpc = client_keys
+        .keys()
+        .any(|k| k.parse::<u16>().is_err() && crate::verify::convention::grpc_code(k).is_some());
+    let is_error = |k: &str| {
+        if grpc {
+            crate::verify::convention::grpc_code(k).is_some_and(|c| c != "OK")
+        } else {
+            k.starts_with('5')
+        }
+    };
+    let uncounted: Vec<(&String, f64)> = client_keys
         .iter()
-        .filter(|(k, _)| k.starts_with('5'))
-        .map(|(k, n)| (*n as f64 - server_keys.get(k).copied().unwrap_or(0.0)).max(0.0))
-        .sum();
-    // The missing 5xx accounting for the shortfall exactly is a better
-    // explanation than a ratio that happens to be near a whole number.
+        .filter(|(k, _)| is_error(k))
+        .map(|(k, n)| {
+            (
+                k,
+                (*n as f64 - server_keys.get(k).copied().unwrap_or(0.0)).max(0.0),
+            )
+        })
+        .filter(|(_, m)| *m > 0.0)
+        .collect();
+    let missing_5xx: f64 = uncounted.iter().map(|(_, m)| m).sum();
+    // The missing errors accounting for the shortfall exactly are a
+    // better explanation than a ratio that happens to be near a whole
+    // number.
     let all_5xx = missing_5xx > 0.0 && (missing_5xx - missing).abs() < 0.5;
-    v.diagnosis = Some(if server < lower && all_5xx {
+    v.diagnosis = Some(if server < lower && all_5xx && grpc {
+        format!(
+            "server counted {}, client {}: the {} missing are all calls that ended with an error code ({}): calls that end with an error bypass the metrics interceptor (refused by an interceptor ahead of it, or not recorded when the handler fails; see errors)",
+            thousands(server),
+            thousands(client),
+            thousands(missing),
+            uncounted
+                .iter()
+                .map(|(k, m)| format!("{} × {k}", thousands(*m)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else if server < lower && all_5xx {
         format!(
             "server counted {}, client {}: the {} missing are all 5xx responses: exceptions bypass the metrics middleware (see errors)",
             thousands(server),
@@ -191,6 +239,12 @@ pub(super) fn check_errors<M: MetricSource>(
             } else if k.starts_with('5') {
                 format!(
                     "client saw {} × {k}, server counted {}: exceptions bypass the metrics middleware",
+                    thousands(c),
+                    thousands(s)
+                )
+            } else if style == StatusStyle::Grpc && k != "OK" {
+                format!(
+                    "client saw {} × {k}, server counted {}: calls that end with an error bypass the metrics interceptor (refused by an interceptor ahead of it, or not recorded when the handler fails)",
                     thousands(c),
                     thousands(s)
                 )

@@ -19,6 +19,7 @@
 mod counts;
 mod durations;
 mod integrity;
+mod relations;
 mod target;
 #[cfg(test)]
 mod tests;
@@ -110,7 +111,7 @@ fn client_speaks_http(client: &BTreeMap<String, u64>) -> bool {
     client.keys().any(|k| k.parse::<u16>().is_ok())
 }
 
-fn thousands(v: f64) -> String {
+pub(super) fn thousands(v: f64) -> String {
     units::thousands(v.round().max(0.0) as u64)
 }
 
@@ -172,6 +173,9 @@ pub(super) struct Run<'a> {
     pub s: i64,
     pub interval_ms: i64,
     pub targets: &'a [TargetStatus],
+    /// Every request of the run, by index, for `derived:` and for
+    /// diagnoses that name other requests.
+    pub clients: &'a [ClientRequest],
 }
 
 /// Which series an entry reads: entries that read the same ones cannot
@@ -186,6 +190,38 @@ fn series_key(n: &Names) -> String {
             .map(|(d, _)| d.to_string())
             .unwrap_or_default()
     )
+}
+
+/// Adds the calls `derived` requests caused to a client side.
+fn with_derived(
+    mut out: ClientRequest,
+    derived: &[(usize, u64)],
+    all: &[ClientRequest],
+) -> ClientRequest {
+    for &(i, per) in derived {
+        let Some(from) = all.get(i) else { continue };
+        let calls = per * from.responses;
+        let unsure = per * from.unsure;
+        if out.windows.is_empty() {
+            out.windows = from.windows.iter().map(|(t, _)| (*t, 0)).collect();
+        }
+        out.responses += calls;
+        out.unsure += unsure;
+        for (w, (_, n)) in out.windows.iter_mut().zip(&from.windows) {
+            w.1 += per * n;
+        }
+        out.derived.push(super::Derived {
+            from: from.name.clone(),
+            per,
+            calls,
+            unsure,
+            clean: from
+                .by_status
+                .iter()
+                .all(|(k, n)| *n == 0 || convention::is_success_key(k)),
+        });
+    }
+    out
 }
 
 /// The client side of several requests counted in the same series.
@@ -233,7 +269,15 @@ pub(super) async fn run_all<M: MetricSource>(
     for (_, members) in &pools {
         let first = &jobs[members[0]];
         let clients: Vec<&ClientRequest> = members.iter().map(|&i| jobs[i].client).collect();
-        let client = pooled(&clients);
+        let mut derived: Vec<(usize, u64)> = Vec::new();
+        for &i in members {
+            for d in &jobs[i].entry.derived {
+                if !derived.iter().any(|x| x.0 == d.0) {
+                    derived.push(*d);
+                }
+            }
+        }
+        let client = with_derived(pooled(&clients), &derived, run_at.clients);
         let cx = Context {
             source,
             entry: first.entry,
@@ -252,15 +296,34 @@ pub(super) async fn run_all<M: MetricSource>(
             for v in &mut c.verdicts {
                 v.request = Some(name.clone());
             }
-            if members.len() > 1
-                && let Some(p) = c.verdicts.iter_mut().find(|v| v.check == "preflight")
-            {
-                p.warnings.push(format!(
-                    "{} are counted in the same series (the matchers cannot tell them apart) and are verified together, against the sum of their client figures",
-                    client.name
-                ));
+            let declared = !jobs[i].entry.group.is_empty();
+            if let Some(p) = c.verdicts.iter_mut().find(|v| v.check == "preflight") {
+                if members.len() > 1 && declared {
+                    p.warnings.push(format!(
+                        "`verify.{}` covers {}: verified together, against the sum of their client figures",
+                        jobs[i].entry.name, client.name
+                    ));
+                } else if members.len() > 1 {
+                    p.warnings.push(format!(
+                        "{} are counted in the same series (the matchers cannot tell them apart) and are verified together, against the sum of their client figures",
+                        client.name
+                    ));
+                }
+                for d in &client.derived {
+                    p.warnings.push(format!(
+                        "{} derived call{} from {} ({} × {}) expected in these series",
+                        thousands(d.calls as f64),
+                        if d.calls == 1 { "" } else { "s" },
+                        d.from,
+                        d.per,
+                        thousands((d.calls / d.per.max(1)) as f64),
+                    ));
+                }
             }
             c.figures.request = name;
+            if members.len() > 1 || !client.derived.is_empty() {
+                c.figures.client_count = Some(client.responses as f64);
+            }
             out[i] = Some(c);
         }
     }
@@ -269,6 +332,22 @@ pub(super) async fn run_all<M: MetricSource>(
         .map(|c| c.expect("every entry checked"))
         .collect();
     reconcile(&mut out, run_at.t0, run_at.interval_ms);
+    for (_, members) in &pools {
+        let mut known: Vec<String> = members
+            .iter()
+            .map(|&i| jobs[i].client.name.clone())
+            .collect();
+        for &i in members {
+            for &(d, _) in &jobs[i].entry.derived {
+                if let Some(c) = run_at.clients.get(d) {
+                    known.push(c.name.clone());
+                }
+            }
+        }
+        for &i in members {
+            relations::name_other_requests(&mut out[i], jobs[i].entry, &known, run_at.clients);
+        }
+    }
     Ok(out)
 }
 
@@ -432,6 +511,15 @@ async fn run_on<M: MetricSource>(
                 *m.entry(key).or_default() += n;
                 m
             });
+    // Derived calls of requests that all succeeded succeeded too; gRPC
+    // has one code for that. Other derived calls have no known status.
+    let derived = cx.client.derived_calls();
+    let derived_known =
+        derived == 0 || (style == StatusStyle::Grpc && cx.client.derived.iter().all(|d| d.clean));
+    let mut client_keys = client_keys;
+    if derived > 0 && derived_known {
+        *client_keys.entry("OK".into()).or_default() += derived;
+    }
     if cx.names.status.is_some()
         && (style != StatusStyle::Grpc || !client_speaks_http(&client_keys))
     {
@@ -459,17 +547,32 @@ async fn run_on<M: MetricSource>(
     );
     facts.missing_5xx = missing_5xx;
     out.push(count);
-    out.push(check_errors(
-        cx,
-        style,
-        &server_keys,
-        &client_keys,
-        absent_but_exported,
-    ));
+    if derived_known {
+        out.push(check_errors(
+            cx,
+            style,
+            &server_keys,
+            &client_keys,
+            absent_but_exported,
+        ));
+    } else {
+        out.push(cx.skipped("errors", &relations::unknown_derived_status(cx.client)));
+    }
     if absent_but_exported {
         out.push(cx.skipped("duration", "no series to read (see preflight)"));
         return Ok((out, figures, facts));
     }
-    out.extend(check_duration(cx, &mut figures).await?);
+    let durations = check_duration(cx, &mut figures).await?;
+    if derived > 0 {
+        // The figures stay for the report; the client never timed the
+        // derived calls, only the requests that caused them.
+        let why = relations::untimed_derived(cx.client);
+        out.extend(durations.into_iter().map(|v| {
+            let check = v.check.clone();
+            cx.skipped(&check, &why)
+        }));
+    } else {
+        out.extend(durations);
+    }
     Ok((out, figures, facts))
 }

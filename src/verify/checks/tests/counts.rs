@@ -265,9 +265,13 @@ fn grpc_code_the_server_never_counted_fails_errors() {
     c.diagnosis(
         "errors",
         Fail,
-        &["client saw 10 × PermissionDenied, server counted 0: responses written before the metrics middleware counts them"],
+        &["client saw 10 × PermissionDenied, server counted 0: calls that end with an error bypass the metrics interceptor"],
     );
-    c.diagnosis("count", Fail, &["10 requests lost before instrumentation"]);
+    c.diagnosis(
+        "count",
+        Fail,
+        &["the 10 missing are all calls that ended with an error code (10 × PermissionDenied)"],
+    );
 }
 
 #[test]

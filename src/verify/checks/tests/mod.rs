@@ -6,6 +6,7 @@
 mod counts;
 mod durations;
 mod integrity;
+mod relations;
 mod target;
 
 use crate::scenario::verification::{Convention, VerifyEntry};
