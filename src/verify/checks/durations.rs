@@ -31,6 +31,9 @@ fn client_fraction(h: &Histogram<u64>, us: f64, upper: bool) -> f64 {
     h.count_between(0, bound) as f64 / h.len() as f64
 }
 
+/// Requests the distribution comparison allows beyond its tolerance.
+const STRAY_REQUESTS: f64 = 2.0;
+
 /// The client's latency at quantile `q`, in seconds (0 with no data).
 fn client_quantile(h: &Histogram<u64>, q: f64) -> f64 {
     if h.is_empty() {
@@ -116,6 +119,15 @@ pub(super) async fn check_duration<M: MetricSource>(
         ),
         &format!("{sum_sel} / {count_sel}"),
     );
+    let responses = h.len() as f64;
+    if responses >= 10.0 && count >= 1.5 * (responses + cx.unsure() as f64) {
+        v.warnings.push(format!(
+            "the duration metric observed {} durations for {} responses (×{:.1}): the library times some requests more than once (django-prometheus 2.5 records a view that raises in both process_exception and process_response); the distribution is compared as exported",
+            thousands(count),
+            thousands(responses),
+            count / responses
+        ));
+    }
     let declared = unit_name(unit);
     if !mean_ok {
         v.diagnosis = Some(if units_wrong && fits(server_mean / 1e3) {
@@ -217,7 +229,10 @@ fn check_distribution<M: MetricSource>(
         return v;
     }
     let n = h.len().max(1) as f64;
-    let tol = cx.entry.tolerance.duration + cx.unsure() as f64 / n;
+    // Beyond the tolerance, room for a stray request or two: a client on
+    // a busy machine delays one now and then by a scheduler tick, which
+    // in a small sample is more than 1% (1 request of 65 is 1.5%).
+    let tol = cx.entry.tolerance.duration + (cx.unsure() as f64 + STRAY_REQUESTS) / n;
     let overhead_us = cx.entry.overhead.as_secs_f64() * 1e6;
     let mut slower: Option<(f64, f64, f64)> = None;
     let mut unmeasured: Option<(f64, f64, f64)> = None;

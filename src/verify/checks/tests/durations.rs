@@ -133,6 +133,56 @@ fn time_outside_the_timer_fails_the_distribution() {
 }
 
 #[test]
+fn a_stray_slow_request_in_a_small_sample_is_no_alarm() {
+    // 65 requests: one delayed 100 ms on the client's side is 1.5%, more
+    // than the 1% tolerance, and not time outside the server's timer.
+    let n = 65;
+    let mut src = MemorySource::default();
+    requests(&mut src, "200", n as f64);
+    latency(&mut src, &observations(n, 38.0, 58.0));
+    let client = Client::new()
+        .http_spread(200, n - 1, 40.0, 60.0)
+        .http(200, 1, 150.0);
+    let c = check(&src, &django(), &client.build());
+    c.summary("duration", Pass, &["distributions agree"]);
+    // Three are not stray any more.
+    let mut src = MemorySource::default();
+    requests(&mut src, "200", n as f64);
+    latency(&mut src, &observations(n, 38.0, 58.0));
+    let client = Client::new()
+        .http_spread(200, n - 3, 40.0, 60.0)
+        .http(200, 3, 150.0);
+    let c = check(&src, &django(), &client.build());
+    c.summary("duration", Fail, &[]);
+}
+
+#[test]
+fn durations_recorded_twice_are_named() {
+    // django-prometheus times a view that raises twice.
+    let mut src = MemorySource::default();
+    requests(&mut src, "500", 100.0);
+    let twice: Vec<f64> = observations(100, 38.0, 58.0)
+        .into_iter()
+        .flat_map(|o| [o, o])
+        .collect();
+    latency(&mut src, &twice);
+    let client = Client::new().http_spread(500, 100, 40.0, 60.0);
+    let c = check(&src, &django(), &client.build());
+    let v = c.summary("mean", Pass, &[]);
+    assert!(
+        v.warnings
+            .iter()
+            .any(|w| w.contains("200 durations for 100 responses (×2.0)")),
+        "{v:#?}"
+    );
+    c.summary("duration", Pass, &[]);
+    // Once per request: no warning.
+    let (src, client) = healthy(100);
+    let c = check(&src, &django(), &client.build());
+    assert!(c.summary("mean", Pass, &[]).warnings.is_empty());
+}
+
+#[test]
 fn client_overhead_within_the_allowance_passes() {
     // 20 ms outside the timer, under the default 25 ms overhead.
     let c = timed(50.0, 70.0);
