@@ -405,6 +405,20 @@ requests:
     assert_eq!(total(r.results(), "two"), 5);
     assert_eq!(server.counts.get("/one/3") - before.0, 5);
     assert_eq!(server.counts.get("/two/3") - before.1, 5);
+
+    // `--iterations` replaces the file's count and counts whole flows,
+    // not requests: 7 iterations of a two-step flow send 14 requests.
+    let before = (server.counts.get("/one/3"), server.counts.get("/two/3"));
+    let r = support::run_scenario(
+        &scenario("iterations: 5"),
+        &[],
+        &["--quiet", "--iterations", "7"],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(total(r.results(), "one"), 7);
+    assert_eq!(total(r.results(), "two"), 7);
+    assert_eq!(server.counts.get("/one/3") - before.0, 7);
+    assert_eq!(server.counts.get("/two/3") - before.1, 7);
 }
 
 #[test]
