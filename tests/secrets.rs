@@ -1,4 +1,5 @@
-//! What a run must never show: credentials written in URLs, and control
+//! What a run must never show: credentials written in URLs, values read
+//! from the environment with `env()`, and control
 //! sequences that servers put in bodies, status messages and errors. Each
 //! test runs `redproof` against loopback servers and reads every output:
 //! stdout, stderr, the results file, JUnit and Markdown.
@@ -138,6 +139,82 @@ verify:
         heads[0].contains("authorization: Basic Y2Fyb2w6cHIwbS1zM2NyZXQ=\r\n"),
         "{}",
         heads[0]
+    );
+}
+
+#[test]
+fn values_from_the_environment_are_sent_and_never_shown() {
+    // The server echoes the token, so the failed check's message would
+    // quote it if nothing masked it.
+    let web = Recorder::start(200, "echo: t0ken-from-env-42");
+    let down = support::refusing();
+    let scenario = r#"
+name: env-secrets
+targets:
+  web:
+    url: 'http://{{ env("RP_WEB") }}/'
+    headers: { x-api-key: '{{ env("RP_KEY") }}' }
+  down: { url: 'http://{{ env("RP_DOWN", "127.0.0.1:9") }}' }
+load: { users: 1, iterations: 4 }
+requests:
+  - name: item
+    http:
+      target: web
+      method: POST
+      path: '/items/{{ env("RP_ITEM") }}'
+      headers: { authorization: 'Bearer {{ env("RP_TOKEN") }}' }
+      json: { note: '{{ env("RP_ITEM") }}', n: "{{ seq() }}" }
+    expect: { body_contains: never-there }
+  - { name: gone, http: { target: down, path: /x } }
+"#;
+    let web_addr = web.addr.to_string();
+    let down_addr = down.addr.to_string();
+    let vars = [
+        ("RP_WEB", web_addr.as_str()),
+        ("RP_DOWN", down_addr.as_str()),
+        ("RP_KEY", "k3y-from-env"),
+        ("RP_ITEM", "item-from-env"),
+        ("RP_TOKEN", "t0ken-from-env-42"),
+    ];
+    let r = support::run_with_every_output_env(scenario, &[], &vars);
+    // 69: a target never answered.
+    assert_eq!(r.code, 69, "{}\n{}", r.stdout, r.stderr);
+    for (name, text) in outputs(&r) {
+        for (var, value) in vars {
+            assert!(
+                !text.contains(value),
+                "{name} shows the value of {var} (`{value}`):\n{text}"
+            );
+        }
+    }
+    // The failed check still says what it saw, with the token masked, and
+    // the unreachable target is named by the URL as written.
+    assert!(r.stdout.contains("echo: ***"), "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains(r#"(http://{{ env("RP_DOWN", "127.0.0.1:9") }}) never answered"#),
+        "{}",
+        r.stderr
+    );
+
+    let heads = web.heads();
+    assert!(!heads.is_empty(), "the target saw no request");
+    for head in &heads {
+        // The recorder reads heads only: a body shows up before the next head.
+        assert!(
+            head.contains("POST /items/item-from-env HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("x-api-key: k3y-from-env\r\n"), "{head}");
+        assert!(
+            head.contains("authorization: Bearer t0ken-from-env-42\r\n"),
+            "{head}"
+        );
+    }
+    assert!(
+        heads[1].starts_with(r#"{"note":"item-from-env","n":1}POST"#),
+        "{}",
+        heads[1]
     );
 }
 

@@ -87,6 +87,31 @@ fn compile_json(c: &mut Checker, node: &JsonNode, env: &TemplateEnv) -> Option<J
     }
 }
 
+/// A target-level value with templates: only `env()` may be used there,
+/// since it is read once, at validation.
+fn env_only(c: &mut Checker, t: &Text, field: &str) -> Option<String> {
+    let empty = TemplateEnv::new([]);
+    match Template::compile(t, &empty) {
+        Ok(compiled) => match compiled.as_static() {
+            Some(text) => Some(text.to_owned()),
+            None => {
+                c.err(
+                    pos(t),
+                    format!(
+                        "`{field}`: only `env(\"NAME\")` can be used here, since it is read once \
+                         when the file is checked; per-request templates go in a request"
+                    ),
+                );
+                None
+            }
+        },
+        Err(e) => {
+            c.err(pos(t), format!("`{field}`: template {e}"));
+            None
+        }
+    }
+}
+
 pub(super) fn check_targets(
     c: &mut Checker,
     raw: &OrderedMap<raw::RawTarget>,
@@ -95,7 +120,12 @@ pub(super) fn check_targets(
     let mut out: Vec<Target> = Vec::new();
     for (name, t) in &raw.0 {
         let grpc = check_grpc_target(c, t, base);
-        let url = c.parse(&t.url, "url", BaseUrl::parse);
+        let url = if t.url.contains("{{") {
+            env_only(c, &t.url, "url")
+                .and_then(|u| c.parse(&t.url, "url", |written| BaseUrl::parse_shown(&u, written)))
+        } else {
+            c.parse(&t.url, "url", BaseUrl::parse)
+        };
         let timeout = c
             .parse_opt(&t.timeout, "timeout", units::parse_duration)
             .unwrap_or(DEFAULT_TIMEOUT);
@@ -111,20 +141,21 @@ pub(super) fn check_targets(
         let mut headers = Vec::new();
         for (k, v) in &t.headers.0 {
             let name = check_header_name(c, k);
-            if v.contains("{{") {
+            let from_env = v.contains("{{");
+            let text = if from_env {
                 // Target headers are built once into every connection's
-                // requests; a template there would go out as its text.
-                c.err(
-                    pos(v),
-                    format!(
-                        "`headers`: `{}` holds a template, but target headers are sent as \
-                         written; move a templated header to the request",
-                        k.as_str()
-                    ),
-                );
-                continue;
-            }
-            let value = http::HeaderValue::from_str(v);
+                // requests: only `env()`, read now, can go in them.
+                match env_only(c, v, &format!("headers`: `{}", k.as_str())) {
+                    Some(t) => t,
+                    None => continue,
+                }
+            } else {
+                v.to_string()
+            };
+            let value = http::HeaderValue::from_str(&text).map(|mut h| {
+                h.set_sensitive(from_env);
+                h
+            });
             if value.is_err() {
                 c.err(
                     pos(v),

@@ -344,10 +344,16 @@ pub fn run_scenario(scenario: &str, files: &[(&str, &str)], args: &[&str]) -> Ru
 /// `junit.xml` and `summary.md` in the run's temporary directory; `args`
 /// follow the file.
 pub fn run_with_every_output(scenario: &str, args: &[&str]) -> Run {
+    run_with_every_output_env(scenario, args, &[])
+}
+
+/// [`run_with_every_output`] with these environment variables set.
+pub fn run_with_every_output_env(scenario: &str, args: &[&str], vars: &[(&str, &str)]) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let file = write_scenario(dir.path(), scenario);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_redproof"))
         .env("NO_COLOR", "1")
+        .envs(vars.iter().copied())
         .arg("run")
         .arg(&file)
         .args(args)
