@@ -155,17 +155,19 @@ targets:
     url: 'http://{{ env("RP_WEB") }}/'
     headers: { x-api-key: '{{ env("RP_KEY") }}' }
   down: { url: 'http://{{ env("RP_DOWN", "127.0.0.1:9") }}' }
-load: { users: 1, iterations: 4 }
+load: { users: 1, iterations: 2 }
 requests:
-  - name: item
-    http:
-      target: web
-      method: POST
-      path: '/items/{{ env("RP_ITEM") }}'
-      headers: { authorization: 'Bearer {{ env("RP_TOKEN") }}' }
-      json: { note: '{{ env("RP_ITEM") }}', n: "{{ seq() }}" }
-    expect: { body_contains: never-there }
-  - { name: gone, http: { target: down, path: /x } }
+  - name: all_of_it
+    flow:
+      - name: item
+        http:
+          target: web
+          method: POST
+          path: '/items/{{ env("RP_ITEM") }}'
+          headers: { authorization: 'Bearer {{ env("RP_TOKEN") }}' }
+          json: { note: '{{ env("RP_ITEM") }}', n: "{{ seq() }}" }
+        expect: { body_contains: never-there }
+      - { name: gone, http: { target: down, path: /x } }
 "#;
     let web_addr = web.addr.to_string();
     let down_addr = down.addr.to_string();
@@ -215,6 +217,64 @@ requests:
         heads[1].starts_with(r#"{"note":"item-from-env","n":1}POST"#),
         "{}",
         heads[1]
+    );
+}
+
+#[test]
+fn auth_sends_basic_and_bearer_credentials_and_never_shows_them() {
+    let web = Recorder::start(200, "ok\n");
+    let scenario = format!(
+        r#"
+name: auth
+targets:
+  web:
+    url: "http://{web}"
+    auth: {{ basic: {{ user: ann, password: '{{{{ env("RP_PASSWORD") }}}}' }} }}
+load: {{ users: 1, iterations: 2 }}
+requests:
+  - name: both
+    flow:
+      - {{ name: as_ann, http: {{ target: web, path: /basic }} }}
+      - name: with_token
+        http:
+          target: web
+          path: /bearer
+          auth: {{ bearer: '{{{{ env("RP_TOKEN") }}}}' }}
+"#,
+        web = web.addr,
+    );
+    let vars = [("RP_PASSWORD", "pa55-w0rd"), ("RP_TOKEN", "t0k-3n-xyz")];
+    let r = support::run_with_every_output_env(&scenario, &[], &vars);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    // base64("ann:pa55-w0rd")
+    let basic = "YW5uOnBhNTUtdzByZA==";
+    for (name, text) in outputs(&r) {
+        for secret in ["pa55-w0rd", "t0k-3n-xyz", basic] {
+            assert!(!text.contains(secret), "{name} shows `{secret}`:\n{text}");
+        }
+    }
+    let heads = web.heads();
+    let basic_head = heads
+        .iter()
+        .find(|h| h.starts_with("GET /basic "))
+        .expect("no /basic");
+    assert!(
+        basic_head.contains(&format!("authorization: Basic {basic}\r\n")),
+        "{basic_head}"
+    );
+    let bearer_head = heads
+        .iter()
+        .find(|h| h.starts_with("GET /bearer "))
+        .expect("no /bearer");
+    // The request's credentials replace the target's.
+    assert!(
+        bearer_head.contains("authorization: Bearer t0k-3n-xyz\r\n"),
+        "{bearer_head}"
+    );
+    assert_eq!(
+        bearer_head.matches("authorization").count(),
+        1,
+        "{bearer_head}"
     );
 }
 

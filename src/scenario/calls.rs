@@ -92,22 +92,123 @@ fn compile_json(c: &mut Checker, node: &JsonNode, env: &TemplateEnv) -> Option<J
 fn env_only(c: &mut Checker, t: &Text, field: &str) -> Option<String> {
     let empty = TemplateEnv::new([]);
     match Template::compile(t, &empty) {
-        Ok(compiled) => match compiled.as_static() {
-            Some(text) => Some(text.to_owned()),
-            None => {
-                c.err(
-                    pos(t),
-                    format!(
-                        "`{field}`: only `env(\"NAME\")` can be used here, since it is read once \
-                         when the file is checked; per-request templates go in a request"
-                    ),
-                );
-                None
-            }
-        },
-        Err(e) => {
+        Ok(compiled) => compiled.as_static().map(str::to_owned),
+        Err(e) if !e.contains("unknown variable") => {
             c.err(pos(t), format!("`{field}`: template {e}"));
+            return None;
+        }
+        Err(_) => None,
+    }
+    .or_else(|| {
+        c.err(
+            pos(t),
+            format!(
+                "`{field}`: only `env(\"NAME\")` can be used here: it is read once, when \
+                 the file is checked (templates that change per request go in a request's \
+                 `headers`, `path`, `query` or body)"
+            ),
+        );
+        None
+    })
+}
+
+/// `Basic base64(user:password)`; both parts registered as secrets.
+fn basic_value(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    crate::secrets::register(password);
+    crate::secrets::register(&encoded);
+    format!("Basic {encoded}")
+}
+
+/// Which of `basic` and `bearer` an `auth:` holds; exactly one.
+fn auth_kind<'a>(
+    c: &mut Checker,
+    auth: &'a Spanned<raw::RawAuth>,
+) -> Option<Result<&'a raw::RawBasic, &'a Text>> {
+    match (&auth.basic, &auth.bearer) {
+        (Some(b), None) => Some(Ok(b)),
+        (None, Some(t)) => Some(Err(t)),
+        _ => {
+            c.err(
+                pos(auth),
+                "`auth`: expected one of `basic: { user: …, password: … }` or `bearer: TOKEN`",
+            );
             None
+        }
+    }
+}
+
+/// The `authorization` header of a target's `auth:`, read once (only
+/// `env()` may be used in it), marked sensitive.
+fn target_auth(c: &mut Checker, auth: &Spanned<raw::RawAuth>) -> Option<http::HeaderValue> {
+    let text = match auth_kind(c, auth)? {
+        Ok(basic) => {
+            let user = env_only(c, &basic.user, "auth.basic.user");
+            let password = env_only(c, &basic.password, "auth.basic.password");
+            basic_value(&user?, &password?)
+        }
+        Err(token) => {
+            let token = env_only(c, token, "auth.bearer")?;
+            crate::secrets::register(&token);
+            format!("Bearer {token}")
+        }
+    };
+    match http::HeaderValue::from_str(&text) {
+        Ok(mut v) => {
+            v.set_sensitive(true);
+            Some(v)
+        }
+        Err(_) => {
+            c.err(
+                pos(auth),
+                "`auth`: the credentials are not valid in an HTTP header (control characters?)",
+            );
+            None
+        }
+    }
+}
+
+/// The `authorization` header of a request's `auth:`. A bearer token may
+/// use any template (a token captured at login); basic credentials are
+/// encoded once, so only `env()` may be used in them.
+fn request_auth(
+    c: &mut Checker,
+    auth: &Spanned<raw::RawAuth>,
+    env: &TemplateEnv,
+) -> Option<Template> {
+    match auth_kind(c, auth)? {
+        Ok(basic) => {
+            let user = env_only(c, &basic.user, "auth.basic.user");
+            let password = env_only(c, &basic.password, "auth.basic.password");
+            let value = basic_value(&user?, &password?);
+            if http::HeaderValue::from_str(&value).is_err() {
+                c.err(
+                    pos(auth),
+                    "`auth`: the credentials are not valid in an HTTP header (control characters?)",
+                );
+                return None;
+            }
+            Template::compile(&value, &TemplateEnv::new([])).ok()
+        }
+        Err(token) => {
+            let t = compile(c, token, env)?;
+            if let Some(s) = t.as_static() {
+                crate::secrets::register(s);
+            }
+            let with_scheme = match t.as_static() {
+                Some(s) => format!("Bearer {s}"),
+                None => format!("Bearer {}", token.as_str()),
+            };
+            // The written text compiles again with its scheme in front;
+            // `env()` values were read above and are read the same now.
+            match Template::compile(&with_scheme, env) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    c.err(pos(token), format!("template {e}"));
+                    None
+                }
+            }
         }
     }
 }
@@ -167,6 +268,21 @@ pub(super) fn check_targets(
             }
             if let (Some(name), Ok(value)) = (name, value) {
                 headers.push((name, value));
+            }
+        }
+        if let Some(auth) = &t.auth {
+            if let Some((k, _)) = t
+                .headers
+                .0
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            {
+                c.err(
+                    pos(k),
+                    "`headers`: `authorization` and `auth` both set the authorization header; keep one",
+                );
+            } else if let Some(value) = target_auth(c, auth) {
+                headers.push((http::header::AUTHORIZATION, value));
             }
         }
         if let Some(url) = url {
@@ -347,6 +463,25 @@ pub(super) fn check_http(
         match (name, compile(c, v, env)) {
             (Some(name), Some(t)) => headers.push((name, t)),
             _ => headers_ok = false,
+        }
+    }
+    if let Some(auth) = &h.auth {
+        if let Some((k, _)) = h
+            .headers
+            .0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            c.err(
+                pos(k),
+                "`headers`: `authorization` and `auth` both set the authorization header; keep one",
+            );
+            headers_ok = false;
+        } else {
+            match request_auth(c, auth, env) {
+                Some(t) => headers.push((http::header::AUTHORIZATION, t)),
+                None => headers_ok = false,
+            }
         }
     }
     let body = match (&h.json, &h.body, json) {

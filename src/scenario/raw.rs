@@ -154,6 +154,23 @@ pub struct RawTarget {
     pub reflection: Option<Spanned<bool>>,
     /// gRPC: the largest reply message accepted (`16M`).
     pub max_message: Option<Text>,
+    /// HTTP: credentials sent with every request.
+    pub auth: Option<Spanned<RawAuth>>,
+}
+
+/// `auth: { basic: { user, password } }` or `auth: { bearer: TOKEN }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub basic: Option<Spanned<RawBasic>>,
+    pub bearer: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasic {
+    pub user: Text,
+    pub password: Text,
 }
 
 /// How much load, and for how long.
@@ -243,6 +260,8 @@ pub struct RawHttp {
     pub headers: OrderedMap<Text>,
     pub json: Option<Spanned<serde::de::IgnoredAny>>,
     pub body: Option<Text>,
+    /// Credentials for this request, replacing the target's.
+    pub auth: Option<Spanned<RawAuth>>,
 }
 
 /// What counts as success.
