@@ -59,6 +59,8 @@ pub(crate) struct Endpoint {
     pub(super) host_header: HeaderValue,
     /// The largest response body kept for checks and captures.
     pub(crate) max_body: usize,
+    /// Users keep a cookie jar for this target.
+    pub(super) cookies: bool,
 }
 
 impl Endpoint {
@@ -116,6 +118,7 @@ impl Endpoint {
                 .map_err(|e| format!("target `{}`: {e}", t.name))?,
             authority,
             max_body: t.max_body,
+            cookies: t.cookies,
         })
     }
 

@@ -18,6 +18,7 @@ use hyper::client::conn::http2;
 
 use super::check::ResponseRules;
 use super::connect::{Conn, Endpoint};
+use super::cookies;
 use super::grpc::{self, PreparedGrpc};
 use super::h1::H1Error;
 use super::request::PreparedRequest;
@@ -284,7 +285,7 @@ impl CallExecutor {
                     },
                     Conn::H2(sender) => {
                         let sender = sender.clone();
-                        match self.exchange_h2(sender, r, planned, e, s).await {
+                        match self.exchange_h2(sender, r, planned, target, e, s).await {
                             Err(Ok(_)) if retry => s.conns[target] = None,
                             Err(Ok(err)) | Err(Err(err)) => return Err(err),
                             Ok(done) => return Ok(done),
@@ -341,14 +342,19 @@ impl CallExecutor {
         e: &Endpoint,
         s: &mut Scratch,
     ) -> Result<CallResult, H1Error> {
-        if let Err(failed) = r.write_h1(e, s) {
+        if let Err(failed) = r.write_h1(e, target, s) {
             return Ok(failed);
         }
         let Some(Conn::H1(conn)) = s.conns[target].as_mut() else {
             unreachable!("an HTTP/1.1 connection is open");
         };
         let head = conn
-            .send(&s.wbuf, r.method == Method::HEAD, planned.rules.is_some())
+            .send(
+                &s.wbuf,
+                r.method == Method::HEAD,
+                planned.rules.is_some(),
+                r.jar,
+            )
             .await?;
         // The body is kept only when checks or captures read it, and only
         // for a status the step expects.
@@ -360,6 +366,9 @@ impl CallExecutor {
         conn.set_max_body(e.max_body);
         conn.read_body(head.framing, rules.map(|_| &mut s.body))
             .await?;
+        if r.jar {
+            cookies::store_all(&mut s.jars, target, &head.headers, r.sent_path(&s.url));
+        }
         if r.h1_close {
             s.conns[target] = None;
         }
@@ -383,10 +392,11 @@ impl CallExecutor {
         mut sender: http2::SendRequest<Full<Bytes>>,
         r: &PreparedRequest,
         planned: &PlannedCall,
+        target: usize,
         e: &Endpoint,
         s: &mut Scratch,
     ) -> Result<CallResult, Result<CallResult, CallResult>> {
-        let req = r.h2_request(e, s).map_err(Err)?;
+        let req = r.h2_request(e, target, s).map_err(Err)?;
         let resp = sender.try_send_request(req).await.map_err(|mut err| {
             let unsent = err.take_message().is_some();
             let err = err.into_error();
@@ -398,6 +408,9 @@ impl CallExecutor {
         })?;
         let status = resp.status().as_u16();
         let (parts, mut body) = resp.into_parts();
+        if r.jar {
+            cookies::store_all(&mut s.jars, target, &parts.headers, r.sent_path(&s.url));
+        }
         let rules = planned
             .rules
             .as_ref()
@@ -461,8 +474,12 @@ mod tests {
             panic!("not HTTP");
         };
         let mut s = Scratch::new(1);
-        r.write_h1(&p.endpoints[p.requests[i].target], &mut s)
-            .unwrap();
+        r.write_h1(
+            &p.endpoints[p.requests[i].target],
+            p.requests[i].target,
+            &mut s,
+        )
+        .unwrap();
         String::from_utf8(s.wbuf).unwrap()
     }
 
@@ -537,7 +554,7 @@ requests:
         };
         let mut s = Scratch::new(1);
         for _ in 0..20 {
-            match r.write_h1(&p.endpoints[0], &mut s) {
+            match r.write_h1(&p.endpoints[0], 0, &mut s) {
                 Err(CallResult::Failed(TransportError::Other, m)) => {
                     assert!(m.contains("percent-encode"), "{m}")
                 }

@@ -7,6 +7,7 @@
 
 mod check;
 mod connect;
+mod cookies;
 mod dispatch;
 mod fetch;
 mod grpc;
@@ -54,6 +55,8 @@ pub struct Scratch {
     /// The response body, when checks or captures read it.
     body: Vec<u8>,
     conns: Vec<Option<connect::Conn>>,
+    /// The user's cookies, by target (grown when a target first sets one).
+    jars: Vec<cookies::Jar>,
     grpc_conns: Vec<Option<grpc::GrpcConn>>,
     /// The request timeout, re-armed for each request rather than
     /// created anew.
@@ -75,6 +78,7 @@ impl Scratch {
             wbuf: Vec::with_capacity(512),
             body: Vec::new(),
             conns: Vec::new(),
+            jars: Vec::new(),
             grpc_conns: Vec::new(),
             deadline: None,
             retries: 0,

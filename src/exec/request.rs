@@ -2,6 +2,8 @@
 //! headers serialised, request line built when nothing in it is
 //! templated) and rendered per call into the worker's buffers.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, header};
 use http_body_util::Full;
@@ -66,6 +68,10 @@ pub(super) struct PreparedRequest {
     static_uri: Option<Uri>,
     /// HTTP/1.1: the request line when path and query have no templates.
     h1_line: Option<Vec<u8>>,
+    /// The request target when it has no templates.
+    static_path: Option<Box<str>>,
+    /// The user's cookie jar for the target is read and filled.
+    pub(super) jar: bool,
     /// HTTP/1.1: `host` and the static headers, serialised.
     h1_headers: Vec<u8>,
     /// HTTP/1.1: whether an empty body still gets `content-length: 0`
@@ -95,6 +101,9 @@ impl PreparedRequest {
             static_headers.remove(name_);
         }
         let dynamic = |n: &HeaderName| dynamic_headers.iter().any(|(d, _)| d == n);
+        let jar = endpoint.cookies
+            && !static_headers.contains_key(header::COOKIE)
+            && !dynamic(&header::COOKIE);
         let body = match &h.body {
             None => None,
             Some(Body::Text(t)) => Some(BodyTemplate::Text(t.clone())),
@@ -130,6 +139,9 @@ impl PreparedRequest {
             body,
             static_uri: None,
             h1_line: None,
+            static_path: None,
+            // A cookie header written in the scenario is sent as written.
+            jar,
         };
         if prepared.path.as_static().is_some()
             && prepared.query.iter().all(|(_, v)| v.as_static().is_some())
@@ -158,10 +170,17 @@ impl PreparedRequest {
                 .build()
                 .map_err(|e| format!("request `{name}`: `{target}` is not a valid URI: {e}"))?;
             prepared.static_uri = Some(h2);
+            prepared.static_path = Some(target.as_str().into());
             prepared.h1_line =
                 Some(format!("{} {target} HTTP/1.1\r\n", prepared.method).into_bytes());
         }
         Ok(prepared)
+    }
+
+    /// The path (and query) the request went to: its static one, or the
+    /// one rendered into `url`.
+    pub(super) fn sent_path<'a>(&'a self, url: &'a str) -> &'a str {
+        self.static_path.as_deref().unwrap_or(url)
     }
 
     /// Renders the request target (path and query) into `out`.
@@ -201,7 +220,12 @@ impl PreparedRequest {
     }
 
     /// Renders the whole HTTP/1.1 request, head and body, into `s.wbuf`.
-    pub(super) fn write_h1(&self, e: &Endpoint, s: &mut Scratch) -> Result<(), CallResult> {
+    pub(super) fn write_h1(
+        &self,
+        e: &Endpoint,
+        target: usize,
+        s: &mut Scratch,
+    ) -> Result<(), CallResult> {
         // The body first: its length goes in the head.
         self.render_body(s);
         s.wbuf.clear();
@@ -234,6 +258,16 @@ impl PreparedRequest {
                 return Err(invalid_header("header", name, &s.tmp));
             }
             push_header_line(&mut s.wbuf, name.as_str(), s.tmp.as_bytes());
+        }
+        if self.jar
+            && let Some(jar) = s.jars.get_mut(target)
+            && !jar.is_empty()
+        {
+            s.tmp.clear();
+            let path = self.static_path.as_deref().unwrap_or(&s.url);
+            if jar.write_header(&mut s.tmp, path, e.tls.is_some(), Instant::now()) {
+                push_header_line(&mut s.wbuf, "cookie", s.tmp.as_bytes());
+            }
         }
         if !s.text.is_empty() || self.h1_length_always {
             use std::io::Write;
@@ -271,6 +305,7 @@ impl PreparedRequest {
     pub(super) fn h2_request(
         &self,
         e: &Endpoint,
+        target: usize,
         s: &mut Scratch,
     ) -> Result<Request<Full<Bytes>>, CallResult> {
         let uri = match &self.static_uri {
@@ -303,6 +338,18 @@ impl PreparedRequest {
             let v = HeaderValue::from_str(&s.tmp)
                 .map_err(|_| invalid_header("header", name, &s.tmp))?;
             headers.insert(name.clone(), v);
+        }
+        if self.jar
+            && let Some(jar) = s.jars.get_mut(target)
+            && !jar.is_empty()
+        {
+            s.tmp.clear();
+            let path = self.static_path.as_deref().unwrap_or(&s.url);
+            if jar.write_header(&mut s.tmp, path, e.tls.is_some(), Instant::now())
+                && let Ok(v) = HeaderValue::from_str(&s.tmp)
+            {
+                headers.insert(header::COOKIE, v);
+            }
         }
         Ok(req)
     }

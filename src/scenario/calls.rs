@@ -270,6 +270,12 @@ pub(super) fn check_targets(
                 headers.push((name, value));
             }
         }
+        if let (Some(c_), Some(_)) = (&t.cookies, &grpc) {
+            c.err(
+                pos(c_),
+                "`cookies` goes with HTTP targets; gRPC calls carry no cookies",
+            );
+        }
         if let Some(auth) = &t.auth {
             if let Some((k, _)) = t
                 .headers
@@ -294,6 +300,7 @@ pub(super) fn check_targets(
                 http2: grpc.is_some() || t.http2.as_ref().is_some_and(|b| **b),
                 insecure: t.insecure.as_ref().is_some_and(|b| **b),
                 max_body,
+                cookies: grpc.is_none() && t.cookies.as_ref().is_none_or(|b| **b),
                 grpc,
             });
         } else {
@@ -306,6 +313,7 @@ pub(super) fn check_targets(
                 http2: false,
                 insecure: false,
                 max_body,
+                cookies: false,
                 grpc,
             });
         }

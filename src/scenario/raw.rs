@@ -156,6 +156,8 @@ pub struct RawTarget {
     pub max_message: Option<Text>,
     /// HTTP: credentials sent with every request.
     pub auth: Option<Spanned<RawAuth>>,
+    /// HTTP: a cookie jar per user (default true).
+    pub cookies: Option<Spanned<bool>>,
 }
 
 /// `auth: { basic: { user, password } }` or `auth: { bearer: TOKEN }`.

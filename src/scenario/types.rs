@@ -148,6 +148,9 @@ pub struct Target {
     pub max_body: usize,
     /// Set for gRPC targets: where their services are described.
     pub grpc: Option<GrpcTarget>,
+    /// Each user keeps the cookies this target sets and sends them back
+    /// (HTTP targets, unless `cookies: false`).
+    pub cookies: bool,
 }
 
 /// How a gRPC target's services are known.
