@@ -61,6 +61,8 @@ pub(crate) struct Endpoint {
     pub(crate) max_body: usize,
     /// Users keep a cookie jar for this target.
     pub(super) cookies: bool,
+    /// Redirects followed by default.
+    pub(super) follow_redirects: u32,
 }
 
 impl Endpoint {
@@ -119,6 +121,7 @@ impl Endpoint {
             authority,
             max_body: t.max_body,
             cookies: t.cookies,
+            follow_redirects: t.follow_redirects,
         })
     }
 

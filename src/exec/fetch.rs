@@ -41,6 +41,7 @@ impl Fetcher {
             max_body: crate::scenario::verification::DEFAULT_MAX_RESPONSE,
             grpc: None,
             cookies: false,
+            follow_redirects: 0,
         };
         Ok(Self {
             endpoint: Endpoint::new(&target)?,

@@ -155,15 +155,15 @@ impl H1Conn {
 
     /// Writes `request` (head and body, complete) and reads the response
     /// head. `head_request` says the method was `HEAD`, whose response
-    /// has no body; `want_headers` fills [`Head::headers`], `want_cookies`
-    /// puts at least the `set-cookie` headers there. The body must then be
+    /// has no body; `want_headers` fills [`Head::headers`], `want_session`
+    /// puts at least `set-cookie` and `location` there. The body must then be
     /// read with [`H1Conn::read_body`] before the next request.
     pub(crate) async fn send(
         &mut self,
         request: &[u8],
         head_request: bool,
         want_headers: bool,
-        want_cookies: bool,
+        want_session: bool,
     ) -> Result<Head, H1Error> {
         let reused = self.reused;
         self.reusable = false;
@@ -181,7 +181,7 @@ impl H1Conn {
         // Whether any of the answer arrived (an interim response counts).
         let mut answered = false;
         loop {
-            match self.parse_head(head_request, want_headers, want_cookies) {
+            match self.parse_head(head_request, want_headers, want_session) {
                 Ok(Some((status, head))) => {
                     answered = true;
                     // Interim responses precede the real one; a 101 is
@@ -248,7 +248,7 @@ impl H1Conn {
         &mut self,
         head_request: bool,
         want_headers: bool,
-        want_cookies: bool,
+        want_session: bool,
     ) -> Result<Option<(u16, ParsedHead)>, String> {
         // Uninitialised: clearing room for every header on each parse
         // would cost more than the parse.
@@ -261,7 +261,7 @@ impl H1Conn {
         ) {
             Ok(httparse::Status::Complete(len)) => {
                 let status = resp.code.unwrap_or(0);
-                let head = read_head(&resp, head_request, want_headers, want_cookies)?;
+                let head = read_head(&resp, head_request, want_headers, want_session)?;
                 self.start += len;
                 Ok(Some((status, head)))
             }
@@ -455,7 +455,7 @@ fn read_head(
     resp: &httparse::Response<'_, '_>,
     head_request: bool,
     want_headers: bool,
-    want_cookies: bool,
+    want_session: bool,
 ) -> Result<ParsedHead, String> {
     let status = resp.code.unwrap_or(0);
     let mut length: Option<u64> = None;
@@ -490,7 +490,10 @@ fn read_head(
                 keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         }
-        if (want_headers || (want_cookies && h.name.eq_ignore_ascii_case("set-cookie")))
+        if (want_headers
+            || (want_session
+                && (h.name.eq_ignore_ascii_case("set-cookie")
+                    || h.name.eq_ignore_ascii_case("location"))))
             && let (Ok(name), Ok(value)) = (
                 HeaderName::from_bytes(h.name.as_bytes()),
                 HeaderValue::from_bytes(h.value),

@@ -57,6 +57,9 @@ pub struct Scratch {
     conns: Vec<Option<connect::Conn>>,
     /// The user's cookies, by target (grown when a target first sets one).
     jars: Vec<cookies::Jar>,
+    /// The `location` of the last response, when it is a redirect to
+    /// follow.
+    location: String,
     grpc_conns: Vec<Option<grpc::GrpcConn>>,
     /// The request timeout, re-armed for each request rather than
     /// created anew.
@@ -79,6 +82,7 @@ impl Scratch {
             body: Vec::new(),
             conns: Vec::new(),
             jars: Vec::new(),
+            location: String::new(),
             grpc_conns: Vec::new(),
             deadline: None,
             retries: 0,

@@ -72,6 +72,8 @@ pub(super) struct PreparedRequest {
     static_path: Option<Box<str>>,
     /// The user's cookie jar for the target is read and filled.
     pub(super) jar: bool,
+    /// Redirects to follow.
+    pub(super) follow: u32,
     /// HTTP/1.1: `host` and the static headers, serialised.
     h1_headers: Vec<u8>,
     /// HTTP/1.1: whether an empty body still gets `content-length: 0`
@@ -80,6 +82,14 @@ pub(super) struct PreparedRequest {
     /// HTTP/1.1: the request asks for `connection: close`, so each one
     /// goes out on a new connection.
     pub(super) h1_close: bool,
+}
+
+/// A request sent again to follow a redirect: to the path in
+/// `Scratch::url`, with this method, with or without its body.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Hop<'a> {
+    pub method: &'a Method,
+    pub with_body: bool,
 }
 
 impl PreparedRequest {
@@ -142,6 +152,7 @@ impl PreparedRequest {
             static_path: None,
             // A cookie header written in the scenario is sent as written.
             jar,
+            follow: h.follow_redirects.unwrap_or(endpoint.follow_redirects),
         };
         if prepared.path.as_static().is_some()
             && prepared.query.iter().all(|(_, v)| v.as_static().is_some())
@@ -179,8 +190,11 @@ impl PreparedRequest {
 
     /// The path (and query) the request went to: its static one, or the
     /// one rendered into `url`.
-    pub(super) fn sent_path<'a>(&'a self, url: &'a str) -> &'a str {
-        self.static_path.as_deref().unwrap_or(url)
+    pub(super) fn sent_path<'a>(&'a self, url: &'a str, hop: Option<Hop<'_>>) -> &'a str {
+        match hop {
+            Some(_) => url,
+            None => self.static_path.as_deref().unwrap_or(url),
+        }
     }
 
     /// Renders the request target (path and query) into `out`.
@@ -220,19 +234,28 @@ impl PreparedRequest {
     }
 
     /// Renders the whole HTTP/1.1 request, head and body, into `s.wbuf`.
+    /// For a redirect `hop`, the request goes to `s.url` with its method.
     pub(super) fn write_h1(
         &self,
         e: &Endpoint,
         target: usize,
         s: &mut Scratch,
+        hop: Option<Hop<'_>>,
     ) -> Result<(), CallResult> {
         // The body first: its length goes in the head.
-        self.render_body(s);
+        let with_body = hop.is_none_or(|h| h.with_body);
+        if with_body {
+            self.render_body(s);
+        } else {
+            s.text.clear();
+        }
         s.wbuf.clear();
-        match &self.h1_line {
-            Some(line) => s.wbuf.extend_from_slice(line),
-            None => {
-                self.render_target(e, &mut s.url, &mut s.tmp, &mut s.rng, &s.vars);
+        match (&self.h1_line, hop) {
+            (Some(line), None) => s.wbuf.extend_from_slice(line),
+            _ => {
+                if hop.is_none() {
+                    self.render_target(e, &mut s.url, &mut s.tmp, &mut s.rng, &s.vars);
+                }
                 if let Some(b) = bad_target_byte(&s.url) {
                     return Err(CallResult::Failed(
                         TransportError::Other,
@@ -244,7 +267,8 @@ impl PreparedRequest {
                         ),
                     ));
                 }
-                s.wbuf.extend_from_slice(self.method.as_str().as_bytes());
+                let method = hop.map_or(&self.method, |h| h.method);
+                s.wbuf.extend_from_slice(method.as_str().as_bytes());
                 s.wbuf.push(b' ');
                 s.wbuf.extend_from_slice(s.url.as_bytes());
                 s.wbuf.extend_from_slice(b" HTTP/1.1\r\n");
@@ -264,12 +288,12 @@ impl PreparedRequest {
             && !jar.is_empty()
         {
             s.tmp.clear();
-            let path = self.static_path.as_deref().unwrap_or(&s.url);
+            let path = self.sent_path(&s.url, hop);
             if jar.write_header(&mut s.tmp, path, e.tls.is_some(), Instant::now()) {
                 push_header_line(&mut s.wbuf, "cookie", s.tmp.as_bytes());
             }
         }
-        if !s.text.is_empty() || self.h1_length_always {
+        if !s.text.is_empty() || (self.h1_length_always && with_body) {
             use std::io::Write;
             let _ = write!(s.wbuf, "content-length: {}\r\n", s.text.len());
         }
@@ -307,11 +331,14 @@ impl PreparedRequest {
         e: &Endpoint,
         target: usize,
         s: &mut Scratch,
+        hop: Option<Hop<'_>>,
     ) -> Result<Request<Full<Bytes>>, CallResult> {
-        let uri = match &self.static_uri {
-            Some(uri) => uri.clone(),
-            None => {
-                self.render_target(e, &mut s.url, &mut s.tmp, &mut s.rng, &s.vars);
+        let uri = match (&self.static_uri, hop) {
+            (Some(uri), None) => uri.clone(),
+            _ => {
+                if hop.is_none() {
+                    self.render_target(e, &mut s.url, &mut s.tmp, &mut s.rng, &s.vars);
+                }
                 Uri::builder()
                     .scheme(e.scheme.clone())
                     .authority(e.authority.clone())
@@ -325,10 +352,14 @@ impl PreparedRequest {
                     })?
             }
         };
-        self.render_body(s);
+        if hop.is_none_or(|h| h.with_body) {
+            self.render_body(s);
+        } else {
+            s.text.clear();
+        }
         let body = Bytes::from(std::mem::take(&mut s.text));
         let mut req = Request::new(Full::new(body));
-        *req.method_mut() = self.method.clone();
+        *req.method_mut() = hop.map_or(&self.method, |h| h.method).clone();
         *req.uri_mut() = uri;
         let headers = req.headers_mut();
         *headers = self.static_headers.clone();
@@ -344,7 +375,7 @@ impl PreparedRequest {
             && !jar.is_empty()
         {
             s.tmp.clear();
-            let path = self.static_path.as_deref().unwrap_or(&s.url);
+            let path = self.sent_path(&s.url, hop);
             if jar.write_header(&mut s.tmp, path, e.tls.is_some(), Instant::now())
                 && let Ok(v) = HeaderValue::from_str(&s.tmp)
             {

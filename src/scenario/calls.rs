@@ -213,6 +213,18 @@ fn request_auth(
     }
 }
 
+/// The most redirects one request may follow.
+const MAX_REDIRECTS: u64 = 20;
+
+fn check_follow(c: &mut Checker, v: &Option<Text>) -> Option<u32> {
+    c.parse_opt(v, "follow_redirects", |t| match units::parse_count(t)? {
+        n if n <= MAX_REDIRECTS => Ok(n as u32),
+        n => Err(format!(
+            "at most {MAX_REDIRECTS} redirects can be followed, got {n}"
+        )),
+    })
+}
+
 pub(super) fn check_targets(
     c: &mut Checker,
     raw: &OrderedMap<raw::RawTarget>,
@@ -270,6 +282,13 @@ pub(super) fn check_targets(
                 headers.push((name, value));
             }
         }
+        let follow_redirects = check_follow(c, &t.follow_redirects).unwrap_or(0);
+        if let (Some(f), Some(_)) = (&t.follow_redirects, &grpc) {
+            c.err(
+                pos(f),
+                "`follow_redirects` goes with HTTP targets; gRPC has no redirects",
+            );
+        }
         if let (Some(c_), Some(_)) = (&t.cookies, &grpc) {
             c.err(
                 pos(c_),
@@ -301,6 +320,7 @@ pub(super) fn check_targets(
                 insecure: t.insecure.as_ref().is_some_and(|b| **b),
                 max_body,
                 cookies: grpc.is_none() && t.cookies.as_ref().is_none_or(|b| **b),
+                follow_redirects,
                 grpc,
             });
         } else {
@@ -314,6 +334,7 @@ pub(super) fn check_targets(
                 insecure: false,
                 max_body,
                 cookies: false,
+                follow_redirects,
                 grpc,
             });
         }
@@ -537,7 +558,9 @@ pub(super) fn check_http(
     if !(headers_ok && query_ok) {
         return None;
     }
+    let follow_redirects = check_follow(c, &h.follow_redirects);
     Some(HttpCall {
+        follow_redirects,
         target: target?,
         method: method?,
         path: path?,

@@ -158,6 +158,8 @@ pub struct RawTarget {
     pub auth: Option<Spanned<RawAuth>>,
     /// HTTP: a cookie jar per user (default true).
     pub cookies: Option<Spanned<bool>>,
+    /// HTTP: how many redirects to follow (default 0).
+    pub follow_redirects: Option<Text>,
 }
 
 /// `auth: { basic: { user, password } }` or `auth: { bearer: TOKEN }`.
@@ -264,6 +266,8 @@ pub struct RawHttp {
     pub body: Option<Text>,
     /// Credentials for this request, replacing the target's.
     pub auth: Option<Spanned<RawAuth>>,
+    /// How many redirects to follow, replacing the target's setting.
+    pub follow_redirects: Option<Text>,
 }
 
 /// What counts as success.

@@ -151,6 +151,8 @@ pub struct Target {
     /// Each user keeps the cookies this target sets and sends them back
     /// (HTTP targets, unless `cookies: false`).
     pub cookies: bool,
+    /// Redirects followed within the target's origin.
+    pub follow_redirects: u32,
 }
 
 /// How a gRPC target's services are known.
@@ -436,6 +438,8 @@ pub struct HttpCall {
     pub query: Vec<(String, Template)>,
     pub headers: Vec<(HeaderName, Template)>,
     pub body: Option<Body>,
+    /// Redirects to follow; `None` takes the target's.
+    pub follow_redirects: Option<u32>,
 }
 
 /// A request body.

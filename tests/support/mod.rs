@@ -189,6 +189,27 @@ async fn answer(
         .headers()
         .get("x-answer-status")
         .and_then(|v| v.to_str().ok()?.parse::<u16>().ok());
+    // A session: `/session/login` sets a cookie and redirects to
+    // `/session/me`, which answers 200 only when the cookie comes back.
+    match req.uri().path() {
+        "/session/login" => {
+            return Ok(hyper::Response::builder()
+                .status(302)
+                .header("set-cookie", "sid=h2; Path=/session")
+                .header("location", "/session/me")
+                .body(String::new())
+                .unwrap());
+        }
+        "/session/me" => {
+            let cookie = req.headers().get("cookie").and_then(|v| v.to_str().ok());
+            let status = if cookie == Some("sid=h2") { 200 } else { 401 };
+            return Ok(hyper::Response::builder()
+                .status(status)
+                .body(String::new())
+                .unwrap());
+        }
+        _ => {}
+    }
     if let Some(status) = status {
         return Ok(hyper::Response::builder()
             .status(status)
