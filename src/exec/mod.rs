@@ -47,6 +47,8 @@ pub struct Scratch {
     url: String,
     text: String,
     tmp: String,
+    /// A multipart body (it may hold any bytes); empty for other bodies.
+    bin: Vec<u8>,
     /// The user's variables: captures and the columns of drawn feed rows,
     /// by slot.
     pub vars: Vec<String>,
@@ -77,6 +79,7 @@ impl Scratch {
             url: String::with_capacity(128),
             text: String::new(),
             tmp: String::new(),
+            bin: Vec::new(),
             vars: Vec::new(),
             wbuf: Vec::with_capacity(512),
             body: Vec::new(),

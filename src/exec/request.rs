@@ -12,7 +12,7 @@ use super::connect::Endpoint;
 use super::{CallResult, Scratch};
 use crate::outcome::TransportError;
 use crate::scenario::bad_target_byte;
-use crate::scenario::{Body, HttpCall};
+use crate::scenario::{Body, HttpCall, MultipartPiece};
 use crate::template::{JsonTemplate, Template, push_query_encoded};
 
 /// `host` (when given and `headers` has none) and `headers`, serialised
@@ -50,6 +50,8 @@ pub(super) fn valid_header_value(v: &str) -> bool {
 pub(super) enum BodyTemplate {
     Json(JsonTemplate),
     Text(Template),
+    Form(Vec<(String, Template)>),
+    Multipart(Vec<MultipartPiece>),
 }
 
 /// One request ready to send: everything static is resolved up front.
@@ -117,6 +119,29 @@ impl PreparedRequest {
         let body = match &h.body {
             None => None,
             Some(Body::Text(t)) => Some(BodyTemplate::Text(t.clone())),
+            Some(Body::Form(fields)) => {
+                if !static_headers.contains_key(header::CONTENT_TYPE)
+                    && !dynamic(&header::CONTENT_TYPE)
+                {
+                    static_headers.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/x-www-form-urlencoded"),
+                    );
+                }
+                Some(BodyTemplate::Form(fields.clone()))
+            }
+            Some(Body::Multipart(m)) => {
+                if !static_headers.contains_key(header::CONTENT_TYPE)
+                    && !dynamic(&header::CONTENT_TYPE)
+                {
+                    let v = format!("multipart/form-data; boundary={}", m.boundary);
+                    static_headers.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_str(&v).expect("the boundary is a valid token"),
+                    );
+                }
+                Some(BodyTemplate::Multipart(m.parts.clone()))
+            }
             Some(Body::Json(j)) => {
                 if !static_headers.contains_key(header::CONTENT_TYPE)
                     && !dynamic(&header::CONTENT_TYPE)
@@ -221,14 +246,39 @@ impl PreparedRequest {
 }
 
 impl PreparedRequest {
-    /// Renders the body into `s.text`.
+    /// Renders the body into `s.text`, or a multipart one into `s.bin`.
     pub(super) fn render_body(&self, s: &mut Scratch) {
         s.text.clear();
+        s.bin.clear();
         match &self.body {
             None => {}
             Some(BodyTemplate::Text(t)) => t.render_into(&mut s.text, &mut s.rng, &s.vars),
             Some(BodyTemplate::Json(t)) => {
                 t.render_into(&mut s.text, &mut s.rng, &mut s.tmp, &s.vars)
+            }
+            Some(BodyTemplate::Form(fields)) => {
+                for (i, (k, v)) in fields.iter().enumerate() {
+                    if i > 0 {
+                        s.text.push('&');
+                    }
+                    s.text.push_str(k);
+                    s.text.push('=');
+                    s.tmp.clear();
+                    v.render_into(&mut s.tmp, &mut s.rng, &s.vars);
+                    push_query_encoded(&mut s.text, &s.tmp);
+                }
+            }
+            Some(BodyTemplate::Multipart(parts)) => {
+                for p in parts {
+                    match p {
+                        MultipartPiece::Bytes(b) => s.bin.extend_from_slice(b),
+                        MultipartPiece::Field(t) => {
+                            s.tmp.clear();
+                            t.render_into(&mut s.tmp, &mut s.rng, &s.vars);
+                            s.bin.extend_from_slice(s.tmp.as_bytes());
+                        }
+                    }
+                }
             }
         }
     }
@@ -248,6 +298,7 @@ impl PreparedRequest {
             self.render_body(s);
         } else {
             s.text.clear();
+            s.bin.clear();
         }
         s.wbuf.clear();
         match (&self.h1_line, hop) {
@@ -293,12 +344,15 @@ impl PreparedRequest {
                 push_header_line(&mut s.wbuf, "cookie", s.tmp.as_bytes());
             }
         }
-        if !s.text.is_empty() || (self.h1_length_always && with_body) {
+        // At most one of `text` and `bin` holds the body.
+        let length = s.text.len() + s.bin.len();
+        if length > 0 || (self.h1_length_always && with_body) {
             use std::io::Write;
-            let _ = write!(s.wbuf, "content-length: {}\r\n", s.text.len());
+            let _ = write!(s.wbuf, "content-length: {length}\r\n");
         }
         s.wbuf.extend_from_slice(b"\r\n");
         s.wbuf.extend_from_slice(s.text.as_bytes());
+        s.wbuf.extend_from_slice(&s.bin);
         Ok(())
     }
 }
@@ -356,8 +410,13 @@ impl PreparedRequest {
             self.render_body(s);
         } else {
             s.text.clear();
+            s.bin.clear();
         }
-        let body = Bytes::from(std::mem::take(&mut s.text));
+        let body = if s.bin.is_empty() {
+            Bytes::from(std::mem::take(&mut s.text))
+        } else {
+            Bytes::from(std::mem::take(&mut s.bin))
+        };
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = hop.map_or(&self.method, |h| h.method).clone();
         *req.uri_mut() = uri;

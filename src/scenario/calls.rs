@@ -513,16 +513,41 @@ pub(super) fn check_http(
             }
         }
     }
-    let body = match (&h.json, &h.body, json) {
-        (Some(j), Some(_), _) => {
-            c.err(pos(j), "`json` and `body` exclude each other; keep one");
-            None
+    let bodies: Vec<(&str, Option<Pos>)> = [
+        ("json", h.json.as_ref().and_then(pos)),
+        ("body", h.body.as_ref().and_then(pos)),
+        ("form", h.form.as_ref().and_then(pos)),
+        ("multipart", h.multipart.as_ref().and_then(pos)),
+    ]
+    .into_iter()
+    .filter(|(_, p)| p.is_some())
+    .collect();
+    let body = if let [(first, _), (second, at), ..] = bodies.as_slice() {
+        c.err(
+            *at,
+            format!("`{first}` and `{second}` are both a body; a request sends one"),
+        );
+        None
+    } else if let Some(node) = json.filter(|_| h.json.is_some()) {
+        compile_json(c, &json_from_yaml(node), env).map(|t| Some(Body::Json(t)))
+    } else if let Some(b) = &h.body {
+        compile(c, b, env).map(|t| Some(Body::Text(t)))
+    } else if let Some(form) = &h.form {
+        let mut fields = Vec::new();
+        let mut ok = true;
+        for (k, v) in &form.0 {
+            let mut key = String::new();
+            push_query_encoded(&mut key, k);
+            match compile(c, v, env) {
+                Some(t) => fields.push((key, t)),
+                None => ok = false,
+            }
         }
-        (Some(_), None, Some(node)) => {
-            compile_json(c, &json_from_yaml(node), env).map(|t| Some(Body::Json(t)))
-        }
-        (None, Some(b), _) => compile(c, b, env).map(|t| Some(Body::Text(t))),
-        _ => Some(None),
+        ok.then_some(Some(Body::Form(fields)))
+    } else if let Some(m) = &h.multipart {
+        check_multipart(c, m, env).map(|m| Some(Body::Multipart(m)))
+    } else {
+        Some(None)
     };
     let path = compile(c, &h.path, env);
     // A path without templates is sent as written: refuse now what could
@@ -568,6 +593,127 @@ pub(super) fn check_http(
         headers,
         body: body?,
     })
+}
+
+/// A multipart body: file parts are read now, relative to the scenario;
+/// field values stay templates.
+fn check_multipart(
+    c: &mut Checker,
+    m: &Spanned<raw::RawMultipart>,
+    env: &TemplateEnv,
+) -> Option<Multipart> {
+    use bytes::Bytes;
+    if m.fields.0.is_empty() && m.files.0.is_empty() {
+        c.err(
+            pos(m),
+            "`multipart`: expected `fields:` (name → value) and/or `files:` (name → { file, content_type })",
+        );
+        return None;
+    }
+    let mut fields = Vec::new();
+    for (name, v) in &m.fields.0 {
+        fields.push((name, compile(c, v, env)));
+    }
+    let mut files = Vec::new();
+    for (name, f) in &m.files.0 {
+        let path = c.base.join(f.file.as_str());
+        let content = match std::fs::read(&path) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                c.err(
+                    pos(&f.file),
+                    format!(
+                        "`multipart`: cannot read `{}` (relative paths start at the scenario's directory): {e}",
+                        f.file.as_str()
+                    ),
+                );
+                None
+            }
+        };
+        let content_type = f
+            .content_type
+            .as_ref()
+            .map_or("application/octet-stream", |t| t.as_str());
+        let valid_type = content_type
+            .split_once('/')
+            .is_some_and(|(a, b)| !a.trim().is_empty() && !b.trim().is_empty())
+            && http::HeaderValue::from_str(content_type).is_ok();
+        if !valid_type {
+            c.err(
+                f.content_type.as_ref().and_then(pos),
+                format!(
+                    "`content_type`: expected a media type such as `image/png` or `text/csv; charset=utf-8`, got `{content_type}`"
+                ),
+            );
+        }
+        let filename = match &f.filename {
+            Some(n) => n.to_string(),
+            None => std::path::Path::new(f.file.as_str())
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        if let Some(content) = content.filter(|_| valid_type) {
+            files.push((name, filename, content_type.to_owned(), content));
+        }
+    }
+    if fields.iter().any(|(_, t)| t.is_none()) || files.len() != m.files.0.len() {
+        return None;
+    }
+    // A boundary that no file contains. Field values are rendered per
+    // request; 96 random bits do not turn up in them by chance.
+    let boundary = loop {
+        let b = format!("redproof-{:024x}", fastrand::u128(..) >> 32);
+        let clash = files
+            .iter()
+            .any(|(_, _, _, content)| content.windows(b.len()).any(|w| w == b.as_bytes()));
+        if !clash {
+            break b;
+        }
+    };
+    let mut parts = Vec::new();
+    let mut lit: Vec<u8> = Vec::new();
+    for (name, t) in fields {
+        lit.extend_from_slice(
+            format!(
+                "--{boundary}\r\ncontent-disposition: form-data; name=\"{}\"\r\n\r\n",
+                quote_form_name(name)
+            )
+            .as_bytes(),
+        );
+        let t = t.expect("checked above");
+        match t.as_static() {
+            Some(v) => lit.extend_from_slice(v.as_bytes()),
+            None => {
+                parts.push(MultipartPiece::Bytes(Bytes::from(std::mem::take(&mut lit))));
+                parts.push(MultipartPiece::Field(t));
+            }
+        }
+        lit.extend_from_slice(b"\r\n");
+    }
+    for (name, filename, content_type, content) in files {
+        lit.extend_from_slice(
+            format!(
+                "--{boundary}\r\ncontent-disposition: form-data; name=\"{}\"; filename=\"{}\"\r\ncontent-type: {content_type}\r\n\r\n",
+                quote_form_name(name),
+                quote_form_name(&filename)
+            )
+            .as_bytes(),
+        );
+        lit.extend_from_slice(&content);
+        lit.extend_from_slice(b"\r\n");
+    }
+    lit.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    parts.push(MultipartPiece::Bytes(Bytes::from(lit)));
+    Some(Multipart { boundary, parts })
+}
+
+/// A name or file name in a `content-disposition` header, with `"`, CR
+/// and LF percent-encoded as browsers do (HTML's multipart/form-data).
+fn quote_form_name(name: &str) -> String {
+    name.replace('"', "%22")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 /// The index of the target a call names, or an error listing the targets.

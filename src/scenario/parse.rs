@@ -94,10 +94,11 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, Vec<Diagnostic>
             }
         }
     };
+    let base = path.parent().unwrap_or(Path::new("."));
     let mut c = Checker {
         diags: shape_errors,
+        base: base.to_owned(),
     };
-    let base = path.parent().unwrap_or(Path::new("."));
     let file = Arc::new(ScenarioFile {
         path: path.to_owned(),
         text: text.to_owned(),

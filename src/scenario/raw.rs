@@ -268,6 +268,32 @@ pub struct RawHttp {
     pub auth: Option<Spanned<RawAuth>>,
     /// How many redirects to follow, replacing the target's setting.
     pub follow_redirects: Option<Text>,
+    /// An `application/x-www-form-urlencoded` body: name → value.
+    pub form: Option<Spanned<OrderedMap<Text>>>,
+    /// A `multipart/form-data` body.
+    pub multipart: Option<Spanned<RawMultipart>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMultipart {
+    /// Text parts: name → value (a template).
+    #[serde(default)]
+    pub fields: OrderedMap<Text>,
+    /// File parts: name → file.
+    #[serde(default)]
+    pub files: OrderedMap<Spanned<RawFilePart>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFilePart {
+    /// Read once, relative to the scenario file.
+    pub file: Text,
+    /// Default `application/octet-stream`.
+    pub content_type: Option<Text>,
+    /// The file name sent; default the file's own name.
+    pub filename: Option<Text>,
 }
 
 /// What counts as success.

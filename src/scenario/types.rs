@@ -449,6 +449,27 @@ pub enum Body {
     Json(JsonTemplate),
     /// Sent as is.
     Text(Template),
+    /// `name=value&…`, URL-encoded, with
+    /// `content-type: application/x-www-form-urlencoded`. Names are
+    /// already encoded.
+    Form(Vec<(String, Template)>),
+    /// `multipart/form-data`: literal bytes (part heads, file contents)
+    /// and templated field values, with its boundary.
+    Multipart(Multipart),
+}
+
+/// A compiled multipart body: everything but the fields' values is built
+/// once.
+#[derive(Debug, Clone)]
+pub struct Multipart {
+    pub boundary: String,
+    pub parts: Vec<MultipartPiece>,
+}
+
+#[derive(Debug, Clone)]
+pub enum MultipartPiece {
+    Bytes(bytes::Bytes),
+    Field(Template),
 }
 
 /// The outcomes that count as success.
