@@ -255,7 +255,8 @@ pub(crate) async fn run_scenario(
 
     let progress = ProgressDisplay::new(output.quiet, scenario.load.duration);
     let engine_output = engine::run(plan, &engine_plan, interrupt.clone(), abort_now, |p| {
-        progress.update(p)
+        progress.update(p);
+        crate::report::abort_reason(&scenario, p)
     })
     .await
     .map_err(|e| fail(Exit::Internal, anyhow!(e)))?;

@@ -94,18 +94,21 @@ pub struct Progress<'a> {
     pub load: String,
     pub window: &'a Window,
     pub window_len: Duration,
+    /// Everything recorded so far.
+    pub totals: &'a Recorder,
     pub completed: u64,
     pub draining: bool,
 }
 
 /// Runs the load until its end, `interrupt`, or iterations run out, then
-/// drains. `on_progress` is called once a second.
+/// drains. `on_progress` is called once a second; when it gives a
+/// reason, the run stops there as aborted (and drains).
 pub async fn run<F: ExecutorFactory + Clone>(
     factory: F,
     plan: &EnginePlan,
     interrupt: CancellationToken,
     abort_now: CancellationToken,
-    mut on_progress: impl FnMut(&Progress),
+    mut on_progress: impl FnMut(&Progress) -> Option<String>,
 ) -> Result<EngineOutput, String> {
     let n_requests = plan.steps.len();
     let threads = plan.threads.max(1);
@@ -262,15 +265,25 @@ pub async fn run<F: ExecutorFactory + Clone>(
                     let len = flush(now, &mut window, &mut totals, &mut windows, &mut last_flush);
                     next_tick += Duration::from_secs(1);
                     let completed = totals.total().count();
-                    on_progress(&Progress {
+                    let abort = on_progress(&Progress {
                         elapsed: now.duration_since(t0),
                         planned: load.duration,
                         load: describe_load(load, sh.users.as_ref(), now.duration_since(t0)),
                         window: windows.last().expect("just pushed"),
                         window_len: len,
+                        totals: &totals,
                         completed,
                         draining: stopped_at.is_some(),
                     });
+                    if let Some(why) = abort
+                        && stopped_at.is_none()
+                    {
+                        sh.aborted
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(why);
+                        sh.halt();
+                    }
                 }
             }
         }
@@ -554,7 +567,7 @@ mod tests {
                 &plan,
                 CancellationToken::new(),
                 CancellationToken::new(),
-                |_| {},
+                |_| None,
             ))
             .unwrap();
         let failure = out.failure.expect("the panic is reported");

@@ -188,14 +188,34 @@ fn check(
     }
     let names: Vec<&str> = steps.step_names.iter().map(String::as_str).collect();
     let mut thresholds = Vec::new();
-    for t in &raw.thresholds {
-        match threshold::parse(t.as_str(), &names) {
-            Ok(th) => thresholds.push(th),
-            Err(e) => c.err(pos(t), format!("threshold `{}`: {e}", t.as_str())),
+    let mut abort_on_fail = Vec::new();
+    let mut written = Vec::new();
+    for entry in threshold_entries(c, root) {
+        match threshold::parse(&entry.text, &names) {
+            Ok(th) => {
+                if let Some((delay, at)) = entry.abort {
+                    if th.server {
+                        c.err(
+                            at,
+                            format!(
+                                "threshold `{}`: `abort_on_fail` needs figures during the run; server figures come after it",
+                                entry.text
+                            ),
+                        );
+                    }
+                    abort_on_fail.push(AbortRule {
+                        threshold: thresholds.len(),
+                        delay,
+                    });
+                }
+                thresholds.push(th);
+                written.push(entry);
+            }
+            Err(e) => c.err(entry.pos, format!("threshold `{}`: {e}", entry.text)),
         }
     }
     let verification = super::verification::check(c, raw, &names);
-    for (t, raw_t) in thresholds.iter().zip(&raw.thresholds) {
+    for (t, raw_t) in thresholds.iter().zip(&written) {
         if let (true, threshold::Subject::Request(name)) = (t.server, &t.subject) {
             let has_entry = verification
                 .entries
@@ -203,10 +223,10 @@ fn check(
                 .any(|e| names.get(e.request).is_some_and(|r| r == name));
             if !has_entry {
                 c.err(
-                    pos(raw_t),
+                    raw_t.pos,
                     format!(
                         "threshold `{}`: server figures need a `verify.{name}` entry saying where `{name}` is counted",
-                        raw_t.as_str()
+                        raw_t.text
                     ),
                 );
             }
@@ -229,8 +249,93 @@ fn check(
         variables: steps.variables,
         requests,
         thresholds,
+        abort_on_fail,
         verification,
     })
+}
+
+/// One entry of `thresholds:` as written.
+struct ThresholdEntry {
+    text: String,
+    pos: Option<Pos>,
+    /// `abort_on_fail: true`, with its delay and where it is written.
+    abort: Option<(std::time::Duration, Option<Pos>)>,
+}
+
+/// The `thresholds:` entries: a string, or a mapping with `threshold:`,
+/// `abort_on_fail:` and `delay:`.
+fn threshold_entries(c: &mut Checker, root: &Node) -> Vec<ThresholdEntry> {
+    let Some(seq) = root
+        .as_mapping()
+        .and_then(|m| m.get_node("thresholds"))
+        .and_then(Node::as_sequence)
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for item in seq.iter() {
+        let at = Pos::of_span(item.span());
+        match item {
+            Node::Scalar(s) => out.push(ThresholdEntry {
+                text: s.as_str().to_owned(),
+                pos: at,
+                abort: None,
+            }),
+            Node::Mapping(map) => {
+                let mut text = None;
+                let mut abort = None;
+                let mut delay = None;
+                for (k, v) in map.iter() {
+                    let kpos = Pos::of_span(k.span());
+                    let vpos = Pos::of_span(v.span());
+                    let Some(value) = v.as_scalar().map(|s| s.as_str()) else {
+                        c.err(kpos, format!("`thresholds.{}`: expected a plain value", k.as_str()));
+                        continue;
+                    };
+                    match k.as_str() {
+                        "threshold" => text = Some((value.to_owned(), vpos)),
+                        "abort_on_fail" => match value {
+                            "true" => abort = Some(vpos),
+                            "false" => {}
+                            other => c.err(
+                                vpos,
+                                format!("`abort_on_fail`: expected `true` or `false`, got `{other}`"),
+                            ),
+                        },
+                        "delay" => match units::parse_duration(value) {
+                            Ok(d) => delay = Some((d, kpos)),
+                            Err(e) => c.err(vpos, format!("`delay`: {e}")),
+                        },
+                        other => c.err(
+                            kpos,
+                            format!(
+                                "unknown field `{other}` in a threshold, expected `threshold`, `abort_on_fail` or `delay`"
+                            ),
+                        ),
+                    }
+                }
+                if let (Some((_, dpos)), None) = (&delay, &abort) {
+                    c.err(*dpos, "`delay` goes with `abort_on_fail: true`: it is how long the run goes before the threshold may stop it");
+                }
+                match text {
+                    Some((text, pos)) => out.push(ThresholdEntry {
+                        text,
+                        pos,
+                        abort: abort.map(|a| (delay.map_or(std::time::Duration::ZERO, |d| d.0), a)),
+                    }),
+                    None => c.err(
+                        at,
+                        "a threshold entry: expected `threshold: \"NAME.METRIC OP VALUE\"` (with `abort_on_fail: true` and an optional `delay: 10s`)",
+                    ),
+                }
+            }
+            other => c.err(
+                Pos::of_span(other.span()),
+                "a threshold: expected `NAME.METRIC OP VALUE`, e.g. `checkout.p95 < 300ms`, or a mapping with `threshold:`",
+            ),
+        }
+    }
+    out
 }
 
 /// `on_start_failures: { max: N, then: stop_user | abort }`.

@@ -62,8 +62,10 @@ pub struct RawScenario {
     pub on_start: Vec<RawRequest>,
     /// What a user does when `on_start` keeps failing.
     pub on_start_failures: Option<Spanned<RawOnStartFailures>>,
+    /// `NAME.METRIC OP VALUE`, or `{ threshold: …, abort_on_fail: true,
+    /// delay: 10s }`; read from the YAML tree, since an entry is either.
     #[serde(default)]
-    pub thresholds: Vec<Text>,
+    pub thresholds: Vec<Spanned<serde::de::IgnoredAny>>,
     pub metrics: Option<Spanned<RawMetrics>>,
     #[serde(default)]
     pub verify: OrderedMap<Spanned<RawVerify>>,

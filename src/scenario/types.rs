@@ -103,7 +103,18 @@ pub struct Scenario {
     /// (`feed.column`), then captures.
     pub variables: Vec<String>,
     pub thresholds: Vec<Threshold>,
+    /// Thresholds that stop the run as soon as they fail.
+    pub abort_on_fail: Vec<AbortRule>,
     pub verification: Verification,
+}
+
+/// A threshold with `abort_on_fail: true`: checked every second on the
+/// figures so far, once `delay` of load has passed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AbortRule {
+    /// Index into [`Scenario::thresholds`].
+    pub threshold: usize,
+    pub delay: Duration,
 }
 
 /// `on_start_failures`: after `max` failed `on_start` attempts in a row,
