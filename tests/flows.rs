@@ -634,3 +634,35 @@ thresholds:
         assert!(err.contains(&format!(":{at}: {msg}")), "{at} {msg}\n{err}");
     }
 }
+
+#[test]
+fn included_files_add_targets_data_and_requests() {
+    let server = support::start();
+    let common = format!(
+        r#"
+targets:
+  web: {{ url: "{}" }}
+data:
+  names: [ann]
+requests:
+  - name: greet
+    flow:
+      - {{ name: hello, http: {{ target: web, path: "/hello/{{{{ pick(names) }}}}" }} }}
+"#,
+        server.url()
+    );
+    let scenario = r#"
+name: with-includes
+include: [common.yaml]
+load: { users: 1, iterations: 4 }
+requests:
+  - { name: home, http: { target: web, path: /home }, weight: 1 }
+"#;
+    let r = run(scenario, &[("common.yaml", &common)]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(total(r.results(), "home") + total(r.results(), "hello"), 4);
+    assert_eq!(
+        server.counts.get("/home") + server.counts.get("/hello/ann"),
+        4
+    );
+}

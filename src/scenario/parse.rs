@@ -10,6 +10,7 @@ use marked_yaml::{LoadError, LoaderOptions, Node};
 use super::Diagnostic;
 use super::calls::check_targets;
 use super::checker::{Checker, pos};
+use super::include::Included;
 use super::load::check_load;
 use super::raw::RawScenario;
 use super::steps::check_requests;
@@ -19,7 +20,15 @@ use super::units;
 use crate::position::Pos;
 use crate::template::TemplateEnv;
 
-fn load_error(e: &LoadError) -> Diagnostic {
+/// How scenario files (and the files they include) are read.
+pub(super) fn loader_options() -> LoaderOptions {
+    LoaderOptions::default()
+        .error_on_duplicate_keys(true)
+        .prevent_coercion(true)
+        .toplevel_mapping()
+}
+
+pub(super) fn load_error(e: &LoadError) -> Diagnostic {
     let marker = match e {
         LoadError::TopLevelMustBeMapping(m)
         | LoadError::TopLevelMustBeSequence(m)
@@ -48,24 +57,35 @@ fn load_error(e: &LoadError) -> Diagnostic {
         marker.map(|m| Pos {
             line: m.line(),
             column: m.column(),
+            source: m.source(),
         }),
         message,
     )
 }
 
-/// Reads and validates scenario text.
-pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, Vec<Diagnostic>> {
-    let options = LoaderOptions::default()
-        .error_on_duplicate_keys(true)
-        .prevent_coercion(true)
-        .toplevel_mapping();
-    let node =
-        marked_yaml::parse_yaml_with_options(0, text, options).map_err(|e| vec![load_error(&e)])?;
+/// Reads and validates scenario text; on failure, the diagnostics and
+/// the files `include:` read (their sources, for quoting).
+pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, (Vec<Diagnostic>, Vec<Included>)> {
+    let mut node = marked_yaml::parse_yaml_with_options(0, text, loader_options())
+        .map_err(|e| (vec![load_error(&e)], Vec::new()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut include_errors = Vec::new();
+    let included = super::include::resolve(&mut node, base, &mut include_errors);
+    build_merged(path, text, node, base, include_errors).map_err(|d| (d, included))
+}
+
+fn build_merged(
+    path: &Path,
+    text: &str,
+    node: Node,
+    base: &Path,
+    include_errors: Vec<Diagnostic>,
+) -> Result<Scenario, Vec<Diagnostic>> {
     // Serde stops at the first unknown key; remove each one and try again,
     // so a file with several misspellings reports them all, and the rest
     // of the file is still checked.
     let mut node = node;
-    let mut shape_errors = Vec::new();
+    let mut shape_errors = include_errors;
     let raw: RawScenario = loop {
         match marked_yaml::from_node::<RawScenario>(&node) {
             Ok(raw) => break raw,
@@ -73,13 +93,18 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, Vec<Diagnostic>
                 let mut pos = e.start_mark().map(|m| Pos {
                     line: m.line(),
                     column: m.column(),
+                    source: m.source(),
                 });
                 let where_ = e.path().map(|p| format!(" in `{p}`")).unwrap_or_default();
                 let inner = e.into_inner();
                 let mut removed = false;
                 if let marked_yaml::spanned_serde::Error::UnknownFieldError(field, _, _) = &inner {
                     // The reported span is the enclosing mapping; point at the key.
-                    if let Some(key_pos) = find_key(&node, field, pos.unwrap_or_default()) {
+                    // A key from an included file lies in another
+                    // source than the mapping the error names.
+                    let key_pos = find_key(&node, field, pos.unwrap_or_default())
+                        .or_else(|| find_key_anywhere(&node, field));
+                    if let Some(key_pos) = key_pos {
                         pos = Some(key_pos);
                         removed = remove_key(&mut node, field, key_pos);
                     }
@@ -94,7 +119,6 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, Vec<Diagnostic>
             }
         }
     };
-    let base = path.parent().unwrap_or(Path::new("."));
     let mut c = Checker {
         diags: shape_errors,
         base: base.to_owned(),
@@ -129,9 +153,25 @@ fn remove_key(node: &mut Node, key: &str, at: Pos) -> bool {
     }
 }
 
+/// The first mapping key named `key`, in any file.
+fn find_key_anywhere(node: &Node, key: &str) -> Option<Pos> {
+    match node {
+        Node::Scalar(_) => None,
+        Node::Sequence(seq) => seq.iter().find_map(|n| find_key_anywhere(n, key)),
+        Node::Mapping(map) => map.iter().find_map(|(k, v)| {
+            if k.as_str() == key {
+                return Pos::of_span(k.span());
+            }
+            find_key_anywhere(v, key)
+        }),
+    }
+}
+
 /// The first mapping key named `key` at or after `from`.
 fn find_key(node: &Node, key: &str, from: Pos) -> Option<Pos> {
-    let after = |p: Option<Pos>| p.filter(|p| (p.line, p.column) >= (from.line, from.column));
+    let after = |p: Option<Pos>| {
+        p.filter(|p| p.source == from.source && (p.line, p.column) >= (from.line, from.column))
+    };
     match node {
         Node::Scalar(_) => None,
         Node::Sequence(seq) => seq.iter().find_map(|n| find_key(n, key, from)),
@@ -381,7 +421,7 @@ mod tests {
     use crate::scenario::units::Rate;
 
     fn parse(text: &str) -> Result<Scenario, Vec<Diagnostic>> {
-        build(Path::new("t.yaml"), text)
+        build(Path::new("t.yaml"), text).map_err(|(d, _)| d)
     }
 
     const GOOD: &str = r#"
