@@ -42,6 +42,7 @@ impl Fetcher {
             grpc: None,
             cookies: false,
             follow_redirects: 0,
+            tls: None,
         };
         Ok(Self {
             endpoint: Endpoint::new(&target)?,

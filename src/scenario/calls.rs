@@ -2,6 +2,7 @@
 //! headers, body) and gRPC calls, with their templates compiled.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use marked_yaml::{Node, Spanned};
 
@@ -213,6 +214,84 @@ fn request_auth(
     }
 }
 
+/// A target's `tls:`: PEM files read now, relative to the scenario.
+fn check_tls(c: &mut Checker, tls: &Spanned<raw::RawTls>, t: &raw::RawTarget) -> Option<TlsFiles> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    if !t
+        .url
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("https://")
+    {
+        c.err(
+            pos(tls),
+            "`tls` goes with `https://` targets: it sets the CA and client certificate of the TLS connection",
+        );
+        return None;
+    }
+    if let (Some(_), Some(i)) = (&tls.ca, &t.insecure)
+        && **i
+    {
+        c.err(
+            pos(i),
+            "`insecure: true` accepts any certificate, so `tls.ca` would never be used; keep one",
+        );
+    }
+    let base = c.base.clone();
+    let certs = |c: &mut Checker, f: &Text, what: &str| -> Option<Vec<CertificateDer<'static>>> {
+        let path = base.join(f.as_str());
+        match CertificateDer::pem_file_iter(&path).and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        {
+            Ok(v) if !v.is_empty() => Some(v),
+            Ok(_) => {
+                c.err(pos(f), format!("`tls.{what}`: `{}` holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)", f.as_str()));
+                None
+            }
+            Err(e) => {
+                c.err(pos(f), format!("`tls.{what}`: cannot read certificates from `{}` (relative paths start at the scenario's directory): {e}", f.as_str()));
+                None
+            }
+        }
+    };
+    let ca = match &tls.ca {
+        Some(f) => certs(c, f, "ca")?,
+        None => Vec::new(),
+    };
+    let client = match (&tls.cert, &tls.key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            let chain = certs(c, cert, "cert");
+            let key = match PrivateKeyDer::from_pem_file(base.join(key.as_str())) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    c.err(
+                        pos(key),
+                        format!(
+                            "`tls.key`: cannot read a PEM private key from `{}`: {e}",
+                            key.as_str()
+                        ),
+                    );
+                    None
+                }
+            };
+            Some((chain?, Arc::new(key?)))
+        }
+        _ => {
+            c.err(
+                pos(tls),
+                "`tls`: a client certificate needs both `cert:` and `key:`",
+            );
+            return None;
+        }
+    };
+    if ca.is_empty() && client.is_none() {
+        c.err(pos(tls), "`tls`: expected `ca:` (a PEM bundle to trust) and/or `cert:` with `key:` (a client certificate)");
+        return None;
+    }
+    Some(TlsFiles { ca, client })
+}
+
 /// The most redirects one request may follow.
 const MAX_REDIRECTS: u64 = 20;
 
@@ -289,6 +368,7 @@ pub(super) fn check_targets(
                 "`follow_redirects` goes with HTTP targets; gRPC has no redirects",
             );
         }
+        let tls = t.tls.as_ref().and_then(|tls| check_tls(c, tls, t));
         if let (Some(c_), Some(_)) = (&t.cookies, &grpc) {
             c.err(
                 pos(c_),
@@ -321,6 +401,7 @@ pub(super) fn check_targets(
                 max_body,
                 cookies: grpc.is_none() && t.cookies.as_ref().is_none_or(|b| **b),
                 follow_redirects,
+                tls,
                 grpc,
             });
         } else {
@@ -335,6 +416,7 @@ pub(super) fn check_targets(
                 max_body,
                 cookies: false,
                 follow_redirects,
+                tls: None,
                 grpc,
             });
         }

@@ -162,6 +162,20 @@ pub struct RawTarget {
     pub cookies: Option<Spanned<bool>>,
     /// HTTP: how many redirects to follow (default 0).
     pub follow_redirects: Option<Text>,
+    /// `https`: a private CA bundle and a client certificate.
+    pub tls: Option<Spanned<RawTls>>,
+}
+
+/// `tls: { ca: ca.pem, cert: client.pem, key: client-key.pem }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificates trusted instead of the system's roots.
+    pub ca: Option<Text>,
+    /// PEM client certificate chain, for mutual TLS.
+    pub cert: Option<Text>,
+    /// PEM private key of `cert`.
+    pub key: Option<Text>,
 }
 
 /// `auth: { basic: { user, password } }` or `auth: { bearer: TOKEN }`.

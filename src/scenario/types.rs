@@ -164,6 +164,31 @@ pub struct Target {
     pub cookies: bool,
     /// Redirects followed within the target's origin.
     pub follow_redirects: u32,
+    /// `https`: trusted roots and a client certificate, read at
+    /// validation.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A target's `tls:` files, parsed.
+#[derive(Clone)]
+pub struct TlsFiles {
+    /// Trusted instead of the system's roots, when not empty.
+    pub ca: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// The client certificate chain and its key, for mutual TLS.
+    pub client: Option<(
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        Arc<rustls::pki_types::PrivateKeyDer<'static>>,
+    )>,
+}
+
+impl std::fmt::Debug for TlsFiles {
+    /// Counts only: a key is never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsFiles")
+            .field("ca", &self.ca.len())
+            .field("client", &self.client.as_ref().map(|(c, _)| c.len()))
+            .finish()
+    }
 }
 
 /// How a gRPC target's services are known.
