@@ -57,6 +57,12 @@ pub struct ScheduleStats {
     pub dropped: u64,
     /// The largest delay between due time and start, in µs.
     pub max_lag_us: u64,
+    /// The median delay between due time and start, in µs.
+    #[serde(default)]
+    pub lag_p50_us: u64,
+    /// The 99th percentile of that delay, in µs.
+    #[serde(default)]
+    pub lag_p99_us: u64,
 }
 
 /// What one run produced.
@@ -308,10 +314,22 @@ pub async fn run<F: ExecutorFactory + Clone>(
         let due_by_time = rate.arrivals(until.duration_since(t0).as_secs_f64()).ceil() as u64;
         let due = load.iterations.map_or(due_by_time, |n| n.min(due_by_time));
         let started = sh.started.load(Ordering::Relaxed);
+        let lag = |q: f64| {
+            totals
+                .start_lag
+                .as_ref()
+                .filter(|h| !h.is_empty())
+                .map_or(0, |h| h.value_at_quantile(q))
+        };
         ScheduleStats {
             late_starts: sh.late.load(Ordering::Relaxed),
             dropped: due.saturating_sub(started),
-            max_lag_us: sh.max_lag_us.load(Ordering::Relaxed),
+            max_lag_us: sh
+                .max_lag_us
+                .load(Ordering::Relaxed)
+                .max(totals.start_lag.as_ref().map_or(0, |h| h.max())),
+            lag_p50_us: lag(0.5),
+            lag_p99_us: lag(0.99),
         }
     });
     Ok(EngineOutput {
