@@ -341,3 +341,33 @@ verify:
     );
     assert!(r.stdout.contains(r"\x1b[31mred\u{9b}0m"), "{}", r.stdout);
 }
+
+#[test]
+fn validation_messages_do_not_quote_values_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = support::write_scenario(
+        dir.path(),
+        r#"
+name: env-in-errors
+targets:
+  web: { url: "http://127.0.0.1:9" }
+load: { users: 1, duration: 1s }
+requests:
+  - { name: item, http: { target: web, path: '/items/{{ env("RP_ITEM") }}' } }
+"#,
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redproof"))
+        .env("RP_ITEM", "has space-s3cret")
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8(out.stderr).unwrap();
+    // The path is refused where it is written, without its value.
+    assert!(
+        err.contains("`path`: `/items/***` is not a valid request target"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+}

@@ -68,7 +68,9 @@ impl fmt::Display for ScenarioErrors {
                             Some((path, text)) => (path.display(), text.as_str()),
                             None => (self.file.display(), self.source_text.as_str()),
                         };
-                    writeln!(f, "{name}:{}:{}: {}", p.line, p.column, d.message)?;
+                    // A message may quote a value `env()` read.
+                    let message = crate::secrets::scrub(&d.message);
+                    writeln!(f, "{name}:{}:{}: {message}", p.line, p.column)?;
                     if let Some(line) = text.lines().nth(p.line.saturating_sub(1)) {
                         let gutter = p.line.to_string().len();
                         writeln!(f, "{:gutter$} |", "")?;
@@ -81,7 +83,7 @@ impl fmt::Display for ScenarioErrors {
                         writeln!(f, "{:gutter$} | {:caret_col$}^", "", "")?;
                     }
                 }
-                None => writeln!(f, "{file}: {}", d.message)?,
+                None => writeln!(f, "{file}: {}", crate::secrets::scrub(&d.message))?,
             }
         }
         let n = self.diagnostics.len();
