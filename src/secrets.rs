@@ -43,8 +43,10 @@ pub fn scrub(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Every string in a JSON document scrubbed; numbers and keys' structure
-/// are left as they are, so the document stays what it was.
+/// Every string value in a JSON document scrubbed. Keys, numbers and the
+/// serialised histograms (fields named `…histogram`, base64 that a short
+/// secret could match by chance) are left as they are, so the document
+/// keeps its shape and can be read again.
 pub fn scrub_json(value: &mut serde_json::Value) {
     use serde_json::Value;
     if SECRETS.read().unwrap_or_else(|e| e.into_inner()).is_empty() {
@@ -58,17 +60,11 @@ pub fn scrub_json(value: &mut serde_json::Value) {
         }
         Value::Array(items) => items.iter_mut().for_each(scrub_json),
         Value::Object(fields) => {
-            let renamed: Vec<String> = fields
-                .keys()
-                .filter(|k| matches!(scrub(k), Cow::Owned(_)))
-                .cloned()
-                .collect();
-            for k in renamed {
-                if let Some(v) = fields.remove(&k) {
-                    fields.insert(scrub(&k).into_owned(), v);
+            for (k, v) in fields.iter_mut() {
+                if !k.ends_with("histogram") {
+                    scrub_json(v);
                 }
             }
-            fields.values_mut().for_each(scrub_json);
         }
         _ => {}
     }
@@ -88,8 +84,21 @@ mod tests {
             "Bearer *** and *** but ab"
         );
         assert!(matches!(scrub("nothing here"), Cow::Borrowed(_)));
-        let mut v = serde_json::json!({"a": ["x tok-4417-abc"], "n": 4417, "4417": 1});
+        let mut v = serde_json::json!({
+            "a": ["x tok-4417-abc"],
+            "n": 4417,
+            "4417": "4417",
+            "histogram": "HISTtok-4417-abc",
+        });
         scrub_json(&mut v);
-        assert_eq!(v, serde_json::json!({"a": ["x ***"], "n": 4417, "***": 1}));
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "a": ["x ***"],
+                "n": 4417,
+                "4417": "***",
+                "histogram": "HISTtok-4417-abc",
+            })
+        );
     }
 }
