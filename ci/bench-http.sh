@@ -5,7 +5,9 @@
 # of two paths nginx answers identically; wrk and oha send one path. Prints requests/s, CPU µs per request
 # (user+sys of the generator / requests), peak RSS, and redproof's ratios.
 # Then checks redproof's peak RSS on a 1,000,000-request run against a
-# 200,000-request one (memory must not grow with run length).
+# 200,000-request one (memory must not grow with run length), and the
+# open model's p50 at 200/s against one closed-model user's (precise
+# arrivals: within 100 µs), with the open model's start lag.
 #
 #   CONNS=50 DURATION=10 ci/bench-http.sh
 set -euo pipefail
@@ -44,6 +46,14 @@ measure locust locust -f ci/bench/locustfile.py --headless --only-summary -u "$C
 echo "memory: redproof peak RSS over 200k and 1M requests" >&2
 measure rss200k target/release/redproof run ci/bench/http.yaml --quiet --target "$TARGET" --users "$CONNS" --iterations 200k
 measure rss1m target/release/redproof run ci/bench/http.yaml --quiet --target "$TARGET" --users "$CONNS" --iterations 1M
+
+echo "arrivals: open model at 200/s against one closed-model user" >&2
+target/release/redproof run ci/bench/http.yaml --quiet --target "$TARGET" --users 1 \
+  --duration "${DURATION}s" --out "$WORK/closed.json"
+target/release/redproof run ci/bench/http.yaml --quiet --target "$TARGET" --rate 200/s \
+  --duration "${DURATION}s" --out "$WORK/open.json"
+target/release/redproof report "$WORK/closed.json" --format json >"$WORK/closed.report.json"
+target/release/redproof report "$WORK/open.json" --format json >"$WORK/open.report.json"
 
 python3 - "$WORK" "$DURATION" <<'PY'
 import csv, json, re, sys
@@ -84,5 +94,11 @@ print(f"targets: CPU/req <= 1.2x wrk (got {rows['redproof'][1] / rows['wrk'][1]:
       f"<= 0.8x oha (got {rows['redproof'][1] / rows['oha'][1]:.2f}x)")
 print(f"redproof peak RSS: {cpu['rss200k'][1]:.1f}MB for 200k requests, "
       f"{cpu['rss1m'][1]:.1f}MB for 1M requests (target <= 30MB, flat)")
+closed = json.load(open(f"{work}/closed.report.json"))["summary"]["all"]["p50_us"]
+open_ = json.load(open(f"{work}/open.report.json"))["summary"]["all"]["p50_us"]
+lag = json.load(open(f"{work}/open.json"))["schedule"]
+print(f"arrivals: open-model p50 {open_}µs at 200/s, closed-model p50 {closed}µs "
+      f"(target: within 100µs, got {open_ - closed:+d}µs); start lag p50 {lag['lag_p50_us']}µs, "
+      f"p99 {lag['lag_p99_us']}µs, max {lag['max_lag_us']}µs")
 PY
 rm -rf "$WORK"

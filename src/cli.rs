@@ -136,7 +136,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION")]
     pub duration: Option<String>,
 
-    /// Stop after this many requests in total.
+    /// Stop after this many iterations in total, replacing the file's
+    /// `load.iterations` (e.g. 10k). An iteration is one pick of a
+    /// `requests` entry: one request, or a whole flow.
     #[arg(long, value_name = "N")]
     pub iterations: Option<String>,
 

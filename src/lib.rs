@@ -31,6 +31,8 @@
 //!   check, transport error).
 //! - [`position`]: line and column in scenario files.
 //! - [`printable`]: server text escaped before it is shown.
+//! - [`secrets`]: values read from the environment and credentials,
+//!   masked in every output.
 
 pub mod app;
 pub mod cli;
@@ -45,5 +47,6 @@ pub mod profile;
 pub mod promql;
 pub mod report;
 pub mod scenario;
+pub mod secrets;
 pub mod template;
 pub mod verify;

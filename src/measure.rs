@@ -150,13 +150,22 @@ impl RequestStats {
 #[derive(Debug, Clone)]
 pub struct Recorder {
     pub requests: Vec<RequestStats>,
+    /// Open model: how far behind its due time each iteration started,
+    /// in µs (0 recorded as 1).
+    pub start_lag: Option<Histogram<u64>>,
 }
 
 impl Recorder {
     pub fn new(requests: usize) -> Self {
         Self {
             requests: (0..requests).map(|_| RequestStats::default()).collect(),
+            start_lag: None,
         }
+    }
+
+    /// Records how late an open-model iteration started.
+    pub fn record_start_lag(&mut self, lag: Duration) {
+        record_micros(self.start_lag.get_or_insert_with(new_histogram), lag);
     }
 
     /// Records one finished request.
@@ -236,6 +245,12 @@ impl Recorder {
         for (mine, theirs) in self.requests.iter_mut().zip(&other.requests) {
             mine.merge(theirs);
         }
+        if let Some(theirs) = &other.start_lag {
+            self.start_lag
+                .get_or_insert_with(new_histogram)
+                .add(theirs)
+                .expect("auto-resizing histograms always merge");
+        }
     }
 
     /// Empties the recorder, keeping allocated histograms for reuse.
@@ -251,6 +266,9 @@ impl Recorder {
             if let Some(h) = &mut r.corrected {
                 h.reset();
             }
+        }
+        if let Some(h) = &mut self.start_lag {
+            h.reset();
         }
     }
 

@@ -6,6 +6,9 @@
 pub struct Pos {
     pub line: usize,
     pub column: usize,
+    /// Which file: 0 for the scenario itself, `n` for its `n`th
+    /// `include:`.
+    pub source: usize,
 }
 
 impl Pos {
@@ -13,6 +16,7 @@ impl Pos {
         span.start().map(|m| Pos {
             line: m.line(),
             column: m.column(),
+            source: m.source(),
         })
     }
 }

@@ -11,6 +11,8 @@
 //! | `name`              | the user's variable `name` (a capture)          |
 //! | `feed.column`       | a column of the row the user drew from a feed   |
 //! | `number(name)`      | a variable, written unquoted in a JSON body     |
+//! | `env("NAME")`       | an environment variable, read once at validation |
+//! | `env("NAME", "x")`  | the same, `x` when it is not set                |
 //!
 //! Compilation turns the text into literal and dynamic parts, so rendering
 //! is a sequence of appends into a reused buffer with no parsing and no
@@ -110,14 +112,26 @@ impl Template {
             let close = after
                 .find("}}")
                 .ok_or_else(|| format!("`{{{{` without a closing `}}}}` in `{text}`"))?;
-            parts.push(compile_expr(after[..close].trim(), env)?);
+            match compile_expr(after[..close].trim(), env)? {
+                // An `env()` value is text known now: it joins the
+                // literal before it, so a template of literals and
+                // `env()` alone is still static.
+                Part::Lit(value) => match parts.last_mut() {
+                    Some(Part::Lit(prev)) => *prev = format!("{prev}{value}").into(),
+                    _ => parts.push(Part::Lit(value)),
+                },
+                part => parts.push(part),
+            }
             rest = &after[close + 2..];
         }
         if rest.contains("}}") {
             return Err(format!("`}}}}` without an opening `{{{{` in `{text}`"));
         }
         if !rest.is_empty() {
-            parts.push(Part::Lit(rest.into()));
+            match parts.last_mut() {
+                Some(Part::Lit(prev)) => *prev = format!("{prev}{rest}").into(),
+                _ => parts.push(Part::Lit(rest.into())),
+            }
         }
         Ok(Self { parts })
     }
@@ -170,7 +184,7 @@ impl Template {
 }
 
 fn compile_expr(expr: &str, env: &TemplateEnv) -> Result<Part, String> {
-    let known = "expected `pick(list)`, `randint(low, high)`, `uuid()`, `seq()`, `number(name)` or a variable";
+    let known = "expected `pick(list)`, `randint(low, high)`, `uuid()`, `seq()`, `number(name)`, `env(\"NAME\")` or a variable";
     if !expr.is_empty()
         && expr
             .chars()
@@ -195,6 +209,9 @@ fn compile_expr(expr: &str, env: &TemplateEnv) -> Result<Part, String> {
         .strip_suffix(')')
         .and_then(|e| e.split_once('('))
         .ok_or_else(|| format!("`{{{{ {expr} }}}}`: {known}"))?;
+    if func.trim() == "env" {
+        return compile_env(expr, args).map(|v| Part::Lit(v.into()));
+    }
     let args: Vec<&str> = args
         .split(',')
         .map(str::trim)
@@ -254,6 +271,57 @@ fn compile_expr(expr: &str, env: &TemplateEnv) -> Result<Part, String> {
         }
         "seq" => arity(0).map(|_| Part::Seq(env.seq.clone())),
         other => Err(format!("`{expr}`: unknown function `{other}`; {known}")),
+    }
+}
+
+/// `env("NAME")` or `env("NAME", "default")`: the variable's value, read
+/// now and registered as a secret, or the default written in the file.
+fn compile_env(expr: &str, args: &str) -> Result<String, String> {
+    let usage = format!(
+        "`{expr}`: expected `env(\"NAME\")` or `env(\"NAME\", \"default\")`, with quoted arguments"
+    );
+    let mut rest = args.trim();
+    let mut strings = Vec::new();
+    while !rest.is_empty() {
+        let quote = rest.chars().next().filter(|c| matches!(c, '"' | '\''));
+        let quote = quote.ok_or_else(|| usage.clone())?;
+        let end = rest[1..].find(quote).ok_or_else(|| usage.clone())? + 1;
+        strings.push(&rest[1..end]);
+        rest = rest[end + 1..].trim_start();
+        if let Some(r) = rest.strip_prefix(',') {
+            rest = r.trim_start();
+            if rest.is_empty() {
+                return Err(usage);
+            }
+        } else if !rest.is_empty() {
+            return Err(usage);
+        }
+    }
+    let (name, default) = match strings.as_slice() {
+        [name] => (*name, None),
+        [name, default] => (*name, Some(*default)),
+        _ => return Err(usage),
+    };
+    if name.is_empty()
+        || name.starts_with(|c: char| c.is_ascii_digit())
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(format!(
+            "`{expr}`: `{name}` is not an environment variable name (letters, digits and `_`)"
+        ));
+    }
+    match (std::env::var(name), default) {
+        (Ok(value), _) => {
+            crate::secrets::register(&value);
+            Ok(value)
+        }
+        (Err(std::env::VarError::NotUnicode(_)), _) => Err(format!(
+            "`{expr}`: the environment variable `{name}` is not valid UTF-8"
+        )),
+        (Err(_), Some(default)) => Ok(default.to_owned()),
+        (Err(_), None) => Err(format!(
+            "`{expr}`: the environment variable `{name}` is not set; set it, or give a default: `env(\"{name}\", \"…\")`"
+        )),
     }
 }
 
@@ -442,6 +510,35 @@ mod tests {
             seq: Arc::new(AtomicU64::new(0)),
             vars: Vec::new(),
         }
+    }
+
+    #[test]
+    fn env_is_read_at_compile_time_and_joins_the_literals() {
+        let home = std::env::var("PATH").expect("PATH is set where tests run");
+        let t = Template::compile("a{{ env(\"PATH\") }}b", &env()).unwrap();
+        assert_eq!(t.as_static(), Some(format!("a{home}b").as_str()));
+        let t = Template::compile(
+            "{{ env('REDPROOF_TEST_SURELY_UNSET', 'x, y') }}/{{ seq() }}",
+            &env(),
+        )
+        .unwrap();
+        assert_eq!(t.render(&mut fastrand::Rng::with_seed(1)), "x, y/1");
+        let e = Template::compile("{{ env(\"REDPROOF_TEST_SURELY_UNSET\") }}", &env()).unwrap_err();
+        assert!(e.contains("`REDPROOF_TEST_SURELY_UNSET` is not set"), "{e}");
+        for bad in [
+            "env(PATH)",
+            "env()",
+            "env(\"A\", \"b\", \"c\")",
+            "env(\"1A\")",
+            "env(\"A\",)",
+        ] {
+            let e = Template::compile(&format!("{{{{ {bad} }}}}"), &env()).unwrap_err();
+            assert!(e.contains("env("), "{bad}: {e}");
+        }
+        assert_eq!(
+            crate::secrets::scrub(&home),
+            if home.len() >= 4 { "***" } else { &home }
+        );
     }
 
     #[test]

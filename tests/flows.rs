@@ -405,6 +405,20 @@ requests:
     assert_eq!(total(r.results(), "two"), 5);
     assert_eq!(server.counts.get("/one/3") - before.0, 5);
     assert_eq!(server.counts.get("/two/3") - before.1, 5);
+
+    // `--iterations` replaces the file's count and counts whole flows,
+    // not requests: 7 iterations of a two-step flow send 14 requests.
+    let before = (server.counts.get("/one/3"), server.counts.get("/two/3"));
+    let r = support::run_scenario(
+        &scenario("iterations: 5"),
+        &[],
+        &["--quiet", "--iterations", "7"],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(total(r.results(), "one"), 7);
+    assert_eq!(total(r.results(), "two"), 7);
+    assert_eq!(server.counts.get("/one/3") - before.0, 7);
+    assert_eq!(server.counts.get("/two/3") - before.1, 7);
 }
 
 #[test]
@@ -529,5 +543,126 @@ fn on_start_failures_are_checked_at_validation() {
             .contains("`then`: expected `abort` or `stop_user`, got `give_up`"),
         "{}",
         r.stderr
+    );
+}
+
+fn failing_threshold(server: &support::TestServer, rule: &str) -> Run {
+    let scenario = format!(
+        r#"
+name: abort-on-fail
+targets:
+  web: {{ url: "{}" }}
+load: {{ users: 2, wait: 5ms, duration: 60s }}
+requests:
+  - {{ name: broken, http: {{ target: web, path: /status/500 }}, expect: {{ status: 200 }} }}
+thresholds:
+  - broken.p99 < 10s
+  - {rule}
+"#,
+        server.url()
+    );
+    run(&scenario, &[])
+}
+
+#[test]
+fn an_abort_on_fail_threshold_stops_the_run_when_it_fails() {
+    let server = support::start();
+    // Checked once a second on the figures so far: the 60 s run stops
+    // after its first second, as failed, and says why.
+    let r = failing_threshold(
+        &server,
+        r#"{ threshold: "all.errors < 10%", abort_on_fail: true }"#,
+    );
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains(
+            "RUN ABORTED: threshold `all.errors < 10%` failed after 1s (observed 100.00%) and has `abort_on_fail`"
+        ),
+        "{}",
+        r.stdout
+    );
+    let load_s = r.results()["timing"]["load_s"].as_f64().unwrap();
+    assert!(load_s < 30.0, "{load_s}");
+
+    // With a delay, the run goes on at least that long first.
+    let r = failing_threshold(
+        &server,
+        r#"{ threshold: "all.errors < 10%", abort_on_fail: true, delay: 2s }"#,
+    );
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let load_s = r.results()["timing"]["load_s"].as_f64().unwrap();
+    assert!((2.0..30.0).contains(&load_s), "{load_s}");
+    assert!(r.stdout.contains("failed after 2s"), "{}", r.stdout);
+}
+
+#[test]
+fn abort_on_fail_is_checked_at_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = support::write_scenario(
+        dir.path(),
+        r#"
+name: abort-problems
+targets:
+  web: { url: "http://127.0.0.1:9" }
+load: { users: 1, duration: 1s }
+requests:
+  - { name: ok, http: { target: web, path: / } }
+thresholds:
+  - { threshold: "ok.p95 < 1s", abort_on_fail: yes, delay: soon }
+  - { threshold: "ok.p95 < 1s", delay: 1s }
+  - { abort_on_fail: true }
+  - { threshold: "ok.p95 < 1s", abort: true }
+"#,
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_redproof"))
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8(out.stderr).unwrap();
+    for (at, msg) in [
+        (
+            "9:48",
+            "`abort_on_fail`: expected `true` or `false`, got `yes`",
+        ),
+        ("9:60", "`delay`: "),
+        ("10:33", "`delay` goes with `abort_on_fail: true`"),
+        ("11:5", "a threshold entry: expected `threshold:"),
+        ("12:33", "unknown field `abort` in a threshold"),
+    ] {
+        assert!(err.contains(&format!(":{at}: {msg}")), "{at} {msg}\n{err}");
+    }
+}
+
+#[test]
+fn included_files_add_targets_data_and_requests() {
+    let server = support::start();
+    let common = format!(
+        r#"
+targets:
+  web: {{ url: "{}" }}
+data:
+  names: [ann]
+requests:
+  - name: greet
+    flow:
+      - {{ name: hello, http: {{ target: web, path: "/hello/{{{{ pick(names) }}}}" }} }}
+"#,
+        server.url()
+    );
+    let scenario = r#"
+name: with-includes
+include: [common.yaml]
+load: { users: 1, iterations: 4 }
+requests:
+  - { name: home, http: { target: web, path: /home }, weight: 1 }
+"#;
+    let r = run(scenario, &[("common.yaml", &common)]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(total(r.results(), "home") + total(r.results(), "hello"), 4);
+    assert_eq!(
+        server.counts.get("/home") + server.counts.get("/hello/ann"),
+        4
     );
 }

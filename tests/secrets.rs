@@ -1,4 +1,5 @@
-//! What a run must never show: credentials written in URLs, and control
+//! What a run must never show: credentials written in URLs, values read
+//! from the environment with `env()`, and control
 //! sequences that servers put in bodies, status messages and errors. Each
 //! test runs `redproof` against loopback servers and reads every output:
 //! stdout, stderr, the results file, JUnit and Markdown.
@@ -155,6 +156,142 @@ verify:
 }
 
 #[test]
+fn values_from_the_environment_are_sent_and_never_shown() {
+    // The server echoes the token, so the failed check's message would
+    // quote it if nothing masked it.
+    let web = Recorder::start(200, "echo: t0ken-from-env-42");
+    let down = support::refusing();
+    let scenario = r#"
+name: env-secrets
+targets:
+  web:
+    url: 'http://{{ env("RP_WEB") }}/'
+    headers: { x-api-key: '{{ env("RP_KEY") }}' }
+  down: { url: 'http://{{ env("RP_DOWN", "127.0.0.1:9") }}' }
+load: { users: 1, iterations: 2 }
+requests:
+  - name: all_of_it
+    flow:
+      - name: item
+        http:
+          target: web
+          method: POST
+          path: '/items/{{ env("RP_ITEM") }}'
+          headers: { authorization: 'Bearer {{ env("RP_TOKEN") }}' }
+          json: { note: '{{ env("RP_ITEM") }}', n: "{{ seq() }}" }
+        expect: { body_contains: never-there }
+      - { name: gone, http: { target: down, path: /x } }
+"#;
+    let web_addr = web.addr.to_string();
+    let down_addr = down.addr.to_string();
+    let vars = [
+        ("RP_WEB", web_addr.as_str()),
+        ("RP_DOWN", down_addr.as_str()),
+        ("RP_KEY", "k3y-from-env"),
+        ("RP_ITEM", "item-from-env"),
+        ("RP_TOKEN", "t0ken-from-env-42"),
+    ];
+    let r = support::run_with_every_output_env(scenario, &[], &vars);
+    // 69: a target never answered.
+    assert_eq!(r.code, 69, "{}\n{}", r.stdout, r.stderr);
+    for (name, text) in outputs(&r) {
+        for (var, value) in vars {
+            assert!(
+                !text.contains(value),
+                "{name} shows the value of {var} (`{value}`):\n{text}"
+            );
+        }
+    }
+    // The failed check still says what it saw, with the token masked, and
+    // the unreachable target is named by the URL as written.
+    assert!(r.stdout.contains("echo: ***"), "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains(r#"(http://{{ env("RP_DOWN", "127.0.0.1:9") }}) never answered"#),
+        "{}",
+        r.stderr
+    );
+
+    let heads = web.heads();
+    assert!(!heads.is_empty(), "the target saw no request");
+    for head in &heads {
+        // The recorder reads heads only: a body shows up before the next head.
+        assert!(
+            head.contains("POST /items/item-from-env HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("x-api-key: k3y-from-env\r\n"), "{head}");
+        assert!(
+            head.contains("authorization: Bearer t0ken-from-env-42\r\n"),
+            "{head}"
+        );
+    }
+    assert!(
+        heads[1].starts_with(r#"{"note":"item-from-env","n":1}POST"#),
+        "{}",
+        heads[1]
+    );
+}
+
+#[test]
+fn auth_sends_basic_and_bearer_credentials_and_never_shows_them() {
+    let web = Recorder::start(200, "ok\n");
+    let scenario = format!(
+        r#"
+name: auth
+targets:
+  web:
+    url: "http://{web}"
+    auth: {{ basic: {{ user: ann, password: '{{{{ env("RP_PASSWORD") }}}}' }} }}
+load: {{ users: 1, iterations: 2 }}
+requests:
+  - name: both
+    flow:
+      - {{ name: as_ann, http: {{ target: web, path: /basic }} }}
+      - name: with_token
+        http:
+          target: web
+          path: /bearer
+          auth: {{ bearer: '{{{{ env("RP_TOKEN") }}}}' }}
+"#,
+        web = web.addr,
+    );
+    let vars = [("RP_PASSWORD", "pa55-w0rd"), ("RP_TOKEN", "t0k-3n-xyz")];
+    let r = support::run_with_every_output_env(&scenario, &[], &vars);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    // base64("ann:pa55-w0rd")
+    let basic = "YW5uOnBhNTUtdzByZA==";
+    for (name, text) in outputs(&r) {
+        for secret in ["pa55-w0rd", "t0k-3n-xyz", basic] {
+            assert!(!text.contains(secret), "{name} shows `{secret}`:\n{text}");
+        }
+    }
+    let heads = web.heads();
+    let basic_head = heads
+        .iter()
+        .find(|h| h.starts_with("GET /basic "))
+        .expect("no /basic");
+    assert!(
+        basic_head.contains(&format!("authorization: Basic {basic}\r\n")),
+        "{basic_head}"
+    );
+    let bearer_head = heads
+        .iter()
+        .find(|h| h.starts_with("GET /bearer "))
+        .expect("no /bearer");
+    // The request's credentials replace the target's.
+    assert!(
+        bearer_head.contains("authorization: Bearer t0k-3n-xyz\r\n"),
+        "{bearer_head}"
+    );
+    assert_eq!(
+        bearer_head.matches("authorization").count(),
+        1,
+        "{bearer_head}"
+    );
+}
+
+#[test]
 fn a_scenario_authorization_header_replaces_url_credentials() {
     let web = Recorder::start(200, "ok\n");
     let scenario = format!(
@@ -216,4 +353,34 @@ verify:
         r.stdout
     );
     assert!(r.stdout.contains(r"\x1b[31mred\u{9b}0m"), "{}", r.stdout);
+}
+
+#[test]
+fn validation_messages_do_not_quote_values_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = support::write_scenario(
+        dir.path(),
+        r#"
+name: env-in-errors
+targets:
+  web: { url: "http://127.0.0.1:9" }
+load: { users: 1, duration: 1s }
+requests:
+  - { name: item, http: { target: web, path: '/items/{{ env("RP_ITEM") }}' } }
+"#,
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redproof"))
+        .env("RP_ITEM", "has space-s3cret")
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8(out.stderr).unwrap();
+    // The path is refused where it is written, without its value.
+    assert!(
+        err.contains("`path`: `/items/***` is not a valid request target"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
 }

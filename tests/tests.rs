@@ -128,6 +128,14 @@ requests:
     assert_eq!(n + dropped, 400, "started {n} + dropped {dropped}");
     assert!(dropped <= 10, "{dropped} slots dropped");
     assert_eq!(server.counts.get("/ok"), n);
+    // Every start's lag is recorded, however small.
+    let lag = |k: &str| res["schedule"][k].as_u64().unwrap();
+    assert!(lag("lag_p50_us") >= 1, "{}", res["schedule"]);
+    assert!(
+        lag("lag_p50_us") <= lag("lag_p99_us") && lag("lag_p99_us") <= lag("max_lag_us"),
+        "{}",
+        res["schedule"]
+    );
 }
 
 #[test]
@@ -151,6 +159,18 @@ requests:
     let res = r.results.unwrap();
     assert!(res["schedule"]["late_starts"].as_u64().unwrap() > 0);
     assert!(res["schedule"]["dropped"].as_u64().unwrap() > 0);
+    // Starts queue behind a 100 ms server: the lag histogram shows it.
+    assert!(
+        res["schedule"]["lag_p99_us"].as_u64().unwrap() > 50_000,
+        "{}",
+        res["schedule"]
+    );
+    assert!(
+        r.stdout
+            .contains("schedule: starts behind their due time by p50 "),
+        "{}",
+        r.stdout
+    );
     let summary = report_json(&r.dir.path().join("results.json"));
     let p99 = summary["summary"]["all"]["p99_us"].as_u64().unwrap();
     assert!(

@@ -29,6 +29,7 @@ use exit::{Failure, exit_code, fail};
 use crate::cli::{Cli, Command, Format};
 use crate::report::{RunReport, render_junit, render_markdown, render_text};
 use crate::scenario::Overrides;
+use crate::secrets::scrub;
 
 /// Runs the command line and returns the exit code.
 pub fn main() -> u8 {
@@ -55,9 +56,9 @@ pub fn main() -> u8 {
     match result {
         Ok(code) => code as u8,
         Err(f) => {
-            eprintln!("error: {}", f.error);
+            eprintln!("error: {}", scrub(&f.error.to_string()));
             for cause in f.error.chain().skip(1) {
-                eprintln!("  Caused by: {cause}");
+                eprintln!("  Caused by: {}", scrub(&cause.to_string()));
             }
             f.code as u8
         }

@@ -19,6 +19,7 @@ use crate::report::{
 use crate::scenario::units::{self, Rate};
 use crate::scenario::verification::Verification;
 use crate::scenario::{self, Diagnostic, Overrides, Scenario, ScenarioErrors};
+use crate::secrets::{scrub, scrub_json};
 use crate::verify::{self, ClientRun, VerificationReport};
 
 pub(super) fn load(path: &Path, overrides: &Overrides) -> Result<Scenario, ScenarioErrors> {
@@ -270,16 +271,20 @@ pub(crate) async fn run_scenario(
 
     let progress = ProgressDisplay::new(output.quiet, scenario.load.duration);
     let engine_output = engine::run(plan, &engine_plan, interrupt.clone(), abort_now, |p| {
-        progress.update(p)
+        progress.update(p);
+        crate::report::abort_reason(&scenario, p)
     })
     .await
     .map_err(|e| fail(Exit::Internal, anyhow!(e)))?;
     progress.finish();
     if let Some(why) = &engine_output.stopped_by {
-        eprintln!("note: {why}: the run stopped early");
+        eprintln!("note: {}: the run stopped early", scrub(why));
     }
     if let Some(e) = &engine_output.failure {
-        eprintln!("error: {e}; the run was stopped, and what it recorded is reported");
+        eprintln!(
+            "error: {}; the run was stopped, and what it recorded is reported",
+            scrub(&e.to_string())
+        );
     }
 
     let (mut report, summary) = RunReport::new(&scenario, file, &engine_output);
@@ -318,7 +323,7 @@ pub(crate) async fn run_scenario(
     }
     stop_scraping.cancel();
 
-    print!("{}", render_text(&report, &summary));
+    print!("{}", scrub(&render_text(&report, &summary)));
     write_outputs(output, &report, &summary)?;
 
     let unavailable = report.unavailable_targets();
@@ -330,7 +335,7 @@ pub(crate) async fn run_scenario(
             .map(|t| t.url.redacted())
             .unwrap_or_default();
         eprintln!("error: target `{target}` ({url}) never answered: every connection failed");
-        eprintln!("  Caused by: {example}");
+        eprintln!("  Caused by: {}", scrub(example));
         eprintln!(
             "hint: check that the service is running, or point the target elsewhere with --target {target}=URL"
         );
@@ -338,7 +343,7 @@ pub(crate) async fn run_scenario(
     if let Some(e) = &report.verification_error
         && !report.interrupted
     {
-        eprintln!("error: verification not run: {e}");
+        eprintln!("error: verification not run: {}", scrub(e));
     }
     Ok(exit_code(&report))
 }
@@ -349,15 +354,17 @@ pub(super) fn write_outputs(
     summary: &Summary,
 ) -> Result<(), Failure> {
     if let Some(out) = &o.out {
-        let json = serde_json::to_vec_pretty(report).map_err(|e| fail(Exit::Internal, e))?;
+        let mut json = serde_json::to_value(report).map_err(|e| fail(Exit::Internal, e))?;
+        scrub_json(&mut json);
+        let json = serde_json::to_vec_pretty(&json).map_err(|e| fail(Exit::Internal, e))?;
         write_atomically(out, &json).map_err(|e| fail(Exit::Internal, e))?;
     }
     if let Some(path) = &o.junit {
-        write_atomically(path, render_junit(report).as_bytes())
+        write_atomically(path, scrub(&render_junit(report)).as_bytes())
             .map_err(|e| fail(Exit::Internal, e))?;
     }
     if let Some(path) = &o.markdown {
-        write_atomically(path, render_markdown(report, summary).as_bytes())
+        write_atomically(path, scrub(&render_markdown(report, summary)).as_bytes())
             .map_err(|e| fail(Exit::Internal, e))?;
     }
     Ok(())

@@ -57,6 +57,12 @@ pub struct ScheduleStats {
     pub dropped: u64,
     /// The largest delay between due time and start, in µs.
     pub max_lag_us: u64,
+    /// The median delay between due time and start, in µs.
+    #[serde(default)]
+    pub lag_p50_us: u64,
+    /// The 99th percentile of that delay, in µs.
+    #[serde(default)]
+    pub lag_p99_us: u64,
 }
 
 /// What one run produced.
@@ -94,18 +100,21 @@ pub struct Progress<'a> {
     pub load: String,
     pub window: &'a Window,
     pub window_len: Duration,
+    /// Everything recorded so far.
+    pub totals: &'a Recorder,
     pub completed: u64,
     pub draining: bool,
 }
 
 /// Runs the load until its end, `interrupt`, or iterations run out, then
-/// drains. `on_progress` is called once a second.
+/// drains. `on_progress` is called once a second; when it gives a
+/// reason, the run stops there as aborted (and drains).
 pub async fn run<F: ExecutorFactory + Clone>(
     factory: F,
     plan: &EnginePlan,
     interrupt: CancellationToken,
     abort_now: CancellationToken,
-    mut on_progress: impl FnMut(&Progress),
+    mut on_progress: impl FnMut(&Progress) -> Option<String>,
 ) -> Result<EngineOutput, String> {
     let n_requests = plan.steps.len();
     let threads = plan.threads.max(1);
@@ -262,15 +271,25 @@ pub async fn run<F: ExecutorFactory + Clone>(
                     let len = flush(now, &mut window, &mut totals, &mut windows, &mut last_flush);
                     next_tick += Duration::from_secs(1);
                     let completed = totals.total().count();
-                    on_progress(&Progress {
+                    let abort = on_progress(&Progress {
                         elapsed: now.duration_since(t0),
                         planned: load.duration,
                         load: describe_load(load, sh.users.as_ref(), now.duration_since(t0)),
                         window: windows.last().expect("just pushed"),
                         window_len: len,
+                        totals: &totals,
                         completed,
                         draining: stopped_at.is_some(),
                     });
+                    if let Some(why) = abort
+                        && stopped_at.is_none()
+                    {
+                        sh.aborted
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(why);
+                        sh.halt();
+                    }
                 }
             }
         }
@@ -295,10 +314,22 @@ pub async fn run<F: ExecutorFactory + Clone>(
         let due_by_time = rate.arrivals(until.duration_since(t0).as_secs_f64()).ceil() as u64;
         let due = load.iterations.map_or(due_by_time, |n| n.min(due_by_time));
         let started = sh.started.load(Ordering::Relaxed);
+        let lag = |q: f64| {
+            totals
+                .start_lag
+                .as_ref()
+                .filter(|h| !h.is_empty())
+                .map_or(0, |h| h.value_at_quantile(q))
+        };
         ScheduleStats {
             late_starts: sh.late.load(Ordering::Relaxed),
             dropped: due.saturating_sub(started),
-            max_lag_us: sh.max_lag_us.load(Ordering::Relaxed),
+            max_lag_us: sh
+                .max_lag_us
+                .load(Ordering::Relaxed)
+                .max(totals.start_lag.as_ref().map_or(0, |h| h.max())),
+            lag_p50_us: lag(0.5),
+            lag_p99_us: lag(0.99),
         }
     });
     Ok(EngineOutput {
@@ -554,7 +585,7 @@ mod tests {
                 &plan,
                 CancellationToken::new(),
                 CancellationToken::new(),
-                |_| {},
+                |_| None,
             ))
             .unwrap();
         let failure = out.failure.expect("the panic is reported");

@@ -15,6 +15,11 @@ use crate::scenario::{Draw, Exhausted, Feed};
 /// A start later than this behind its due time counts as late.
 pub(super) const LATE_AFTER: Duration = Duration::from_millis(5);
 
+/// Open model: how long before its due time an arrival stops sleeping on
+/// the runtime's timer (whose resolution is a millisecond, rounded up)
+/// and waits on the monotonic clock instead.
+const SPIN_BEFORE: Duration = Duration::from_micros(1500);
+
 /// A feed's rows and its shared cursor.
 pub(super) struct FeedState {
     pub(super) feed: Feed,
@@ -190,10 +195,25 @@ impl Schedule {
                 if sh.end.is_some_and(|end| due >= end) {
                     return None;
                 }
-                tokio::select! {
-                    biased;
-                    _ = sh.stop.cancelled() => return None,
-                    _ = tokio::time::sleep_until(due.into()) => {}
+                if sh.stop.is_cancelled() {
+                    return None;
+                }
+                if let Some(wake) = due.checked_sub(SPIN_BEFORE)
+                    && wake > Instant::now()
+                {
+                    tokio::select! {
+                        biased;
+                        _ = sh.stop.cancelled() => return None,
+                        _ = tokio::time::sleep_until(wake.into()) => {}
+                    }
+                }
+                // The last stretch on the clock, yielding so the thread's
+                // other tasks (requests in flight) still run.
+                while Instant::now() < due {
+                    if sh.stop.is_cancelled() {
+                        return None;
+                    }
+                    tokio::task::yield_now().await;
                 }
                 let lag = Instant::now().saturating_duration_since(due);
                 if lag > LATE_AFTER {

@@ -199,6 +199,7 @@ pub(super) async fn worker<E: Executor>(
 ) {
     let mut scratch = Scratch::new(seed);
     scratch.vars.resize(plan.variables, String::new());
+    let open = matches!(schedule, Schedule::Open);
     // One long-lived wait on `abort`, so a request does not register and
     // unregister a waiter each time.
     let abort = sh.abort.clone().cancelled_owned();
@@ -211,6 +212,9 @@ pub(super) async fn worker<E: Executor>(
         plan: &plan,
     };
     while let Some(mut from) = schedule.next(&sh, &mut scratch.rng).await {
+        if open {
+            lock(&rec).record_start_lag(Instant::now().saturating_duration_since(from));
+        }
         if !draw_rows(&sh, &mut scratch) {
             return;
         }

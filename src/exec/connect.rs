@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use super::h1::{H1Conn, Io};
 use super::{chain, classify, init_tls};
 use crate::outcome::TransportError;
-use crate::scenario::Target;
+use crate::scenario::{Target, TlsFiles};
 
 /// A worker's open connection to one target.
 pub(crate) enum Conn {
@@ -59,6 +59,10 @@ pub(crate) struct Endpoint {
     pub(super) host_header: HeaderValue,
     /// The largest response body kept for checks and captures.
     pub(crate) max_body: usize,
+    /// Users keep a cookie jar for this target.
+    pub(super) cookies: bool,
+    /// Redirects followed by default.
+    pub(super) follow_redirects: u32,
 }
 
 impl Endpoint {
@@ -83,7 +87,10 @@ impl Endpoint {
                     t.name
                 )
             })?;
-            Some((Arc::new(tls_config(t.insecure)?), server_name))
+            Some((
+                Arc::new(tls_config(t.insecure, t.tls.as_ref())?),
+                server_name,
+            ))
         } else {
             None
         };
@@ -116,6 +123,8 @@ impl Endpoint {
                 .map_err(|e| format!("target `{}`: {e}", t.name))?,
             authority,
             max_body: t.max_body,
+            cookies: t.cookies,
+            follow_redirects: t.follow_redirects,
         })
     }
 
@@ -307,19 +316,37 @@ pub(super) async fn handshake(io: Box<dyn Io>, h2: bool) -> Result<Conn, (Transp
     }
 }
 
-pub(super) fn tls_config(insecure: bool) -> Result<rustls::ClientConfig, String> {
+pub(super) fn tls_config(
+    insecure: bool,
+    files: Option<&TlsFiles>,
+) -> Result<rustls::ClientConfig, String> {
     init_tls();
-    let mut config = if insecure {
-        rustls::ClientConfig::builder()
+    let builder = rustls::ClientConfig::builder();
+    let builder = if insecure {
+        builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(
                 rustls::crypto::ring::default_provider().into(),
             )))
-            .with_no_client_auth()
+    } else if let Some(ca) = files.map(|f| &f.ca).filter(|ca| !ca.is_empty()) {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in ca {
+            roots
+                .add(cert.clone())
+                .map_err(|e| format!("`tls.ca`: a certificate cannot be trusted: {e}"))?;
+        }
+        builder.with_root_certificates(roots)
     } else {
-        use rustls_platform_verifier::ConfigVerifierExt;
-        rustls::ClientConfig::with_platform_verifier()
+        use rustls_platform_verifier::BuilderVerifierExt;
+        builder
+            .with_platform_verifier()
             .map_err(|e| format!("cannot load the system's TLS roots: {e}"))?
+    };
+    let mut config = match files.and_then(|f| f.client.as_ref()) {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain.clone(), key.clone_key())
+            .map_err(|e| format!("`tls.cert` and `tls.key`: {e}"))?,
+        None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)

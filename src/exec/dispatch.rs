@@ -18,9 +18,10 @@ use hyper::client::conn::http2;
 
 use super::check::ResponseRules;
 use super::connect::{Conn, Endpoint};
+use super::cookies;
 use super::grpc::{self, PreparedGrpc};
 use super::h1::H1Error;
-use super::request::PreparedRequest;
+use super::request::{Hop, PreparedRequest};
 use super::{CallResult, Executor, ExecutorFactory, Scratch, chain, classify};
 use crate::outcome::{Answer, GrpcCode, Outcome, TransportError};
 use crate::scenario::{Call, DEFAULT_MAX_MESSAGE, Expect, Scenario};
@@ -120,7 +121,11 @@ impl Executor for CallExecutor {
         let target = planned.target;
         let e = &self.plan.endpoints[target];
         match &planned.call {
-            Prepared::Http(r) => self.execute_http(r, planned, target, e, s).await,
+            Prepared::Http(r) if r.follow == 0 => {
+                self.execute_http(r, planned, target, e, s, None).await
+            }
+            // Boxed: only requests that follow redirects pay for the loop.
+            Prepared::Http(r) => Box::pin(self.follow_redirects(r, planned, target, e, s)).await,
             Prepared::Grpc(g) => {
                 // Boxed: gRPC calls are large futures, and HTTP requests
                 // should not pay for their size.
@@ -132,6 +137,46 @@ impl Executor for CallExecutor {
     fn accepts(&self, request: usize, outcome: Outcome) -> bool {
         self.plan.requests[request].expect.accepts(outcome)
     }
+}
+
+/// Keeps the response's `location` for a redirect to follow.
+fn keep_location(s: &mut Scratch, headers: &http::HeaderMap) {
+    s.location.clear();
+    if let Some(l) = headers
+        .get(http::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        s.location.push_str(l);
+    }
+}
+
+/// The path (and query) a redirect from `from` to `location` leads to,
+/// when it stays on the target's scheme and authority.
+fn same_origin_path(e: &Endpoint, from: &str, location: &str) -> Option<String> {
+    let location = location.split('#').next().unwrap_or(location);
+    let path = if let Some((scheme, rest)) = location.split_once("://") {
+        let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+        if !scheme.eq_ignore_ascii_case(e.scheme.as_str())
+            || !authority.eq_ignore_ascii_case(e.authority.as_str())
+        {
+            return None;
+        }
+        if path.starts_with('/') {
+            path.to_owned()
+        } else {
+            format!("/{path}")
+        }
+    } else if location.starts_with("//") {
+        return same_origin_path(e, from, &format!("{}:{location}", e.scheme));
+    } else if location.starts_with('/') {
+        location.to_owned()
+    } else {
+        // Relative to the directory of the current path.
+        let dir = from.split('?').next().unwrap_or(from);
+        let dir = &dir[..dir.rfind('/').map_or(0, |i| i + 1)];
+        format!("{}{location}", if dir.is_empty() { "/" } else { dir })
+    };
+    (crate::scenario::bad_target_byte(&path).is_none()).then_some(path)
 }
 
 /// A reusable timer armed to fire `after` from now.
@@ -219,6 +264,55 @@ impl CallExecutor {
         }
     }
 
+    /// Sends `r`, then follows the redirects it is answered with, up to
+    /// its limit, within the target's origin. A redirect elsewhere, or
+    /// beyond the limit, is the answer.
+    async fn follow_redirects(
+        &self,
+        r: &PreparedRequest,
+        planned: &PlannedCall,
+        target: usize,
+        e: &Endpoint,
+        s: &mut Scratch,
+    ) -> CallResult {
+        let mut result = self.execute_http(r, planned, target, e, s, None).await;
+        let mut method = r.method.clone();
+        let mut with_body = true;
+        let mut hopped = false;
+        for _ in 0..r.follow {
+            let CallResult::Status(code) = result else {
+                break;
+            };
+            if !matches!(code, 301 | 302 | 303 | 307 | 308) || s.location.is_empty() {
+                break;
+            }
+            let from = if hopped {
+                s.url.as_str()
+            } else {
+                r.sent_path(&s.url, None)
+            };
+            let Some(next) = same_origin_path(e, from, &s.location) else {
+                break;
+            };
+            s.url = next;
+            hopped = true;
+            // 303, and 301/302 after a POST, continue as a GET without
+            // the body, as browsers do; 307 and 308 repeat the request.
+            if (code == 303 && method != Method::HEAD)
+                || (matches!(code, 301 | 302) && method == Method::POST)
+            {
+                method = Method::GET;
+                with_body = false;
+            }
+            let hop = Hop {
+                method: &method,
+                with_body,
+            };
+            result = self.execute_http(r, planned, target, e, s, Some(hop)).await;
+        }
+        result
+    }
+
     async fn execute_http(
         &self,
         r: &PreparedRequest,
@@ -226,6 +320,7 @@ impl CallExecutor {
         target: usize,
         e: &Endpoint,
         s: &mut Scratch,
+        hop: Option<Hop<'_>>,
     ) -> CallResult {
         if s.conns.len() < self.plan.endpoints.len() {
             s.conns.resize_with(self.plan.endpoints.len(), || None);
@@ -264,7 +359,7 @@ impl CallExecutor {
                 // before any response.
                 let retry = attempt == 0;
                 match s.conns[target].as_mut().expect("connected above") {
-                    Conn::H1(_) => match self.exchange_h1(r, planned, target, e, s).await {
+                    Conn::H1(_) => match self.exchange_h1(r, planned, target, e, s, hop).await {
                         Err(err) if err.unsent && retry => s.conns[target] = None,
                         Err(err) if err.stale && retry && r.method.is_idempotent() => {
                             s.retries += 1;
@@ -284,7 +379,7 @@ impl CallExecutor {
                     },
                     Conn::H2(sender) => {
                         let sender = sender.clone();
-                        match self.exchange_h2(sender, r, planned, e, s).await {
+                        match self.exchange_h2(sender, r, planned, target, s, hop).await {
                             Err(Ok(_)) if retry => s.conns[target] = None,
                             Err(Ok(err)) | Err(Err(err)) => return Err(err),
                             Ok(done) => return Ok(done),
@@ -340,15 +435,21 @@ impl CallExecutor {
         target: usize,
         e: &Endpoint,
         s: &mut Scratch,
+        hop: Option<Hop<'_>>,
     ) -> Result<CallResult, H1Error> {
-        if let Err(failed) = r.write_h1(e, s) {
+        if let Err(failed) = r.write_h1(e, target, s, hop) {
             return Ok(failed);
         }
         let Some(Conn::H1(conn)) = s.conns[target].as_mut() else {
             unreachable!("an HTTP/1.1 connection is open");
         };
         let head = conn
-            .send(&s.wbuf, r.method == Method::HEAD, planned.rules.is_some())
+            .send(
+                &s.wbuf,
+                r.method == Method::HEAD,
+                planned.rules.is_some(),
+                r.jar || r.follow > 0,
+            )
             .await?;
         // The body is kept only when checks or captures read it, and only
         // for a status the step expects.
@@ -360,6 +461,12 @@ impl CallExecutor {
         conn.set_max_body(e.max_body);
         conn.read_body(head.framing, rules.map(|_| &mut s.body))
             .await?;
+        if r.jar {
+            cookies::store_all(&mut s.jars, target, &head.headers, r.sent_path(&s.url, hop));
+        }
+        if r.follow > 0 {
+            keep_location(s, &head.headers);
+        }
         if r.h1_close {
             s.conns[target] = None;
         }
@@ -383,10 +490,12 @@ impl CallExecutor {
         mut sender: http2::SendRequest<Full<Bytes>>,
         r: &PreparedRequest,
         planned: &PlannedCall,
-        e: &Endpoint,
+        target: usize,
         s: &mut Scratch,
+        hop: Option<Hop<'_>>,
     ) -> Result<CallResult, Result<CallResult, CallResult>> {
-        let req = r.h2_request(e, s).map_err(Err)?;
+        let e = &self.plan.endpoints[target];
+        let req = r.h2_request(e, target, s, hop).map_err(Err)?;
         let resp = sender.try_send_request(req).await.map_err(|mut err| {
             let unsent = err.take_message().is_some();
             let err = err.into_error();
@@ -398,6 +507,17 @@ impl CallExecutor {
         })?;
         let status = resp.status().as_u16();
         let (parts, mut body) = resp.into_parts();
+        if r.jar {
+            cookies::store_all(
+                &mut s.jars,
+                target,
+                &parts.headers,
+                r.sent_path(&s.url, hop),
+            );
+        }
+        if r.follow > 0 {
+            keep_location(s, &parts.headers);
+        }
         let rules = planned
             .rules
             .as_ref()
@@ -461,8 +581,13 @@ mod tests {
             panic!("not HTTP");
         };
         let mut s = Scratch::new(1);
-        r.write_h1(&p.endpoints[p.requests[i].target], &mut s)
-            .unwrap();
+        r.write_h1(
+            &p.endpoints[p.requests[i].target],
+            p.requests[i].target,
+            &mut s,
+            None,
+        )
+        .unwrap();
         String::from_utf8(s.wbuf).unwrap()
     }
 
@@ -537,7 +662,7 @@ requests:
         };
         let mut s = Scratch::new(1);
         for _ in 0..20 {
-            match r.write_h1(&p.endpoints[0], &mut s) {
+            match r.write_h1(&p.endpoints[0], 0, &mut s, None) {
                 Err(CallResult::Failed(TransportError::Other, m)) => {
                     assert!(m.contains("percent-encode"), "{m}")
                 }

@@ -40,6 +40,9 @@ impl Fetcher {
             insecure: false,
             max_body: crate::scenario::verification::DEFAULT_MAX_RESPONSE,
             grpc: None,
+            cookies: false,
+            follow_redirects: 0,
+            tls: None,
         };
         Ok(Self {
             endpoint: Endpoint::new(&target)?,
@@ -81,7 +84,7 @@ impl Fetcher {
                         let mut req = format!("GET {target} HTTP/1.1\r\n").into_bytes();
                         req.extend_from_slice(&h1_header_lines(&e.headers, Some(&e.host_header)));
                         req.extend_from_slice(b"\r\n");
-                        let head = match conn.send(&req, false, false).await {
+                        let head = match conn.send(&req, false, false, false).await {
                             Ok(head) => head,
                             // A kept-alive connection that closed as the
                             // request went out: a GET is sent once more.

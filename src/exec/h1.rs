@@ -155,13 +155,15 @@ impl H1Conn {
 
     /// Writes `request` (head and body, complete) and reads the response
     /// head. `head_request` says the method was `HEAD`, whose response
-    /// has no body; `want_headers` fills [`Head::headers`]. The body must
-    /// then be read with [`H1Conn::read_body`] before the next request.
+    /// has no body; `want_headers` fills [`Head::headers`], `want_session`
+    /// puts at least `set-cookie` and `location` there. The body must then be
+    /// read with [`H1Conn::read_body`] before the next request.
     pub(crate) async fn send(
         &mut self,
         request: &[u8],
         head_request: bool,
         want_headers: bool,
+        want_session: bool,
     ) -> Result<Head, H1Error> {
         let reused = self.reused;
         self.reusable = false;
@@ -179,7 +181,7 @@ impl H1Conn {
         // Whether any of the answer arrived (an interim response counts).
         let mut answered = false;
         loop {
-            match self.parse_head(head_request, want_headers) {
+            match self.parse_head(head_request, want_headers, want_session) {
                 Ok(Some((status, head))) => {
                     answered = true;
                     // Interim responses precede the real one; a 101 is
@@ -246,6 +248,7 @@ impl H1Conn {
         &mut self,
         head_request: bool,
         want_headers: bool,
+        want_session: bool,
     ) -> Result<Option<(u16, ParsedHead)>, String> {
         // Uninitialised: clearing room for every header on each parse
         // would cost more than the parse.
@@ -258,7 +261,7 @@ impl H1Conn {
         ) {
             Ok(httparse::Status::Complete(len)) => {
                 let status = resp.code.unwrap_or(0);
-                let head = read_head(&resp, head_request, want_headers)?;
+                let head = read_head(&resp, head_request, want_headers, want_session)?;
                 self.start += len;
                 Ok(Some((status, head)))
             }
@@ -452,6 +455,7 @@ fn read_head(
     resp: &httparse::Response<'_, '_>,
     head_request: bool,
     want_headers: bool,
+    want_session: bool,
 ) -> Result<ParsedHead, String> {
     let status = resp.code.unwrap_or(0);
     let mut length: Option<u64> = None;
@@ -486,7 +490,10 @@ fn read_head(
                 keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         }
-        if want_headers
+        if (want_headers
+            || (want_session
+                && (h.name.eq_ignore_ascii_case("set-cookie")
+                    || h.name.eq_ignore_ascii_case("location"))))
             && let (Ok(name), Ok(value)) = (
                 HeaderName::from_bytes(h.name.as_bytes()),
                 HeaderValue::from_bytes(h.value),
@@ -614,7 +621,7 @@ mod tests {
     }
 
     async fn exchange(c: &mut H1Conn, head: bool) -> Result<(u16, Vec<u8>), H1Error> {
-        let h = c.send(GET, head, false).await?;
+        let h = c.send(GET, head, false, false).await?;
         let mut body = Vec::new();
         c.read_body(h.framing, Some(&mut body)).await?;
         Ok((h.status, body))
@@ -695,7 +702,7 @@ mod tests {
             64,
         )
         .await;
-        let h = c.send(GET, false, true).await.unwrap();
+        let h = c.send(GET, false, true, false).await.unwrap();
         let all: Vec<_> = h.headers.get_all("x-one").iter().collect();
         assert_eq!(all, ["1", "2"]);
     }
@@ -761,7 +768,7 @@ mod tests {
         )
         .await;
         // The head is read; the body never is.
-        c.send(GET, false, false).await.unwrap();
+        c.send(GET, false, false, false).await.unwrap();
         assert!(!c.is_usable());
     }
 
@@ -790,7 +797,7 @@ mod tests {
             let mut h = [httparse::EMPTY_HEADER; 16];
             let mut r = httparse::Response::new(&mut h);
             r.parse(raw).unwrap();
-            read_head(&r, head, false).map(|p| (p.framing, p.keep_alive))
+            read_head(&r, head, false, false).map(|p| (p.framing, p.keep_alive))
         };
         assert_eq!(
             frame(

@@ -7,6 +7,7 @@
 
 mod check;
 mod connect;
+mod cookies;
 mod dispatch;
 mod fetch;
 mod grpc;
@@ -46,6 +47,8 @@ pub struct Scratch {
     url: String,
     text: String,
     tmp: String,
+    /// A multipart body (it may hold any bytes); empty for other bodies.
+    bin: Vec<u8>,
     /// The user's variables: captures and the columns of drawn feed rows,
     /// by slot.
     pub vars: Vec<String>,
@@ -54,6 +57,11 @@ pub struct Scratch {
     /// The response body, when checks or captures read it.
     body: Vec<u8>,
     conns: Vec<Option<connect::Conn>>,
+    /// The user's cookies, by target (grown when a target first sets one).
+    jars: Vec<cookies::Jar>,
+    /// The `location` of the last response, when it is a redirect to
+    /// follow.
+    location: String,
     grpc_conns: Vec<Option<grpc::GrpcConn>>,
     /// The request timeout, re-armed for each request rather than
     /// created anew.
@@ -71,10 +79,13 @@ impl Scratch {
             url: String::with_capacity(128),
             text: String::new(),
             tmp: String::new(),
+            bin: Vec::new(),
             vars: Vec::new(),
             wbuf: Vec::with_capacity(512),
             body: Vec::new(),
             conns: Vec::new(),
+            jars: Vec::new(),
+            location: String::new(),
             grpc_conns: Vec::new(),
             deadline: None,
             retries: 0,

@@ -2,6 +2,8 @@
 //! headers serialised, request line built when nothing in it is
 //! templated) and rendered per call into the worker's buffers.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, header};
 use http_body_util::Full;
@@ -10,7 +12,7 @@ use super::connect::Endpoint;
 use super::{CallResult, Scratch};
 use crate::outcome::TransportError;
 use crate::scenario::bad_target_byte;
-use crate::scenario::{Body, HttpCall};
+use crate::scenario::{Body, HttpCall, MultipartPiece};
 use crate::template::{JsonTemplate, Template, push_query_encoded};
 
 /// `host` (when given and `headers` has none) and `headers`, serialised
@@ -48,6 +50,8 @@ pub(super) fn valid_header_value(v: &str) -> bool {
 pub(super) enum BodyTemplate {
     Json(JsonTemplate),
     Text(Template),
+    Form(Vec<(String, Template)>),
+    Multipart(Vec<MultipartPiece>),
 }
 
 /// One request ready to send: everything static is resolved up front.
@@ -66,6 +70,12 @@ pub(super) struct PreparedRequest {
     static_uri: Option<Uri>,
     /// HTTP/1.1: the request line when path and query have no templates.
     h1_line: Option<Vec<u8>>,
+    /// The request target when it has no templates.
+    static_path: Option<Box<str>>,
+    /// The user's cookie jar for the target is read and filled.
+    pub(super) jar: bool,
+    /// Redirects to follow.
+    pub(super) follow: u32,
     /// HTTP/1.1: `host` and the static headers, serialised.
     h1_headers: Vec<u8>,
     /// HTTP/1.1: whether an empty body still gets `content-length: 0`
@@ -74,6 +84,14 @@ pub(super) struct PreparedRequest {
     /// HTTP/1.1: the request asks for `connection: close`, so each one
     /// goes out on a new connection.
     pub(super) h1_close: bool,
+}
+
+/// A request sent again to follow a redirect: to the path in
+/// `Scratch::url`, with this method, with or without its body.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Hop<'a> {
+    pub method: &'a Method,
+    pub with_body: bool,
 }
 
 impl PreparedRequest {
@@ -95,9 +113,35 @@ impl PreparedRequest {
             static_headers.remove(name_);
         }
         let dynamic = |n: &HeaderName| dynamic_headers.iter().any(|(d, _)| d == n);
+        let jar = endpoint.cookies
+            && !static_headers.contains_key(header::COOKIE)
+            && !dynamic(&header::COOKIE);
         let body = match &h.body {
             None => None,
             Some(Body::Text(t)) => Some(BodyTemplate::Text(t.clone())),
+            Some(Body::Form(fields)) => {
+                if !static_headers.contains_key(header::CONTENT_TYPE)
+                    && !dynamic(&header::CONTENT_TYPE)
+                {
+                    static_headers.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/x-www-form-urlencoded"),
+                    );
+                }
+                Some(BodyTemplate::Form(fields.clone()))
+            }
+            Some(Body::Multipart(m)) => {
+                if !static_headers.contains_key(header::CONTENT_TYPE)
+                    && !dynamic(&header::CONTENT_TYPE)
+                {
+                    let v = format!("multipart/form-data; boundary={}", m.boundary);
+                    static_headers.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_str(&v).expect("the boundary is a valid token"),
+                    );
+                }
+                Some(BodyTemplate::Multipart(m.parts.clone()))
+            }
             Some(Body::Json(j)) => {
                 if !static_headers.contains_key(header::CONTENT_TYPE)
                     && !dynamic(&header::CONTENT_TYPE)
@@ -130,6 +174,10 @@ impl PreparedRequest {
             body,
             static_uri: None,
             h1_line: None,
+            static_path: None,
+            // A cookie header written in the scenario is sent as written.
+            jar,
+            follow: h.follow_redirects.unwrap_or(endpoint.follow_redirects),
         };
         if prepared.path.as_static().is_some()
             && prepared.query.iter().all(|(_, v)| v.as_static().is_some())
@@ -158,10 +206,20 @@ impl PreparedRequest {
                 .build()
                 .map_err(|e| format!("request `{name}`: `{target}` is not a valid URI: {e}"))?;
             prepared.static_uri = Some(h2);
+            prepared.static_path = Some(target.as_str().into());
             prepared.h1_line =
                 Some(format!("{} {target} HTTP/1.1\r\n", prepared.method).into_bytes());
         }
         Ok(prepared)
+    }
+
+    /// The path (and query) the request went to: its static one, or the
+    /// one rendered into `url`.
+    pub(super) fn sent_path<'a>(&'a self, url: &'a str, hop: Option<Hop<'_>>) -> &'a str {
+        match hop {
+            Some(_) => url,
+            None => self.static_path.as_deref().unwrap_or(url),
+        }
     }
 
     /// Renders the request target (path and query) into `out`.
@@ -188,27 +246,67 @@ impl PreparedRequest {
 }
 
 impl PreparedRequest {
-    /// Renders the body into `s.text`.
+    /// Renders the body into `s.text`, or a multipart one into `s.bin`.
     pub(super) fn render_body(&self, s: &mut Scratch) {
         s.text.clear();
+        s.bin.clear();
         match &self.body {
             None => {}
             Some(BodyTemplate::Text(t)) => t.render_into(&mut s.text, &mut s.rng, &s.vars),
             Some(BodyTemplate::Json(t)) => {
                 t.render_into(&mut s.text, &mut s.rng, &mut s.tmp, &s.vars)
             }
+            Some(BodyTemplate::Form(fields)) => {
+                for (i, (k, v)) in fields.iter().enumerate() {
+                    if i > 0 {
+                        s.text.push('&');
+                    }
+                    s.text.push_str(k);
+                    s.text.push('=');
+                    s.tmp.clear();
+                    v.render_into(&mut s.tmp, &mut s.rng, &s.vars);
+                    push_query_encoded(&mut s.text, &s.tmp);
+                }
+            }
+            Some(BodyTemplate::Multipart(parts)) => {
+                for p in parts {
+                    match p {
+                        MultipartPiece::Bytes(b) => s.bin.extend_from_slice(b),
+                        MultipartPiece::Field(t) => {
+                            s.tmp.clear();
+                            t.render_into(&mut s.tmp, &mut s.rng, &s.vars);
+                            s.bin.extend_from_slice(s.tmp.as_bytes());
+                        }
+                    }
+                }
+            }
         }
     }
 
     /// Renders the whole HTTP/1.1 request, head and body, into `s.wbuf`.
-    pub(super) fn write_h1(&self, e: &Endpoint, s: &mut Scratch) -> Result<(), CallResult> {
+    /// For a redirect `hop`, the request goes to `s.url` with its method.
+    pub(super) fn write_h1(
+        &self,
+        e: &Endpoint,
+        target: usize,
+        s: &mut Scratch,
+        hop: Option<Hop<'_>>,
+    ) -> Result<(), CallResult> {
         // The body first: its length goes in the head.
-        self.render_body(s);
+        let with_body = hop.is_none_or(|h| h.with_body);
+        if with_body {
+            self.render_body(s);
+        } else {
+            s.text.clear();
+            s.bin.clear();
+        }
         s.wbuf.clear();
-        match &self.h1_line {
-            Some(line) => s.wbuf.extend_from_slice(line),
-            None => {
-                self.render_target(e, &mut s.url, &mut s.tmp, &mut s.rng, &s.vars);
+        match (&self.h1_line, hop) {
+            (Some(line), None) => s.wbuf.extend_from_slice(line),
+            _ => {
+                if hop.is_none() {
+                    self.render_target(e, &mut s.url, &mut s.tmp, &mut s.rng, &s.vars);
+                }
                 if let Some(b) = bad_target_byte(&s.url) {
                     return Err(CallResult::Failed(
                         TransportError::Other,
@@ -220,7 +318,8 @@ impl PreparedRequest {
                         ),
                     ));
                 }
-                s.wbuf.extend_from_slice(self.method.as_str().as_bytes());
+                let method = hop.map_or(&self.method, |h| h.method);
+                s.wbuf.extend_from_slice(method.as_str().as_bytes());
                 s.wbuf.push(b' ');
                 s.wbuf.extend_from_slice(s.url.as_bytes());
                 s.wbuf.extend_from_slice(b" HTTP/1.1\r\n");
@@ -235,12 +334,25 @@ impl PreparedRequest {
             }
             push_header_line(&mut s.wbuf, name.as_str(), s.tmp.as_bytes());
         }
-        if !s.text.is_empty() || self.h1_length_always {
+        if self.jar
+            && let Some(jar) = s.jars.get_mut(target)
+            && !jar.is_empty()
+        {
+            s.tmp.clear();
+            let path = self.sent_path(&s.url, hop);
+            if jar.write_header(&mut s.tmp, path, e.tls.is_some(), Instant::now()) {
+                push_header_line(&mut s.wbuf, "cookie", s.tmp.as_bytes());
+            }
+        }
+        // At most one of `text` and `bin` holds the body.
+        let length = s.text.len() + s.bin.len();
+        if length > 0 || (self.h1_length_always && with_body) {
             use std::io::Write;
-            let _ = write!(s.wbuf, "content-length: {}\r\n", s.text.len());
+            let _ = write!(s.wbuf, "content-length: {length}\r\n");
         }
         s.wbuf.extend_from_slice(b"\r\n");
         s.wbuf.extend_from_slice(s.text.as_bytes());
+        s.wbuf.extend_from_slice(&s.bin);
         Ok(())
     }
 }
@@ -271,12 +383,16 @@ impl PreparedRequest {
     pub(super) fn h2_request(
         &self,
         e: &Endpoint,
+        target: usize,
         s: &mut Scratch,
+        hop: Option<Hop<'_>>,
     ) -> Result<Request<Full<Bytes>>, CallResult> {
-        let uri = match &self.static_uri {
-            Some(uri) => uri.clone(),
-            None => {
-                self.render_target(e, &mut s.url, &mut s.tmp, &mut s.rng, &s.vars);
+        let uri = match (&self.static_uri, hop) {
+            (Some(uri), None) => uri.clone(),
+            _ => {
+                if hop.is_none() {
+                    self.render_target(e, &mut s.url, &mut s.tmp, &mut s.rng, &s.vars);
+                }
                 Uri::builder()
                     .scheme(e.scheme.clone())
                     .authority(e.authority.clone())
@@ -290,10 +406,19 @@ impl PreparedRequest {
                     })?
             }
         };
-        self.render_body(s);
-        let body = Bytes::from(std::mem::take(&mut s.text));
+        if hop.is_none_or(|h| h.with_body) {
+            self.render_body(s);
+        } else {
+            s.text.clear();
+            s.bin.clear();
+        }
+        let body = if s.bin.is_empty() {
+            Bytes::from(std::mem::take(&mut s.text))
+        } else {
+            Bytes::from(std::mem::take(&mut s.bin))
+        };
         let mut req = Request::new(Full::new(body));
-        *req.method_mut() = self.method.clone();
+        *req.method_mut() = hop.map_or(&self.method, |h| h.method).clone();
         *req.uri_mut() = uri;
         let headers = req.headers_mut();
         *headers = self.static_headers.clone();
@@ -303,6 +428,18 @@ impl PreparedRequest {
             let v = HeaderValue::from_str(&s.tmp)
                 .map_err(|_| invalid_header("header", name, &s.tmp))?;
             headers.insert(name.clone(), v);
+        }
+        if self.jar
+            && let Some(jar) = s.jars.get_mut(target)
+            && !jar.is_empty()
+        {
+            s.tmp.clear();
+            let path = self.sent_path(&s.url, hop);
+            if jar.write_header(&mut s.tmp, path, e.tls.is_some(), Instant::now())
+                && let Ok(v) = HeaderValue::from_str(&s.tmp)
+            {
+                headers.insert(header::COOKIE, v);
+            }
         }
         Ok(req)
     }

@@ -655,6 +655,47 @@ fn server_metric(
     })
 }
 
+/// The first `abort_on_fail` threshold that fails on the figures so far,
+/// past its delay, said as the reason the run stops. Called once a second
+/// with the live totals.
+pub fn abort_reason(s: &Scenario, p: &crate::engine::Progress) -> Option<String> {
+    if s.abort_on_fail.is_empty() {
+        return None;
+    }
+    let due: Vec<_> = s
+        .abort_on_fail
+        .iter()
+        .filter(|r| p.elapsed >= r.delay)
+        .collect();
+    if due.is_empty() {
+        return None;
+    }
+    let load_s = p.elapsed.as_secs_f64();
+    let summary = Summary::of_stats(
+        s.requests
+            .iter()
+            .map(|r| r.name.as_str())
+            .zip(&p.totals.requests),
+        load_s,
+    );
+    let thresholds: Vec<Threshold> = due
+        .iter()
+        .map(|r| s.thresholds[r.threshold].clone())
+        .collect();
+    evaluate(&thresholds, &summary, None, load_s)
+        .into_iter()
+        // No data yet is not a failure worth stopping for.
+        .find(|t| t.observed.is_some() && !t.passed)
+        .map(|t| {
+            format!(
+                "threshold `{}` failed after {:.0}s (observed {}) and has `abort_on_fail`",
+                t.threshold.text,
+                load_s,
+                format_observed(&t.threshold, t.observed)
+            )
+        })
+}
+
 /// Formats an observed threshold value in its unit.
 pub fn format_observed(t: &Threshold, v: Option<f64>) -> String {
     let Some(v) = v else {

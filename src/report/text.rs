@@ -177,10 +177,12 @@ pub fn render_text(r: &RunReport, summary: &Summary) -> String {
     if let Some(s) = &r.schedule {
         let _ = writeln!(
             o,
-            "\nschedule: {} late start{} (max {} behind), {} dropped",
+            "\nschedule: starts behind their due time by p50 {} · p99 {} · max {}; {} late start{} (over 5ms), {} dropped",
+            format_micros(s.lag_p50_us),
+            format_micros(s.lag_p99_us),
+            format_micros(s.max_lag_us),
             thousands(s.late_starts),
             if s.late_starts == 1 { "" } else { "s" },
-            format_micros(s.max_lag_us),
             thousands(s.dropped)
         );
     }

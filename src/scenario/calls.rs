@@ -2,6 +2,7 @@
 //! headers, body) and gRPC calls, with their templates compiled.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use marked_yaml::{Node, Spanned};
 
@@ -87,6 +88,222 @@ fn compile_json(c: &mut Checker, node: &JsonNode, env: &TemplateEnv) -> Option<J
     }
 }
 
+/// A target-level value with templates: only `env()` may be used there,
+/// since it is read once, at validation.
+fn env_only(c: &mut Checker, t: &Text, field: &str) -> Option<String> {
+    let empty = TemplateEnv::new([]);
+    match Template::compile(t, &empty) {
+        Ok(compiled) => compiled.as_static().map(str::to_owned),
+        Err(e) if !e.contains("unknown variable") => {
+            c.err(pos(t), format!("`{field}`: template {e}"));
+            return None;
+        }
+        Err(_) => None,
+    }
+    .or_else(|| {
+        c.err(
+            pos(t),
+            format!(
+                "`{field}`: only `env(\"NAME\")` can be used here: it is read once, when \
+                 the file is checked (templates that change per request go in a request's \
+                 `headers`, `path`, `query` or body)"
+            ),
+        );
+        None
+    })
+}
+
+/// `Basic base64(user:password)`; both parts registered as secrets.
+fn basic_value(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    crate::secrets::register(password);
+    crate::secrets::register(&encoded);
+    format!("Basic {encoded}")
+}
+
+/// Which of `basic` and `bearer` an `auth:` holds; exactly one.
+fn auth_kind<'a>(
+    c: &mut Checker,
+    auth: &'a Spanned<raw::RawAuth>,
+) -> Option<Result<&'a raw::RawBasic, &'a Text>> {
+    match (&auth.basic, &auth.bearer) {
+        (Some(b), None) => Some(Ok(b)),
+        (None, Some(t)) => Some(Err(t)),
+        _ => {
+            c.err(
+                pos(auth),
+                "`auth`: expected one of `basic: { user: …, password: … }` or `bearer: TOKEN`",
+            );
+            None
+        }
+    }
+}
+
+/// The `authorization` header of a target's `auth:`, read once (only
+/// `env()` may be used in it), marked sensitive.
+fn target_auth(c: &mut Checker, auth: &Spanned<raw::RawAuth>) -> Option<http::HeaderValue> {
+    let text = match auth_kind(c, auth)? {
+        Ok(basic) => {
+            let user = env_only(c, &basic.user, "auth.basic.user");
+            let password = env_only(c, &basic.password, "auth.basic.password");
+            basic_value(&user?, &password?)
+        }
+        Err(token) => {
+            let token = env_only(c, token, "auth.bearer")?;
+            crate::secrets::register(&token);
+            format!("Bearer {token}")
+        }
+    };
+    match http::HeaderValue::from_str(&text) {
+        Ok(mut v) => {
+            v.set_sensitive(true);
+            Some(v)
+        }
+        Err(_) => {
+            c.err(
+                pos(auth),
+                "`auth`: the credentials are not valid in an HTTP header (control characters?)",
+            );
+            None
+        }
+    }
+}
+
+/// The `authorization` header of a request's `auth:`. A bearer token may
+/// use any template (a token captured at login); basic credentials are
+/// encoded once, so only `env()` may be used in them.
+fn request_auth(
+    c: &mut Checker,
+    auth: &Spanned<raw::RawAuth>,
+    env: &TemplateEnv,
+) -> Option<Template> {
+    match auth_kind(c, auth)? {
+        Ok(basic) => {
+            let user = env_only(c, &basic.user, "auth.basic.user");
+            let password = env_only(c, &basic.password, "auth.basic.password");
+            let value = basic_value(&user?, &password?);
+            if http::HeaderValue::from_str(&value).is_err() {
+                c.err(
+                    pos(auth),
+                    "`auth`: the credentials are not valid in an HTTP header (control characters?)",
+                );
+                return None;
+            }
+            Template::compile(&value, &TemplateEnv::new([])).ok()
+        }
+        Err(token) => {
+            let t = compile(c, token, env)?;
+            if let Some(s) = t.as_static() {
+                crate::secrets::register(s);
+            }
+            let with_scheme = match t.as_static() {
+                Some(s) => format!("Bearer {s}"),
+                None => format!("Bearer {}", token.as_str()),
+            };
+            // The written text compiles again with its scheme in front;
+            // `env()` values were read above and are read the same now.
+            match Template::compile(&with_scheme, env) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    c.err(pos(token), format!("template {e}"));
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// A target's `tls:`: PEM files read now, relative to the scenario.
+fn check_tls(c: &mut Checker, tls: &Spanned<raw::RawTls>, t: &raw::RawTarget) -> Option<TlsFiles> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    if !t
+        .url
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("https://")
+    {
+        c.err(
+            pos(tls),
+            "`tls` goes with `https://` targets: it sets the CA and client certificate of the TLS connection",
+        );
+        return None;
+    }
+    if let (Some(_), Some(i)) = (&tls.ca, &t.insecure)
+        && **i
+    {
+        c.err(
+            pos(i),
+            "`insecure: true` accepts any certificate, so `tls.ca` would never be used; keep one",
+        );
+    }
+    let base = c.base.clone();
+    let certs = |c: &mut Checker, f: &Text, what: &str| -> Option<Vec<CertificateDer<'static>>> {
+        let path = base.join(f.as_str());
+        match CertificateDer::pem_file_iter(&path).and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        {
+            Ok(v) if !v.is_empty() => Some(v),
+            Ok(_) => {
+                c.err(pos(f), format!("`tls.{what}`: `{}` holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)", f.as_str()));
+                None
+            }
+            Err(e) => {
+                c.err(pos(f), format!("`tls.{what}`: cannot read certificates from `{}` (relative paths start at the scenario's directory): {e}", f.as_str()));
+                None
+            }
+        }
+    };
+    let ca = match &tls.ca {
+        Some(f) => certs(c, f, "ca")?,
+        None => Vec::new(),
+    };
+    let client = match (&tls.cert, &tls.key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            let chain = certs(c, cert, "cert");
+            let key = match PrivateKeyDer::from_pem_file(base.join(key.as_str())) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    c.err(
+                        pos(key),
+                        format!(
+                            "`tls.key`: cannot read a PEM private key from `{}`: {e}",
+                            key.as_str()
+                        ),
+                    );
+                    None
+                }
+            };
+            Some((chain?, Arc::new(key?)))
+        }
+        _ => {
+            c.err(
+                pos(tls),
+                "`tls`: a client certificate needs both `cert:` and `key:`",
+            );
+            return None;
+        }
+    };
+    if ca.is_empty() && client.is_none() {
+        c.err(pos(tls), "`tls`: expected `ca:` (a PEM bundle to trust) and/or `cert:` with `key:` (a client certificate)");
+        return None;
+    }
+    Some(TlsFiles { ca, client })
+}
+
+/// The most redirects one request may follow.
+const MAX_REDIRECTS: u64 = 20;
+
+fn check_follow(c: &mut Checker, v: &Option<Text>) -> Option<u32> {
+    c.parse_opt(v, "follow_redirects", |t| match units::parse_count(t)? {
+        n if n <= MAX_REDIRECTS => Ok(n as u32),
+        n => Err(format!(
+            "at most {MAX_REDIRECTS} redirects can be followed, got {n}"
+        )),
+    })
+}
+
 pub(super) fn check_targets(
     c: &mut Checker,
     raw: &OrderedMap<raw::RawTarget>,
@@ -95,7 +312,12 @@ pub(super) fn check_targets(
     let mut out: Vec<Target> = Vec::new();
     for (name, t) in &raw.0 {
         let grpc = check_grpc_target(c, t, base);
-        let url = c.parse(&t.url, "url", BaseUrl::parse);
+        let url = if t.url.contains("{{") {
+            env_only(c, &t.url, "url")
+                .and_then(|u| c.parse(&t.url, "url", |written| BaseUrl::parse_shown(&u, written)))
+        } else {
+            c.parse(&t.url, "url", BaseUrl::parse)
+        };
         let timeout = c
             .parse_opt(&t.timeout, "timeout", units::parse_duration)
             .unwrap_or(DEFAULT_TIMEOUT);
@@ -111,20 +333,21 @@ pub(super) fn check_targets(
         let mut headers = Vec::new();
         for (k, v) in &t.headers.0 {
             let name = check_header_name(c, k);
-            if v.contains("{{") {
+            let from_env = v.contains("{{");
+            let text = if from_env {
                 // Target headers are built once into every connection's
-                // requests; a template there would go out as its text.
-                c.err(
-                    pos(v),
-                    format!(
-                        "`headers`: `{}` holds a template, but target headers are sent as \
-                         written; move a templated header to the request",
-                        k.as_str()
-                    ),
-                );
-                continue;
-            }
-            let value = http::HeaderValue::from_str(v);
+                // requests: only `env()`, read now, can go in them.
+                match env_only(c, v, &format!("headers`: `{}", k.as_str())) {
+                    Some(t) => t,
+                    None => continue,
+                }
+            } else {
+                v.to_string()
+            };
+            let value = http::HeaderValue::from_str(&text).map(|mut h| {
+                h.set_sensitive(from_env);
+                h
+            });
             if value.is_err() {
                 c.err(
                     pos(v),
@@ -138,6 +361,35 @@ pub(super) fn check_targets(
                 headers.push((name, value));
             }
         }
+        let follow_redirects = check_follow(c, &t.follow_redirects).unwrap_or(0);
+        if let (Some(f), Some(_)) = (&t.follow_redirects, &grpc) {
+            c.err(
+                pos(f),
+                "`follow_redirects` goes with HTTP targets; gRPC has no redirects",
+            );
+        }
+        let tls = t.tls.as_ref().and_then(|tls| check_tls(c, tls, t));
+        if let (Some(c_), Some(_)) = (&t.cookies, &grpc) {
+            c.err(
+                pos(c_),
+                "`cookies` goes with HTTP targets; gRPC calls carry no cookies",
+            );
+        }
+        if let Some(auth) = &t.auth {
+            if let Some((k, _)) = t
+                .headers
+                .0
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            {
+                c.err(
+                    pos(k),
+                    "`headers`: `authorization` and `auth` both set the authorization header; keep one",
+                );
+            } else if let Some(value) = target_auth(c, auth) {
+                headers.push((http::header::AUTHORIZATION, value));
+            }
+        }
         if let Some(url) = url {
             out.push(Target {
                 name: name.to_string(),
@@ -147,6 +399,9 @@ pub(super) fn check_targets(
                 http2: grpc.is_some() || t.http2.as_ref().is_some_and(|b| **b),
                 insecure: t.insecure.as_ref().is_some_and(|b| **b),
                 max_body,
+                cookies: grpc.is_none() && t.cookies.as_ref().is_none_or(|b| **b),
+                follow_redirects,
+                tls,
                 grpc,
             });
         } else {
@@ -159,6 +414,9 @@ pub(super) fn check_targets(
                 http2: false,
                 insecure: false,
                 max_body,
+                cookies: false,
+                follow_redirects,
+                tls: None,
                 grpc,
             });
         }
@@ -318,16 +576,60 @@ pub(super) fn check_http(
             _ => headers_ok = false,
         }
     }
-    let body = match (&h.json, &h.body, json) {
-        (Some(j), Some(_), _) => {
-            c.err(pos(j), "`json` and `body` exclude each other; keep one");
-            None
+    if let Some(auth) = &h.auth {
+        if let Some((k, _)) = h
+            .headers
+            .0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            c.err(
+                pos(k),
+                "`headers`: `authorization` and `auth` both set the authorization header; keep one",
+            );
+            headers_ok = false;
+        } else {
+            match request_auth(c, auth, env) {
+                Some(t) => headers.push((http::header::AUTHORIZATION, t)),
+                None => headers_ok = false,
+            }
         }
-        (Some(_), None, Some(node)) => {
-            compile_json(c, &json_from_yaml(node), env).map(|t| Some(Body::Json(t)))
+    }
+    let bodies: Vec<(&str, Option<Pos>)> = [
+        ("json", h.json.as_ref().and_then(pos)),
+        ("body", h.body.as_ref().and_then(pos)),
+        ("form", h.form.as_ref().and_then(pos)),
+        ("multipart", h.multipart.as_ref().and_then(pos)),
+    ]
+    .into_iter()
+    .filter(|(_, p)| p.is_some())
+    .collect();
+    let body = if let [(first, _), (second, at), ..] = bodies.as_slice() {
+        c.err(
+            *at,
+            format!("`{first}` and `{second}` are both a body; a request sends one"),
+        );
+        None
+    } else if let Some(node) = json.filter(|_| h.json.is_some()) {
+        compile_json(c, &json_from_yaml(node), env).map(|t| Some(Body::Json(t)))
+    } else if let Some(b) = &h.body {
+        compile(c, b, env).map(|t| Some(Body::Text(t)))
+    } else if let Some(form) = &h.form {
+        let mut fields = Vec::new();
+        let mut ok = true;
+        for (k, v) in &form.0 {
+            let mut key = String::new();
+            push_query_encoded(&mut key, k);
+            match compile(c, v, env) {
+                Some(t) => fields.push((key, t)),
+                None => ok = false,
+            }
         }
-        (None, Some(b), _) => compile(c, b, env).map(|t| Some(Body::Text(t))),
-        _ => Some(None),
+        ok.then_some(Some(Body::Form(fields)))
+    } else if let Some(m) = &h.multipart {
+        check_multipart(c, m, env).map(|m| Some(Body::Multipart(m)))
+    } else {
+        Some(None)
     };
     let path = compile(c, &h.path, env);
     // A path without templates is sent as written: refuse now what could
@@ -363,7 +665,9 @@ pub(super) fn check_http(
     if !(headers_ok && query_ok) {
         return None;
     }
+    let follow_redirects = check_follow(c, &h.follow_redirects);
     Some(HttpCall {
+        follow_redirects,
         target: target?,
         method: method?,
         path: path?,
@@ -371,6 +675,127 @@ pub(super) fn check_http(
         headers,
         body: body?,
     })
+}
+
+/// A multipart body: file parts are read now, relative to the scenario;
+/// field values stay templates.
+fn check_multipart(
+    c: &mut Checker,
+    m: &Spanned<raw::RawMultipart>,
+    env: &TemplateEnv,
+) -> Option<Multipart> {
+    use bytes::Bytes;
+    if m.fields.0.is_empty() && m.files.0.is_empty() {
+        c.err(
+            pos(m),
+            "`multipart`: expected `fields:` (name → value) and/or `files:` (name → { file, content_type })",
+        );
+        return None;
+    }
+    let mut fields = Vec::new();
+    for (name, v) in &m.fields.0 {
+        fields.push((name, compile(c, v, env)));
+    }
+    let mut files = Vec::new();
+    for (name, f) in &m.files.0 {
+        let path = c.base.join(f.file.as_str());
+        let content = match std::fs::read(&path) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                c.err(
+                    pos(&f.file),
+                    format!(
+                        "`multipart`: cannot read `{}` (relative paths start at the scenario's directory): {e}",
+                        f.file.as_str()
+                    ),
+                );
+                None
+            }
+        };
+        let content_type = f
+            .content_type
+            .as_ref()
+            .map_or("application/octet-stream", |t| t.as_str());
+        let valid_type = content_type
+            .split_once('/')
+            .is_some_and(|(a, b)| !a.trim().is_empty() && !b.trim().is_empty())
+            && http::HeaderValue::from_str(content_type).is_ok();
+        if !valid_type {
+            c.err(
+                f.content_type.as_ref().and_then(pos),
+                format!(
+                    "`content_type`: expected a media type such as `image/png` or `text/csv; charset=utf-8`, got `{content_type}`"
+                ),
+            );
+        }
+        let filename = match &f.filename {
+            Some(n) => n.to_string(),
+            None => std::path::Path::new(f.file.as_str())
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        if let Some(content) = content.filter(|_| valid_type) {
+            files.push((name, filename, content_type.to_owned(), content));
+        }
+    }
+    if fields.iter().any(|(_, t)| t.is_none()) || files.len() != m.files.0.len() {
+        return None;
+    }
+    // A boundary that no file contains. Field values are rendered per
+    // request; 96 random bits do not turn up in them by chance.
+    let boundary = loop {
+        let b = format!("redproof-{:024x}", fastrand::u128(..) >> 32);
+        let clash = files
+            .iter()
+            .any(|(_, _, _, content)| content.windows(b.len()).any(|w| w == b.as_bytes()));
+        if !clash {
+            break b;
+        }
+    };
+    let mut parts = Vec::new();
+    let mut lit: Vec<u8> = Vec::new();
+    for (name, t) in fields {
+        lit.extend_from_slice(
+            format!(
+                "--{boundary}\r\ncontent-disposition: form-data; name=\"{}\"\r\n\r\n",
+                quote_form_name(name)
+            )
+            .as_bytes(),
+        );
+        let t = t.expect("checked above");
+        match t.as_static() {
+            Some(v) => lit.extend_from_slice(v.as_bytes()),
+            None => {
+                parts.push(MultipartPiece::Bytes(Bytes::from(std::mem::take(&mut lit))));
+                parts.push(MultipartPiece::Field(t));
+            }
+        }
+        lit.extend_from_slice(b"\r\n");
+    }
+    for (name, filename, content_type, content) in files {
+        lit.extend_from_slice(
+            format!(
+                "--{boundary}\r\ncontent-disposition: form-data; name=\"{}\"; filename=\"{}\"\r\ncontent-type: {content_type}\r\n\r\n",
+                quote_form_name(name),
+                quote_form_name(&filename)
+            )
+            .as_bytes(),
+        );
+        lit.extend_from_slice(&content);
+        lit.extend_from_slice(b"\r\n");
+    }
+    lit.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    parts.push(MultipartPiece::Bytes(Bytes::from(lit)));
+    Some(Multipart { boundary, parts })
+}
+
+/// A name or file name in a `content-disposition` header, with `"`, CR
+/// and LF percent-encoded as browsers do (HTML's multipart/form-data).
+fn quote_form_name(name: &str) -> String {
+    name.replace('"', "%22")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 /// The index of the target a call names, or an error listing the targets.

@@ -10,6 +10,8 @@ use crate::position::{Located, Pos};
 /// Collects diagnostics while building the model.
 pub(super) struct Checker {
     pub(super) diags: Vec<Diagnostic>,
+    /// The directory of the scenario file: relative paths start there.
+    pub(super) base: std::path::PathBuf,
 }
 
 impl Checker {

@@ -31,17 +31,26 @@ pub struct ScenarioErrors {
     /// The file's text, to quote offending lines.
     pub source_text: String,
     pub diagnostics: Vec<Diagnostic>,
+    /// Files read through `include:`: path and text, by source number - 1.
+    pub includes: Vec<(PathBuf, String)>,
 }
 
 impl ScenarioErrors {
     pub fn new(file: &Path, source_text: &str, diagnostics: Vec<Diagnostic>) -> Self {
         let mut diagnostics = diagnostics;
-        diagnostics.sort_by_key(|d| d.pos.map(|p| (p.line, p.column)));
+        diagnostics.sort_by_key(|d| d.pos.map(|p| (p.source, p.line, p.column)));
         Self {
             file: file.to_owned(),
             source_text: source_text.to_owned(),
             diagnostics,
+            includes: Vec::new(),
         }
+    }
+
+    /// The same errors, some of them in these included files.
+    pub fn with_includes(mut self, includes: Vec<(PathBuf, String)>) -> Self {
+        self.includes = includes;
+        self
     }
 }
 
@@ -54,8 +63,15 @@ impl fmt::Display for ScenarioErrors {
             }
             match d.pos {
                 Some(p) => {
-                    writeln!(f, "{file}:{}:{}: {}", p.line, p.column, d.message)?;
-                    if let Some(line) = self.source_text.lines().nth(p.line.saturating_sub(1)) {
+                    let (name, text) =
+                        match p.source.checked_sub(1).and_then(|i| self.includes.get(i)) {
+                            Some((path, text)) => (path.display(), text.as_str()),
+                            None => (self.file.display(), self.source_text.as_str()),
+                        };
+                    // A message may quote a value `env()` read.
+                    let message = crate::secrets::scrub(&d.message);
+                    writeln!(f, "{name}:{}:{}: {message}", p.line, p.column)?;
+                    if let Some(line) = text.lines().nth(p.line.saturating_sub(1)) {
                         let gutter = p.line.to_string().len();
                         writeln!(f, "{:gutter$} |", "")?;
                         writeln!(f, "{} | {}", p.line, mask_userinfo(line))?;
@@ -67,7 +83,7 @@ impl fmt::Display for ScenarioErrors {
                         writeln!(f, "{:gutter$} | {:caret_col$}^", "", "")?;
                     }
                 }
-                None => writeln!(f, "{file}: {}", d.message)?,
+                None => writeln!(f, "{file}: {}", crate::secrets::scrub(&d.message))?,
             }
         }
         let n = self.diagnostics.len();
@@ -131,7 +147,14 @@ mod tests {
         let errors = ScenarioErrors::new(
             Path::new("s.yaml"),
             "name: x\nurl: \"http://u:hunter2@h\"\n",
-            vec![Diagnostic::at(Some(Pos { line: 2, column: 6 }), "bad")],
+            vec![Diagnostic::at(
+                Some(Pos {
+                    line: 2,
+                    column: 6,
+                    source: 0,
+                }),
+                "bad",
+            )],
         );
         assert!(!errors.to_string().contains("hunter2"), "{errors}");
     }

@@ -13,6 +13,7 @@ mod checker;
 mod diagnostic;
 mod feeds;
 pub mod grpc;
+mod include;
 mod load;
 mod parse;
 pub mod raw;
@@ -51,5 +52,8 @@ pub fn load_file(path: &Path) -> Result<Scenario, ScenarioErrors> {
 /// Validates scenario text; `path` is only used in messages and to resolve
 /// relative file references.
 pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioErrors> {
-    parse::build(path, text).map_err(|d| ScenarioErrors::new(path, text, d))
+    parse::build(path, text).map_err(|(d, included)| {
+        ScenarioErrors::new(path, text, d)
+            .with_includes(included.into_iter().map(|i| (i.path, i.text)).collect())
+    })
 }

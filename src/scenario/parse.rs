@@ -10,6 +10,7 @@ use marked_yaml::{LoadError, LoaderOptions, Node};
 use super::Diagnostic;
 use super::calls::check_targets;
 use super::checker::{Checker, pos};
+use super::include::Included;
 use super::load::check_load;
 use super::raw::RawScenario;
 use super::steps::check_requests;
@@ -19,7 +20,15 @@ use super::units;
 use crate::position::Pos;
 use crate::template::TemplateEnv;
 
-fn load_error(e: &LoadError) -> Diagnostic {
+/// How scenario files (and the files they include) are read.
+pub(super) fn loader_options() -> LoaderOptions {
+    LoaderOptions::default()
+        .error_on_duplicate_keys(true)
+        .prevent_coercion(true)
+        .toplevel_mapping()
+}
+
+pub(super) fn load_error(e: &LoadError) -> Diagnostic {
     let marker = match e {
         LoadError::TopLevelMustBeMapping(m)
         | LoadError::TopLevelMustBeSequence(m)
@@ -48,24 +57,35 @@ fn load_error(e: &LoadError) -> Diagnostic {
         marker.map(|m| Pos {
             line: m.line(),
             column: m.column(),
+            source: m.source(),
         }),
         message,
     )
 }
 
-/// Reads and validates scenario text.
-pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, Vec<Diagnostic>> {
-    let options = LoaderOptions::default()
-        .error_on_duplicate_keys(true)
-        .prevent_coercion(true)
-        .toplevel_mapping();
-    let node =
-        marked_yaml::parse_yaml_with_options(0, text, options).map_err(|e| vec![load_error(&e)])?;
+/// Reads and validates scenario text; on failure, the diagnostics and
+/// the files `include:` read (their sources, for quoting).
+pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, (Vec<Diagnostic>, Vec<Included>)> {
+    let mut node = marked_yaml::parse_yaml_with_options(0, text, loader_options())
+        .map_err(|e| (vec![load_error(&e)], Vec::new()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut include_errors = Vec::new();
+    let included = super::include::resolve(&mut node, base, &mut include_errors);
+    build_merged(path, text, node, base, include_errors).map_err(|d| (d, included))
+}
+
+fn build_merged(
+    path: &Path,
+    text: &str,
+    node: Node,
+    base: &Path,
+    include_errors: Vec<Diagnostic>,
+) -> Result<Scenario, Vec<Diagnostic>> {
     // Serde stops at the first unknown key; remove each one and try again,
     // so a file with several misspellings reports them all, and the rest
     // of the file is still checked.
     let mut node = node;
-    let mut shape_errors = Vec::new();
+    let mut shape_errors = include_errors;
     let raw: RawScenario = loop {
         match marked_yaml::from_node::<RawScenario>(&node) {
             Ok(raw) => break raw,
@@ -73,13 +93,18 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, Vec<Diagnostic>
                 let mut pos = e.start_mark().map(|m| Pos {
                     line: m.line(),
                     column: m.column(),
+                    source: m.source(),
                 });
                 let where_ = e.path().map(|p| format!(" in `{p}`")).unwrap_or_default();
                 let inner = e.into_inner();
                 let mut removed = false;
                 if let marked_yaml::spanned_serde::Error::UnknownFieldError(field, _, _) = &inner {
                     // The reported span is the enclosing mapping; point at the key.
-                    if let Some(key_pos) = find_key(&node, field, pos.unwrap_or_default()) {
+                    // A key from an included file lies in another
+                    // source than the mapping the error names.
+                    let key_pos = find_key(&node, field, pos.unwrap_or_default())
+                        .or_else(|| find_key_anywhere(&node, field));
+                    if let Some(key_pos) = key_pos {
                         pos = Some(key_pos);
                         removed = remove_key(&mut node, field, key_pos);
                     }
@@ -96,8 +121,8 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, Vec<Diagnostic>
     };
     let mut c = Checker {
         diags: shape_errors,
+        base: base.to_owned(),
     };
-    let base = path.parent().unwrap_or(Path::new("."));
     let file = Arc::new(ScenarioFile {
         path: path.to_owned(),
         text: text.to_owned(),
@@ -128,9 +153,25 @@ fn remove_key(node: &mut Node, key: &str, at: Pos) -> bool {
     }
 }
 
+/// The first mapping key named `key`, in any file.
+fn find_key_anywhere(node: &Node, key: &str) -> Option<Pos> {
+    match node {
+        Node::Scalar(_) => None,
+        Node::Sequence(seq) => seq.iter().find_map(|n| find_key_anywhere(n, key)),
+        Node::Mapping(map) => map.iter().find_map(|(k, v)| {
+            if k.as_str() == key {
+                return Pos::of_span(k.span());
+            }
+            find_key_anywhere(v, key)
+        }),
+    }
+}
+
 /// The first mapping key named `key` at or after `from`.
 fn find_key(node: &Node, key: &str, from: Pos) -> Option<Pos> {
-    let after = |p: Option<Pos>| p.filter(|p| (p.line, p.column) >= (from.line, from.column));
+    let after = |p: Option<Pos>| {
+        p.filter(|p| p.source == from.source && (p.line, p.column) >= (from.line, from.column))
+    };
     match node {
         Node::Scalar(_) => None,
         Node::Sequence(seq) => seq.iter().find_map(|n| find_key(n, key, from)),
@@ -187,14 +228,34 @@ fn check(
     }
     let names: Vec<&str> = steps.step_names.iter().map(String::as_str).collect();
     let mut thresholds = Vec::new();
-    for t in &raw.thresholds {
-        match threshold::parse(t.as_str(), &names) {
-            Ok(th) => thresholds.push(th),
-            Err(e) => c.err(pos(t), format!("threshold `{}`: {e}", t.as_str())),
+    let mut abort_on_fail = Vec::new();
+    let mut written = Vec::new();
+    for entry in threshold_entries(c, root) {
+        match threshold::parse(&entry.text, &names) {
+            Ok(th) => {
+                if let Some((delay, at)) = entry.abort {
+                    if th.server {
+                        c.err(
+                            at,
+                            format!(
+                                "threshold `{}`: `abort_on_fail` needs figures during the run; server figures come after it",
+                                entry.text
+                            ),
+                        );
+                    }
+                    abort_on_fail.push(AbortRule {
+                        threshold: thresholds.len(),
+                        delay,
+                    });
+                }
+                thresholds.push(th);
+                written.push(entry);
+            }
+            Err(e) => c.err(entry.pos, format!("threshold `{}`: {e}", entry.text)),
         }
     }
     let verification = super::verification::check(c, raw, &names);
-    for (t, raw_t) in thresholds.iter().zip(&raw.thresholds) {
+    for (t, raw_t) in thresholds.iter().zip(&written) {
         if let (true, threshold::Subject::Request(name)) = (t.server, &t.subject) {
             let has_entry = verification.entries.iter().any(|e| {
                 e.request
@@ -203,10 +264,10 @@ fn check(
             });
             if !has_entry {
                 c.err(
-                    pos(raw_t),
+                    raw_t.pos,
                     format!(
                         "threshold `{}`: server figures need a `verify.{name}` entry saying where `{name}` is counted",
-                        raw_t.as_str()
+                        raw_t.text
                     ),
                 );
             }
@@ -229,8 +290,93 @@ fn check(
         variables: steps.variables,
         requests,
         thresholds,
+        abort_on_fail,
         verification,
     })
+}
+
+/// One entry of `thresholds:` as written.
+struct ThresholdEntry {
+    text: String,
+    pos: Option<Pos>,
+    /// `abort_on_fail: true`, with its delay and where it is written.
+    abort: Option<(std::time::Duration, Option<Pos>)>,
+}
+
+/// The `thresholds:` entries: a string, or a mapping with `threshold:`,
+/// `abort_on_fail:` and `delay:`.
+fn threshold_entries(c: &mut Checker, root: &Node) -> Vec<ThresholdEntry> {
+    let Some(seq) = root
+        .as_mapping()
+        .and_then(|m| m.get_node("thresholds"))
+        .and_then(Node::as_sequence)
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for item in seq.iter() {
+        let at = Pos::of_span(item.span());
+        match item {
+            Node::Scalar(s) => out.push(ThresholdEntry {
+                text: s.as_str().to_owned(),
+                pos: at,
+                abort: None,
+            }),
+            Node::Mapping(map) => {
+                let mut text = None;
+                let mut abort = None;
+                let mut delay = None;
+                for (k, v) in map.iter() {
+                    let kpos = Pos::of_span(k.span());
+                    let vpos = Pos::of_span(v.span());
+                    let Some(value) = v.as_scalar().map(|s| s.as_str()) else {
+                        c.err(kpos, format!("`thresholds.{}`: expected a plain value", k.as_str()));
+                        continue;
+                    };
+                    match k.as_str() {
+                        "threshold" => text = Some((value.to_owned(), vpos)),
+                        "abort_on_fail" => match value {
+                            "true" => abort = Some(vpos),
+                            "false" => {}
+                            other => c.err(
+                                vpos,
+                                format!("`abort_on_fail`: expected `true` or `false`, got `{other}`"),
+                            ),
+                        },
+                        "delay" => match units::parse_duration(value) {
+                            Ok(d) => delay = Some((d, kpos)),
+                            Err(e) => c.err(vpos, format!("`delay`: {e}")),
+                        },
+                        other => c.err(
+                            kpos,
+                            format!(
+                                "unknown field `{other}` in a threshold, expected `threshold`, `abort_on_fail` or `delay`"
+                            ),
+                        ),
+                    }
+                }
+                if let (Some((_, dpos)), None) = (&delay, &abort) {
+                    c.err(*dpos, "`delay` goes with `abort_on_fail: true`: it is how long the run goes before the threshold may stop it");
+                }
+                match text {
+                    Some((text, pos)) => out.push(ThresholdEntry {
+                        text,
+                        pos,
+                        abort: abort.map(|a| (delay.map_or(std::time::Duration::ZERO, |d| d.0), a)),
+                    }),
+                    None => c.err(
+                        at,
+                        "a threshold entry: expected `threshold: \"NAME.METRIC OP VALUE\"` (with `abort_on_fail: true` and an optional `delay: 10s`)",
+                    ),
+                }
+            }
+            other => c.err(
+                Pos::of_span(other.span()),
+                "a threshold: expected `NAME.METRIC OP VALUE`, e.g. `checkout.p95 < 300ms`, or a mapping with `threshold:`",
+            ),
+        }
+    }
+    out
 }
 
 /// `on_start_failures: { max: N, then: stop_user | abort }`.
@@ -276,7 +422,7 @@ mod tests {
     use crate::scenario::units::Rate;
 
     fn parse(text: &str) -> Result<Scenario, Vec<Diagnostic>> {
-        build(Path::new("t.yaml"), text)
+        build(Path::new("t.yaml"), text).map_err(|(d, _)| d)
     }
 
     const GOOD: &str = r#"

@@ -62,8 +62,10 @@ pub struct RawScenario {
     pub on_start: Vec<RawRequest>,
     /// What a user does when `on_start` keeps failing.
     pub on_start_failures: Option<Spanned<RawOnStartFailures>>,
+    /// `NAME.METRIC OP VALUE`, or `{ threshold: …, abort_on_fail: true,
+    /// delay: 10s }`; read from the YAML tree, since an entry is either.
     #[serde(default)]
-    pub thresholds: Vec<Text>,
+    pub thresholds: Vec<Spanned<serde::de::IgnoredAny>>,
     pub metrics: Option<Spanned<RawMetrics>>,
     #[serde(default)]
     pub verify: OrderedMap<Spanned<RawVerify>>,
@@ -198,6 +200,41 @@ pub struct RawTarget {
     pub reflection: Option<Spanned<bool>>,
     /// gRPC: the largest reply message accepted (`16M`).
     pub max_message: Option<Text>,
+    /// HTTP: credentials sent with every request.
+    pub auth: Option<Spanned<RawAuth>>,
+    /// HTTP: a cookie jar per user (default true).
+    pub cookies: Option<Spanned<bool>>,
+    /// HTTP: how many redirects to follow (default 0).
+    pub follow_redirects: Option<Text>,
+    /// `https`: a private CA bundle and a client certificate.
+    pub tls: Option<Spanned<RawTls>>,
+}
+
+/// `tls: { ca: ca.pem, cert: client.pem, key: client-key.pem }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificates trusted instead of the system's roots.
+    pub ca: Option<Text>,
+    /// PEM client certificate chain, for mutual TLS.
+    pub cert: Option<Text>,
+    /// PEM private key of `cert`.
+    pub key: Option<Text>,
+}
+
+/// `auth: { basic: { user, password } }` or `auth: { bearer: TOKEN }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub basic: Option<Spanned<RawBasic>>,
+    pub bearer: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasic {
+    pub user: Text,
+    pub password: Text,
 }
 
 /// How much load, and for how long.
@@ -287,6 +324,36 @@ pub struct RawHttp {
     pub headers: OrderedMap<Text>,
     pub json: Option<Spanned<serde::de::IgnoredAny>>,
     pub body: Option<Text>,
+    /// Credentials for this request, replacing the target's.
+    pub auth: Option<Spanned<RawAuth>>,
+    /// How many redirects to follow, replacing the target's setting.
+    pub follow_redirects: Option<Text>,
+    /// An `application/x-www-form-urlencoded` body: name → value.
+    pub form: Option<Spanned<OrderedMap<Text>>>,
+    /// A `multipart/form-data` body.
+    pub multipart: Option<Spanned<RawMultipart>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMultipart {
+    /// Text parts: name → value (a template).
+    #[serde(default)]
+    pub fields: OrderedMap<Text>,
+    /// File parts: name → file.
+    #[serde(default)]
+    pub files: OrderedMap<Spanned<RawFilePart>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFilePart {
+    /// Read once, relative to the scenario file.
+    pub file: Text,
+    /// Default `application/octet-stream`.
+    pub content_type: Option<Text>,
+    /// The file name sent; default the file's own name.
+    pub filename: Option<Text>,
 }
 
 /// What counts as success.

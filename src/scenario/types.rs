@@ -103,7 +103,18 @@ pub struct Scenario {
     /// (`feed.column`), then captures.
     pub variables: Vec<String>,
     pub thresholds: Vec<Threshold>,
+    /// Thresholds that stop the run as soon as they fail.
+    pub abort_on_fail: Vec<AbortRule>,
     pub verification: Verification,
+}
+
+/// A threshold with `abort_on_fail: true`: checked every second on the
+/// figures so far, once `delay` of load has passed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AbortRule {
+    /// Index into [`Scenario::thresholds`].
+    pub threshold: usize,
+    pub delay: Duration,
 }
 
 /// `on_start_failures`: after `max` failed `on_start` attempts in a row,
@@ -148,6 +159,36 @@ pub struct Target {
     pub max_body: usize,
     /// Set for gRPC targets: where their services are described.
     pub grpc: Option<GrpcTarget>,
+    /// Each user keeps the cookies this target sets and sends them back
+    /// (HTTP targets, unless `cookies: false`).
+    pub cookies: bool,
+    /// Redirects followed within the target's origin.
+    pub follow_redirects: u32,
+    /// `https`: trusted roots and a client certificate, read at
+    /// validation.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A target's `tls:` files, parsed.
+#[derive(Clone)]
+pub struct TlsFiles {
+    /// Trusted instead of the system's roots, when not empty.
+    pub ca: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// The client certificate chain and its key, for mutual TLS.
+    pub client: Option<(
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        Arc<rustls::pki_types::PrivateKeyDer<'static>>,
+    )>,
+}
+
+impl std::fmt::Debug for TlsFiles {
+    /// Counts only: a key is never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsFiles")
+            .field("ca", &self.ca.len())
+            .field("client", &self.client.as_ref().map(|(c, _)| c.len()))
+            .finish()
+    }
 }
 
 /// How a gRPC target's services are known.
@@ -433,6 +474,8 @@ pub struct HttpCall {
     pub query: Vec<(String, Template)>,
     pub headers: Vec<(HeaderName, Template)>,
     pub body: Option<Body>,
+    /// Redirects to follow; `None` takes the target's.
+    pub follow_redirects: Option<u32>,
 }
 
 /// A request body.
@@ -442,6 +485,27 @@ pub enum Body {
     Json(JsonTemplate),
     /// Sent as is.
     Text(Template),
+    /// `name=value&…`, URL-encoded, with
+    /// `content-type: application/x-www-form-urlencoded`. Names are
+    /// already encoded.
+    Form(Vec<(String, Template)>),
+    /// `multipart/form-data`: literal bytes (part heads, file contents)
+    /// and templated field values, with its boundary.
+    Multipart(Multipart),
+}
+
+/// A compiled multipart body: everything but the fields' values is built
+/// once.
+#[derive(Debug, Clone)]
+pub struct Multipart {
+    pub boundary: String,
+    pub parts: Vec<MultipartPiece>,
+}
+
+#[derive(Debug, Clone)]
+pub enum MultipartPiece {
+    Bytes(bytes::Bytes),
+    Field(Template),
 }
 
 /// The outcomes that count as success.

@@ -38,7 +38,14 @@ impl BaseUrl {
     /// Checks `url`; the error says what was expected and what was wrong,
     /// quoting the URL with its credentials masked.
     pub fn parse(url: &str) -> Result<Self, String> {
-        let shown = redact_url(url);
+        Self::parse_shown(url, url)
+    }
+
+    /// [`BaseUrl::parse`] for a URL rendered from `written` (a template
+    /// with `env()`): messages and reports show `written`, never what the
+    /// environment put in it.
+    pub fn parse_shown(url: &str, written: &str) -> Result<Self, String> {
+        let shown = redact_url(written);
         let example = "expected an absolute URL such as `http://127.0.0.1:8000`";
         let uri: Uri = url
             .parse()
@@ -69,7 +76,11 @@ impl BaseUrl {
         let (uri, userinfo) =
             split_userinfo(uri).map_err(|e| format!("{example}, got `{shown}` ({e})"))?;
         Ok(Self {
-            shown: redact_url(text),
+            shown: if url == written {
+                redact_url(text)
+            } else {
+                redact_url(written.trim_end_matches('/'))
+            },
             uri,
             userinfo,
         })

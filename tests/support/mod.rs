@@ -189,6 +189,27 @@ async fn answer(
         .headers()
         .get("x-answer-status")
         .and_then(|v| v.to_str().ok()?.parse::<u16>().ok());
+    // A session: `/session/login` sets a cookie and redirects to
+    // `/session/me`, which answers 200 only when the cookie comes back.
+    match req.uri().path() {
+        "/session/login" => {
+            return Ok(hyper::Response::builder()
+                .status(302)
+                .header("set-cookie", "sid=h2; Path=/session")
+                .header("location", "/session/me")
+                .body(String::new())
+                .unwrap());
+        }
+        "/session/me" => {
+            let cookie = req.headers().get("cookie").and_then(|v| v.to_str().ok());
+            let status = if cookie == Some("sid=h2") { 200 } else { 401 };
+            return Ok(hyper::Response::builder()
+                .status(status)
+                .body(String::new())
+                .unwrap());
+        }
+        _ => {}
+    }
     if let Some(status) = status {
         return Ok(hyper::Response::builder()
             .status(status)
@@ -344,10 +365,16 @@ pub fn run_scenario(scenario: &str, files: &[(&str, &str)], args: &[&str]) -> Ru
 /// `junit.xml` and `summary.md` in the run's temporary directory; `args`
 /// follow the file.
 pub fn run_with_every_output(scenario: &str, args: &[&str]) -> Run {
+    run_with_every_output_env(scenario, args, &[])
+}
+
+/// [`run_with_every_output`] with these environment variables set.
+pub fn run_with_every_output_env(scenario: &str, args: &[&str], vars: &[(&str, &str)]) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let file = write_scenario(dir.path(), scenario);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_redproof"))
         .env("NO_COLOR", "1")
+        .envs(vars.iter().copied())
         .arg("run")
         .arg(&file)
         .args(args)
