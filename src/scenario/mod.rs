@@ -18,6 +18,7 @@ mod load;
 mod parse;
 pub mod raw;
 mod steps;
+mod targets;
 pub mod threshold;
 mod types;
 pub mod units;

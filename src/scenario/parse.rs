@@ -8,12 +8,12 @@ use std::sync::Arc;
 use marked_yaml::{LoadError, LoaderOptions, Node};
 
 use super::Diagnostic;
-use super::calls::check_targets;
 use super::checker::{Checker, pos};
 use super::include::Included;
 use super::load::check_load;
 use super::raw::RawScenario;
 use super::steps::check_requests;
+use super::targets::check_targets;
 use super::threshold;
 use super::types::*;
 use super::units;
