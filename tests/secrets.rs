@@ -85,7 +85,7 @@ name: secrets
 targets:
   web: {{ url: "http://alice:w3b-s3cret%40x@{web}/" }}
   down: {{ url: "http://bob:d0wn-s3cret@{down}" }}
-load: {{ users: 1, iterations: 4 }}
+load: {{ users: 1, iterations: 40 }}
 requests:
   - {{ name: ok, http: {{ target: web, path: /ok }} }}
   - {{ name: gone, http: {{ target: down, path: /ok }} }}
