@@ -160,7 +160,18 @@ verify:
 "#,
         server.url()
     );
+    // Preflight stops the run before any traffic, naming the limit.
     let r = support::run_scenario(&scenario, &[], &["--quiet"]);
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("is down") && r.stderr.contains("byte limit"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.results.is_none(), "nothing ran, so no results file");
+    assert_eq!(server.counts.get("/"), 0);
+    // Without preflight the load runs and verification says why it fails.
+    let r = support::run_scenario(&scenario, &[], &["--quiet", "--no-preflight"]);
     assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("byte limit"), "{}", r.stdout);
     assert!(r.results()["verification"].is_object());
@@ -554,7 +565,20 @@ verify:
 "#,
         url = server.url()
     );
+    // Preflight reads the page once and stops: nothing else is sent.
     let r = support::run_with_every_output(&scenario, &["--quiet"]);
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "metrics page {}/metrics is down: unreadable metrics page: line 2",
+            server.url()
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("nothing was sent"), "{}", r.stderr);
+    assert_eq!(server.seen.load(Ordering::SeqCst), 1);
+    let r = support::run_with_every_output(&scenario, &["--quiet", "--no-preflight"]);
     assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
     let first = r
         .stdout

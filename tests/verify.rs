@@ -561,7 +561,19 @@ fn never_scraped_targets_and_empty_matchers_are_named() {
     );
     let scenario =
         polls_scenario(s.polls, &metrics, "1s", "").replace("polls:4xx_not_found", "polls:nope");
+    // Preflight: the dead page stops the run before any traffic.
     let run = redproof(&scenario, &[]);
+    assert_eq!(run.code, 69, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("error: preflight: metrics page {dead} is down"))
+            && run.stderr.contains("nothing was sent"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.results.is_none());
+    // Without preflight, the checks after the load name both faults.
+    let run = redproof(&scenario, &["--no-preflight"]);
     assert_eq!(run.code, 2, "{}", run.stdout);
     let (status, text) = run.verdict("settle");
     assert_eq!(status, "fail");
@@ -587,6 +599,7 @@ fn never_scraped_targets_and_empty_matchers_are_named() {
             junit.to_str().unwrap(),
             "--markdown",
             md.to_str().unwrap(),
+            "--no-preflight",
         ],
     );
     assert_eq!(run.code, 2);

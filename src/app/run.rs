@@ -243,6 +243,12 @@ pub(crate) async fn run_scenario(
         }
         Some(Source::Scraper(s)) => {
             s.scrape_all().await;
+            if settings.preflight
+                && let Some(code) =
+                    super::verify::preflight_scraper(s, verification, output.quiet).await
+            {
+                return Ok(code);
+            }
             s.spawn(stop_scraping.clone());
         }
         None => {}

@@ -6,7 +6,7 @@ use anyhow::anyhow;
 
 use super::exit::{Exit, Failure, exit_code, fail};
 use crate::cli::VerifyArgs;
-use crate::metrics::{MetricSource as _, Prometheus, SourceError};
+use crate::metrics::{MetricSource, Prometheus, Scraper, SourceError};
 use crate::report::{RunReport, render_text};
 use crate::scenario::verification::Verification;
 use crate::verify::{self, ClientRun};
@@ -78,7 +78,11 @@ pub(super) async fn run(args: VerifyArgs) -> Result<Exit, Failure> {
 
 /// Preflight before a run's load: prints what it found; `Some(exit
 /// code)` when the run must stop before sending anything.
-pub(super) async fn preflight(source: &Prometheus, v: &Verification, quiet: bool) -> Option<Exit> {
+pub(super) async fn preflight<M: MetricSource>(
+    source: &M,
+    v: &Verification,
+    quiet: bool,
+) -> Option<Exit> {
     let p = match verify::preflight::preflight(source, v, crate::metrics::now_ms()).await {
         Ok(p) => p,
         Err(e) => {
@@ -126,4 +130,40 @@ pub(super) async fn preflight(source: &Prometheus, v: &Verification, quiet: bool
         );
     }
     None
+}
+
+/// Preflight for the embedded scraper, after its baseline scrape: a page
+/// that is down stops the run before any traffic (exit 69 when nothing
+/// answered, 2 when a page answered with an error or with text that is
+/// not a metrics page), then the checks every source gets.
+pub(super) async fn preflight_scraper(
+    source: &Scraper,
+    v: &Verification,
+    quiet: bool,
+) -> Option<Exit> {
+    let down = source.down();
+    if down.is_empty() {
+        return preflight(source, v, quiet).await;
+    }
+    for page in &down {
+        eprintln!(
+            "error: preflight: metrics page {} is down: {}",
+            page.url,
+            crate::printable::escape_controls(&page.error)
+        );
+    }
+    let unreachable = down.iter().any(|p| p.unreachable);
+    eprintln!(
+        "hint: nothing was sent; {}, or run the load anyway with --no-preflight",
+        if unreachable {
+            "start the service or fix the address in metrics.scrape"
+        } else {
+            "fix the path in metrics.scrape (it must serve the Prometheus text format)"
+        }
+    );
+    Some(if unreachable {
+        Exit::Unavailable
+    } else {
+        Exit::VerificationFailed
+    })
 }

@@ -13,6 +13,21 @@ use super::request::h1_header_lines;
 use crate::scenario::Target;
 use crate::scenario::{BaseUrl, bad_target_byte};
 
+/// Why a GET failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchError {
+    pub message: String,
+    /// A response head arrived: the server is there, and what it sent
+    /// (its body) was the problem.
+    pub answered: bool,
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// A plain GET client for one base URL, used to read Prometheus' API and
 /// `/metrics` pages. It keeps one connection and reopens it when needed;
 /// calls are serialised.
@@ -59,9 +74,10 @@ impl Fetcher {
 
     /// GETs `path_and_query` (appended to the base URL's path) and returns
     /// the status and the whole body.
-    pub async fn get(&self, path_and_query: &str) -> Result<(u16, Bytes), String> {
+    pub async fn get(&self, path_and_query: &str) -> Result<(u16, Bytes), FetchError> {
         let e = &self.endpoint;
         let mut slot = self.conn.lock().await;
+        let mut answered = false;
         let work = async {
             for attempt in 0..2 {
                 let usable = match slot.as_mut() {
@@ -94,6 +110,7 @@ impl Fetcher {
                             }
                             Err(err) => return Err(err.message),
                         };
+                        answered = true;
                         let mut body = Vec::new();
                         conn.set_max_body(self.max_body);
                         conn.read_body(head.framing, Some(&mut body))
@@ -125,6 +142,7 @@ impl Fetcher {
                                 return Err(chain(&err.into_error()));
                             }
                         };
+                        answered = true;
                         let status = resp.status().as_u16();
                         let body = http_body_util::Limited::new(resp.into_body(), self.max_body)
                             .collect()
@@ -140,16 +158,13 @@ impl Fetcher {
             Err("the connection closed twice in a row".to_owned())
         };
         let result = tokio::time::timeout(e.timeout, work).await;
-        match result {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(m)) => {
-                *slot = None;
-                Err(m)
-            }
-            Err(_) => {
-                *slot = None;
-                Err(format!("no answer within {:?}", e.timeout))
-            }
-        }
+        let message = match result {
+            Ok(Ok(r)) => return Ok(r),
+            Ok(Err(m)) => m,
+            Err(_) if answered => format!("the body did not arrive within {:?}", e.timeout),
+            Err(_) => format!("no answer within {:?}", e.timeout),
+        };
+        *slot = None;
+        Err(FetchError { message, answered })
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use prometheus::Prometheus;
-pub use scraper::Scraper;
+pub use scraper::{DownPage, Scraper};
 
 use crate::promql::{Labels, Selector};
 

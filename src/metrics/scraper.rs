@@ -27,6 +27,19 @@ struct Page {
 struct Store {
     series: HashMap<(String, Labels), Vec<(i64, f64)>>,
     status: Vec<TargetStatus>,
+    /// Per page: whether its last scrape failed before any HTTP answer.
+    unreachable: Vec<bool>,
+}
+
+/// A page whose last scrape failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DownPage {
+    pub url: String,
+    pub error: String,
+    /// Nothing answered (connection refused, no response head in time,
+    /// TLS); otherwise the page answered with an error status, a body
+    /// past the size limit, or text that is not a metrics page.
+    pub unreachable: bool,
 }
 
 /// Scrapes a fixed set of pages.
@@ -101,6 +114,7 @@ impl Scraper {
             keep,
             store: Mutex::new(Store {
                 series: HashMap::new(),
+                unreachable: vec![false; urls.len()],
                 status,
             }),
         }))
@@ -122,10 +136,12 @@ impl Scraper {
 
     async fn scrape(&self, i: usize, page: &Page) {
         let started = now_ms();
-        let body = match page.fetcher.get(&page.path).await {
+        let fetched = page.fetcher.get(&page.path).await;
+        let unreachable = fetched.as_ref().is_err_and(|e| !e.answered);
+        let body = match fetched {
             Ok((200, body)) => Ok(body),
             Ok((status, _)) => Err(format!("HTTP {status}")),
-            Err(e) => Err(e),
+            Err(e) => Err(e.message),
         };
         // Samples go straight into the store, one line at a time; a page
         // found malformed part-way has its samples taken back out, as
@@ -161,6 +177,7 @@ impl Scraper {
                 format!("unreadable metrics page: {e}")
             })
         });
+        store.unreachable[i] = unreachable && result.is_err();
         let st = &mut store.status[i];
         match result {
             Ok(()) => {
@@ -175,6 +192,22 @@ impl Scraper {
                 st.last_error = e;
             }
         }
+    }
+
+    /// The pages whose last scrape failed, in the order given.
+    pub fn down(&self) -> Vec<DownPage> {
+        let store = self.store();
+        store
+            .status
+            .iter()
+            .zip(&store.unreachable)
+            .filter(|(st, _)| st.health == "down")
+            .map(|(st, &unreachable)| DownPage {
+                url: st.scrape_url.clone(),
+                error: st.last_error.clone(),
+                unreachable,
+            })
+            .collect()
     }
 
     /// Scrapes every page at the interval, starting one interval from now,
@@ -414,5 +447,30 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(2)).await;
         scraper.scrape_all().await;
         assert_eq!(stored(&scraper, "a_total").await, [1.0, 4.0]);
+    }
+
+    /// Preflight reads `down()`: a page that nothing answers is told apart
+    /// from one that answers with something that is not a metrics page.
+    #[tokio::test]
+    async fn down_pages_say_whether_anything_answered() {
+        let refused = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let malformed = serve_pages(vec!["a_total{ 1\n"]).await;
+        let fine = serve_pages(vec!["a_total 1\n"]).await;
+        let urls: Vec<String> = [refused, malformed, fine]
+            .iter()
+            .map(|a| format!("http://{a}/metrics"))
+            .collect();
+        let scraper = Scraper::new(&urls, Duration::from_secs(1), 1 << 20, Vec::new()).unwrap();
+        scraper.scrape_all().await;
+        let down = scraper.down();
+        assert_eq!(down.len(), 2, "{down:?}");
+        assert_eq!(down[0].url, urls[0]);
+        assert!(down[0].unreachable, "{down:?}");
+        assert_eq!(down[1].url, urls[1]);
+        assert!(!down[1].unreachable, "{down:?}");
+        assert!(down[1].error.contains("line 1"), "{down:?}");
     }
 }
