@@ -29,6 +29,7 @@ mod plan;
 mod schedule;
 mod worker;
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -413,6 +414,7 @@ fn run_thread<F: ExecutorFactory>(
             steps: plan.steps.clone(),
             variables: plan.variables,
             pace: plan.load.pace,
+            idle: RefCell::new(Vec::new()),
         });
         let mut workers_set = tokio::task::JoinSet::new();
         let workers = match model {

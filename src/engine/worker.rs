@@ -2,6 +2,7 @@
 //! entry by weight and run its steps, recording every outcome into the
 //! thread's recorder.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::plan::StepPlan;
 use super::schedule::{Schedule, Shared, sleep_unless_stopped};
-use crate::exec::{CallResult, Executor, Scratch};
+use crate::exec::{CallResult, Connections, Executor, Scratch};
 use crate::measure::Recorder;
 use crate::outcome::Outcome;
 use crate::scenario::{GiveUp, OnStartFailures};
@@ -59,6 +60,12 @@ pub(super) struct WorkerPlan {
     pub(super) steps: Vec<StepPlan>,
     pub(super) variables: usize,
     pub(super) pace: Option<Duration>,
+    /// Open model: the thread's idle connections, the most recently used
+    /// last. An arrival takes the warmest one, as a client's connection
+    /// pool does, rather than each worker keeping its own: with a worker
+    /// per slot of `max_in_flight`, most arrivals would otherwise open a
+    /// connection, or find one idle for seconds.
+    pub(super) idle: RefCell<Vec<Connections>>,
 }
 
 /// What a worker's steps run with.
@@ -211,8 +218,21 @@ pub(super) async fn worker<E: Executor>(
         rec: &rec,
         plan: &plan,
     };
-    while let Some(mut from) = schedule.next(&sh, &mut scratch.rng).await {
+    loop {
         if open {
+            let mut mine = Connections::default();
+            scratch.swap_connections(&mut mine);
+            if !mine.is_empty() {
+                plan.idle.borrow_mut().push(mine);
+            }
+        }
+        let Some(mut from) = schedule.next(&sh, &mut scratch.rng).await else {
+            return;
+        };
+        if open {
+            if let Some(mut warm) = plan.idle.borrow_mut().pop() {
+                scratch.swap_connections(&mut warm);
+            }
             lock(&rec).record_start_lag(Instant::now().saturating_duration_since(from));
         }
         if !draw_rows(&sh, &mut scratch) {

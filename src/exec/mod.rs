@@ -72,7 +72,28 @@ pub struct Scratch {
     pub retries: u32,
 }
 
+/// Open connections, one slot per target, as a worker's scratch holds
+/// them: the open model keeps them in a pool between arrivals.
+#[derive(Default)]
+pub struct Connections {
+    conns: Vec<Option<connect::Conn>>,
+    grpc_conns: Vec<Option<grpc::GrpcConn>>,
+}
+
+impl Connections {
+    /// True when no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.conns.iter().all(Option::is_none) && self.grpc_conns.iter().all(Option::is_none)
+    }
+}
+
 impl Scratch {
+    /// Exchanges this scratch's connections with `other`'s.
+    pub fn swap_connections(&mut self, other: &mut Connections) {
+        std::mem::swap(&mut self.conns, &mut other.conns);
+        std::mem::swap(&mut self.grpc_conns, &mut other.grpc_conns);
+    }
+
     pub fn new(seed: u64) -> Self {
         Self {
             rng: fastrand::Rng::with_seed(seed),
