@@ -7,7 +7,9 @@
 # Then checks redproof's peak RSS on a 1,000,000-request run against a
 # 200,000-request one (memory must not grow with run length), and the
 # open model's p50 at 200/s against one closed-model user's (precise
-# arrivals: within 100 µs), with the open model's start lag.
+# arrivals: within 100 µs), back to back and paced at the same 200/s (the
+# same idle gaps between requests, so the difference is the schedule's
+# own), with the open model's start lag and its CPU per request at 2000/s.
 #
 #   CONNS=50 DURATION=10 ci/bench-http.sh
 set -euo pipefail
@@ -47,13 +49,19 @@ echo "memory: redproof peak RSS over 200k and 1M requests" >&2
 measure rss200k target/release/redproof run ci/bench/http.yaml --quiet --target "$TARGET" --users "$CONNS" --iterations 200k
 measure rss1m target/release/redproof run ci/bench/http.yaml --quiet --target "$TARGET" --users "$CONNS" --iterations 1M
 
-echo "arrivals: open model at 200/s against one closed-model user" >&2
+echo "arrivals: open model at 200/s against one closed-model user, back to back and paced at 200/s" >&2
 target/release/redproof run ci/bench/http.yaml --quiet --target "$TARGET" --users 1 \
   --duration "${DURATION}s" --out "$WORK/closed.json"
+sed 's/^load: .*/load: { users: 1, pace: 5ms }/' ci/bench/http.yaml >"$WORK/paced.yaml"
+target/release/redproof run "$WORK/paced.yaml" --quiet --target "$TARGET" \
+  --duration "${DURATION}s" --out "$WORK/paced.json"
 target/release/redproof run ci/bench/http.yaml --quiet --target "$TARGET" --rate 200/s \
   --duration "${DURATION}s" --out "$WORK/open.json"
-target/release/redproof report "$WORK/closed.json" --format json >"$WORK/closed.report.json"
-target/release/redproof report "$WORK/open.json" --format json >"$WORK/open.report.json"
+measure open2k target/release/redproof run ci/bench/http.yaml --quiet --target "$TARGET" --rate 2000/s \
+  --duration "${DURATION}s" --out "$WORK/open2k.json"
+for r in closed paced open; do
+  target/release/redproof report "$WORK/$r.json" --format json >"$WORK/$r.report.json"
+done
 
 python3 - "$WORK" "$DURATION" <<'PY'
 import csv, json, re, sys
@@ -61,7 +69,7 @@ work, duration = sys.argv[1], float(sys.argv[2])
 cpu = {}
 for line in open(f"{work}/cpu"):
     parts = line.split()
-    if len(parts) == 4 and parts[0] in ("redproof", "wrk", "oha", "locust", "rss200k", "rss1m"):
+    if len(parts) == 4 and parts[0] in ("redproof", "wrk", "oha", "locust", "rss200k", "rss1m", "open2k"):
         cpu[parts[0]] = (float(parts[1]) + float(parts[2]), int(parts[3]) / 1024)
 
 def requests(name):
@@ -94,11 +102,16 @@ print(f"targets: CPU/req <= 1.2x wrk (got {rows['redproof'][1] / rows['wrk'][1]:
       f"<= 0.8x oha (got {rows['redproof'][1] / rows['oha'][1]:.2f}x)")
 print(f"redproof peak RSS: {cpu['rss200k'][1]:.1f}MB for 200k requests, "
       f"{cpu['rss1m'][1]:.1f}MB for 1M requests (target <= 30MB, flat)")
-closed = json.load(open(f"{work}/closed.report.json"))["summary"]["all"]["p50_us"]
-open_ = json.load(open(f"{work}/open.report.json"))["summary"]["all"]["p50_us"]
+p50 = lambda r: json.load(open(f"{work}/{r}.report.json"))["summary"]["all"]["p50_us"]
+closed, paced, open_ = p50("closed"), p50("paced"), p50("open")
 lag = json.load(open(f"{work}/open.json"))["schedule"]
-print(f"arrivals: open-model p50 {open_}µs at 200/s, closed-model p50 {closed}µs "
-      f"(target: within 100µs, got {open_ - closed:+d}µs); start lag p50 {lag['lag_p50_us']}µs, "
+print(f"arrivals: open-model p50 {open_}µs at 200/s; closed-model p50 {closed}µs back to back "
+      f"(target: within 100µs, got {open_ - closed:+d}µs), {paced}µs paced at 200/s "
+      f"(got {open_ - paced:+d}µs); start lag p50 {lag['lag_p50_us']}µs, "
       f"p99 {lag['lag_p99_us']}µs, max {lag['max_lag_us']}µs")
+r2k = json.load(open(f"{work}/open2k.json"))
+n2k = sum(o["count"] for q in r2k["requests"] for o in q["outcomes"])
+print(f"open model at 2000/s: {cpu['open2k'][0] * 1e6 / n2k:.2f} CPU µs/request "
+      f"(closed model at full speed: {rows['redproof'][1]:.2f})")
 PY
 rm -rf "$WORK"
