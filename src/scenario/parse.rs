@@ -434,7 +434,10 @@ thresholds:
         assert_eq!(v["ok"], true);
         assert_eq!(v["note"], "7");
         assert!(v["who"] == "alice" || v["who"] == "bob", "{out}");
-        assert!(matches!(s.load.model, LoadModel::Closed { users: 5, .. }));
+        assert!(matches!(
+            s.parts[0].load.model,
+            LoadModel::Closed { users: 5, .. }
+        ));
         assert_eq!(s.thresholds.len(), 1);
     }
 
@@ -547,12 +550,15 @@ thresholds:
     fn overrides_switch_models_and_targets() {
         let mut s = parse(GOOD).unwrap();
         s.apply(&Overrides {
-            rate: Some(Rate::parse("100/s").unwrap()),
+            rate: Some(Scoped {
+                scenario: None,
+                value: Rate::parse("100/s").unwrap(),
+            }),
             targets: vec![("web".into(), "http://127.0.0.2:9/".into())],
             ..Default::default()
         })
         .unwrap();
-        assert!(matches!(s.load.model, LoadModel::Open { .. }));
+        assert!(matches!(s.parts[0].load.model, LoadModel::Open { .. }));
         assert_eq!(s.targets[0].url.redacted(), "http://127.0.0.2:9");
         let err = s
             .apply(&Overrides {
