@@ -138,7 +138,10 @@ fn each_scenario_runs_its_own_load_in_its_own_window() {
     let out = &r.stdout;
     assert!(out.contains("mixed · 2 scenarios"), "{out}");
     assert!(out.contains("\nscenarios\n"), "{out}");
-    assert!(out.contains("  api     open model, 40/s · from 1.0s"), "{out}");
+    assert!(
+        out.contains("  api     open model, 40/s · from 1.0s"),
+        "{out}"
+    );
     assert!(
         out.contains("  browse  closed model, 2 users · from 0.0s"),
         "{out}"
@@ -154,7 +157,12 @@ fn each_scenario_runs_its_own_load_in_its_own_window() {
     };
     assert!(row("browse.home") < row("browse") && row("browse") < row("api.list"));
     assert!(row("api.list") < row("api") && row("api") < row("all"));
-    let api_row: Vec<&str> = out.lines().nth(row("api")).unwrap().split_whitespace().collect();
+    let api_row: Vec<&str> = out
+        .lines()
+        .nth(row("api"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
     assert_eq!(api_row[1], "40", "{out}");
     assert!(out.contains("FAIL api.list.count > 1000"), "{out}");
 
@@ -166,7 +174,10 @@ fn each_scenario_runs_its_own_load_in_its_own_window() {
         .output()
         .unwrap();
     let rendered = String::from_utf8(report.stdout).unwrap();
-    assert!(rendered.contains("  api     open model, 40/s"), "{rendered}");
+    assert!(
+        rendered.contains("  api     open model, 40/s"),
+        "{rendered}"
+    );
     assert_eq!(
         rendered.lines().filter(|l| l.starts_with("api ")).count(),
         1,
@@ -197,7 +208,11 @@ fn users_and_rate_name_the_scenario_they_change() {
         "{}",
         r.stderr
     );
-    assert_eq!(server.counts.get("/"), 0, "nothing is sent on a usage error");
+    assert_eq!(
+        server.counts.get("/"),
+        0,
+        "nothing is sent on a usage error"
+    );
 
     // Named, it changes that scenario only: api at 20/s for 1 s.
     let r = run(&scenario, &["--rate", "api=20/s"]);

@@ -517,7 +517,15 @@ fn run_thread<F: ExecutorFactory>(
         let exec = Rc::new(factory.build()?);
         let mut workers_set = tokio::task::JoinSet::new();
         for (part, sh) in plan.parts.iter().zip(shared) {
-            spawn_workers(&mut workers_set, &exec, (thread, threads), sh, &rec, plan, part);
+            spawn_workers(
+                &mut workers_set,
+                &exec,
+                (thread, threads),
+                sh,
+                &rec,
+                plan,
+                part,
+            );
         }
         // A worker that panics stops the whole run at once: its requests
         // would otherwise silently go missing from the counts.
@@ -577,10 +585,10 @@ fn spawn_workers<E: crate::exec::Executor + 'static>(
                 spawn_at: Some(
                     sh.t0
                         + match spawn_rate {
-                            Some(r) if !staged => Duration::try_from_secs_f64(
-                                r.interval().as_secs_f64() * w as f64,
-                            )
-                            .unwrap_or(FAR),
+                            Some(r) if !staged => {
+                                Duration::try_from_secs_f64(r.interval().as_secs_f64() * w as f64)
+                                    .unwrap_or(FAR)
+                            }
                             _ => Duration::ZERO,
                         },
                 ),

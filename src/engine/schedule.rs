@@ -2,8 +2,8 @@
 //! tokens, claimed iterations, feeds, the open model's arrival profile and
 //! the closed model's user profile) and each worker's [`Schedule`].
 
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -117,7 +117,6 @@ impl Shared {
             max_lag_us: AtomicU64::new(0),
         }
     }
-
 
     /// The instant `secs` after T0. Validation bounds durations and rates,
     /// so this saturates only for offsets far past any run's end.

@@ -41,7 +41,12 @@ pub fn render_text(r: &RunReport, summary: &Summary) -> String {
     }
     let _ = writeln!(o);
     if !r.scenarios.is_empty() {
-        let w = r.scenarios.iter().map(|s| s.name.chars().count()).max().unwrap_or(0);
+        let w = r
+            .scenarios
+            .iter()
+            .map(|s| s.name.chars().count())
+            .max()
+            .unwrap_or(0);
         let _ = writeln!(o, "scenarios");
         for s in &r.scenarios {
             let _ = writeln!(

@@ -160,7 +160,10 @@ fn check_scenario_name(c: &mut Checker, name: &Text) -> bool {
         Err(e) => {
             c.err(
                 pos(name),
-                format!("`scenarios`: {}", e.replace("request name", "scenario name")),
+                format!(
+                    "`scenarios`: {}",
+                    e.replace("request name", "scenario name")
+                ),
             );
             false
         }

@@ -125,9 +125,7 @@ pub(super) fn check_requests(
                         c.err(pos(f), "`flow`: flows do not nest");
                     }
                     let n = step_nodes.and_then(|s| s.get_mapping(j));
-                    if let Some(idx) =
-                        check_step(c, step, n, targets, env, &mut allowed, st)
-                    {
+                    if let Some(idx) = check_step(c, step, n, targets, env, &mut allowed, st) {
                         steps.push(idx);
                     }
                 }
@@ -250,7 +248,8 @@ fn check_step(
 ) -> Option<usize> {
     let prefix = st.prefix.clone();
     let name = check_name(c, &r.name, prefix.as_deref(), &mut st.names);
-    st.step_names.push(qualify(prefix.as_deref(), r.name.as_str()));
+    st.step_names
+        .push(qualify(prefix.as_deref(), r.name.as_str()));
     let env = env.with_vars(allowed.iter().cloned());
     let mut expect = Expect::default();
     let raw_expect = r.expect.as_ref();

@@ -676,7 +676,9 @@ impl Scenario {
             if users.value == 0 {
                 return Err("--users must be at least 1".into());
             }
-            let load = &mut self.part_for(users.scenario.as_deref(), "--users", "20")?.load;
+            let load = &mut self
+                .part_for(users.scenario.as_deref(), "--users", "20")?
+                .load;
             load.stages.clear();
             load.model = match &load.model {
                 LoadModel::Closed {
@@ -697,7 +699,9 @@ impl Scenario {
             };
         }
         if let Some(rate) = &o.rate {
-            let load = &mut self.part_for(rate.scenario.as_deref(), "--rate", "100/s")?.load;
+            let load = &mut self
+                .part_for(rate.scenario.as_deref(), "--rate", "100/s")?
+                .load;
             load.stages.clear();
             let max_in_flight = match load.model {
                 LoadModel::Open { max_in_flight, .. } => max_in_flight,
@@ -737,7 +741,11 @@ impl Scenario {
         flag: &str,
         example: &str,
     ) -> Result<&mut SubScenario, String> {
-        let names: Vec<&str> = self.parts.iter().filter_map(|p| p.name.as_deref()).collect();
+        let names: Vec<&str> = self
+            .parts
+            .iter()
+            .filter_map(|p| p.name.as_deref())
+            .collect();
         let list = names.join(", ");
         let first = names.first().copied().unwrap_or("NAME");
         let i = match name {
