@@ -291,3 +291,116 @@ fn check_on_start_failures(
         then: then?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::scenario::units::Rate;
+
+    const TWO: &str = r#"
+name: two
+targets:
+  web: { url: "http://127.0.0.1:8000" }
+scenarios:
+  browse:
+    load: { users: 3, duration: 20s }
+    on_start:
+      - { name: login, http: { target: web, path: /login } }
+    requests:
+      - { name: home, weight: 2, http: { target: web, path: / } }
+  api:
+    start: 30s
+    load: { rate: 50/s, duration: 1m }
+    requests:
+      - { name: home, http: { target: web, path: /api } }
+"#;
+
+    fn two() -> Scenario {
+        crate::scenario::parse(Path::new("two.yaml"), TWO).unwrap()
+    }
+
+    #[test]
+    fn each_scenario_is_a_part_with_qualified_request_names() {
+        let s = two();
+        let names: Vec<&str> = s.requests.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["browse.login", "browse.home", "api.home"]);
+        let [browse, api] = &s.parts[..] else {
+            panic!("two parts expected")
+        };
+        assert_eq!(browse.name.as_deref(), Some("browse"));
+        assert_eq!(browse.on_start, [0]);
+        assert_eq!(browse.entries[0].name, "browse.home");
+        assert_eq!(browse.entries[0].weight.get(), 2);
+        assert_eq!(api.start, Duration::from_secs(30));
+        assert_eq!(api.entries[0].steps, [2]);
+        assert!(api.on_start.is_empty());
+        assert!(matches!(api.load.model, LoadModel::Open { .. }));
+        assert_eq!(api.end(), Some(Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn users_and_rate_change_the_scenario_they_name() {
+        let mut s = two();
+        let users = |scenario: Option<&str>, value| Overrides {
+            users: Some(Scoped {
+                scenario: scenario.map(str::to_owned),
+                value,
+            }),
+            ..Default::default()
+        };
+        let err = s.apply(&users(None, 5)).unwrap_err();
+        assert!(err.contains("several scenarios (browse, api)"), "{err}");
+        assert!(err.contains("--users browse=20"), "{err}");
+        let err = s.apply(&users(Some("shop"), 5)).unwrap_err();
+        assert!(err.contains("no scenario `shop`"), "{err}");
+        s.apply(&users(Some("api"), 5)).unwrap();
+        assert!(matches!(s.parts[1].load.model, LoadModel::Closed { users: 5, .. }));
+        assert!(matches!(s.parts[0].load.model, LoadModel::Closed { users: 3, .. }));
+        s.apply(&Overrides {
+            rate: Some(Scoped::parse("browse=7/s", Rate::parse).unwrap()),
+            duration: Some(Duration::from_secs(4)),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(matches!(s.parts[0].load.model, LoadModel::Open { .. }));
+        assert!(s.parts.iter().all(|p| p.load.duration == Some(Duration::from_secs(4))));
+
+        // A file with one load takes the bare value, not a name.
+        let mut one = crate::scenario::parse(
+            Path::new("one.yaml"),
+            "name: one\ntargets: { web: { url: \"http://127.0.0.1:8000\" } }\nload: { users: 1, duration: 1s }\nrequests: [{ name: home, http: { target: web, path: / } }]\n",
+        )
+        .unwrap();
+        let err = one.apply(&users(Some("api"), 2)).unwrap_err();
+        assert!(err.contains("no `scenarios:`"), "{err}");
+        one.apply(&users(None, 2)).unwrap();
+        assert!(matches!(one.parts[0].load.model, LoadModel::Closed { users: 2, .. }));
+    }
+
+    #[test]
+    fn misplaced_and_missing_sections_are_reported_where_written() {
+        let bad = TWO
+            .replace("scenarios:\n", "requests: []\nscenarios:\n")
+            .replace("    start: 30s\n", "    start: later\n")
+            .replace("    load: { users: 3, duration: 20s }\n", "");
+        let err = crate::scenario::parse(Path::new("two.yaml"), &bad)
+            .unwrap_err()
+            .to_string();
+        for says in [
+            "two.yaml:5:1: `requests`: a file with `scenarios:` gives each scenario its own `requests:`",
+            "two.yaml:7:3: scenario `browse`: expected `load:`",
+            "two.yaml:14:12: `start`: expected a duration",
+        ] {
+            assert!(err.contains(says), "{says}\n{err}");
+        }
+        let err = crate::scenario::parse(
+            Path::new("none.yaml"),
+            "name: none\ntargets: { web: { url: \"http://127.0.0.1:8000\" } }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("expected `load:` and `requests:`, or `scenarios:`"), "{err}");
+    }
+}
