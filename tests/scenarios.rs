@@ -248,23 +248,9 @@ scenarios:
             server.url()
         ),
     );
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_redproof"))
-        .env("NO_COLOR", "1")
-        .arg("run")
-        .arg(&file)
-        .arg("--out")
-        .arg(dir.path().join("results.json"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = support::spawn_run(&file, dir.path());
     server.counts.wait_for("/now", 5, Duration::from_secs(60));
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let r = support::finish(child.wait_with_output().unwrap(), dir);
+    let r = support::interrupt(child, dir);
     assert_eq!(r.code, 130, "{}\n{}", r.stdout, r.stderr);
     let res = r.results();
     assert_eq!(res["interrupted"], true);

@@ -356,8 +356,14 @@ scenarios:
         let err = s.apply(&users(Some("shop"), 5)).unwrap_err();
         assert!(err.contains("no scenario `shop`"), "{err}");
         s.apply(&users(Some("api"), 5)).unwrap();
-        assert!(matches!(s.parts[1].load.model, LoadModel::Closed { users: 5, .. }));
-        assert!(matches!(s.parts[0].load.model, LoadModel::Closed { users: 3, .. }));
+        assert!(matches!(
+            s.parts[1].load.model,
+            LoadModel::Closed { users: 5, .. }
+        ));
+        assert!(matches!(
+            s.parts[0].load.model,
+            LoadModel::Closed { users: 3, .. }
+        ));
         s.apply(&Overrides {
             rate: Some(Scoped::parse("browse=7/s", Rate::parse).unwrap()),
             duration: Some(Duration::from_secs(4)),
@@ -365,7 +371,11 @@ scenarios:
         })
         .unwrap();
         assert!(matches!(s.parts[0].load.model, LoadModel::Open { .. }));
-        assert!(s.parts.iter().all(|p| p.load.duration == Some(Duration::from_secs(4))));
+        assert!(
+            s.parts
+                .iter()
+                .all(|p| p.load.duration == Some(Duration::from_secs(4)))
+        );
 
         // A file with one load takes the bare value, not a name.
         let mut one = crate::scenario::parse(
@@ -376,7 +386,10 @@ scenarios:
         let err = one.apply(&users(Some("api"), 2)).unwrap_err();
         assert!(err.contains("no `scenarios:`"), "{err}");
         one.apply(&users(None, 2)).unwrap();
-        assert!(matches!(one.parts[0].load.model, LoadModel::Closed { users: 2, .. }));
+        assert!(matches!(
+            one.parts[0].load.model,
+            LoadModel::Closed { users: 2, .. }
+        ));
     }
 
     #[test]
@@ -401,6 +414,9 @@ scenarios:
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("expected `load:` and `requests:`, or `scenarios:`"), "{err}");
+        assert!(
+            err.contains("expected `load:` and `requests:`, or `scenarios:`"),
+            "{err}"
+        );
     }
 }

@@ -405,6 +405,32 @@ pub fn run_with_every_output_env(scenario: &str, args: &[&str], vars: &[(&str, &
     finish(out, dir)
 }
 
+/// `redproof run FILE --out DIR/results.json`, started in the background
+/// with its output captured. Colour is off.
+pub fn spawn_run(file: &std::path::Path, dir: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_redproof"))
+        .env("NO_COLOR", "1")
+        .arg("run")
+        .arg(file)
+        .arg("--out")
+        .arg(dir.join("results.json"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Sends SIGINT (Ctrl-C) to a run started by [`spawn_run`] and waits for
+/// it to end.
+pub fn interrupt(child: std::process::Child, dir: tempfile::TempDir) -> Run {
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    finish(child.wait_with_output().unwrap(), dir)
+}
+
 /// The [`Run`] of a finished `redproof run` whose results went to
 /// `results.json` in `dir`.
 pub fn finish(out: std::process::Output, dir: tempfile::TempDir) -> Run {

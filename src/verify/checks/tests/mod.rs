@@ -234,6 +234,9 @@ thresholds:
         let err = crate::scenario::parse(std::path::Path::new("mixed.yaml"), &bad)
             .unwrap_err()
             .to_string();
-        assert!(err.contains(says) && err.contains("mixed.yaml:18:3"), "{err}");
+        assert!(
+            err.contains(says) && err.contains("mixed.yaml:18:3"),
+            "{err}"
+        );
     }
 }
