@@ -404,7 +404,7 @@ scenarios:
         for says in [
             "two.yaml:5:1: `requests`: a file with `scenarios:` gives each scenario its own `requests:`",
             "two.yaml:7:3: scenario `browse`: expected `load:`",
-            "two.yaml:14:12: `start`: expected a duration",
+            "two.yaml:13:12: `start`: expected a duration",
         ] {
             assert!(err.contains(says), "{says}\n{err}");
         }

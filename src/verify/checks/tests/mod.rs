@@ -235,7 +235,7 @@ thresholds:
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains(says) && err.contains("mixed.yaml:18:3"),
+            err.contains(says) && err.contains("mixed.yaml:17:3"),
             "{err}"
         );
     }
