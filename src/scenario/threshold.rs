@@ -132,8 +132,7 @@ pub fn parse(text: &str, requests: &[&str], scenarios: &[String]) -> Result<Thre
     let (name, metric_str) = lhs
         .match_indices('.')
         .map(|(i, _)| (&lhs[..i], &lhs[i + 1..]))
-        .filter(|(name, _)| known(name))
-        .last()
+        .rfind(|(name, _)| known(name))
         .or_else(|| lhs.split_once('.'))
         .ok_or_else(|| {
             format!("expected `NAME.METRIC` before `{op_str}`, e.g. `all.p95`, got `{lhs}`")
