@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Run, count, finish, request, total, write_scenario};
+use support::{Run, count, request, total, write_scenario};
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_redproof"));

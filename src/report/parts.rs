@@ -116,10 +116,7 @@ pub(super) fn secs_of(request: &str, spans: &[Span], run_s: f64) -> f64 {
 }
 
 /// One row per scenario, adding up its requests.
-pub(super) fn scenario_rows(
-    requests: &[(&str, &RequestStats)],
-    spans: &[Span],
-) -> Vec<Row> {
+pub(super) fn scenario_rows(requests: &[(&str, &RequestStats)], spans: &[Span]) -> Vec<Row> {
     spans
         .iter()
         .map(|(name, secs)| {
