@@ -142,12 +142,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub iterations: Option<String>,
 
-    /// Closed model with N users, replacing the file's load model.
-    #[arg(long, value_name = "N", conflicts_with = "rate")]
+    /// Closed model with N users, replacing the file's load model; with
+    /// `scenarios:`, name the one it changes (SCENARIO=N).
+    #[arg(long, value_name = "[SCENARIO=]N", conflicts_with = "rate")]
     pub users: Option<String>,
 
-    /// Open model at this arrival rate (e.g. 200/s), replacing the file's.
-    #[arg(long, value_name = "RATE")]
+    /// Open model at this arrival rate (e.g. 200/s), replacing the file's;
+    /// with `scenarios:`, name the one it changes (SCENARIO=RATE).
+    #[arg(long, value_name = "[SCENARIO=]RATE")]
     pub rate: Option<String>,
 
     /// Point a target at another URL: NAME=URL (repeatable).

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Run, count, finish, request, total, write_scenario};
+use support::{Run, count, request, total, write_scenario};
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_redproof"));
@@ -434,24 +434,10 @@ requests:
             server.url()
         ),
     );
-    let child = bin()
-        .arg("run")
-        .arg(&file)
-        .arg("--out")
-        .arg(dir.path().join("results.json"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = support::spawn_run(&file, dir.path());
     // Interrupt a run under load: once the server has answered requests.
     server.counts.wait_for("/ok", 5, Duration::from_secs(60));
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
-    let r = finish(out, dir);
+    let r = support::interrupt(child, dir);
     assert_eq!(r.code, 130, "{}\n{}", r.stdout, r.stderr);
     let res = r.results.unwrap();
     assert_eq!(res["interrupted"], true);

@@ -11,10 +11,14 @@ const RESERVED_FILES: u64 = 64;
 /// How many files the run may keep open: one connection per user (or
 /// request in flight) and target, plus a reserve.
 pub(super) fn open_files_needed(s: &Scenario) -> u64 {
-    let concurrency = match s.load.model {
-        LoadModel::Closed { users, .. } => users,
-        LoadModel::Open { max_in_flight, .. } => max_in_flight,
-    };
+    let concurrency: u64 = s
+        .parts
+        .iter()
+        .map(|p| match p.load.model {
+            LoadModel::Closed { users, .. } => users,
+            LoadModel::Open { max_in_flight, .. } => max_in_flight,
+        })
+        .fold(0, u64::saturating_add);
     let mut targets: Vec<usize> = s.requests.iter().map(|r| r.call.target()).collect();
     targets.sort_unstable();
     targets.dedup();

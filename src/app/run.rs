@@ -18,7 +18,7 @@ use crate::report::{
 };
 use crate::scenario::units::{self, Rate};
 use crate::scenario::verification::Verification;
-use crate::scenario::{self, Diagnostic, Overrides, Scenario, ScenarioErrors};
+use crate::scenario::{self, Diagnostic, Overrides, Scenario, ScenarioErrors, Scoped};
 use crate::secrets::{scrub, scrub_json};
 use crate::verify::{self, ClientRun, VerificationReport};
 
@@ -56,13 +56,13 @@ fn overrides(a: &RunArgs) -> Result<Overrides, String> {
         users: a
             .users
             .as_deref()
-            .map(units::parse_concurrency)
+            .map(|u| Scoped::parse(u, units::parse_concurrency))
             .transpose()
             .map_err(|e| format!("--users: {e}"))?,
         rate: a
             .rate
             .as_deref()
-            .map(Rate::parse)
+            .map(|r| Scoped::parse(r, Rate::parse))
             .transpose()
             .map_err(|e| format!("--rate: {e}"))?,
         targets,
@@ -275,7 +275,7 @@ pub(crate) async fn run_scenario(
         });
     }
 
-    let progress = ProgressDisplay::new(output.quiet, scenario.load.duration);
+    let progress = ProgressDisplay::new(output.quiet, engine_plan.planned());
     let engine_output = engine::run(plan, &engine_plan, interrupt.clone(), abort_now, |p| {
         progress.update(p);
         crate::report::abort_reason(&scenario, p)

@@ -31,7 +31,7 @@ mod worker;
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -42,7 +42,7 @@ use crate::measure::{Recorder, Window};
 use crate::profile::{RateProfile, UserProfile};
 use crate::scenario::{Load, LoadModel};
 
-pub use plan::{EnginePlan, StepPlan};
+pub use plan::{EnginePlan, PartPlan, StepPlan};
 
 /// Later than any run ends: validation keeps durations within a year.
 const FAR: Duration = Duration::from_secs(2 * 366 * 86_400);
@@ -90,6 +90,8 @@ pub struct EngineOutput {
     /// An engine thread failed (a panic, a runtime that would not start):
     /// the run was stopped, and what it recorded until then is kept.
     pub failure: Option<String>,
+    /// Each part's own timing and schedule, in the plan's order.
+    pub parts: Vec<PartOutput>,
 }
 
 /// Live figures handed to the progress display once a second.
@@ -107,9 +109,41 @@ pub struct Progress<'a> {
     pub draining: bool,
 }
 
-/// Runs the load until its end, `interrupt`, or iterations run out, then
-/// drains. `on_progress` is called once a second; when it gives a
-/// reason, the run stops there as aborted (and drains).
+/// One part's figures, beside the run's.
+#[derive(Debug, Clone)]
+pub struct PartOutput {
+    /// From T0 to the part's start.
+    pub start: Duration,
+    /// From the part's start until its starting stopped.
+    pub load_time: Duration,
+    /// Open model only.
+    pub schedule: Option<ScheduleStats>,
+}
+
+/// A part while the run goes on: its shared state and where it is in
+/// its life (running, draining, done).
+struct PartRun {
+    sh: Arc<Shared>,
+    /// When it stopped starting iterations.
+    stopped_at: Option<Instant>,
+    /// When its requests still in flight are cut off.
+    drain_deadline: Option<Instant>,
+}
+
+impl PartRun {
+    /// Stops starting iterations (if not yet) and starts the drain.
+    fn stop(&mut self, now: Instant, drain: Duration) {
+        if self.stopped_at.is_none() {
+            self.stopped_at = Some(now);
+            self.drain_deadline = Some(now + drain);
+        }
+        self.sh.halt();
+    }
+}
+
+/// Runs every part's load until its end, `interrupt`, or iterations run
+/// out, then drains. `on_progress` is called once a second; when it gives
+/// a reason, the run stops there as aborted (and drains).
 pub async fn run<F: ExecutorFactory + Clone>(
     factory: F,
     plan: &EnginePlan,
@@ -119,7 +153,6 @@ pub async fn run<F: ExecutorFactory + Clone>(
 ) -> Result<EngineOutput, String> {
     let n_requests = plan.steps.len();
     let threads = plan.threads.max(1);
-    let load = &plan.load;
     // Build executors before T0 so client set-up is not load time.
     let mut executors = Vec::new();
     for _ in 0..threads {
@@ -129,39 +162,31 @@ pub async fn run<F: ExecutorFactory + Clone>(
 
     let t0 = Instant::now();
     let t0_wall = SystemTime::now();
-    let rate = RateProfile::of(load);
-    let end = rate.as_ref().and(load.duration).map(|d| t0 + d);
-    let users = match &load.model {
-        LoadModel::Closed { spawn_rate, .. } if !load.stages.is_empty() => {
-            Some(UserProfile::new(&load.stages, spawn_rate.map(|r| r.get())))
-        }
-        _ => None,
-    };
-    let sh = Arc::new(Shared {
-        t0,
-        stop: CancellationToken::new(),
-        stopping: AtomicBool::new(false),
-        abort: CancellationToken::new(),
-        claimed: AtomicU64::new(0),
-        iterations: load.iterations,
-        rate,
-        end,
-        users,
-        feeds: plan
-            .feeds
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let feeds = Arc::new(
+        plan.feeds
             .iter()
             .map(|f| FeedState {
                 feed: f.clone(),
                 cursor: AtomicU64::new(0),
             })
-            .collect(),
-        exhausted: Mutex::new(None),
-        aborted: Mutex::new(None),
-        users_stopped: AtomicU64::new(0),
-        started: AtomicU64::new(0),
-        late: AtomicU64::new(0),
-        max_lag_us: AtomicU64::new(0),
-    });
+            .collect::<Vec<_>>(),
+    );
+    let mut parts: Vec<PartRun> = plan
+        .parts
+        .iter()
+        .map(|p| PartRun {
+            sh: Arc::new(Shared::new(
+                t0 + p.start,
+                &p.load,
+                feeds.clone(),
+                changed.clone(),
+            )),
+            stopped_at: None,
+            drain_deadline: None,
+        })
+        .collect();
+    let shared: Vec<Arc<Shared>> = parts.iter().map(|p| p.sh.clone()).collect();
     let recorders: Vec<Arc<Mutex<Recorder>>> = (0..threads)
         .map(|_| Arc::new(Mutex::new(Recorder::new(n_requests))))
         .collect();
@@ -169,7 +194,7 @@ pub async fn run<F: ExecutorFactory + Clone>(
     let mut handles = Vec::new();
     for (thread, rec) in recorders.iter().enumerate() {
         let factory = factory.clone();
-        let sh = sh.clone();
+        let shared = shared.clone();
         let rec = rec.clone();
         let done = done_tx.clone();
         let plan = plan.clone();
@@ -180,7 +205,7 @@ pub async fn run<F: ExecutorFactory + Clone>(
                     // A panic outside the workers (building the executor,
                     // the runtime) still reports, so the run ends cleanly.
                     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run_thread(&factory, thread, threads, sh, rec, &plan)
+                        run_thread(&factory, thread, threads, &shared, rec, &plan)
                     }))
                     .unwrap_or_else(|p| Err(panic_message(thread, p.as_ref())));
                     let _ = done.blocking_send(r);
@@ -195,12 +220,16 @@ pub async fn run<F: ExecutorFactory + Clone>(
     let mut window = Recorder::new(n_requests);
     let mut last_flush = t0;
     let mut next_tick = t0 + Duration::from_secs(1);
-    let mut stopped_at: Option<Instant> = None;
-    let mut drain_deadline: Option<Instant> = None;
     let mut interrupted = false;
     let mut finished = 0;
     let mut thread_error = None;
     let far = t0 + FAR;
+    let drains: Vec<Duration> = plan.parts.iter().map(|p| p.load.drain).collect();
+    let stop_all = |parts: &mut [PartRun], now: Instant| {
+        for (p, drain) in parts.iter_mut().zip(&drains) {
+            p.stop(now, *drain);
+        }
+    };
 
     let flush = |now: Instant,
                  window: &mut Recorder,
@@ -222,51 +251,66 @@ pub async fn run<F: ExecutorFactory + Clone>(
     };
 
     while finished < threads {
-        let load_end = match (stopped_at, load.duration) {
-            (None, Some(d)) => t0 + d,
+        let load_end = |p: &PartRun, part: &PartPlan| match (p.stopped_at, part.load.duration) {
+            (None, Some(d)) => p.sh.t0 + d,
             _ => far,
         };
-        let wake = next_tick.min(load_end).min(drain_deadline.unwrap_or(far));
+        let wake = parts
+            .iter()
+            .zip(&plan.parts)
+            .map(|(p, part)| load_end(p, part).min(p.drain_deadline.unwrap_or(far)))
+            .fold(next_tick, Instant::min);
         tokio::select! {
             r = done_rx.recv() => match r {
                 Some(r) => {
                     finished += 1;
                     if let Err(e) = r {
                         thread_error.get_or_insert(e);
-                        sh.halt();
-                        sh.abort.cancel();
+                        for p in &parts {
+                            p.sh.halt();
+                            p.sh.abort.cancel();
+                        }
                     }
                 }
                 None => break,
             },
-            // Stopped from inside: iterations or a data feed ran out.
-            _ = sh.stop.cancelled(), if stopped_at.is_none() => {
-                stopped_at = Some(Instant::now());
-                drain_deadline = Some(Instant::now() + load.drain);
+            // Stopped from inside: iterations or a data feed ran out, or
+            // the scenario's own condition aborted the run.
+            _ = changed.notified() => {
+                let now = Instant::now();
+                let aborted = parts.iter().any(|p| lock_text(&p.sh.aborted).is_some());
+                if aborted {
+                    stop_all(&mut parts, now);
+                }
+                for (p, drain) in parts.iter_mut().zip(&drains) {
+                    if p.sh.stop.is_cancelled() {
+                        p.stop(now, *drain);
+                    }
+                }
             }
             _ = interrupt.cancelled(), if !interrupted => {
                 interrupted = true;
-                if stopped_at.is_none() {
-                    stopped_at = Some(Instant::now());
-                    drain_deadline = Some(Instant::now() + load.drain);
-                    sh.halt();
-                }
+                stop_all(&mut parts, Instant::now());
             }
-            _ = abort_now.cancelled(), if !sh.abort.is_cancelled() => {
-                sh.halt();
-                sh.abort.cancel();
-                stopped_at.get_or_insert_with(Instant::now);
+            _ = abort_now.cancelled(), if !parts.iter().all(|p| p.sh.abort.is_cancelled()) => {
+                let now = Instant::now();
+                for p in &mut parts {
+                    p.sh.halt();
+                    p.sh.abort.cancel();
+                    p.stopped_at.get_or_insert(now);
+                    p.drain_deadline = None;
+                }
             }
             _ = tokio::time::sleep_until(wake.into()) => {
                 let now = Instant::now();
-                if stopped_at.is_none() && now >= load_end {
-                    stopped_at = Some(now);
-                    drain_deadline = Some(now + load.drain);
-                    sh.halt();
-                }
-                if drain_deadline.is_some_and(|d| now >= d) {
-                    sh.abort.cancel();
-                    drain_deadline = None;
+                for (i, p) in parts.iter_mut().enumerate() {
+                    if p.stopped_at.is_none() && now >= load_end(p, &plan.parts[i]) {
+                        p.stop(now, drains[i]);
+                    }
+                    if p.drain_deadline.is_some_and(|d| now >= d) {
+                        p.sh.abort.cancel();
+                        p.drain_deadline = None;
+                    }
                 }
                 if now >= next_tick {
                     let len = flush(now, &mut window, &mut totals, &mut windows, &mut last_flush);
@@ -274,29 +318,25 @@ pub async fn run<F: ExecutorFactory + Clone>(
                     let completed = totals.total().count();
                     let abort = on_progress(&Progress {
                         elapsed: now.duration_since(t0),
-                        planned: load.duration,
-                        load: describe_load(load, sh.users.as_ref(), now.duration_since(t0)),
+                        planned: plan.planned(),
+                        load: describe_parts(plan, &parts, now),
                         window: windows.last().expect("just pushed"),
                         window_len: len,
                         totals: &totals,
                         completed,
-                        draining: stopped_at.is_some(),
+                        draining: parts.iter().all(|p| p.stopped_at.is_some()),
                     });
                     if let Some(why) = abort
-                        && stopped_at.is_none()
+                        && parts.iter().any(|p| p.stopped_at.is_none())
                     {
-                        sh.aborted
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .get_or_insert(why);
-                        sh.halt();
+                        lock_text(&parts[0].sh.aborted).get_or_insert(why);
+                        stop_all(&mut parts, now);
                     }
                 }
             }
         }
     }
     let t1 = Instant::now();
-    let stopped_at = stopped_at.unwrap_or(t1);
     for h in handles {
         let _ = h.join();
     }
@@ -308,48 +348,120 @@ pub async fn run<F: ExecutorFactory + Clone>(
         windows.pop();
     }
 
-    let schedule = sh.rate.as_ref().map(|rate| {
-        // Slots due before the stop (or the planned end, whichever came
-        // first: timer slop past the end must not count as a drop).
-        let until = end.map_or(stopped_at, |end| stopped_at.min(end));
-        let due_by_time = rate.arrivals(until.duration_since(t0).as_secs_f64()).ceil() as u64;
-        let due = load.iterations.map_or(due_by_time, |n| n.min(due_by_time));
-        let started = sh.started.load(Ordering::Relaxed);
-        let lag = |q: f64| {
-            totals
-                .start_lag
-                .as_ref()
-                .filter(|h| !h.is_empty())
-                .map_or(0, |h| h.value_at_quantile(q))
-        };
-        ScheduleStats {
-            late_starts: sh.late.load(Ordering::Relaxed),
-            dropped: due.saturating_sub(started),
-            max_lag_us: sh
-                .max_lag_us
-                .load(Ordering::Relaxed)
-                .max(totals.start_lag.as_ref().map_or(0, |h| h.max())),
-            lag_p50_us: lag(0.5),
-            lag_p99_us: lag(0.99),
-        }
-    });
+    let outputs: Vec<PartOutput> = parts
+        .iter()
+        .zip(&plan.parts)
+        .map(|(p, part)| {
+            let stopped_at = p.stopped_at.unwrap_or(t1);
+            PartOutput {
+                start: part.start,
+                load_time: stopped_at.saturating_duration_since(p.sh.t0),
+                schedule: schedule_stats(&p.sh, &part.load, stopped_at, &totals),
+            }
+        })
+        .collect();
+    let load_time = parts
+        .iter()
+        .map(|p| p.stopped_at.unwrap_or(t1).duration_since(t0))
+        .max()
+        .unwrap_or_default();
+    let first = |f: fn(&Shared) -> Option<String>| parts.iter().find_map(|p| f(&p.sh));
     Ok(EngineOutput {
         totals,
         windows,
         t0: t0_wall,
-        load_time: stopped_at.duration_since(t0),
+        load_time,
         elapsed: t1.duration_since(t0),
         interrupted,
-        schedule,
+        schedule: merge_schedules(outputs.iter().filter_map(|o| o.schedule.as_ref())),
         failure: thread_error,
-        aborted: sh.aborted.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-        users_stopped: sh.users_stopped.load(Ordering::Relaxed),
-        stopped_by: sh
-            .exhausted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone(),
+        aborted: first(|sh| lock_text(&sh.aborted).clone()),
+        users_stopped: parts
+            .iter()
+            .map(|p| p.sh.users_stopped.load(Ordering::Relaxed))
+            .sum(),
+        stopped_by: first(|sh| lock_text(&sh.exhausted).clone()),
+        parts: outputs,
     })
+}
+
+fn lock_text(m: &Mutex<Option<String>>) -> std::sync::MutexGuard<'_, Option<String>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How far an open-model part kept its schedule.
+fn schedule_stats(
+    sh: &Shared,
+    load: &Load,
+    stopped_at: Instant,
+    totals: &Recorder,
+) -> Option<ScheduleStats> {
+    let rate = sh.rate.as_ref()?;
+    // Slots due before the stop (or the planned end, whichever came
+    // first: timer slop past the end must not count as a drop).
+    let until = sh.end.map_or(stopped_at, |end| stopped_at.min(end));
+    let due_by_time = rate
+        .arrivals(until.saturating_duration_since(sh.t0).as_secs_f64())
+        .ceil() as u64;
+    let due = load.iterations.map_or(due_by_time, |n| n.min(due_by_time));
+    let started = sh.started.load(Ordering::Relaxed);
+    let lag = |q: f64| {
+        totals
+            .start_lag
+            .as_ref()
+            .filter(|h| !h.is_empty())
+            .map_or(0, |h| h.value_at_quantile(q))
+    };
+    Some(ScheduleStats {
+        late_starts: sh.late.load(Ordering::Relaxed),
+        dropped: due.saturating_sub(started),
+        max_lag_us: sh
+            .max_lag_us
+            .load(Ordering::Relaxed)
+            .max(totals.start_lag.as_ref().map_or(0, |h| h.max())),
+        lag_p50_us: lag(0.5),
+        lag_p99_us: lag(0.99),
+    })
+}
+
+/// The run's schedule figures over its open-model parts (their start lags
+/// are recorded together).
+fn merge_schedules<'a>(all: impl Iterator<Item = &'a ScheduleStats>) -> Option<ScheduleStats> {
+    all.fold(None, |acc: Option<ScheduleStats>, s| {
+        Some(match acc {
+            None => s.clone(),
+            Some(a) => ScheduleStats {
+                late_starts: a.late_starts + s.late_starts,
+                dropped: a.dropped + s.dropped,
+                max_lag_us: a.max_lag_us.max(s.max_lag_us),
+                lag_p50_us: a.lag_p50_us,
+                lag_p99_us: a.lag_p99_us,
+            },
+        })
+    })
+}
+
+/// The progress line's load: each part's, named when there are several.
+fn describe_parts(plan: &EnginePlan, parts: &[PartRun], now: Instant) -> String {
+    let texts: Vec<String> = plan
+        .parts
+        .iter()
+        .zip(parts)
+        .map(|(part, p)| {
+            let text = if now < p.sh.t0 {
+                format!("starts at {}s", part.start.as_secs())
+            } else if p.stopped_at.is_some() {
+                "done".to_owned()
+            } else {
+                describe_load(&part.load, p.sh.users.as_ref(), now.duration_since(p.sh.t0))
+            };
+            match &part.name {
+                Some(name) => format!("{name}: {text}"),
+                None => text,
+            }
+        })
+        .collect();
+    texts.join(" · ")
 }
 
 fn describe_load(load: &Load, users: Option<&UserProfile>, elapsed: Duration) -> String {
@@ -393,7 +505,7 @@ fn run_thread<F: ExecutorFactory>(
     factory: &F,
     thread: usize,
     threads: usize,
-    sh: Arc<Shared>,
+    shared: &[Arc<Shared>],
     rec: Arc<Mutex<Recorder>>,
     plan: &EnginePlan,
 ) -> Result<(), String> {
@@ -402,60 +514,19 @@ fn run_thread<F: ExecutorFactory>(
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
     let local = tokio::task::LocalSet::new();
-    let model = &plan.load.model;
     local.block_on(&rt, async move {
         let exec = Rc::new(factory.build()?);
-        let weights: Vec<u32> = plan.entries.iter().map(|e| e.0).collect();
-        let wp = Rc::new(WorkerPlan {
-            choice: WeightedChoice::new(&weights),
-            entries: plan.entries.iter().map(|e| e.1.clone()).collect(),
-            on_start: plan.on_start.clone(),
-            on_start_failures: plan.on_start_failures,
-            steps: plan.steps.clone(),
-            variables: plan.variables,
-            pace: plan.load.pace,
-            idle: RefCell::new(Vec::new()),
-        });
         let mut workers_set = tokio::task::JoinSet::new();
-        let workers = match model {
-            LoadModel::Closed { users, .. } => *users,
-            LoadModel::Open { max_in_flight, .. } => *max_in_flight,
-        };
-        let staged = sh.users.is_some();
-        // Workers are dealt round-robin so both the spawn order and the
-        // in-flight cap spread evenly over threads.
-        for w in (thread as u64..workers).step_by(threads) {
-            let schedule = match model {
-                LoadModel::Closed {
-                    spawn_rate, wait, ..
-                } => Schedule::Closed {
-                    user: w,
-                    spawn_at: Some(
-                        sh.t0
-                            + match spawn_rate {
-                                Some(r) if !staged => Duration::try_from_secs_f64(
-                                    r.interval().as_secs_f64() * w as f64,
-                                )
-                                .unwrap_or(FAR),
-                                _ => Duration::ZERO,
-                            },
-                    ),
-                    wait: *wait,
-                    pace: plan.load.pace,
-                    next_due: None,
-                    left: plan.load.iterations_per_user,
-                },
-                LoadModel::Open { .. } => Schedule::Open,
-            };
-            let seed = fastrand::u64(..) ^ w;
-            workers_set.spawn_local(worker::worker(
-                exec.clone(),
-                sh.clone(),
-                rec.clone(),
-                wp.clone(),
-                schedule,
-                seed,
-            ));
+        for (part, sh) in plan.parts.iter().zip(shared) {
+            spawn_workers(
+                &mut workers_set,
+                &exec,
+                (thread, threads),
+                sh,
+                &rec,
+                plan,
+                part,
+            );
         }
         // A worker that panics stops the whole run at once: its requests
         // would otherwise silently go missing from the counts.
@@ -466,12 +537,80 @@ fn run_thread<F: ExecutorFactory>(
                 && failure.is_none()
             {
                 failure = Some(panic_message(thread, e.into_panic().as_ref()));
-                sh.halt();
-                sh.abort.cancel();
+                for sh in shared {
+                    sh.halt();
+                    sh.abort.cancel();
+                }
             }
         }
         failure.map_or(Ok(()), Err)
     })
+}
+
+/// Starts this thread's share of one part's workers (users, or open
+/// model slots); `(thread, threads)` is this thread's number and how many
+/// there are.
+fn spawn_workers<E: crate::exec::Executor + 'static>(
+    set: &mut tokio::task::JoinSet<()>,
+    exec: &Rc<E>,
+    (thread, threads): (usize, usize),
+    sh: &Arc<Shared>,
+    rec: &Arc<Mutex<Recorder>>,
+    plan: &EnginePlan,
+    part: &PartPlan,
+) {
+    let load = &part.load;
+    let weights: Vec<u32> = part.entries.iter().map(|e| e.0).collect();
+    let wp = Rc::new(WorkerPlan {
+        choice: WeightedChoice::new(&weights),
+        entries: part.entries.iter().map(|e| e.1.clone()).collect(),
+        on_start: part.on_start.clone(),
+        on_start_failures: part.on_start_failures,
+        steps: plan.steps.clone(),
+        variables: plan.variables,
+        pace: load.pace,
+        idle: RefCell::new(Vec::new()),
+    });
+    let workers = match load.model {
+        LoadModel::Closed { users, .. } => users,
+        LoadModel::Open { max_in_flight, .. } => max_in_flight,
+    };
+    let staged = sh.users.is_some();
+    // Workers are dealt round-robin so both the spawn order and the
+    // in-flight cap spread evenly over threads.
+    for w in (thread as u64..workers).step_by(threads) {
+        let schedule = match &load.model {
+            LoadModel::Closed {
+                spawn_rate, wait, ..
+            } => Schedule::Closed {
+                user: w,
+                spawn_at: Some(
+                    sh.t0
+                        + match spawn_rate {
+                            Some(r) if !staged => {
+                                Duration::try_from_secs_f64(r.interval().as_secs_f64() * w as f64)
+                                    .unwrap_or(FAR)
+                            }
+                            _ => Duration::ZERO,
+                        },
+                ),
+                wait: *wait,
+                pace: load.pace,
+                next_due: None,
+                left: load.iterations_per_user,
+            },
+            LoadModel::Open { .. } => Schedule::Open,
+        };
+        let seed = fastrand::u64(..) ^ w;
+        set.spawn_local(worker::worker(
+            exec.clone(),
+            sh.clone(),
+            rec.clone(),
+            wp.clone(),
+            schedule,
+            seed,
+        ));
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,8 @@
-//! What the engine runs, taken from the scenario: the load, the weighted
-//! entries and their steps, feeds and the size of each user's variables.
+//! What the engine runs, taken from the scenario: each part's load, start
+//! and weighted entries, the steps, feeds and the size of each user's
+//! variables.
+
+use std::time::Duration;
 
 use crate::scenario::units::DurationRange;
 use crate::scenario::{Feed, Load, OnStartFailures, Scenario};
@@ -7,13 +10,8 @@ use crate::scenario::{Feed, Load, OnStartFailures, Scenario};
 /// What the engine needs to know about the scenario.
 #[derive(Debug, Clone)]
 pub struct EnginePlan {
-    pub load: Load,
-    /// What an iteration picks from: a weight and the steps to run.
-    pub entries: Vec<(u32, Vec<usize>)>,
-    /// Steps each worker runs once, before its first iteration.
-    pub on_start: Vec<usize>,
-    /// When a worker gives up on `on_start`.
-    pub on_start_failures: Option<OnStartFailures>,
+    /// Loads run side by side: one, or one per entry of `scenarios:`.
+    pub parts: Vec<PartPlan>,
     /// Indexed like the scenario's requests.
     pub steps: Vec<StepPlan>,
     pub feeds: Vec<Feed>,
@@ -21,6 +19,22 @@ pub struct EnginePlan {
     pub variables: usize,
     /// Engine threads; each has its own runtime and connection pools.
     pub threads: usize,
+}
+
+/// One load: its own users or arrivals, from its own start.
+#[derive(Debug, Clone)]
+pub struct PartPlan {
+    /// For the progress line; `None` for a file without `scenarios:`.
+    pub name: Option<String>,
+    /// From T0 to this load's own start.
+    pub start: Duration,
+    pub load: Load,
+    /// What an iteration picks from: a weight and the steps to run.
+    pub entries: Vec<(u32, Vec<usize>)>,
+    /// Steps each worker runs once, before its first iteration.
+    pub on_start: Vec<usize>,
+    /// When a worker gives up on `on_start`.
+    pub on_start_failures: Option<OnStartFailures>,
 }
 
 /// How the engine runs one step.
@@ -36,14 +50,22 @@ pub struct StepPlan {
 impl EnginePlan {
     pub fn new(s: &Scenario, threads: usize) -> Self {
         Self {
-            load: s.load.clone(),
-            entries: s
-                .entries
+            parts: s
+                .parts
                 .iter()
-                .map(|e| (e.weight.get(), e.steps.clone()))
+                .map(|p| PartPlan {
+                    name: p.name.clone(),
+                    start: p.start,
+                    load: p.load.clone(),
+                    entries: p
+                        .entries
+                        .iter()
+                        .map(|e| (e.weight.get(), e.steps.clone()))
+                        .collect(),
+                    on_start: p.on_start.clone(),
+                    on_start_failures: p.on_start_failures,
+                })
                 .collect(),
-            on_start: s.on_start.clone(),
-            on_start_failures: s.on_start_failures,
             steps: s
                 .requests
                 .iter()
@@ -61,18 +83,30 @@ impl EnginePlan {
     /// A plan of independent requests with these weights (no flows).
     pub fn of_requests(load: Load, weights: &[u32], threads: usize) -> Self {
         Self {
-            load,
-            entries: weights
-                .iter()
-                .enumerate()
-                .map(|(i, w)| (*w, vec![i]))
-                .collect(),
-            on_start: Vec::new(),
-            on_start_failures: None,
+            parts: vec![PartPlan {
+                name: None,
+                start: Duration::ZERO,
+                load,
+                entries: weights
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| (*w, vec![i]))
+                    .collect(),
+                on_start: Vec::new(),
+                on_start_failures: None,
+            }],
             steps: vec![StepPlan::default(); weights.len()],
             feeds: Vec::new(),
             variables: 0,
             threads,
         }
+    }
+
+    /// From T0 until the last part stops starting iterations, when every
+    /// part's length is known in time.
+    pub fn planned(&self) -> Option<Duration> {
+        self.parts.iter().try_fold(Duration::ZERO, |longest, p| {
+            Some(longest.max(p.start + p.load.duration?))
+        })
     }
 }

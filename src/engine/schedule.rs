@@ -2,15 +2,16 @@
 //! tokens, claimed iterations, feeds, the open model's arrival profile and
 //! the closed model's user profile) and each worker's [`Schedule`].
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::profile::{RateProfile, UserProfile};
 use crate::scenario::units::DurationRange;
-use crate::scenario::{Draw, Exhausted, Feed};
+use crate::scenario::{Draw, Exhausted, Feed, Load, LoadModel};
 
 /// A start later than this behind its due time counts as late.
 pub(super) const LATE_AFTER: Duration = Duration::from_millis(5);
@@ -65,7 +66,10 @@ pub(super) struct Shared {
     pub(super) end: Option<Instant>,
     /// Closed model with stages: which users are active when.
     pub(super) users: Option<UserProfile>,
-    pub(super) feeds: Vec<FeedState>,
+    /// Shared by every part of the run: a `unique` row is drawn once.
+    pub(super) feeds: Arc<Vec<FeedState>>,
+    /// Woken when any part of the run stops.
+    pub(super) changed: Arc<Notify>,
     /// Set when a feed ran out and stopped the run.
     pub(super) exhausted: Mutex<Option<String>>,
     /// Set when the scenario's own condition ended the run as failed.
@@ -79,7 +83,41 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    /// Stops the starting of requests.
+    /// The state of a part whose load starts at `t0`.
+    pub(super) fn new(
+        t0: Instant,
+        load: &Load,
+        feeds: Arc<Vec<FeedState>>,
+        changed: Arc<Notify>,
+    ) -> Self {
+        let rate = RateProfile::of(load);
+        let users = match &load.model {
+            LoadModel::Closed { spawn_rate, .. } if !load.stages.is_empty() => {
+                Some(UserProfile::new(&load.stages, spawn_rate.map(|r| r.get())))
+            }
+            _ => None,
+        };
+        Self {
+            t0,
+            stop: CancellationToken::new(),
+            stopping: AtomicBool::new(false),
+            abort: CancellationToken::new(),
+            claimed: AtomicU64::new(0),
+            iterations: load.iterations,
+            end: rate.as_ref().and(load.duration).map(|d| t0 + d),
+            rate,
+            users,
+            feeds,
+            changed,
+            exhausted: Mutex::new(None),
+            aborted: Mutex::new(None),
+            users_stopped: AtomicU64::new(0),
+            started: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            max_lag_us: AtomicU64::new(0),
+        }
+    }
+
     /// The instant `secs` after T0. Validation bounds durations and rates,
     /// so this saturates only for offsets far past any run's end.
     pub(super) fn at(&self, secs: f64) -> Instant {
@@ -89,9 +127,13 @@ impl Shared {
             .unwrap_or_else(|| self.t0 + super::FAR)
     }
 
+    /// Stops the starting of requests.
     pub(super) fn halt(&self) {
         self.stopping.store(true, Ordering::Relaxed);
-        self.stop.cancel();
+        if !self.stop.is_cancelled() {
+            self.stop.cancel();
+            self.changed.notify_one();
+        }
     }
 }
 

@@ -175,7 +175,7 @@ pub(super) async fn run_steps<E: Executor>(
 /// Draws a row from every feed into the user's variables; false when a
 /// feed that stops has run out (the run is then stopping).
 pub(super) fn draw_rows(sh: &Shared, scratch: &mut Scratch) -> bool {
-    for f in &sh.feeds {
+    for f in sh.feeds.iter() {
         let Some(row) = f.draw(&mut scratch.rng) else {
             let mut why = sh.exhausted.lock().unwrap_or_else(|p| p.into_inner());
             why.get_or_insert_with(|| {

@@ -32,6 +32,19 @@ pub fn render_markdown(r: &RunReport, summary: &Summary) -> String {
         (r.timing.elapsed_s - r.timing.load_s).max(0.0),
         if r.interrupted { ", interrupted" } else { "" }
     );
+    for s in &r.scenarios {
+        let _ = writeln!(
+            o,
+            "- scenario `{}`: {}, from {:.1}s, load {:.1}s",
+            cell(&s.name),
+            super::parts::describe(&s.load),
+            s.start_s,
+            s.load_s
+        );
+    }
+    if !r.scenarios.is_empty() {
+        let _ = writeln!(o);
+    }
     if let Some(e) = &r.failure {
         let _ = writeln!(o, "**Run failed:** {}\n", cell(e));
     }
@@ -43,7 +56,7 @@ pub fn render_markdown(r: &RunReport, summary: &Summary) -> String {
         "| request | count | rps | errors | p50 | p95 | p99 | server count | server p95 |"
     );
     let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for row in summary.rows.iter().chain(std::iter::once(&summary.all)) {
+    for row in summary.table_rows() {
         let server = r.verification.as_ref().and_then(|v| v.figures(&row.name));
         let lat = |us: u64| {
             if row.count == 0 {

@@ -4,6 +4,7 @@
 
 mod junit;
 mod markdown;
+mod parts;
 mod progress;
 mod text;
 
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use junit::render_junit;
 pub use markdown::render_markdown;
+pub use parts::{ScenarioResult, Span};
 pub use progress::ProgressDisplay;
 pub use text::render_text;
 
@@ -25,7 +27,7 @@ use crate::outcome::Outcome;
 use crate::printable::escaped;
 use crate::scenario::threshold::{Limit, Metric, Subject, Threshold};
 use crate::scenario::verification::VerificationSpec;
-use crate::scenario::{Call, LoadModel, Scenario};
+use crate::scenario::{Call, Scenario};
 use crate::verify::VerificationReport;
 
 /// Identifies the results file format.
@@ -38,6 +40,10 @@ pub struct RunReport {
     pub redproof_version: String,
     pub scenario: ScenarioInfo,
     pub load: LoadInfo,
+    /// The file's `scenarios:`, each with its own load and timing; empty
+    /// for a file with one top-level load.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scenarios: Vec<ScenarioResult>,
     pub timing: Timing,
     pub interrupted: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,7 +87,7 @@ pub struct ScenarioInfo {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadInfo {
-    /// `closed` or `open`.
+    /// `closed` or `open`; `mixed` for a run whose scenarios use both.
     pub model: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub users: Option<u64>,
@@ -201,17 +207,19 @@ impl RunReport {
     /// Builds the report of a finished run and evaluates its thresholds on
     /// the recorders' figures, which are returned as the summary to render.
     pub fn new(s: &Scenario, file: &str, out: &EngineOutput) -> (Self, Summary) {
+        let scenarios = parts::scenario_results(s, out);
+        let spans: Vec<Span> = scenarios
+            .iter()
+            .map(|p| (p.name.clone(), p.load_s))
+            .collect();
         let summary = Summary::of_stats(
             s.requests
                 .iter()
                 .map(|r| r.name.as_str())
                 .zip(&out.totals.requests),
             out.load_time.as_secs_f64(),
+            &spans,
         );
-        let (model, users, rate) = match &s.load.model {
-            LoadModel::Closed { users, .. } => ("closed", Some(*users), None),
-            LoadModel::Open { rate, .. } => ("open", None, Some(rate.get())),
-        };
         let t0 = unix_ms(out.t0);
         let requests = s
             .requests
@@ -259,14 +267,8 @@ impl RunReport {
                 name: s.name.clone(),
                 file: file.into(),
             },
-            load: LoadInfo {
-                model: model.into(),
-                users,
-                rate,
-                duration_s: s.load.duration.map(|d| d.as_secs_f64()),
-                iterations: s.load.iterations,
-                drain_s: s.load.drain.as_secs_f64(),
-            },
+            load: LoadInfo::of_run(s),
+            scenarios,
             timing: Timing {
                 t0_unix_ms: t0,
                 stop_unix_ms: t0 + out.load_time.as_millis() as u64,
@@ -371,6 +373,7 @@ impl RunReport {
         Ok(Summary::of_stats(
             self.requests.iter().map(|r| r.name.as_str()).zip(&stats),
             self.timing.load_s,
+            &self.spans(),
         ))
     }
 
@@ -402,6 +405,14 @@ impl RunReport {
             stats.push(st);
         }
         Ok(stats)
+    }
+
+    /// Each scenario's name and load time.
+    pub fn spans(&self) -> Vec<Span> {
+        self.scenarios
+            .iter()
+            .map(|p| (p.name.clone(), p.load_s))
+            .collect()
     }
 
     /// True when any threshold failed.
@@ -561,29 +572,37 @@ impl Row {
     }
 }
 
-/// Rows for every request plus `all`.
+/// Rows for every request, every scenario of `scenarios:`, plus `all`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub rows: Vec<Row>,
+    /// One per scenario, adding up its requests; empty for a file without
+    /// `scenarios:`.
+    pub scenarios: Vec<Row>,
     pub all: Row,
 }
 
 impl Summary {
-    /// The figures of each request and of the whole run, from its
-    /// recorded statistics; `load_s` is how long requests were started.
+    /// The figures of each request, each scenario and the whole run,
+    /// from its recorded statistics; `load_s` is how long requests were
+    /// started, `spans` how long each scenario did (the rates of its
+    /// requests are over that time).
     pub fn of_stats<'a>(
         requests: impl IntoIterator<Item = (&'a str, &'a RequestStats)>,
         load_s: f64,
+        spans: &[Span],
     ) -> Self {
         let secs = load_s.max(1e-3);
+        let requests: Vec<(&str, &RequestStats)> = requests.into_iter().collect();
         let mut rows = Vec::new();
         let mut all = RequestStats::default();
-        for (name, st) in requests {
+        for (name, st) in &requests {
             all.merge(st);
-            rows.push(Row::of(name, st, secs));
+            rows.push(Row::of(name, st, parts::secs_of(name, spans, load_s)));
         }
         Summary {
             all: Row::of("all", &all, secs),
+            scenarios: parts::scenario_rows(&requests, spans),
             rows,
         }
     }
@@ -592,6 +611,7 @@ impl Summary {
         match subject {
             Subject::All => Some(&self.all),
             Subject::Request(name) => self.rows.iter().find(|r| &r.name == name),
+            Subject::Scenario(name) => self.scenarios.iter().find(|r| &r.name == name),
         }
     }
 }
@@ -613,7 +633,7 @@ pub fn evaluate(
                     Subject::Request(name) => verification
                         .and_then(|v| v.figures(name))
                         .and_then(|f| server_metric(f, t.metric, t.limit, load_s)),
-                    Subject::All => None,
+                    Subject::All | Subject::Scenario(_) => None,
                 }
             } else {
                 summary
@@ -671,12 +691,21 @@ pub fn abort_reason(s: &Scenario, p: &crate::engine::Progress) -> Option<String>
         return None;
     }
     let load_s = p.elapsed.as_secs_f64();
+    let spans: Vec<Span> = s
+        .parts
+        .iter()
+        .filter_map(|part| {
+            let name = part.name.clone()?;
+            Some((name, (p.elapsed.saturating_sub(part.start)).as_secs_f64()))
+        })
+        .collect();
     let summary = Summary::of_stats(
         s.requests
             .iter()
             .map(|r| r.name.as_str())
             .zip(&p.totals.requests),
         load_s,
+        &spans,
     );
     let thresholds: Vec<Threshold> = due
         .iter()

@@ -11,10 +11,10 @@ use crate::verify::Status;
 /// Renders the report; `summary` comes from [`RunReport::summary`].
 pub fn render_text(r: &RunReport, summary: &Summary) -> String {
     let mut o = String::new();
-    let load = match (r.load.users, r.load.rate) {
-        (Some(u), _) => format!("closed model, {u} users"),
-        (_, Some(rate)) => format!("open model, {rate}/s"),
-        _ => r.load.model.clone(),
+    let load = if r.scenarios.is_empty() {
+        super::parts::describe(&r.load)
+    } else {
+        format!("{} scenarios", r.scenarios.len())
     };
     let _ = writeln!(
         o,
@@ -40,6 +40,26 @@ pub fn render_text(r: &RunReport, summary: &Summary) -> String {
         );
     }
     let _ = writeln!(o);
+    if !r.scenarios.is_empty() {
+        let w = r
+            .scenarios
+            .iter()
+            .map(|s| s.name.chars().count())
+            .max()
+            .unwrap_or(0);
+        let _ = writeln!(o, "scenarios");
+        for s in &r.scenarios {
+            let _ = writeln!(
+                o,
+                "  {:<w$}  {} · from {:.1}s · load {:.1}s",
+                s.name,
+                super::parts::describe(&s.load),
+                s.start_s,
+                s.load_s
+            );
+        }
+        let _ = writeln!(o);
+    }
     let name_w = summary
         .rows
         .iter()
@@ -52,7 +72,7 @@ pub fn render_text(r: &RunReport, summary: &Summary) -> String {
         "{:<name_w$} {:>10} {:>9} {:>8} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8}",
         "request", "count", "rps", "errors", "err%", "p50", "p90", "p95", "p99", "max"
     );
-    for row in summary.rows.iter().chain(std::iter::once(&summary.all)) {
+    for row in summary.table_rows() {
         let lat = |us: u64| {
             if row.has_latency() {
                 format_micros(us)
@@ -85,7 +105,7 @@ pub fn render_text(r: &RunReport, summary: &Summary) -> String {
             "{:<name_w$} {:>8} {:>8} {:>8} {:>8}",
             "request", "p50", "p95", "p99", "max"
         );
-        for row in summary.rows.iter().chain([&summary.all]) {
+        for row in summary.table_rows() {
             if let Some([p50, p95, p99, max]) = row.corrected {
                 let _ = writeln!(
                     o,

@@ -16,6 +16,7 @@ pub mod grpc;
 mod include;
 mod load;
 mod parse;
+mod parts;
 pub mod raw;
 mod steps;
 mod targets;

@@ -10,9 +10,7 @@ use marked_yaml::{LoadError, LoaderOptions, Node};
 use super::Diagnostic;
 use super::checker::{Checker, pos};
 use super::include::Included;
-use super::load::check_load;
 use super::raw::RawScenario;
-use super::steps::check_requests;
 use super::targets::check_targets;
 use super::threshold;
 use super::types::*;
@@ -209,10 +207,9 @@ fn check(
     }
     let targets = check_targets(c, &raw.targets, base);
     let (data, feeds) = super::feeds::check_data(c, &raw.data, root, base);
-    let load_key = find_key(root, "load", Pos::default());
-    let load = check_load(c, &raw.load, load_key);
     let env = TemplateEnv::new(data.iter().map(|d| (d.name.as_str(), d.values.as_slice())));
-    let steps = check_requests(c, raw, root, &targets, &env, &feeds);
+    let parts = super::parts::check_parts(c, raw, root, &targets, &env, &feeds);
+    let steps = parts.steps;
     let mut requests = steps.requests;
     for r in &mut requests {
         if let Call::Grpc(g) = &mut r.call
@@ -231,7 +228,7 @@ fn check(
     let mut abort_on_fail = Vec::new();
     let mut written = Vec::new();
     for entry in threshold_entries(c, root) {
-        match threshold::parse(&entry.text, &names) {
+        match threshold::parse(&entry.text, &names, &parts.names) {
             Ok(th) => {
                 if let Some((delay, at)) = entry.abort {
                     if th.server {
@@ -273,7 +270,6 @@ fn check(
             }
         }
     }
-    let on_start_failures = check_on_start_failures(c, raw);
     if raw.targets.0.is_empty() {
         c.err(None, "`targets`: expected at least one target, e.g. `targets: { web: { url: \"http://127.0.0.1:8000\" } }`");
     }
@@ -281,12 +277,9 @@ fn check(
         name: raw.name.to_string(),
         file,
         targets,
-        load: load?,
+        parts: parts.parts,
         data,
         feeds,
-        entries: steps.entries,
-        on_start: steps.on_start,
-        on_start_failures,
         variables: steps.variables,
         requests,
         thresholds,
@@ -379,42 +372,6 @@ fn threshold_entries(c: &mut Checker, root: &Node) -> Vec<ThresholdEntry> {
     out
 }
 
-/// `on_start_failures: { max: N, then: stop_user | abort }`.
-fn check_on_start_failures(c: &mut Checker, raw: &RawScenario) -> Option<OnStartFailures> {
-    let f = raw.on_start_failures.as_ref()?;
-    if raw.on_start.is_empty() {
-        c.err(
-            pos(f),
-            "`on_start_failures` goes with `on_start`, and this scenario has none",
-        );
-    }
-    let max = c.parse(&f.max, "max", |t| {
-        let n = units::parse_count(t)?;
-        if (1..=1_000_000).contains(&n) {
-            Ok(n as u32)
-        } else {
-            Err(format!(
-                "expected between 1 and 1M failed attempts, got `{t}`"
-            ))
-        }
-    });
-    let then = match f.then.as_ref().map(|t| t.as_str()) {
-        None | Some("abort") => Some(GiveUp::Abort),
-        Some("stop_user") => Some(GiveUp::StopUser),
-        Some(other) => {
-            c.err(
-                f.then.as_ref().and_then(pos),
-                format!("`then`: expected `abort` or `stop_user`, got `{other}`"),
-            );
-            None
-        }
-    };
-    Some(OnStartFailures {
-        max: max?,
-        then: then?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,7 +434,10 @@ thresholds:
         assert_eq!(v["ok"], true);
         assert_eq!(v["note"], "7");
         assert!(v["who"] == "alice" || v["who"] == "bob", "{out}");
-        assert!(matches!(s.load.model, LoadModel::Closed { users: 5, .. }));
+        assert!(matches!(
+            s.parts[0].load.model,
+            LoadModel::Closed { users: 5, .. }
+        ));
         assert_eq!(s.thresholds.len(), 1);
     }
 
@@ -590,12 +550,15 @@ thresholds:
     fn overrides_switch_models_and_targets() {
         let mut s = parse(GOOD).unwrap();
         s.apply(&Overrides {
-            rate: Some(Rate::parse("100/s").unwrap()),
+            rate: Some(Scoped {
+                scenario: None,
+                value: Rate::parse("100/s").unwrap(),
+            }),
             targets: vec![("web".into(), "http://127.0.0.2:9/".into())],
             ..Default::default()
         })
         .unwrap();
-        assert!(matches!(s.load.model, LoadModel::Open { .. }));
+        assert!(matches!(s.parts[0].load.model, LoadModel::Open { .. }));
         assert_eq!(s.targets[0].url.redacted(), "http://127.0.0.2:9");
         let err = s
             .apply(&Overrides {

@@ -51,17 +51,21 @@ pub struct RawScenario {
     pub name: Text,
     #[serde(default)]
     pub targets: OrderedMap<RawTarget>,
-    pub load: Spanned<RawLoad>,
+    /// The load of a file without `scenarios:`.
+    pub load: Option<Spanned<RawLoad>>,
     /// Lists for `pick()` and feeds of rows; read from the YAML tree,
     /// since an entry is either a list or a mapping.
     #[serde(default)]
     pub data: OrderedMap<Spanned<serde::de::IgnoredAny>>,
-    pub requests: Spanned<Vec<RawRequest>>,
+    pub requests: Option<Spanned<Vec<RawRequest>>>,
     /// Steps each user runs once, before its first iteration.
     #[serde(default)]
     pub on_start: Vec<RawRequest>,
     /// What a user does when `on_start` keeps failing.
     pub on_start_failures: Option<Spanned<RawOnStartFailures>>,
+    /// Several loads side by side, each with its own requests, instead of
+    /// the top-level `load:` and `requests:`.
+    pub scenarios: Option<Spanned<OrderedMap<RawSubScenario>>>,
     /// `NAME.METRIC OP VALUE`, or `{ threshold: …, abort_on_fail: true,
     /// delay: 10s }`; read from the YAML tree, since an entry is either.
     #[serde(default)]
@@ -73,6 +77,19 @@ pub struct RawScenario {
     pub alerts: OrderedMap<Text>,
     #[serde(default)]
     pub promql: Vec<Spanned<RawPromql>>,
+}
+
+/// One entry of `scenarios:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSubScenario {
+    pub load: Option<Spanned<RawLoad>>,
+    /// Delay from the run's start, e.g. `30s`.
+    pub start: Option<Text>,
+    pub requests: Option<Spanned<Vec<RawRequest>>>,
+    #[serde(default)]
+    pub on_start: Vec<RawRequest>,
+    pub on_start_failures: Option<Spanned<RawOnStartFailures>>,
 }
 
 /// `on_start_failures: { max: 5, then: abort }`.

@@ -4,48 +4,67 @@
 
 use std::collections::HashSet;
 
-use marked_yaml::Node;
+use marked_yaml::types::MarkedMappingNode;
+use marked_yaml::{Node, Spanned};
 
 use super::calls::{check_grpc, check_http, json_from_yaml};
 use super::checker::{Checker, pos};
-use super::raw::{self, RawScenario, Text};
+use super::raw::{self, Text};
 use super::types::*;
 use super::units::{self, DurationRange};
 use crate::outcome::GrpcCode;
 use crate::position::Pos;
 use crate::template::{JsonNode, TemplateEnv};
 
+/// Where one part's requests are written: the top level of the file, or
+/// one entry of `scenarios:`.
+pub(super) struct PartSource<'a> {
+    /// The scenario's name, which qualifies its request names
+    /// (`scenario.request`); `None` at the top level.
+    pub(super) name: Option<&'a str>,
+    pub(super) requests: &'a Spanned<Vec<raw::RawRequest>>,
+    pub(super) on_start: &'a [raw::RawRequest],
+    /// The mapping that holds `requests:` and `on_start:`, for the values
+    /// read from the YAML tree (JSON bodies, gRPC messages).
+    pub(super) node: Option<&'a MarkedMappingNode>,
+}
+
+/// One part's entries and `on_start` steps, as indices into
+/// [`Steps::requests`].
+pub(super) struct PartSteps {
+    pub(super) entries: Vec<Entry>,
+    pub(super) on_start: Vec<usize>,
+}
+
+/// Checks one part's `on_start` and `requests`: every step becomes a
+/// [`Request`] in `st`, every top-level entry an [`Entry`].
 pub(super) fn check_requests(
     c: &mut Checker,
-    raw: &RawScenario,
-    root: &Node,
+    part: &PartSource,
     targets: &[Target],
     env: &TemplateEnv,
-    feeds: &[Feed],
-) -> Steps {
-    if raw.requests.is_empty() {
+    st: &mut Steps,
+) -> PartSteps {
+    if part.requests.is_empty() {
         c.err(
-            pos(&raw.requests),
+            pos(part.requests),
             "`requests`: expected at least one request",
         );
     }
-    let mut st = Steps::default();
-    for f in feeds {
-        for (i, col) in f.columns.iter().enumerate() {
-            st.variables.push(format!("{}.{col}", f.name));
-            debug_assert_eq!(st.variables.len() - 1, f.first_slot + i);
-        }
-    }
-    let base_vars: Vec<(String, usize)> = st
-        .variables
+    let base_vars: Vec<(String, usize)> = st.variables[..st.feed_variables]
         .iter()
         .enumerate()
         .map(|(i, n)| (n.clone(), i))
         .collect();
-    let root_map = root.as_mapping();
-    let on_start_nodes = root_map.and_then(|m| m.get_sequence("on_start"));
+    let prefix = part.name;
+    st.prefix = prefix.map(str::to_owned);
+    let mut out = PartSteps {
+        entries: Vec::new(),
+        on_start: Vec::new(),
+    };
+    let on_start_nodes = part.node.and_then(|m| m.get_sequence("on_start"));
     let mut allowed = base_vars;
-    for (i, r) in raw.on_start.iter().enumerate() {
+    for (i, r) in part.on_start.iter().enumerate() {
         let node = on_start_nodes.and_then(|s| s.get_mapping(i));
         if let Some(w) = &r.weight {
             c.err(
@@ -56,22 +75,22 @@ pub(super) fn check_requests(
         if let Some(f) = &r.flow {
             c.err(pos(f), "`flow`: `on_start` is already a list of steps");
         }
-        if let Some(idx) = check_step(c, r, node, targets, env, &mut allowed, &mut st) {
-            st.on_start.push(idx);
+        if let Some(idx) = check_step(c, r, node, targets, env, &mut allowed, st) {
+            out.on_start.push(idx);
         }
     }
     let after_start = allowed;
-    let entry_nodes = root_map.and_then(|m| m.get_sequence("requests"));
-    for (i, r) in raw.requests.iter().enumerate() {
+    let entry_nodes = part.node.and_then(|m| m.get_sequence("requests"));
+    for (i, r) in part.requests.iter().enumerate() {
         let node = entry_nodes.and_then(|s| s.get_mapping(i));
         let weight = check_weight(c, r);
         let mut allowed = after_start.clone();
         let steps = match &r.flow {
-            None => check_step(c, r, node, targets, env, &mut allowed, &mut st)
+            None => check_step(c, r, node, targets, env, &mut allowed, st)
                 .into_iter()
                 .collect(),
             Some(flow) => {
-                check_name(c, &r.name, &mut st.names);
+                check_name(c, &r.name, prefix, &mut st.names);
                 if r.http.is_some() || r.grpc.is_some() || r.expect.is_some() {
                     c.err(
                         pos(&r.name),
@@ -106,7 +125,7 @@ pub(super) fn check_requests(
                         c.err(pos(f), "`flow`: flows do not nest");
                     }
                     let n = step_nodes.and_then(|s| s.get_mapping(j));
-                    if let Some(idx) = check_step(c, step, n, targets, env, &mut allowed, &mut st) {
+                    if let Some(idx) = check_step(c, step, n, targets, env, &mut allowed, st) {
                         steps.push(idx);
                     }
                 }
@@ -117,23 +136,35 @@ pub(super) fn check_requests(
             for &s in &steps {
                 st.requests[s].weight = weight;
             }
-            st.entries.push(Entry {
-                name: r.name.to_string(),
+            out.entries.push(Entry {
+                name: qualify(prefix, r.name.as_str()),
                 weight,
                 steps,
             });
         }
     }
-    st
+    out
 }
 
-/// What [`check_requests`] builds.
+/// `scenario.name` inside a scenario, else `name`.
+fn qualify(prefix: Option<&str>, name: &str) -> String {
+    match prefix {
+        Some(p) => format!("{p}.{name}"),
+        None => name.to_owned(),
+    }
+}
+
+/// What [`check_requests`] builds, over every part of the file.
 #[derive(Default)]
 pub(super) struct Steps {
     pub(super) requests: Vec<Request>,
-    pub(super) entries: Vec<Entry>,
-    pub(super) on_start: Vec<usize>,
     pub(super) variables: Vec<String>,
+    /// The first variables are the feeds' columns, which every part's
+    /// steps may use; captures follow.
+    feed_variables: usize,
+    /// The name of the part being checked, which qualifies its steps'
+    /// names.
+    prefix: Option<String>,
     /// Every step and flow name, to find duplicates.
     names: HashSet<String>,
     /// Every step's name as written, built or not: what thresholds and
@@ -141,15 +172,38 @@ pub(super) struct Steps {
     pub(super) step_names: Vec<String>,
 }
 
-fn check_name(c: &mut Checker, name: &Text, seen: &mut HashSet<String>) -> Option<RequestName> {
+impl Steps {
+    /// Steps with the feeds' columns as their first variables.
+    pub(super) fn new(feeds: &[Feed]) -> Self {
+        let mut st = Steps::default();
+        for f in feeds {
+            for (i, col) in f.columns.iter().enumerate() {
+                st.variables.push(format!("{}.{col}", f.name));
+                debug_assert_eq!(st.variables.len() - 1, f.first_slot + i);
+            }
+        }
+        st.feed_variables = st.variables.len();
+        st
+    }
+}
+
+fn check_name(
+    c: &mut Checker,
+    name: &Text,
+    prefix: Option<&str>,
+    seen: &mut HashSet<String>,
+) -> Option<RequestName> {
     let parsed = match RequestName::parse(name) {
-        Ok(n) => Some(n),
+        Ok(n) => Some(match prefix {
+            Some(p) => RequestName::qualified(p, &n),
+            None => n,
+        }),
         Err(e) => {
             c.err(pos(name), format!("`name`: {e}"));
             None
         }
     };
-    if !seen.insert(name.to_string()) {
+    if !seen.insert(qualify(prefix, name)) {
         c.err(
             pos(name),
             format!(
@@ -192,8 +246,10 @@ fn check_step(
     allowed: &mut Vec<(String, usize)>,
     st: &mut Steps,
 ) -> Option<usize> {
-    let name = check_name(c, &r.name, &mut st.names);
-    st.step_names.push(r.name.to_string());
+    let prefix = st.prefix.clone();
+    let name = check_name(c, &r.name, prefix.as_deref(), &mut st.names);
+    st.step_names
+        .push(qualify(prefix.as_deref(), r.name.as_str()));
     let env = env.with_vars(allowed.iter().cloned());
     let mut expect = Expect::default();
     let raw_expect = r.expect.as_ref();

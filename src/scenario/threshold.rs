@@ -7,12 +7,14 @@ use serde::{Deserialize, Serialize};
 
 use super::units;
 
-/// What a threshold is about: one request or the whole run.
+/// What a threshold is about: one request, one of the file's
+/// `scenarios:` (all its requests), or the whole run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Subject {
     All,
     Request(String),
+    Scenario(String),
 }
 
 /// The figure a threshold compares.
@@ -105,8 +107,9 @@ impl fmt::Display for Threshold {
 }
 
 /// Parses `NAME.METRIC OP VALUE`; `requests` are the scenario's request
-/// names, so a typo is caught before any traffic.
-pub fn parse(text: &str, requests: &[&str]) -> Result<Threshold, String> {
+/// names (`scenario.request` inside `scenarios:`) and `scenarios` the
+/// names of its `scenarios:`, so a typo is caught before any traffic.
+pub fn parse(text: &str, requests: &[&str], scenarios: &[String]) -> Result<Threshold, String> {
     let ops = ["<=", ">=", "<", ">"];
     let (at, op_str) = ops
         .iter()
@@ -121,14 +124,44 @@ pub fn parse(text: &str, requests: &[&str]) -> Result<Threshold, String> {
     };
     let lhs = text[..at].trim();
     let rhs = text[at + op_str.len()..].trim();
-    let (name, metric_str) = lhs.split_once('.').ok_or_else(|| {
-        format!("expected `NAME.METRIC` before `{op_str}`, e.g. `all.p95`, got `{lhs}`")
-    })?;
+    // Names hold at most one `.` (`scenario.request`) and metrics may
+    // hold one too (`p99.9`): the longest known name wins.
+    let known = |name: &str| {
+        name == "all" || requests.contains(&name) || scenarios.iter().any(|s| s == name)
+    };
+    let (name, metric_str) = lhs
+        .match_indices('.')
+        .map(|(i, _)| (&lhs[..i], &lhs[i + 1..]))
+        .rfind(|(name, _)| known(name))
+        .or_else(|| lhs.split_once('.'))
+        .ok_or_else(|| {
+            format!("expected `NAME.METRIC` before `{op_str}`, e.g. `all.p95`, got `{lhs}`")
+        })?;
     let subject = if name == "all" {
         Subject::All
     } else if requests.contains(&name) {
         Subject::Request(name.to_owned())
+    } else if scenarios.iter().any(|s| s == name) {
+        let first = metric_str.split('.').next().unwrap_or_default();
+        let is_metric = matches!(
+            first,
+            "mean" | "avg" | "min" | "max" | "rps" | "count" | "errors" | "server"
+        ) || first.starts_with('p');
+        if !is_metric {
+            return Err(format!(
+                "no request named `{name}.{first}`; expected `all`, a scenario or one of: {}",
+                requests.join(", ")
+            ));
+        }
+        Subject::Scenario(name.to_owned())
     } else {
+        let scenario = lhs.split_once('.').map_or(lhs, |(s, _)| s);
+        if !scenarios.is_empty() && !scenarios.iter().any(|s| s == scenario) {
+            return Err(format!(
+                "no scenario named `{scenario}`; expected `all` or one of: {}",
+                scenarios.join(", ")
+            ));
+        }
         return Err(format!(
             "no request named `{name}`; expected `all` or one of: {}",
             requests.join(", ")
@@ -138,9 +171,9 @@ pub fn parse(text: &str, requests: &[&str]) -> Result<Threshold, String> {
         Some(m) => (true, m),
         None => (false, metric_str),
     };
-    if server && subject == Subject::All {
+    if server && !matches!(subject, Subject::Request(_)) {
         return Err(
-            "server figures are per request: write `NAME.server.METRIC`, not `all.server…`".into(),
+            "server figures are per request: write `NAME.server.METRIC`, not `all.server…` or `SCENARIO.server…`".into(),
         );
     }
     let metric = match metric_str {
@@ -207,52 +240,70 @@ mod tests {
     #[test]
     fn parses_the_usual_forms() {
         let names = ["proxy", "revert"];
-        let t = parse("proxy.p95 < 300ms", &names).unwrap();
+        let t = parse("proxy.p95 < 300ms", &names, &[]).unwrap();
         assert_eq!(t.metric, Metric::Percentile(95.0));
         assert_eq!(t.limit, Limit::Micros(300_000.0));
-        let t = parse("all.errors <= 1%", &names).unwrap();
+        let t = parse("all.errors <= 1%", &names, &[]).unwrap();
         assert_eq!((t.op, t.limit), (Op::Le, Limit::Ratio(0.01)));
-        let t = parse("revert.rps > 50", &names).unwrap();
+        let t = parse("revert.rps > 50", &names, &[]).unwrap();
         assert_eq!(
             (t.subject, t.limit),
             (Subject::Request("revert".into()), Limit::Number(50.0))
         );
-        let t = parse("all.errors < 5", &names).unwrap();
+        let t = parse("all.errors < 5", &names, &[]).unwrap();
         assert_eq!(t.limit, Limit::Number(5.0));
         assert_eq!(
-            parse("all.p99.9 < 1s", &names).unwrap().metric,
+            parse("all.p99.9 < 1s", &names, &[]).unwrap().metric,
             Metric::Percentile(99.9)
         );
-        let t = parse("proxy.server.p99 < 500ms", &names).unwrap();
+        let t = parse("proxy.server.p99 < 500ms", &names, &[]).unwrap();
         assert!(t.server);
         assert_eq!(t.metric, Metric::Percentile(99.0));
-        assert!(parse("all.server.p99 < 1s", &names).is_err());
-        assert!(parse("proxy.server.max < 1s", &names).is_err());
+        assert!(parse("all.server.p99 < 1s", &names, &[]).is_err());
+        assert!(parse("proxy.server.max < 1s", &names, &[]).is_err());
     }
 
     #[test]
     fn explains_mistakes() {
         let names = ["proxy"];
         assert!(
-            parse("prxy.p95 < 1s", &names)
+            parse("prxy.p95 < 1s", &names, &[])
                 .unwrap_err()
                 .contains("one of: proxy")
         );
         assert!(
-            parse("proxy.p95 < 300", &names)
+            parse("proxy.p95 < 300", &names, &[])
                 .unwrap_err()
                 .contains("expected a duration")
         );
         assert!(
-            parse("proxy.latency < 1s", &names)
+            parse("proxy.latency < 1s", &names, &[])
                 .unwrap_err()
                 .contains("unknown metric")
         );
         assert!(
-            parse("proxy.p95 300ms", &names)
+            parse("proxy.p95 300ms", &names, &[])
                 .unwrap_err()
                 .contains("NAME.METRIC OP VALUE")
         );
+    }
+
+    #[test]
+    fn names_a_scenario_or_its_requests() {
+        let names = ["api.list", "browse.home"];
+        let scenarios = ["api".to_owned(), "browse".to_owned()];
+        let t = parse("api.list.p99.9 < 1s", &names, &scenarios).unwrap();
+        assert_eq!(t.subject, Subject::Request("api.list".into()));
+        assert_eq!(t.metric, Metric::Percentile(99.9));
+        let t = parse("api.list.server.p95 < 1s", &names, &scenarios).unwrap();
+        assert!(t.server);
+        let t = parse("browse.errors < 1%", &names, &scenarios).unwrap();
+        assert_eq!(t.subject, Subject::Scenario("browse".into()));
+        assert!(parse("browse.server.p95 < 1s", &names, &scenarios).is_err());
+        let e = parse("apx.list.p95 < 1s", &names, &scenarios).unwrap_err();
+        assert!(e.contains("no scenario named `apx`"), "{e}");
+        let e = parse("api.lst.p95 < 1s", &names, &scenarios).unwrap_err();
+        assert!(e.contains("no request named `api.lst`"), "{e}");
     }
 
     #[test]

@@ -53,6 +53,12 @@ impl RequestName {
         Ok(Self(s.to_owned()))
     }
 
+    /// `scenario.request`: a request of one of the file's `scenarios:`.
+    /// Both parts are valid names, so the only `.` is the separator.
+    pub fn qualified(scenario: &str, request: &RequestName) -> Self {
+        Self(format!("{scenario}.{}", request.0))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -85,20 +91,16 @@ pub struct Scenario {
     /// found later (gRPC calls checked against a server's reflection).
     pub file: Arc<ScenarioFile>,
     pub targets: Vec<Target>,
-    pub load: Load,
+    /// What runs: one load with its entries for a file without
+    /// `scenarios:`, else one per scenario, in file order.
+    pub parts: Vec<SubScenario>,
     pub data: Vec<DataList>,
     /// Files of rows drawn by users into their variables.
     pub feeds: Vec<Feed>,
-    /// Every step: plain requests, the steps of flows and `on_start`
-    /// steps. Reports, thresholds and verification name these.
+    /// Every step of every part: plain requests, the steps of flows and
+    /// `on_start` steps. Reports, thresholds and verification name these
+    /// (`scenario.request` for the requests of `scenarios:`).
     pub requests: Vec<Request>,
-    /// What users choose between, by weight: one request or a flow.
-    pub entries: Vec<Entry>,
-    /// Steps (indices into `requests`) each user runs once, first.
-    pub on_start: Vec<usize>,
-    /// When a user gives up on `on_start`; without it, a user retries
-    /// (with a growing pause) for as long as the run lasts.
-    pub on_start_failures: Option<OnStartFailures>,
     /// Names of the per-user variable slots: feed columns
     /// (`feed.column`), then captures.
     pub variables: Vec<String>,
@@ -106,6 +108,34 @@ pub struct Scenario {
     /// Thresholds that stop the run as soon as they fail.
     pub abort_on_fail: Vec<AbortRule>,
     pub verification: Verification,
+}
+
+/// One load of a run with its own users or arrivals: the whole file, or
+/// one entry of `scenarios:` (k6's scenarios). Parts run side by side,
+/// each from its `start`.
+#[derive(Debug, Clone)]
+pub struct SubScenario {
+    /// The key under `scenarios:`; `None` for a file without them.
+    pub name: Option<String>,
+    /// Delay from the run's start (T0) to this part's first iteration.
+    pub start: Duration,
+    pub load: Load,
+    /// What users choose between, by weight: one request or a flow.
+    pub entries: Vec<Entry>,
+    /// Steps (indices into [`Scenario::requests`]) each user runs once,
+    /// first.
+    pub on_start: Vec<usize>,
+    /// When a user gives up on `on_start`; without it, a user retries
+    /// (with a growing pause) for as long as the run lasts.
+    pub on_start_failures: Option<OnStartFailures>,
+}
+
+impl SubScenario {
+    /// When this part stops starting iterations, from T0, if its length
+    /// is known in time.
+    pub fn end(&self) -> Option<Duration> {
+        self.load.duration.map(|d| self.start + d)
+    }
 }
 
 /// A threshold with `abort_on_fail: true`: checked every second on the
@@ -583,53 +613,83 @@ impl StatusPattern {
 /// Settings given on the command line that replace the file's.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
+    /// Applies to every part of the run.
     pub duration: Option<Duration>,
+    /// Applies to every part of the run.
     pub iterations: Option<u64>,
-    pub users: Option<u64>,
-    pub rate: Option<Rate>,
+    pub users: Option<Scoped<u64>>,
+    pub rate: Option<Scoped<Rate>>,
     /// `NAME=URL` pairs.
     pub targets: Vec<(String, String)>,
     /// Prometheus base URL, replacing `metrics.prometheus`.
     pub prometheus: Option<String>,
 }
 
+/// A command-line value for one of the file's `scenarios:` (`api=20`),
+/// or for its only load (`20`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scoped<T> {
+    pub scenario: Option<String>,
+    pub value: T,
+}
+
+impl<T> Scoped<T> {
+    /// Reads `VALUE` or `SCENARIO=VALUE`.
+    pub fn parse(text: &str, value: impl Fn(&str) -> Result<T, String>) -> Result<Self, String> {
+        Ok(match text.split_once('=') {
+            Some((name, v)) => Self {
+                scenario: Some(name.trim().to_owned()),
+                value: value(v.trim())?,
+            },
+            None => Self {
+                scenario: None,
+                value: value(text)?,
+            },
+        })
+    }
+}
+
 impl Scenario {
     /// Applies command-line overrides. `--users` switches to the closed
-    /// model and `--rate` to the open one, keeping the other settings.
+    /// model and `--rate` to the open one, keeping the other settings;
+    /// with several scenarios they name the one they change.
     pub fn apply(&mut self, o: &Overrides) -> Result<(), String> {
         if o.users.is_some() && o.rate.is_some() {
             return Err("--users and --rate choose different load models; give one".into());
         }
-        if let Some(d) = o.duration {
-            self.load.duration = Some(d);
-            if o.iterations.is_none() {
-                self.load.iterations = None;
+        for part in &mut self.parts {
+            let load = &mut part.load;
+            if let Some(d) = o.duration {
+                load.duration = Some(d);
+                if o.iterations.is_none() {
+                    load.iterations = None;
+                }
+            }
+            if let Some(n) = o.iterations {
+                load.iterations = Some(n);
+                if o.duration.is_none() {
+                    load.duration = None;
+                }
             }
         }
-        if let Some(n) = o.iterations {
-            self.load.iterations = Some(n);
-            if o.duration.is_none() {
-                self.load.duration = None;
-            }
-        }
-        if o.users.is_some() || o.rate.is_some() {
-            // A constant load from the command line replaces the stages.
-            self.load.stages.clear();
-        }
-        if let Some(users) = o.users {
-            if users == 0 {
+        if let Some(users) = &o.users {
+            if users.value == 0 {
                 return Err("--users must be at least 1".into());
             }
-            self.load.model = match &self.load.model {
+            let load = &mut self
+                .part_for(users.scenario.as_deref(), "--users", "20")?
+                .load;
+            load.stages.clear();
+            load.model = match &load.model {
                 LoadModel::Closed {
                     spawn_rate, wait, ..
                 } => LoadModel::Closed {
-                    users,
+                    users: users.value,
                     spawn_rate: *spawn_rate,
                     wait: *wait,
                 },
                 LoadModel::Open { .. } => LoadModel::Closed {
-                    users,
+                    users: users.value,
                     spawn_rate: None,
                     wait: DurationRange {
                         min: Duration::ZERO,
@@ -638,13 +698,17 @@ impl Scenario {
                 },
             };
         }
-        if let Some(rate) = o.rate {
-            let max_in_flight = match self.load.model {
+        if let Some(rate) = &o.rate {
+            let load = &mut self
+                .part_for(rate.scenario.as_deref(), "--rate", "100/s")?
+                .load;
+            load.stages.clear();
+            let max_in_flight = match load.model {
                 LoadModel::Open { max_in_flight, .. } => max_in_flight,
                 LoadModel::Closed { .. } => DEFAULT_MAX_IN_FLIGHT,
             };
-            self.load.model = LoadModel::Open {
-                rate,
+            load.model = LoadModel::Open {
+                rate: rate.value,
                 max_in_flight,
             };
         }
@@ -667,6 +731,50 @@ impl Scenario {
                 Some(BaseUrl::parse(p).map_err(|e| format!("--prometheus: {e}"))?);
         }
         Ok(())
+    }
+
+    /// The part a `--users`/`--rate` override changes: the only one, or
+    /// the one it names.
+    fn part_for(
+        &mut self,
+        name: Option<&str>,
+        flag: &str,
+        example: &str,
+    ) -> Result<&mut SubScenario, String> {
+        let names: Vec<&str> = self
+            .parts
+            .iter()
+            .filter_map(|p| p.name.as_deref())
+            .collect();
+        let list = names.join(", ");
+        let first = names.first().copied().unwrap_or("NAME");
+        let i = match name {
+            None if self.parts.len() == 1 => 0,
+            None => {
+                return Err(format!(
+                    "{flag} {example}: this file has several scenarios ({list}); say which, e.g. {flag} {first}={example}"
+                ));
+            }
+            Some(n) => match self.parts.iter().position(|p| p.name.as_deref() == Some(n)) {
+                Some(i) => i,
+                None if names.is_empty() => {
+                    return Err(format!(
+                        "{flag} {n}=…: this file has no `scenarios:`; give the value alone, e.g. {flag} {example}"
+                    ));
+                }
+                None => {
+                    return Err(format!(
+                        "{flag} {n}=…: no scenario `{n}` in the file (scenarios: {list})"
+                    ));
+                }
+            },
+        };
+        Ok(&mut self.parts[i])
+    }
+
+    /// The part named `name`, for `scenarios:` files.
+    pub fn part(&self, name: &str) -> Option<&SubScenario> {
+        self.parts.iter().find(|p| p.name.as_deref() == Some(name))
     }
 
     /// Index of a request by name.

@@ -247,7 +247,33 @@ pub(super) fn check(c: &mut Checker, raw: &RawScenario, requests: &[&str]) -> Ve
     let mut entries: Vec<VerifyEntry> = Vec::new();
     let resolve = |c: &mut Checker, t: &Text, what: &str| -> Option<usize> {
         let found = requests.iter().position(|r| *r == t.as_str());
-        if found.is_none() {
+        let scenario = t.split_once('.').map(|(s, _)| s);
+        let in_scenario = |s: &str| {
+            requests
+                .iter()
+                .any(|r| r.split_once('.').is_some_and(|(p, _)| p == s))
+        };
+        if let (None, Some(s)) = (found, scenario)
+            && !in_scenario(s)
+        {
+            let mut scenarios: Vec<&str> = requests
+                .iter()
+                .filter_map(|r| r.split_once('.').map(|(p, _)| p))
+                .collect();
+            scenarios.dedup();
+            c.err(
+                pos(t),
+                format!(
+                    "`{what}`: no scenario named `{s}` (in `{}`); expected one of: {}",
+                    t.as_str(),
+                    if scenarios.is_empty() {
+                        "this file has no `scenarios:`".to_owned()
+                    } else {
+                        scenarios.join(", ")
+                    }
+                ),
+            );
+        } else if found.is_none() {
             c.err(
                 pos(t),
                 format!(

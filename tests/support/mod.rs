@@ -25,11 +25,20 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-/// Requests answered per path; waiters are woken on every answer.
+/// Requests answered per path, and when the first and last of each path
+/// were; waiters are woken on every answer.
 #[derive(Clone, Default)]
-pub struct Counts(Arc<(Mutex<HashMap<String, u64>>, Condvar)>);
+pub struct Counts(
+    Arc<(Mutex<HashMap<String, u64>>, Condvar)>,
+    Arc<Mutex<HashMap<String, (Instant, Instant)>>>,
+);
 
 impl Counts {
+    /// When the first and the last request to exactly `path` arrived.
+    pub fn span(&self, path: &str) -> Option<(Instant, Instant)> {
+        self.1.lock().unwrap().get(path).copied()
+    }
+
     /// Requests answered whose path starts with `prefix`.
     pub fn get(&self, prefix: &str) -> u64 {
         sum_prefix(&self.0.0.lock().unwrap(), prefix)
@@ -51,6 +60,13 @@ impl Counts {
     }
 
     fn add(&self, path: String) {
+        let now = Instant::now();
+        self.1
+            .lock()
+            .unwrap()
+            .entry(path.clone())
+            .and_modify(|(_, last)| *last = now)
+            .or_insert((now, now));
         let (lock, answered) = &*self.0;
         *lock.lock().unwrap().entry(path).or_default() += 1;
         answered.notify_all();
@@ -387,6 +403,32 @@ pub fn run_with_every_output_env(scenario: &str, args: &[&str], vars: &[(&str, &
         .output()
         .unwrap();
     finish(out, dir)
+}
+
+/// `redproof run FILE --out DIR/results.json`, started in the background
+/// with its output captured. Colour is off.
+pub fn spawn_run(file: &std::path::Path, dir: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_redproof"))
+        .env("NO_COLOR", "1")
+        .arg("run")
+        .arg(file)
+        .arg("--out")
+        .arg(dir.join("results.json"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Sends SIGINT (Ctrl-C) to a run started by [`spawn_run`] and waits for
+/// it to end.
+pub fn interrupt(child: std::process::Child, dir: tempfile::TempDir) -> Run {
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    finish(child.wait_with_output().unwrap(), dir)
 }
 
 /// The [`Run`] of a finished `redproof run` whose results went to

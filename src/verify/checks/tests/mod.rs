@@ -190,3 +190,53 @@ fn missing_series_skip_everything_after_preflight() {
     );
     c.skipped(&COUNTING, "no series to read (see preflight)");
 }
+
+#[test]
+fn a_verify_entry_names_a_request_of_one_of_the_scenarios() {
+    let text = r#"
+name: mixed
+targets:
+  web: { url: "http://127.0.0.1:8000" }
+scenarios:
+  browse:
+    load: { users: 2, duration: 10s }
+    requests:
+      - { name: list, http: { target: web, path: /browse } }
+  api:
+    start: 5s
+    load: { rate: 10/s, duration: 10s }
+    requests:
+      - { name: list, http: { target: web, path: /polls/2xx_success/ } }
+metrics: { prometheus: "http://127.0.0.1:9090" }
+verify:
+  api.list: { convention: django, match: { view: "polls:success" } }
+thresholds:
+  - api.list.server.p95 < 1s
+"#;
+    let s = crate::scenario::parse(std::path::Path::new("mixed.yaml"), text).unwrap();
+    let e = &s.verification.entries[0];
+    assert_eq!(e.name, "api.list");
+    assert_eq!(e.request, s.request_index("api.list"));
+    assert_ne!(e.request, s.request_index("browse.list"));
+    let (src, client) = healthy(100);
+    let c = check(&src, e, &client.named("api.list"));
+    c.summary("count", Pass, &["server 100 = client 100"]);
+
+    // A request's bare name, or a scenario that does not exist, is refused
+    // where it is written.
+    for (name, says) in [
+        ("list", "no request named `list`"),
+        ("apx.list", "no scenario named `apx`"),
+    ] {
+        let bad = text
+            .replace("  api.list: {", &format!("  {name}: {{"))
+            .replace("  - api.list.server.p95 < 1s\n", "");
+        let err = crate::scenario::parse(std::path::Path::new("mixed.yaml"), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(says) && err.contains("mixed.yaml:17:3"),
+            "{err}"
+        );
+    }
+}
