@@ -71,6 +71,8 @@ pub enum Format {
     Junit,
     /// A Markdown summary for a CI job page.
     Markdown,
+    /// A self-contained HTML page with charts.
+    Html,
 }
 
 /// Where the report goes besides the terminal.
@@ -87,6 +89,11 @@ pub struct OutputArgs {
     /// Write a Markdown summary (e.g. to $GITHUB_STEP_SUMMARY).
     #[arg(long, value_name = "FILE")]
     pub markdown: Option<PathBuf>,
+
+    /// Write a self-contained HTML report: verdict, failures, client and
+    /// server RED over time, latency distributions.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 
     /// No live progress on stderr.
     #[arg(long, short)]

@@ -105,7 +105,14 @@ pub fn render_text(r: &RunReport, summary: &Summary) -> String {
         let parts: Vec<String> = row
             .outcomes
             .iter()
-            .map(|(out, ok, n)| format!("{out}{} × {}", if *ok { "" } else { " ✗" }, thousands(*n)))
+            .map(|o| {
+                format!(
+                    "{}{} × {}",
+                    o.outcome,
+                    if o.ok { "" } else { " ✗" },
+                    thousands(o.count)
+                )
+            })
             .collect();
         let messages = if row.messages == MessageCounts::default() {
             String::new()
@@ -131,10 +138,11 @@ pub fn render_text(r: &RunReport, summary: &Summary) -> String {
         .rows
         .iter()
         .flat_map(|row| {
-            row.examples.iter().filter_map(move |(out, ex)| match out {
-                Outcome::Transport(_) | Outcome::CheckFailed(_) => {
-                    Some(format!("  {:<name_w$} {out}: {ex}", row.name))
-                }
+            row.examples.iter().filter_map(move |e| match e.outcome {
+                Outcome::Transport(_) | Outcome::CheckFailed(_) => Some(format!(
+                    "  {:<name_w$} {}: {}",
+                    row.name, e.outcome, e.message
+                )),
                 _ => None,
             })
         })
@@ -241,8 +249,8 @@ fn render_verification(o: &mut String, r: &RunReport, summary: &Summary) {
         let client_5xx: u64 = row.map_or(0, |row| {
             row.outcomes
                 .iter()
-                .filter(|(out, _, _)| is_server_error(*out))
-                .map(|(_, _, n)| n)
+                .filter(|o| is_server_error(o.outcome))
+                .map(|o| o.count)
                 .sum()
         });
         let num = |x: Option<f64>| x.map_or("-".to_owned(), |x| thousands(x.round() as u64));
@@ -325,8 +333,8 @@ fn is_server_error(out: Outcome) -> bool {
 fn responses(row: &super::Row) -> u64 {
     row.outcomes
         .iter()
-        .filter(|(out, _, _)| out.is_response())
-        .map(|(_, _, n)| n)
+        .filter(|o| o.outcome.is_response())
+        .map(|o| o.count)
         .sum()
 }
 
