@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
+use super::cells::RowCells;
 use super::{RunReport, Summary, format_observed};
-use crate::scenario::units::format_micros;
 use crate::verify::Status;
 
 fn cell(s: &str) -> String {
@@ -84,14 +84,7 @@ pub fn render_markdown(r: &RunReport, summary: &Summary) -> String {
     );
     let _ = writeln!(o, "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|");
     for row in summary.rows.iter().chain(std::iter::once(&summary.all)) {
-        let server = r.verification.as_ref().and_then(|v| v.figures(&row.name));
-        let lat = |us: u64| {
-            if row.count == 0 {
-                "-".to_owned()
-            } else {
-                format_micros(us)
-            }
-        };
+        let c = RowCells::of(r, row);
         let statuses: Vec<String> = row
             .outcomes
             .iter()
@@ -113,18 +106,11 @@ pub fn render_markdown(r: &RunReport, summary: &Summary) -> String {
             row.errors,
             row.error_ratio * 100.0,
             cell(&statuses.join(", ")),
-            lat(row.p50_us),
-            lat(row.p95_us),
-            lat(row.p99_us),
-            server
-                .and_then(|f| f.count)
-                .map_or("-".into(), |c| format!("{c:.0}")),
-            server
-                .and_then(|f| f.quantile(0.95))
-                .map_or("-".into(), |q| format!(
-                    "≈ {}",
-                    format_micros((q * 1e6) as u64)
-                )),
+            c.p50,
+            c.p95,
+            c.p99,
+            c.server_count,
+            c.server_p95,
         );
     }
     let _ = writeln!(

@@ -2,6 +2,7 @@
 //! renderings of it: the RED table on the terminal, the summary JSON, and
 //! the results file that `redproof report` re-renders.
 
+mod cells;
 mod html;
 mod junit;
 mod markdown;

@@ -11,11 +11,7 @@ use crate::verify::Status;
 /// Renders the report; `summary` comes from [`RunReport::summary`].
 pub fn render_text(r: &RunReport, summary: &Summary) -> String {
     let mut o = String::new();
-    let load = match (r.load.users, r.load.rate) {
-        (Some(u), _) => format!("closed model, {u} users"),
-        (_, Some(rate)) => format!("open model, {rate}/s"),
-        _ => r.load.model.clone(),
-    };
+    let load = super::cells::load_description(r);
     let _ = writeln!(
         o,
         "redproof · {} · {} · load {:.1}s, drain {:.1}s{}",

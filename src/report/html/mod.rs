@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
+use super::cells::{RowCells, load_description};
 use super::{RunReport, Summary, format_observed};
 use crate::scenario::units::{format_micros, thousands};
 use crate::verify::{ServerFigures, Status, Verdict};
@@ -99,14 +100,10 @@ pub fn render_html(r: &RunReport, summary: &Summary, exit_code: u8) -> String {
 
 fn banner(o: &mut String, r: &RunReport, code: u8) {
     let passed = code == 0;
-    let load = match (r.load.users, r.load.rate) {
-        (Some(u), _) => format!("closed model, {u} users"),
-        (_, Some(rate)) => format!("open model, {rate}/s"),
-        _ => r.load.model.clone(),
-    };
-    let _ = write!(
+    let load = load_description(r);
+    let _ = writeln!(
         o,
-        "<header class=\"banner {}\"><h1>{} · {}</h1><p>exit code {code}: {}</p><p>{} · load {:.1}s, drain {:.1}s · started {}{}</p></header>\n",
+        "<header class=\"banner {}\"><h1>{} · {}</h1><p>exit code {code}: {}</p><p>{} · load {:.1}s, drain {:.1}s · started {}{}</p></header>",
         if passed { "pass" } else { "fail" },
         if passed { "PASS" } else { "FAIL" },
         esc(&r.scenario.name),
@@ -194,14 +191,7 @@ fn failures(o: &mut String, r: &RunReport) {
 fn red_table(o: &mut String, r: &RunReport, summary: &Summary) {
     o.push_str("<section id=\"requests\"><h2>Requests: client and server</h2>\n<table><tr><th>request</th><th>count</th><th>rps</th><th>errors</th><th>p50</th><th>p95</th><th>p99</th><th>server count</th><th>server p95 (bucket estimate)</th></tr>\n");
     for row in summary.rows.iter().chain(std::iter::once(&summary.all)) {
-        let server = r.verification.as_ref().and_then(|v| v.figures(&row.name));
-        let lat = |us: u64| {
-            if row.count == 0 {
-                "-".to_owned()
-            } else {
-                format_micros(us)
-            }
-        };
+        let c = RowCells::of(r, row);
         let _ = writeln!(
             o,
             "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{:.1}</td><td class=\"n\">{} ({:.2}%)</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
@@ -210,18 +200,11 @@ fn red_table(o: &mut String, r: &RunReport, summary: &Summary) {
             row.rps,
             thousands(row.errors),
             row.error_ratio * 100.0,
-            lat(row.p50_us),
-            lat(row.p95_us),
-            lat(row.p99_us),
-            server
-                .and_then(|f| f.count)
-                .map_or("-".into(), |c| thousands(c.round() as u64)),
-            server
-                .and_then(|f| f.quantile(0.95))
-                .map_or("-".into(), |q| format!(
-                    "≈ {}",
-                    format_micros((q * 1e6) as u64)
-                )),
+            c.p50,
+            c.p95,
+            c.p99,
+            c.server_count,
+            c.server_p95,
         );
     }
     o.push_str("</table>\n<p class=\"note\">Server percentiles are estimates interpolated within the server's histogram buckets; the verification compares whole buckets.</p></section>\n");
@@ -532,9 +515,9 @@ fn verdicts(o: &mut String, r: &RunReport) {
     let Some(v) = &r.verification else {
         return;
     };
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<section id=\"verification\"><h2>Verification</h2><p>Source: {}.</p>\n",
+        "<section id=\"verification\"><h2>Verification</h2><p>Source: {}.</p>",
         esc(&v.source)
     );
     let (failed, rest): (Vec<&Verdict>, Vec<&Verdict>) =
