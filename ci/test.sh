@@ -22,6 +22,17 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheu
   systemctl stop prometheus || true
 fi
 
+# The HTML report is tested in a real browser (tests/reports.rs): Debian's
+# chromium, headless. Here the test must run, never skip.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "== installing chromium"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+unset REDPROOF_BROWSER_TESTS
+
 # The conformance suite (tests/conformance.rs) runs apps on the real
 # instrumentation libraries: Python ones from a virtualenv made from
 # conformance/requirements.txt (rebuilt only when that file or the Python

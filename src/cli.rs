@@ -71,6 +71,8 @@ pub enum Format {
     Junit,
     /// A Markdown summary for a CI job page.
     Markdown,
+    /// A self-contained HTML page with charts.
+    Html,
 }
 
 /// Where the report goes besides the terminal.
@@ -87,6 +89,11 @@ pub struct OutputArgs {
     /// Write a Markdown summary (e.g. to $GITHUB_STEP_SUMMARY).
     #[arg(long, value_name = "FILE")]
     pub markdown: Option<PathBuf>,
+
+    /// Write a self-contained HTML report: verdict, failures, client and
+    /// server RED over time, latency distributions.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 
     /// No live progress on stderr.
     #[arg(long, short)]
@@ -162,9 +169,10 @@ pub struct RunArgs {
     pub prometheus: Option<String>,
 
     /// Skip the checks made before any traffic (Prometheus answers and
-    /// scrapes targets, each verify entry's `job`/`instance` matchers
-    /// select one, its metric family is exported). Without them an
-    /// unreachable Prometheus is found after the load.
+    /// scrapes targets, or every page of the embedded scraper serves
+    /// metrics; each verify entry's `job`/`instance` matchers select a
+    /// target, its metric family is exported). Without them a metric
+    /// source that is down is found after the load.
     #[arg(long)]
     pub no_preflight: bool,
 

@@ -27,7 +27,7 @@ pub use exit::Exit;
 use exit::{Failure, exit_code, fail};
 
 use crate::cli::{Cli, Command, Format};
-use crate::report::{RunReport, render_junit, render_markdown, render_text};
+use crate::report::{RunReport, render_html, render_junit, render_markdown, render_text};
 use crate::scenario::Overrides;
 use crate::secrets::scrub;
 
@@ -168,6 +168,7 @@ fn report(file: &Path, format: Format) -> Result<Exit, Failure> {
         Format::Text => print!("{}", render_text(&r, &summary)),
         Format::Json => {
             let v = serde_json::json!({
+                "format": crate::report::SUMMARY_FORMAT,
                 "summary": summary,
                 "thresholds": r.thresholds,
                 "verification": r.verification,
@@ -180,6 +181,7 @@ fn report(file: &Path, format: Format) -> Result<Exit, Failure> {
         }
         Format::Junit => print!("{}", render_junit(&r)),
         Format::Markdown => print!("{}", render_markdown(&r, &summary)),
+        Format::Html => print!("{}", render_html(&r, &summary, exit_code(&r) as u8)),
     }
     Ok(exit_code(&r))
 }

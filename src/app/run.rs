@@ -14,7 +14,7 @@ use crate::engine::{self, EnginePlan};
 use crate::exec::CallPlan;
 use crate::metrics::{MetricSource as _, Prometheus, Scraper, SourceError};
 use crate::report::{
-    ProgressDisplay, RunReport, Summary, render_junit, render_markdown, render_text,
+    ProgressDisplay, RunReport, Summary, render_html, render_junit, render_markdown, render_text,
 };
 use crate::scenario::units::{self, Rate};
 use crate::scenario::verification::Verification;
@@ -372,6 +372,10 @@ pub(super) fn write_outputs(
     if let Some(path) = &o.markdown {
         write_atomically(path, scrub(&render_markdown(report, summary)).as_bytes())
             .map_err(|e| fail(Exit::Internal, e))?;
+    }
+    if let Some(path) = &o.html {
+        let page = render_html(report, summary, exit_code(report) as u8);
+        write_atomically(path, scrub(&page).as_bytes()).map_err(|e| fail(Exit::Internal, e))?;
     }
     Ok(())
 }

@@ -28,6 +28,9 @@ struct Case {
     /// `None` passes; `Some((kind, message, details))` fails.
     failure: Option<(String, String, String)>,
     skipped: Option<String>,
+    /// What was observed, also for a pass: a gate that passed by a hair
+    /// should be seen.
+    observed: Option<String>,
 }
 
 /// Renders the report as JUnit XML.
@@ -45,6 +48,10 @@ pub fn render_junit(r: &RunReport) -> String {
                 )
             }),
             skipped: None,
+            observed: Some(format!(
+                "observed {}",
+                format_observed(&t.threshold, t.observed)
+            )),
         });
     }
     if let Some(e) = &r.failure {
@@ -53,6 +60,7 @@ pub fn render_junit(r: &RunReport) -> String {
             name: "engine".into(),
             failure: Some(("internal".into(), e.clone(), String::new())),
             skipped: None,
+            observed: None,
         });
     }
     if let Some(why) = &r.aborted {
@@ -61,6 +69,7 @@ pub fn render_junit(r: &RunReport) -> String {
             name: "on_start".into(),
             failure: Some(("aborted".into(), why.clone(), String::new())),
             skipped: None,
+            observed: None,
         });
     }
     if let Some(e) = &r.verification_error {
@@ -69,6 +78,7 @@ pub fn render_junit(r: &RunReport) -> String {
             name: "source".into(),
             failure: Some(("unavailable".into(), e.clone(), String::new())),
             skipped: None,
+            observed: None,
         });
     }
     if let Some(v) = &r.verification {
@@ -109,6 +119,7 @@ pub fn render_junit(r: &RunReport) -> String {
                     )
                 }),
                 skipped: (x.status == Status::Skipped).then(|| x.summary.clone()),
+                observed: Some(x.summary.clone()),
             });
         }
     }
@@ -153,9 +164,18 @@ pub fn render_junit(r: &RunReport) -> String {
                     esc(why)
                 );
             }
-            (None, None) => {
-                let _ = writeln!(o, "/>");
-            }
+            (None, None) => match &c.observed {
+                Some(observed) => {
+                    let _ = writeln!(
+                        o,
+                        ">\n      <system-out>{}</system-out>\n    </testcase>",
+                        esc(observed)
+                    );
+                }
+                None => {
+                    let _ = writeln!(o, "/>");
+                }
+            },
         }
     }
     o.push_str("  </testsuite>\n</testsuites>\n");

@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
+use super::cells::RowCells;
 use super::{RunReport, Summary, format_observed};
-use crate::scenario::units::format_micros;
 use crate::verify::Status;
 
 fn cell(s: &str) -> String {
@@ -51,86 +51,144 @@ pub fn render_markdown(r: &RunReport, summary: &Summary) -> String {
     if let Some(why) = &r.aborted {
         let _ = writeln!(o, "**Run aborted:** {}\n", cell(why));
     }
+    let failed_verdicts: Vec<_> = r
+        .verification
+        .iter()
+        .flat_map(|v| &v.verdicts)
+        .filter(|x| x.status.failed())
+        .collect();
+    let failed_thresholds: Vec<_> = r.thresholds.iter().filter(|t| !t.passed).collect();
+    if let Some(e) = &r.verification_error {
+        let _ = writeln!(o, "**Verification not run:** {}\n", cell(e));
+    }
+    if !failed_verdicts.is_empty() || !failed_thresholds.is_empty() {
+        let _ = writeln!(o, "### Failures\n");
+        for x in &failed_verdicts {
+            let _ = writeln!(
+                o,
+                "- **{}** ({}): {}{}",
+                x.name(),
+                if x.status == Status::NoData {
+                    "no data"
+                } else {
+                    "fail"
+                },
+                cell(x.diagnosis.as_deref().unwrap_or(&x.summary)),
+                if x.query.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (`{}`)", x.query.replace('`', "'"))
+                }
+            );
+        }
+        for t in &failed_thresholds {
+            let _ = writeln!(
+                o,
+                "- **threshold `{}`**: observed {}",
+                t.threshold.text.replace('`', "'"),
+                format_observed(&t.threshold, t.observed)
+            );
+        }
+        let _ = writeln!(o);
+    }
     let _ = writeln!(
         o,
-        "| request | count | rps | errors | p50 | p95 | p99 | server count | server p95 |"
+        "| request | count | rps | errors | statuses | p50 | p95 | p99 | server count | server p95 |"
     );
-    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(o, "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|");
     for row in summary.table_rows() {
-        let server = r.verification.as_ref().and_then(|v| v.figures(&row.name));
-        let lat = |us: u64| {
-            if row.count == 0 {
-                "-".to_owned()
-            } else {
-                format_micros(us)
-            }
-        };
+        let c = RowCells::of(r, row);
+        let statuses: Vec<String> = row
+            .outcomes
+            .iter()
+            .map(|x| {
+                format!(
+                    "{}{} × {}",
+                    x.outcome,
+                    if x.ok { "" } else { " ❌" },
+                    x.count
+                )
+            })
+            .collect();
         let _ = writeln!(
             o,
-            "| {} | {} | {:.1} | {} ({:.2}%) | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.1} | {} ({:.2}%) | {} | {} | {} | {} | {} | {} |",
             cell(&row.name),
             row.count,
             row.rps,
             row.errors,
             row.error_ratio * 100.0,
-            lat(row.p50_us),
-            lat(row.p95_us),
-            lat(row.p99_us),
-            server
-                .and_then(|f| f.count)
-                .map_or("-".into(), |c| format!("{c:.0}")),
-            server
-                .and_then(|f| f.quantile(0.95))
-                .map_or("-".into(), |q| format_micros((q * 1e6) as u64)),
+            cell(&statuses.join(", ")),
+            c.p50,
+            c.p95,
+            c.p99,
+            c.server_count,
+            c.server_p95,
         );
     }
-    if let Some(e) = &r.verification_error {
-        let _ = writeln!(o, "\n**Verification not run:** {}", cell(e));
-    }
+    let _ = writeln!(
+        o,
+        "\nServer p95 is interpolated within the server's histogram buckets."
+    );
     if let Some(v) = &r.verification {
         let _ = writeln!(o, "\n### Verification\n\nSource: {}.\n", cell(&v.source));
-        let _ = writeln!(o, "| check | verdict | figures |");
-        let _ = writeln!(o, "|---|---|---|");
-        for x in &v.verdicts {
-            let mark = match x.status {
-                Status::Pass => "✅ pass",
-                Status::Fail => "❌ fail",
-                Status::NoData => "❌ no data",
-                Status::Skipped => "⏭ skipped",
-            };
-            let _ = writeln!(o, "| `{}` | {mark} | {} |", x.name(), cell(&x.summary));
+        let (failed, rest): (Vec<_>, Vec<_>) = v.verdicts.iter().partition(|x| x.status.failed());
+        if !failed.is_empty() {
+            verdict_table(&mut o, &failed);
         }
-        let failures: Vec<_> = v.verdicts.iter().filter(|x| x.status.failed()).collect();
-        if !failures.is_empty() {
-            let _ = writeln!(o, "\n#### Diagnoses\n");
-            for x in failures {
-                let _ = writeln!(
-                    o,
-                    "- **{}**: {}{}",
-                    x.name(),
-                    cell(x.diagnosis.as_deref().unwrap_or(&x.summary)),
-                    if x.query.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (`{}`)", x.query.replace('`', "'"))
-                    }
-                );
-            }
+        if !rest.is_empty() {
+            let _ = writeln!(
+                o,
+                "<details><summary>{} checks passed or skipped</summary>\n",
+                rest.len()
+            );
+            verdict_table(&mut o, &rest);
+            let _ = writeln!(o, "\n</details>");
         }
     }
     if !r.thresholds.is_empty() {
         let _ = writeln!(o, "\n### Thresholds\n");
-        let _ = writeln!(o, "| threshold | observed | verdict |");
-        let _ = writeln!(o, "|---|---:|---|");
-        for t in &r.thresholds {
+        let passed: Vec<_> = r.thresholds.iter().filter(|t| t.passed).collect();
+        if !failed_thresholds.is_empty() {
+            threshold_table(&mut o, &failed_thresholds);
+        }
+        if !passed.is_empty() {
             let _ = writeln!(
                 o,
-                "| `{}` | {} | {} |",
-                t.threshold.text.replace('`', "'"),
-                format_observed(&t.threshold, t.observed),
-                if t.passed { "✅ pass" } else { "❌ fail" }
+                "<details><summary>{} thresholds passed</summary>\n",
+                passed.len()
             );
+            threshold_table(&mut o, &passed);
+            let _ = writeln!(o, "\n</details>");
         }
     }
     o
+}
+
+fn verdict_table(o: &mut String, verdicts: &[&crate::verify::Verdict]) {
+    let _ = writeln!(o, "| check | verdict | figures |");
+    let _ = writeln!(o, "|---|---|---|");
+    for x in verdicts {
+        let mark = match x.status {
+            Status::Pass => "✅ pass",
+            Status::Fail => "❌ fail",
+            Status::NoData => "❌ no data",
+            Status::Skipped => "⏭ skipped",
+        };
+        let _ = writeln!(o, "| `{}` | {mark} | {} |", x.name(), cell(&x.summary));
+    }
+}
+
+fn threshold_table(o: &mut String, thresholds: &[&super::ThresholdResult]) {
+    let _ = writeln!(o, "| threshold | observed | verdict |");
+    let _ = writeln!(o, "|---|---:|---|");
+    for t in thresholds {
+        let _ = writeln!(
+            o,
+            "| `{}` | {} | {} |",
+            t.threshold.text.replace('`', "'"),
+            format_observed(&t.threshold, t.observed),
+            if t.passed { "✅ pass" } else { "❌ fail" }
+        );
+    }
 }

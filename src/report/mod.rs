@@ -2,6 +2,8 @@
 //! renderings of it: the RED table on the terminal, the summary JSON, and
 //! the results file that `redproof report` re-renders.
 
+mod cells;
+mod html;
 mod junit;
 mod markdown;
 mod parts;
@@ -15,6 +17,7 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use serde::{Deserialize, Serialize};
 
+pub use html::render_html;
 pub use junit::render_junit;
 pub use markdown::render_markdown;
 pub use parts::{ScenarioResult, Span};
@@ -30,8 +33,18 @@ use crate::scenario::verification::VerificationSpec;
 use crate::scenario::{Call, Scenario};
 use crate::verify::VerificationReport;
 
-/// Identifies the results file format.
-pub const FORMAT: &str = "redproof-results/1";
+/// Identifies the results file format: 2 added the server's figures
+/// over time (`verification.server[].timeline`).
+pub const FORMAT: &str = "redproof-results/2";
+
+/// Results formats this redproof still reads: format 1 lacks only what
+/// format 2 added.
+const READABLE: [&str; 2] = ["redproof-results/1", FORMAT];
+
+/// Identifies the format of `redproof report --format json`: 2 names
+/// the fields of outcomes (`{"outcome", "ok", "count"}`) where the
+/// unversioned first one wrote positional arrays.
+pub const SUMMARY_FORMAT: &str = "redproof-summary/2";
 
 /// A whole run: inputs, timings, per-request histograms, windows, verdicts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,6 +111,24 @@ pub struct LoadInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iterations: Option<u64>,
     pub drain_s: f64,
+    /// A ramped load's stages, for the HTML report's load chart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageInfo>,
+}
+
+/// One stage of a ramped load.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageInfo {
+    pub for_s: f64,
+    /// Closed model: the users the stage moves to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<u64>,
+    /// Open model: the arrival rate at the stage's start, per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_from: Option<f64>,
+    /// Open model: the arrival rate at the stage's end, per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_to: Option<f64>,
 }
 
 /// T0 is the load start, T1 the end of the drain.
@@ -351,12 +382,16 @@ impl RunReport {
     pub fn from_json(text: &str) -> Result<Self, String> {
         let mut r: RunReport =
             serde_json::from_str(text).map_err(|e| format!("not a redproof results file: {e}"))?;
-        if r.format != FORMAT {
+        if !READABLE.contains(&r.format.as_str()) {
             return Err(format!(
-                "unsupported results format `{}`; this redproof reads `{FORMAT}`",
-                r.format
+                "unsupported results format `{}`; this redproof reads {}",
+                r.format,
+                READABLE.map(|f| format!("`{f}`")).join(" and ")
             ));
         }
+        // Written again (`redproof verify --out`), it is a file of this
+        // format, which holds everything the older one did.
+        r.format = FORMAT.into();
         // A results file may come from anywhere (another shard, an older
         // redproof): its server text is escaped again before rendering.
         for o in r.requests.iter_mut().flat_map(|q| &mut q.outcomes) {
@@ -453,6 +488,22 @@ impl RunReport {
     }
 }
 
+/// How many requests of a row ended with one outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutcomeCount {
+    pub outcome: Outcome,
+    /// Whether the outcome met the request's expectation.
+    pub ok: bool,
+    pub count: u64,
+}
+
+/// The first message of an error outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutcomeExample {
+    pub outcome: Outcome,
+    pub message: String,
+}
+
 /// The RED figures of one request, or of all.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
@@ -471,9 +522,9 @@ pub struct Row {
     pub min_us: u64,
     pub mean_us: f64,
     /// Outcomes and their counts, most frequent first.
-    pub outcomes: Vec<(Outcome, bool, u64)>,
+    pub outcomes: Vec<OutcomeCount>,
     /// One example message per transport error kind.
-    pub examples: Vec<(Outcome, String)>,
+    pub examples: Vec<OutcomeExample>,
     /// gRPC messages sent and received.
     pub messages: MessageCounts,
     /// With `pace`: p50, p95, p99 and max of the latency corrected for
@@ -495,13 +546,17 @@ impl Row {
         };
         let count = st.count();
         let errors = st.errors();
-        let mut outcomes: Vec<(Outcome, bool, u64)> = st
+        let mut outcomes: Vec<OutcomeCount> = st
             .outcomes
             .iter()
             .filter(|o| !o.histogram.is_empty())
-            .map(|o| (o.outcome, o.ok, o.histogram.len()))
+            .map(|o| OutcomeCount {
+                outcome: o.outcome,
+                ok: o.ok,
+                count: o.histogram.len(),
+            })
             .collect();
-        outcomes.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+        outcomes.sort_by(|a, b| b.count.cmp(&a.count).then(a.outcome.cmp(&b.outcome)));
         Row {
             name: name.into(),
             count,
@@ -524,7 +579,12 @@ impl Row {
             examples: st
                 .outcomes
                 .iter()
-                .filter_map(|o| o.example.clone().map(|e| (o.outcome, e)))
+                .filter_map(|o| {
+                    o.example.clone().map(|message| OutcomeExample {
+                        outcome: o.outcome,
+                        message,
+                    })
+                })
                 .collect(),
             outcomes,
             messages: st.messages,

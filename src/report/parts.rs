@@ -3,10 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{LoadInfo, Row, Summary};
+use super::{LoadInfo, Row, StageInfo, Summary};
 use crate::engine::{EngineOutput, ScheduleStats};
 use crate::measure::RequestStats;
-use crate::scenario::{Load, LoadModel, Scenario};
+use crate::scenario::{Load, LoadModel, Scenario, StageTarget};
 
 /// One of the file's `scenarios:` in a results file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,6 +37,22 @@ impl LoadInfo {
             duration_s: load.duration.map(|d| d.as_secs_f64()),
             iterations: load.iterations,
             drain_s: load.drain.as_secs_f64(),
+            stages: load
+                .stages
+                .iter()
+                .map(|st| {
+                    let (users, rate) = match st.target {
+                        StageTarget::Users(u) => (Some(u), None),
+                        StageTarget::Rate { from, to } => (None, Some((from.get(), to.get()))),
+                    };
+                    StageInfo {
+                        for_s: st.duration.as_secs_f64(),
+                        users,
+                        rate_from: rate.map(|r| r.0),
+                        rate_to: rate.map(|r| r.1),
+                    }
+                })
+                .collect(),
         }
     }
 
@@ -53,6 +69,7 @@ impl LoadInfo {
                 duration_s: None,
                 iterations: None,
                 drain_s: 0.0,
+                stages: Vec::new(),
             };
         };
         info.duration_s = info.duration_s.map(|d| d + s.parts[0].start.as_secs_f64());
@@ -68,6 +85,8 @@ impl LoadInfo {
                 .map(|(a, b)| a.max(b + p.start.as_secs_f64()));
             info.iterations = add(info.iterations, next.iterations);
             info.drain_s = info.drain_s.max(next.drain_s);
+            // Stages of several scenarios do not add up to one profile.
+            info.stages.clear();
         }
         info
     }

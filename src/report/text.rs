@@ -11,11 +11,7 @@ use crate::verify::Status;
 /// Renders the report; `summary` comes from [`RunReport::summary`].
 pub fn render_text(r: &RunReport, summary: &Summary) -> String {
     let mut o = String::new();
-    let load = if r.scenarios.is_empty() {
-        super::parts::describe(&r.load)
-    } else {
-        format!("{} scenarios", r.scenarios.len())
-    };
+    let load = super::cells::load_description(r);
     let _ = writeln!(
         o,
         "redproof · {} · {} · load {:.1}s, drain {:.1}s{}",
@@ -125,7 +121,14 @@ pub fn render_text(r: &RunReport, summary: &Summary) -> String {
         let parts: Vec<String> = row
             .outcomes
             .iter()
-            .map(|(out, ok, n)| format!("{out}{} × {}", if *ok { "" } else { " ✗" }, thousands(*n)))
+            .map(|o| {
+                format!(
+                    "{}{} × {}",
+                    o.outcome,
+                    if o.ok { "" } else { " ✗" },
+                    thousands(o.count)
+                )
+            })
             .collect();
         let messages = if row.messages == MessageCounts::default() {
             String::new()
@@ -151,10 +154,11 @@ pub fn render_text(r: &RunReport, summary: &Summary) -> String {
         .rows
         .iter()
         .flat_map(|row| {
-            row.examples.iter().filter_map(move |(out, ex)| match out {
-                Outcome::Transport(_) | Outcome::CheckFailed(_) => {
-                    Some(format!("  {:<name_w$} {out}: {ex}", row.name))
-                }
+            row.examples.iter().filter_map(move |e| match e.outcome {
+                Outcome::Transport(_) | Outcome::CheckFailed(_) => Some(format!(
+                    "  {:<name_w$} {}: {}",
+                    row.name, e.outcome, e.message
+                )),
                 _ => None,
             })
         })
@@ -261,8 +265,8 @@ fn render_verification(o: &mut String, r: &RunReport, summary: &Summary) {
         let client_5xx: u64 = row.map_or(0, |row| {
             row.outcomes
                 .iter()
-                .filter(|(out, _, _)| is_server_error(*out))
-                .map(|(_, _, n)| n)
+                .filter(|o| is_server_error(o.outcome))
+                .map(|o| o.count)
                 .sum()
         });
         let num = |x: Option<f64>| x.map_or("-".to_owned(), |x| thousands(x.round() as u64));
@@ -345,8 +349,8 @@ fn is_server_error(out: Outcome) -> bool {
 fn responses(row: &super::Row) -> u64 {
     row.outcomes
         .iter()
-        .filter(|(out, _, _)| out.is_response())
-        .map(|(_, _, n)| n)
+        .filter(|o| o.outcome.is_response())
+        .map(|o| o.count)
         .sum()
 }
 

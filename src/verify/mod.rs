@@ -10,6 +10,7 @@
 //! - [`convention`]: metric names of the instrumentation libraries.
 //! - [`counters`]: arithmetic on raw samples.
 //! - [`checks`]: the checks of one `verify:` entry.
+//! - [`timeline`]: the server's RED per scrape interval, for charts.
 
 mod checks;
 pub mod convention;
@@ -18,6 +19,7 @@ mod hops;
 pub mod preflight;
 #[cfg(test)]
 mod testing;
+mod timeline;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -34,6 +36,7 @@ use crate::scenario::Scenario;
 use crate::scenario::verification::{MetricsSpec, Verification};
 
 use convention::Names;
+pub use timeline::ServerPoint;
 
 /// How far before T0 samples are read, to find each series' baseline.
 const LOOKBACK_MS: i64 = 5 * 60 * 1000;
@@ -132,6 +135,10 @@ pub struct ServerFigures {
     /// Increase of the `+Inf` bucket.
     #[serde(default)]
     pub bucket_total: f64,
+    /// The server's rate, errors and p95 over the run, one point per
+    /// scrape interval, drawn by the HTML report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<ServerPoint>,
 }
 
 impl ServerFigures {

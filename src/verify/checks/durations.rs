@@ -15,6 +15,7 @@ use crate::scenario::units::format_micros;
 use crate::verify::LOOKBACK_MS;
 use crate::verify::convention::{DurationKind, unit_name};
 use crate::verify::counters;
+use crate::verify::timeline;
 use crate::verify::{ServerFigures, Status, Verdict};
 
 /// The fraction of client latencies at or below `us`; `upper` chooses
@@ -154,6 +155,10 @@ pub(super) async fn check_duration<M: MetricSource>(
         let f = cx
             .fetch(&base.with_metric(format!("{}_bucket", base.metric)))
             .await?;
+        let intervals = timeline::intervals(cx.t0, cx.t1, cx.interval_ms);
+        if figures.timeline.len() == intervals.len() {
+            timeline::add_p95(&mut figures.timeline, &f.series, unit, &intervals);
+        }
         counters::bucket_increases(&f.series, cx.t0, cx.s)
             .into_iter()
             .map(|(le, n)| (le * unit, n))

@@ -26,8 +26,9 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::convention::{self, Names, StatusStyle};
+use super::convention::{self, Names, StatusSource, StatusStyle};
 use super::counters::{self, Increase};
+use super::timeline;
 use super::{ClientRequest, LOOKBACK_MS, ServerFigures, Status, Verdict};
 use crate::metrics::{Fetch, MetricSource, Series, SourceError, TargetStatus};
 use crate::promql::Selector;
@@ -531,6 +532,22 @@ async fn run_on<M: MetricSource>(
                 .sum(),
         );
     }
+    let intervals = timeline::intervals(cx.t0, cx.t1, cx.interval_ms);
+    let status_label = match &cx.names.status {
+        Some(StatusSource::Label(l)) => Some(l.as_str()),
+        _ => None,
+    };
+    let is_error = |s: &Series| {
+        status_label
+            .and_then(|l| s.labels.get(l))
+            .is_some_and(|v| convention::is_server_error(&convention::status_key(v, style)))
+    };
+    figures.timeline = timeline::counted(
+        series.iter().map(|(s, _)| s),
+        status_label.map(|_| &is_error as &dyn Fn(&Series) -> bool),
+        cx.t0,
+        &intervals,
+    );
     figures.by_status = server_keys
         .iter()
         .filter(|(_, v)| **v != 0.0)
