@@ -1,6 +1,8 @@
 //! What the engine runs, taken from the scenario: the load, the weighted
 //! entries and their steps, feeds and the size of each user's variables.
 
+use std::time::SystemTime;
+
 use crate::scenario::units::DurationRange;
 use crate::scenario::{Feed, Load, OnStartFailures, Scenario};
 
@@ -21,6 +23,12 @@ pub struct EnginePlan {
     pub variables: usize,
     /// Engine threads; each has its own runtime and connection pools.
     pub threads: usize,
+    /// Keep each one-second window's latency histograms (shards, whose
+    /// windows `redproof merge` adds up).
+    pub window_histograms: bool,
+    /// Start the load at this wall-clock time (shards starting together),
+    /// once the clients are built; at once when absent or past.
+    pub start_at: Option<SystemTime>,
 }
 
 /// How the engine runs one step.
@@ -55,6 +63,8 @@ impl EnginePlan {
             feeds: s.feeds.clone(),
             variables: s.variables.len(),
             threads,
+            window_histograms: false,
+            start_at: None,
         }
     }
 
@@ -73,6 +83,8 @@ impl EnginePlan {
             feeds: Vec::new(),
             variables: 0,
             threads,
+            window_histograms: false,
+            start_at: None,
         }
     }
 }

@@ -17,6 +17,7 @@ mod include;
 mod load;
 mod parse;
 pub mod raw;
+pub mod shard;
 mod steps;
 mod targets;
 pub mod threshold;

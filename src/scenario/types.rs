@@ -106,6 +106,9 @@ pub struct Scenario {
     /// Thresholds that stop the run as soon as they fail.
     pub abort_on_fail: Vec<AbortRule>,
     pub verification: Verification,
+    /// The counter of `seq()`, shared by every template of the run; a
+    /// shard interleaves it with the others'.
+    pub sequence: Arc<crate::template::Sequence>,
 }
 
 /// A threshold with `abort_on_fail: true`: checked every second on the
@@ -138,6 +141,9 @@ pub enum GiveUp {
 pub struct ScenarioFile {
     pub path: PathBuf,
     pub text: String,
+    /// The text of each file `include:` read, in order: with `text`, what
+    /// makes two shards' scenarios the same.
+    pub included: Vec<String>,
 }
 
 /// A service base URL with the settings shared by its requests.
