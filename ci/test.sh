@@ -63,6 +63,22 @@ fi
 export REDPROOF_CONFORMANCE=1 REDPROOF_CONFORMANCE_VENV="$venv"
 export REDPROOF_CONFORMANCE_RUNS="${REDPROOF_CONFORMANCE_RUNS:-5}"
 
+# The Kubernetes manifests are checked offline against the API schemas
+# that kubernetes-validate (PyPI) ships: no cluster is needed.
+kvenv="$PWD/target/kubernetes-validate-venv"
+if [ ! -x "$kvenv/bin/kubernetes-validate" ]; then
+  echo "== kubernetes-validate virtualenv ($kvenv)"
+  python3 -m venv "$kvenv"
+  "$kvenv/bin/pip" install -q --disable-pip-version-check kubernetes-validate
+fi
+echo "== kubernetes-validate (deploy/kubernetes)"
+"$kvenv/bin/kubernetes-validate" --strict --kubernetes-version 1.30.0 deploy/kubernetes/*.yaml
+# The Indexed Job's shard count must match its completions and parallelism.
+job=deploy/kubernetes/shards-job.yaml
+n=$(sed -n 's/^  completions: \([0-9]*\)$/\1/p' "$job")
+grep -q "^  parallelism: $n\$" "$job" && grep -q -- "- --shard=$n\$" "$job" \
+  || { echo "$job: completions, parallelism and --shard disagree"; exit 1; }
+
 echo "== promtool check (ci/prometheus.yml, ci/rules)"
 promtool check config ci/prometheus.yml
 echo "== cargo fmt --check"

@@ -51,6 +51,16 @@ pub enum Command {
     ///
     /// Example: redproof verify results.json --prometheus http://127.0.0.1:9090 --junit junit.xml
     Verify(VerifyArgs),
+    /// Add up the results of a scenario's shards (`run --shard I/N --out
+    /// FILE`) into the report of one run: histograms, outcomes and
+    /// one-second windows merged exactly, thresholds judged on the sums.
+    ///
+    /// Refuses files of different scenarios (or load overrides), a
+    /// missing or repeated shard, a shard that did not complete, and
+    /// shards whose load windows do not overlap.
+    ///
+    /// Example: redproof merge shard-*.json --out all.json --verify
+    Merge(MergeArgs),
     /// Re-render the report of a results file written by `run --out`.
     Report {
         /// A results file (JSON).
@@ -121,6 +131,31 @@ pub struct DemoArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The shards' results files (JSON), one per shard.
+    #[arg(required = true, value_name = "FILES")]
+    pub files: Vec<PathBuf>,
+
+    /// Verify the server's metrics once for the merged run, as `redproof
+    /// verify` does for a results file.
+    #[arg(long)]
+    pub verify: bool,
+
+    /// With --verify: read server metrics from this Prometheus instead of
+    /// the one the results files name.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "REDPROOF_PROMETHEUS",
+        requires = "verify"
+    )]
+    pub prometheus: Option<String>,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// A results file (JSON) written by `run --out`.
     pub file: PathBuf,
@@ -182,4 +217,17 @@ pub struct RunArgs {
     /// Engine threads, each with its own connection pools [default: CPU count].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+
+    /// Run shard I of N (from 0): this process sends its part of the
+    /// load (users, rates, iterations and `unique` feed rows split,
+    /// `seq()` values disjoint); `redproof merge` adds the shards'
+    /// results up. `N` alone takes I from JOB_COMPLETION_INDEX, as a
+    /// Kubernetes Indexed Job sets it.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+
+    /// Start the load at this time (RFC 3339, e.g. 2026-12-01T17:00:00Z),
+    /// so shards start together and their one-second windows align.
+    #[arg(long, value_name = "TIME", env = "REDPROOF_START_AT")]
+    pub start_at: Option<String>,
 }

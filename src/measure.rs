@@ -290,11 +290,25 @@ pub struct WindowFigures {
     pub p50_us: u64,
     pub p95_us: u64,
     pub p99_us: u64,
+    /// The window's response latency (HdrHistogram V2, µs, base64), kept
+    /// by shards so `redproof merge` computes the merged percentiles
+    /// exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histogram: Option<String>,
 }
 
 impl WindowFigures {
-    pub fn of(stats: &RequestStats) -> Self {
-        let h = stats.response_latency();
+    /// The figures of `stats`; with `keep_histogram`, its latency too.
+    pub fn of(stats: &RequestStats, keep_histogram: bool) -> Self {
+        Self::from_histogram(
+            stats.count(),
+            stats.errors(),
+            &stats.response_latency(),
+            keep_histogram,
+        )
+    }
+
+    fn from_histogram(count: u64, errors: u64, h: &Histogram<u64>, keep: bool) -> Self {
         let q = |q: f64| {
             if h.is_empty() {
                 0
@@ -303,12 +317,31 @@ impl WindowFigures {
             }
         };
         Self {
-            count: stats.count(),
-            errors: stats.errors(),
+            count,
+            errors,
             p50_us: q(0.50),
             p95_us: q(0.95),
             p99_us: q(0.99),
+            histogram: keep.then(|| encode_histogram(h)),
         }
+    }
+
+    /// The figures of the same second from several runs added up, with
+    /// percentiles from their merged histograms. Each part needs its
+    /// histogram.
+    pub fn sum<'a>(parts: impl IntoIterator<Item = &'a WindowFigures>) -> Result<Self, String> {
+        let (mut count, mut errors, mut h) = (0, 0, new_histogram());
+        for p in parts {
+            count += p.count;
+            errors += p.errors;
+            let part = p
+                .histogram
+                .as_deref()
+                .ok_or("a window has no histogram: it was not written by `run --shard`")?;
+            h.add(&decode_histogram(part)?)
+                .map_err(|e| format!("histograms cannot be added: {e:?}"))?;
+        }
+        Ok(Self::from_histogram(count, errors, &h, true))
     }
 }
 
@@ -323,13 +356,44 @@ pub struct Window {
 }
 
 impl Window {
-    pub fn of(t: f64, rec: &Recorder) -> Self {
+    /// The window recorded in `rec`, ending `t` seconds after the load
+    /// start; with `keep_histograms`, with its latency histograms.
+    pub fn of(t: f64, rec: &Recorder, keep_histograms: bool) -> Self {
         Self {
             t,
-            all: WindowFigures::of(&rec.total()),
-            requests: rec.requests.iter().map(WindowFigures::of).collect(),
+            all: WindowFigures::of(&rec.total(), keep_histograms),
+            requests: rec
+                .requests
+                .iter()
+                .map(|r| WindowFigures::of(r, keep_histograms))
+                .collect(),
         }
     }
+}
+
+/// A histogram as HdrHistogram V2 bytes in base64, the form results
+/// files carry.
+pub fn encode_histogram(h: &Histogram<u64>) -> String {
+    use base64::Engine as _;
+    use hdrhistogram::serialization::{Serializer as _, V2Serializer};
+    let mut buf = Vec::new();
+    V2Serializer::new()
+        .serialize(h, &mut buf)
+        .expect("serialising into memory cannot fail");
+    base64::engine::general_purpose::STANDARD.encode(buf)
+}
+
+/// Reads a histogram written by [`encode_histogram`].
+pub fn decode_histogram(s: &str) -> Result<Histogram<u64>, String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| format!("histogram is not base64: {e}"))?;
+    let mut h: Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| format!("histogram cannot be read: {e:?}"))?;
+    h.auto(true);
+    Ok(h)
 }
 
 #[cfg(test)]
@@ -413,7 +477,7 @@ mod tests {
         a.reset();
         assert_eq!(a.requests[0].count(), 0);
         assert_eq!(a.requests[0].outcomes.len(), 1);
-        let w = Window::of(1.0, &a);
+        let w = Window::of(1.0, &a, false);
         assert_eq!(w.all, WindowFigures::default());
     }
 
@@ -423,9 +487,35 @@ mod tests {
         for ms in 1..=100 {
             a.record(0, Outcome::Status(200), true, Duration::from_millis(ms));
         }
-        let f = WindowFigures::of(&a.requests[0]);
+        let f = WindowFigures::of(&a.requests[0], false);
         assert_eq!(f.count, 100);
         assert!((49_000..=51_000).contains(&f.p50_us), "{f:?}");
         assert!((94_000..=96_000).contains(&f.p95_us), "{f:?}");
+    }
+
+    #[test]
+    fn window_sums_merge_histograms_exactly() {
+        let (mut a, mut b, mut both) = (Recorder::new(1), Recorder::new(1), Recorder::new(1));
+        for ms in 1..=60 {
+            a.record(0, Outcome::Status(200), true, Duration::from_millis(ms));
+            both.record(0, Outcome::Status(200), true, Duration::from_millis(ms));
+        }
+        for ms in 200..=240 {
+            b.record(0, Outcome::Status(500), false, Duration::from_millis(ms));
+            both.record(0, Outcome::Status(500), false, Duration::from_millis(ms));
+        }
+        let parts = [Window::of(1.0, &a, true), Window::of(1.0, &b, true)];
+        let sum = WindowFigures::sum(parts.iter().map(|w| &w.requests[0])).unwrap();
+        let whole = WindowFigures::of(&both.requests[0], false);
+        assert_eq!(
+            WindowFigures {
+                histogram: None,
+                ..sum.clone()
+            },
+            whole
+        );
+        assert_eq!((sum.count, sum.errors), (101, 41));
+        let bare = Window::of(1.0, &a, false);
+        assert!(WindowFigures::sum([&bare.all]).is_err());
     }
 }

@@ -7,7 +7,7 @@
 //! | `pick(names)`       | a random value of the `data:` list `names`      |
 //! | `randint(1, 100)`   | a random integer, both ends included            |
 //! | `uuid()`            | a random UUID v4                                |
-//! | `seq()`             | 1, 2, 3 … shared by the whole run               |
+//! | `seq()`             | 1, 2, 3 … shared by the whole run (see [`Sequence`]) |
 //! | `name`              | the user's variable `name` (a capture)          |
 //! | `feed.column`       | a column of the row the user drew from a feed   |
 //! | `number(name)`      | a variable, written unquoted in a JSON body     |
@@ -31,7 +31,7 @@ use crate::position::{Located, Pos};
 #[derive(Debug, Clone)]
 pub struct TemplateEnv {
     data: HashMap<String, Arc<[String]>>,
-    seq: Arc<AtomicU64>,
+    seq: Arc<Sequence>,
     /// Per-user variables a template may use, with their slot in the
     /// user's variable table.
     vars: Vec<(String, usize)>,
@@ -45,9 +45,14 @@ impl TemplateEnv {
                 .into_iter()
                 .map(|(name, values)| (name.to_owned(), values.to_vec().into()))
                 .collect(),
-            seq: Arc::new(AtomicU64::new(0)),
+            seq: Arc::new(Sequence::default()),
             vars: Vec::new(),
         }
+    }
+
+    /// The counter behind every `seq()` of the run.
+    pub fn sequence(&self) -> Arc<Sequence> {
+        self.seq.clone()
     }
 
     /// The same environment, where templates may use these variables.
@@ -57,6 +62,40 @@ impl TemplateEnv {
             seq: self.seq.clone(),
             vars: vars.into_iter().collect(),
         }
+    }
+}
+
+/// The values of `seq()`: 1, 2, 3 … for a whole run. Shard `i` of `n`
+/// takes every `n`-th value from `i + 1` instead, so the shards of one
+/// scenario never send the same value.
+#[derive(Debug)]
+pub struct Sequence {
+    /// The next value minus one.
+    next: AtomicU64,
+    step: AtomicU64,
+}
+
+impl Default for Sequence {
+    fn default() -> Self {
+        Self {
+            next: AtomicU64::new(0),
+            step: AtomicU64::new(1),
+        }
+    }
+}
+
+impl Sequence {
+    /// Makes this run's values `offset + 1`, `offset + 1 + step`, …
+    /// (set once, before the load starts).
+    pub fn interleave(&self, offset: u64, step: u64) {
+        self.next.store(offset, Ordering::Relaxed);
+        self.step.store(step.max(1), Ordering::Relaxed);
+    }
+
+    fn next(&self) -> u64 {
+        self.next
+            .fetch_add(self.step.load(Ordering::Relaxed), Ordering::Relaxed)
+            + 1
     }
 }
 
@@ -86,7 +125,7 @@ enum Part {
     Pick(Arc<[String]>),
     RandInt(i64, i64),
     Uuid,
-    Seq(Arc<AtomicU64>),
+    Seq(Arc<Sequence>),
     /// A slot of the user's variable table.
     Var(usize),
     /// A variable written unquoted in JSON (`number(name)`).
@@ -166,7 +205,7 @@ impl Template {
                 }
                 Part::Uuid => push_uuid(out, rng.u128(..)),
                 Part::Seq(counter) => {
-                    let _ = write!(out, "{}", counter.fetch_add(1, Ordering::Relaxed) + 1);
+                    let _ = write!(out, "{}", counter.next());
                 }
                 Part::Var(slot) | Part::Num(slot) => {
                     out.push_str(vars.get(*slot).map_or("", String::as_str))
@@ -507,9 +546,26 @@ mod tests {
                 Arc::from(vec!["ann".to_owned(), "bo".to_owned()]),
             )]
             .into(),
-            seq: Arc::new(AtomicU64::new(0)),
+            seq: Arc::new(Sequence::default()),
             vars: Vec::new(),
         }
+    }
+
+    #[test]
+    fn interleaved_sequences_are_disjoint() {
+        let shards: Vec<Sequence> = (0..3)
+            .map(|i| {
+                let s = Sequence::default();
+                s.interleave(i, 3);
+                s
+            })
+            .collect();
+        let mut seen: Vec<u64> = shards
+            .iter()
+            .flat_map(|s| (0..4).map(|_| s.next()).collect::<Vec<_>>())
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (1..=12).collect::<Vec<_>>());
     }
 
     #[test]

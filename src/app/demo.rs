@@ -96,6 +96,8 @@ pub async fn run(args: DemoArgs) -> Result<Exit, Failure> {
         threads: Some(1),
         output: args.output,
         preflight: true,
+        shard: None,
+        start_at: None,
     };
     let result = run_scenario(scenario, "scenarios/demo.yaml (bundled)", &settings).await;
     shutdown.cancel();

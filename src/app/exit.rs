@@ -36,8 +36,10 @@ pub(crate) fn fail(code: Exit, error: impl Into<anyhow::Error>) -> Failure {
 pub(super) fn exit_code(report: &RunReport) -> Exit {
     let unavailable = report.unavailable();
     // A run the scenario aborted failed its own condition, as a
-    // threshold does.
-    let thresholds = report.thresholds_failed() || report.aborted.is_some();
+    // threshold does. A shard's thresholds are judged on the merged
+    // results, not on its part.
+    let thresholds =
+        (report.thresholds_failed() && report.shard.is_none()) || report.aborted.is_some();
     let verification = report.verification_failed();
     if report.failure.is_some() {
         Exit::Internal

@@ -4,6 +4,7 @@
 //! errors go to stderr, in the shape `error: …` followed by `hint: …`.
 //!
 //! - [`run`]: `redproof run`, from the scenario file to the written outputs;
+//! - `merge`: `redproof merge`, shards' results added up (and verified);
 //! - `demo`: `redproof demo`, the demo services started in this process
 //!   (with the default `demo` cargo feature);
 //! - [`exit`]: exit codes and errors that carry them;
@@ -14,6 +15,7 @@
 mod demo;
 mod exit;
 mod limits;
+mod merge;
 mod run;
 mod signal;
 mod verify;
@@ -70,33 +72,26 @@ fn dispatch(cli: Cli) -> Result<Exit, Failure> {
         Command::Validate { files } => Ok(validate(&files)),
         Command::Report { file, format } => report(&file, format),
         #[cfg(feature = "demo")]
-        Command::Demo(args) => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| fail(Exit::Internal, e))?;
-            rt.block_on(demo::run(args))
-        }
+        Command::Demo(args) => block_on(demo::run(args)),
         #[cfg(not(feature = "demo"))]
         Command::Demo(_) => Err(fail(
             Exit::Usage,
             anyhow!("this redproof was built without the demo services (cargo feature `demo`)"),
         )),
-        Command::Verify(args) => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| fail(Exit::Internal, e))?;
-            rt.block_on(verify::run(args))
-        }
-        Command::Run(args) => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| fail(Exit::Internal, e))?;
-            rt.block_on(run::run(args))
-        }
+        Command::Verify(args) => block_on(verify::run(args)),
+        Command::Merge(args) => block_on(merge::run(args)),
+        Command::Run(args) => block_on(run::run(args)),
     }
+}
+
+/// Runs a command's future on a single-threaded runtime (the engine
+/// starts its own threads).
+fn block_on(f: impl std::future::Future<Output = Result<Exit, Failure>>) -> Result<Exit, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(Exit::Internal, e))?
+        .block_on(f)
 }
 
 fn validate(files: &[std::path::PathBuf]) -> Exit {

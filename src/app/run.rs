@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, anyhow};
 use tokio_util::sync::CancellationToken;
@@ -14,8 +15,10 @@ use crate::engine::{self, EnginePlan};
 use crate::exec::CallPlan;
 use crate::metrics::{MetricSource as _, Prometheus, Scraper, SourceError};
 use crate::report::{
-    ProgressDisplay, RunReport, Summary, render_html, render_junit, render_markdown, render_text,
+    ProgressDisplay, RunReport, ShardInfo, Summary, render_html, render_junit, render_markdown,
+    render_text,
 };
+use crate::scenario::shard::{self, Shard};
 use crate::scenario::units::{self, Rate};
 use crate::scenario::verification::Verification;
 use crate::scenario::{self, Diagnostic, Overrides, Scenario, ScenarioErrors, Scoped};
@@ -72,19 +75,68 @@ fn overrides(a: &RunArgs) -> Result<Overrides, String> {
 
 pub(super) async fn run(args: RunArgs) -> Result<Exit, Failure> {
     let ov = overrides(&args).map_err(|e| fail(Exit::Usage, anyhow!(e)))?;
-    let scenario = match load(&args.file, &ov) {
+    let mut scenario = match load(&args.file, &ov) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
             return Ok(Exit::Usage);
         }
     };
+    let shard = match &args.shard {
+        Some(text) => {
+            let index_env = std::env::var(shard::INDEX_ENV).ok();
+            let sh = Shard::parse(text, index_env.as_deref())
+                .map_err(|e| fail(Exit::Usage, anyhow!("--shard: {e}")))?;
+            let scenario_hash = shard::scenario_hash(&scenario.file, &ov);
+            scenario.take_shard(sh).map_err(|e| {
+                fail(
+                    Exit::Usage,
+                    anyhow!("--shard {sh}: `{}`: {e}", args.file.display()),
+                )
+            })?;
+            Some(ShardInfo {
+                index: sh.index,
+                count: sh.count,
+                scenario_hash,
+            })
+        }
+        None => None,
+    };
+    let start_at = args
+        .start_at
+        .as_deref()
+        .map(start_time)
+        .transpose()
+        .map_err(|e| fail(Exit::Usage, anyhow!("--start-at: {e}")))?;
     let settings = RunSettings {
         threads: args.threads,
         output: args.output.clone(),
         preflight: !args.no_preflight,
+        shard,
+        start_at,
     };
     run_scenario(scenario, &args.file.display().to_string(), &settings).await
+}
+
+/// A start more than this late means the shards did not start together.
+const START_SLACK: Duration = Duration::from_secs(1);
+
+/// Reads `--start-at`: an RFC 3339 time that has not passed.
+fn start_time(text: &str) -> Result<SystemTime, String> {
+    let t: SystemTime = chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map_err(|e| {
+            format!("expected an RFC 3339 time such as `2026-12-01T17:00:00Z`, got `{text}` ({e})")
+        })?
+        .into();
+    if let Ok(late) = SystemTime::now().duration_since(t)
+        && late > START_SLACK
+    {
+        return Err(format!(
+            "`{text}` passed {:.1}s ago, so this run would not start with the others: give every shard a time far enough ahead for all of them to be ready",
+            late.as_secs_f64()
+        ));
+    }
+    Ok(t)
 }
 
 /// How a scenario is run, beyond the scenario itself.
@@ -93,6 +145,11 @@ pub(crate) struct RunSettings {
     pub output: OutputArgs,
     /// Check the metric source and the verify entries before the load.
     pub preflight: bool,
+    /// This run is one shard: its results wait for `redproof merge`,
+    /// which judges thresholds and verifies once for all shards.
+    pub shard: Option<ShardInfo>,
+    /// When the load starts (wall clock), for shards starting together.
+    pub start_at: Option<SystemTime>,
 }
 
 /// The metric source a run verifies against.
@@ -193,12 +250,15 @@ pub(crate) async fn run_scenario(
     let plan = Arc::new(CallPlan::new(&scenario).map_err(|e| fail(Exit::Usage, anyhow!(e)))?);
     super::limits::ensure_open_files(super::limits::open_files_needed(&scenario))
         .map_err(|e| fail(Exit::Usage, anyhow!(e)))?;
-    let engine_plan = EnginePlan::new(
+    let mut engine_plan = EnginePlan::new(
         &scenario,
         settings
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
     );
+    engine_plan.window_histograms = settings.shard.is_some();
+    engine_plan.start_at = settings.start_at;
+    let sharded = settings.shard.is_some();
 
     // The metric source is checked before any traffic; an unreachable one
     // does not stop the run (the client figures are still worth having),
@@ -241,7 +301,7 @@ pub(crate) async fn run_scenario(
                 return Ok(code);
             }
         }
-        Some(Source::Scraper(s)) => {
+        Some(Source::Scraper(s)) if !sharded => {
             s.scrape_all().await;
             if settings.preflight
                 && let Some(code) =
@@ -251,7 +311,20 @@ pub(crate) async fn run_scenario(
             }
             s.spawn(stop_scraping.clone());
         }
-        None => {}
+        Some(Source::Scraper(_)) | None => {}
+    }
+    if let (Some(sh), false) = (&settings.shard, output.quiet) {
+        eprintln!(
+            "shard {}/{}: thresholds and verification are judged once, on the results `redproof merge` adds up",
+            sh.index, sh.count
+        );
+    }
+    if let (Some(at), false) = (settings.start_at, output.quiet) {
+        eprintln!(
+            "starting the load at {}",
+            chrono::DateTime::<chrono::Utc>::from(at)
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        );
     }
 
     // First Ctrl-C (or SIGTERM): stop starting requests and drain. Second:
@@ -294,8 +367,9 @@ pub(crate) async fn run_scenario(
     }
 
     let (mut report, summary) = RunReport::new(&scenario, file, &engine_output);
+    report.shard = settings.shard.clone();
     let mut source_down = false;
-    if let Some(source) = &source {
+    if let Some(source) = source.as_ref().filter(|_| !sharded) {
         let outcome = if let Some(e) = source_error {
             source_down = true;
             Err(e)

@@ -5,7 +5,7 @@
 use anyhow::anyhow;
 
 use super::exit::{Exit, Failure, exit_code, fail};
-use crate::cli::VerifyArgs;
+use crate::cli::{OutputArgs, VerifyArgs};
 use crate::metrics::{MetricSource, Prometheus, Scraper, SourceError};
 use crate::report::{RunReport, render_text};
 use crate::scenario::verification::Verification;
@@ -13,15 +13,27 @@ use crate::verify::{self, ClientRun};
 
 pub(super) async fn run(args: VerifyArgs) -> Result<Exit, Failure> {
     let file = args.file.display().to_string();
-    let usage = |e: String| fail(Exit::Usage, anyhow!("`{file}`: {e}"));
     let text = std::fs::read_to_string(&args.file)
         .map_err(|e| fail(Exit::Usage, anyhow!("cannot read `{file}`: {e}")))?;
-    let mut report = RunReport::from_json(&text).map_err(usage)?;
+    let report =
+        RunReport::from_json(&text).map_err(|e| fail(Exit::Usage, anyhow!("`{file}`: {e}")))?;
+    verify_results(report, &file, args.prometheus.as_deref(), &args.output).await
+}
+
+/// Verifies the recorded run `report` (read from `file`) against
+/// Prometheus, then prints and writes the report as a run does.
+pub(super) async fn verify_results(
+    mut report: RunReport,
+    file: &str,
+    prometheus: Option<&str>,
+    output: &OutputArgs,
+) -> Result<Exit, Failure> {
+    let usage = |e: String| fail(Exit::Usage, anyhow!("`{file}`: {e}"));
     let mut spec = report.verify_spec.clone().ok_or_else(|| {
         usage("the results file holds no verify section: its scenario asked for no verification, or an older redproof wrote it".into())
     })?;
-    if let Some(url) = &args.prometheus {
-        spec.prometheus = Some(url.clone());
+    if let Some(url) = prometheus {
+        spec.prometheus = Some(url.to_owned());
         spec.scrape.clear();
     }
     if spec.prometheus.is_none() {
@@ -66,7 +78,7 @@ pub(super) async fn run(args: VerifyArgs) -> Result<Exit, Failure> {
     report.attach_verification(outcome.map_err(|e| e.to_string()), &summary);
     report.verification_unavailable = down;
     print!("{}", render_text(&report, &summary));
-    super::run::write_outputs(&args.output, &report, &summary)?;
+    super::run::write_outputs(output, &report, &summary)?;
     if let Some(e) = message {
         eprintln!(
             "error: verification not run: {}",

@@ -159,6 +159,15 @@ pub async fn run<F: ExecutorFactory + Clone>(
         executors.push(factory.build()?);
     }
     drop(executors);
+    if let Some(wait) = plan
+        .start_at
+        .and_then(|at| at.duration_since(SystemTime::now()).ok())
+    {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = interrupt.cancelled() => {}
+        }
+    }
 
     let t0 = Instant::now();
     let t0_wall = SystemTime::now();
@@ -243,7 +252,11 @@ pub async fn run<F: ExecutorFactory + Clone>(
             g.reset();
         }
         totals.merge(window);
-        let w = Window::of(now.duration_since(t0).as_secs_f64(), window);
+        let w = Window::of(
+            now.duration_since(t0).as_secs_f64(),
+            window,
+            plan.window_histograms,
+        );
         let len = now.duration_since(*last_flush);
         *last_flush = now;
         windows.push(w);

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use std::time::SystemTime;
+
 use crate::scenario::units::DurationRange;
 use crate::scenario::{Feed, Load, OnStartFailures, Scenario};
 
@@ -19,6 +21,12 @@ pub struct EnginePlan {
     pub variables: usize,
     /// Engine threads; each has its own runtime and connection pools.
     pub threads: usize,
+    /// Keep each one-second window's latency histograms (shards, whose
+    /// windows `redproof merge` adds up).
+    pub window_histograms: bool,
+    /// Start the load at this wall-clock time (shards starting together),
+    /// once the clients are built; at once when absent or past.
+    pub start_at: Option<SystemTime>,
 }
 
 /// One load: its own users or arrivals, from its own start.
@@ -77,6 +85,8 @@ impl EnginePlan {
             feeds: s.feeds.clone(),
             variables: s.variables.len(),
             threads,
+            window_histograms: false,
+            start_at: None,
         }
     }
 
@@ -99,6 +109,8 @@ impl EnginePlan {
             feeds: Vec::new(),
             variables: 0,
             threads,
+            window_histograms: false,
+            start_at: None,
         }
     }
 

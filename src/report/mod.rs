@@ -6,26 +6,29 @@ mod cells;
 mod html;
 mod junit;
 mod markdown;
+mod merge;
 mod parts;
 mod progress;
 mod text;
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use base64::Engine as _;
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use serde::{Deserialize, Serialize};
 
 pub use html::render_html;
 pub use junit::render_junit;
 pub use markdown::render_markdown;
+pub use merge::merge;
 pub use parts::{ScenarioResult, Span};
 pub use progress::ProgressDisplay;
 pub use text::render_text;
 
 use crate::engine::{EngineOutput, ScheduleStats};
-use crate::measure::{MessageCounts, OutcomeStats, RequestStats, Window};
+use crate::measure::{
+    MessageCounts, OutcomeStats, RequestStats, Window, decode_histogram as decode,
+    encode_histogram as encode,
+};
 use crate::outcome::Outcome;
 use crate::printable::escaped;
 use crate::scenario::threshold::{Limit, Metric, Subject, Threshold};
@@ -90,6 +93,30 @@ pub struct RunReport {
     /// sections, for `redproof verify` after the fact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_spec: Option<VerificationSpec>,
+    /// Written by `run --shard`: which part of the scenario this is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardInfo>,
+    /// Written by `redproof merge`: how many shards were added up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged: Option<MergedInfo>,
+}
+
+/// A shard's place in its scenario, for `redproof merge` to check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// From 0.
+    pub index: u32,
+    pub count: u32,
+    /// SHA-256 of the scenario's files and load overrides: shards of
+    /// different scenarios are not merged.
+    pub scenario_hash: String,
+}
+
+/// What a merged results file was made from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergedInfo {
+    pub shards: u32,
+    pub scenario_hash: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -211,23 +238,22 @@ fn escape_verification(mut v: VerificationReport) -> VerificationReport {
     v
 }
 
-fn encode(h: &Histogram<u64>) -> String {
-    let mut buf = Vec::new();
-    V2Serializer::new()
-        .serialize(h, &mut buf)
-        .expect("serialising into memory cannot fail");
-    base64::engine::general_purpose::STANDARD.encode(buf)
-}
-
-fn decode(s: &str) -> Result<Histogram<u64>, String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(s)
-        .map_err(|e| format!("histogram is not base64: {e}"))?;
-    let mut h: Histogram<u64> = Deserializer::new()
-        .deserialize(&mut bytes.as_slice())
-        .map_err(|e| format!("histogram cannot be read: {e:?}"))?;
-    h.auto(true);
-    Ok(h)
+/// The recorded outcomes of a request, as the results file holds them.
+fn outcome_results(st: &RequestStats) -> Vec<OutcomeResult> {
+    let mut o: Vec<OutcomeResult> = st
+        .outcomes
+        .iter()
+        .filter(|o| !o.histogram.is_empty())
+        .map(|o| OutcomeResult {
+            outcome: o.outcome,
+            ok: o.ok,
+            count: o.histogram.len(),
+            histogram: encode(&o.histogram),
+            example: o.example.clone(),
+        })
+        .collect();
+    o.sort_by_key(|o| o.outcome);
+    o
 }
 
 fn unix_ms(t: std::time::SystemTime) -> u64 {
@@ -273,22 +299,7 @@ impl RunReport {
                 weight: r.weight.get(),
                 unknown: st.unknown,
                 retries: st.retries,
-                outcomes: {
-                    let mut o: Vec<OutcomeResult> = st
-                        .outcomes
-                        .iter()
-                        .filter(|o| !o.histogram.is_empty())
-                        .map(|o| OutcomeResult {
-                            outcome: o.outcome,
-                            ok: o.ok,
-                            count: o.histogram.len(),
-                            histogram: encode(&o.histogram),
-                            example: o.example.clone(),
-                        })
-                        .collect();
-                    o.sort_by_key(|o| o.outcome);
-                    o
-                },
+                outcomes: outcome_results(st),
             })
             .collect();
         let mut report = RunReport {
@@ -330,6 +341,8 @@ impl RunReport {
                 .verification
                 .is_requested()
                 .then(|| s.verification.to_spec()),
+            shard: None,
+            merged: None,
         };
         report.evaluate_thresholds(&summary);
         (report, summary)

@@ -18,6 +18,7 @@ mod load;
 mod parse;
 mod parts;
 pub mod raw;
+pub mod shard;
 mod steps;
 mod targets;
 pub mod threshold;

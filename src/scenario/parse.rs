@@ -69,12 +69,14 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, (Vec<Diagnostic
     let base = path.parent().unwrap_or(Path::new("."));
     let mut include_errors = Vec::new();
     let included = super::include::resolve(&mut node, base, &mut include_errors);
-    build_merged(path, text, node, base, include_errors).map_err(|d| (d, included))
+    let texts = included.iter().map(|i| i.text.clone()).collect();
+    build_merged(path, text, texts, node, base, include_errors).map_err(|d| (d, included))
 }
 
 fn build_merged(
     path: &Path,
     text: &str,
+    included: Vec<String>,
     node: Node,
     base: &Path,
     include_errors: Vec<Diagnostic>,
@@ -124,6 +126,7 @@ fn build_merged(
     let file = Arc::new(ScenarioFile {
         path: path.to_owned(),
         text: text.to_owned(),
+        included,
     });
     let scenario = check(&mut c, &raw, &node, base, file);
     if c.diags.is_empty() {
@@ -285,6 +288,7 @@ fn check(
         thresholds,
         abort_on_fail,
         verification,
+        sequence: env.sequence(),
     })
 }
 

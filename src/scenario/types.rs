@@ -108,6 +108,9 @@ pub struct Scenario {
     /// Thresholds that stop the run as soon as they fail.
     pub abort_on_fail: Vec<AbortRule>,
     pub verification: Verification,
+    /// The counter of `seq()`, shared by every template of the run; a
+    /// shard interleaves it with the others'.
+    pub sequence: Arc<crate::template::Sequence>,
 }
 
 /// One load of a run with its own users or arrivals: the whole file, or
@@ -168,6 +171,9 @@ pub enum GiveUp {
 pub struct ScenarioFile {
     pub path: PathBuf,
     pub text: String,
+    /// The text of each file `include:` read, in order: with `text`, what
+    /// makes two shards' scenarios the same.
+    pub included: Vec<String>,
 }
 
 /// A service base URL with the settings shared by its requests.

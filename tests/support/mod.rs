@@ -59,6 +59,16 @@ impl Counts {
         );
     }
 
+    /// Every path answered that starts with `prefix`, with its count.
+    pub fn paths(&self, prefix: &str) -> HashMap<String, u64> {
+        let counts = self.0.0.lock().unwrap();
+        counts
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
     fn add(&self, path: String) {
         let now = Instant::now();
         self.1
@@ -524,6 +534,7 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
 }
 
 pub mod prometheus;
+pub mod services;
 
 /// The exposition-text parser the services' own tests use.
 #[path = "../../services/tests/support/exposition.rs"]
