@@ -163,6 +163,18 @@ thresholds:
         text(&out.stdout),
         text(&out.stderr)
     );
+    // Shard files and the merged file are results files like any other.
+    let schema: Value =
+        serde_json::from_str(include_str!("../schema/results.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for (name, v) in [("shard 0", &parts[0]), ("merged", &merged)] {
+        let errors: Vec<String> = validator
+            .iter_errors(v)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{name}: {errors:#?}");
+    }
+    assert!(parts[0]["windows"][0]["all"]["histogram"].is_string());
     // The merged counts are the shards' sums, and equal the server's.
     for name in ["success", "not_found", "exception", "row"] {
         let sum: u64 = parts.iter().map(|p| total(p, name)).sum();
