@@ -282,8 +282,15 @@ fn a_failed_or_foreign_shard_makes_merge_fail() {
     let err = text(&out.stderr);
     assert!(err.contains("comes from another scenario"), "{err}");
 
-    // Shards that ran at different times do not add up to one run.
-    finish(spawn_shard(dir.path(), &scenario, 1, 2, &[]));
+    // Shards that ran at different times do not add up to one run: this
+    // one starts two seconds from now, long after shard 0 stopped.
+    finish(spawn_shard(
+        dir.path(),
+        &scenario,
+        1,
+        2,
+        &["--start-at", &start_in(2)],
+    ));
     let (out, _) = merge(dir.path(), &files, &[]);
     assert_eq!(out.status.code(), Some(64));
     let err = text(&out.stderr);

@@ -79,9 +79,10 @@ pub fn merge(shards: Vec<(String, RunReport)>) -> Result<(RunReport, Summary), S
         .collect();
     if !missing.is_empty() {
         return Err(format!(
-            "shard{} {} missing: merge needs the results of all {count} shards (did a shard fail before writing its results?)",
-            if missing.len() == 1 { " is" } else { "s are" },
-            missing.join(", ")
+            "shard{} {} {} missing: merge needs the results of all {count} shards (did a shard fail before writing its results?)",
+            if missing.len() == 1 { "" } else { "s" },
+            missing.join(", "),
+            if missing.len() == 1 { "is" } else { "are" }
         ));
     }
     check_overlap(&shards)?;
@@ -182,9 +183,12 @@ fn check_overlap(shards: &[(String, RunReport)]) -> Result<(), String> {
         .iter()
         .min_by_key(|(_, r)| r.timing.stop_unix_ms)
         .expect("at least one shard");
-    if latest_start.1.timing.t0_unix_ms >= earliest_end.1.timing.stop_unix_ms {
+    // Windows are whole seconds: shards started together whose loads
+    // were shorter than that may touch without overlapping by a
+    // millisecond, and still belong to one run.
+    if latest_start.1.timing.t0_unix_ms > earliest_end.1.timing.stop_unix_ms + 1000 {
         return Err(format!(
-            "the shards' windows do not overlap: `{}` started its load at {}, after `{}` had stopped at {}; start every shard with the same --start-at",
+            "the shards' windows do not overlap: `{}` started its load at {}, over a second after `{}` had stopped at {}; start every shard with the same --start-at",
             latest_start.0,
             rfc3339(latest_start.1.timing.t0_unix_ms as i64),
             earliest_end.0,

@@ -40,6 +40,11 @@ fn shard(index: u32, count: u32, t0_ms: u64, n: u64, ms: u64) -> (String, RunRep
         aborted: None,
         users_stopped: 0,
         failure: None,
+        parts: vec![crate::engine::PartOutput {
+            start: Duration::ZERO,
+            load_time: Duration::from_secs(3),
+            schedule: None,
+        }],
     };
     let (mut r, _) = RunReport::new(&scenario(), "s.yaml", &out);
     r.shard = Some(ShardInfo {

@@ -43,7 +43,7 @@ fn parses_index_and_count() {
 fn users_and_iterations_are_dealt_round_robin() {
     let s = scenario("{ users: 5, iterations: 10, spawn_rate: 6/s }");
     let parts: Vec<Load> = shards(3)
-        .map(|sh| split_load(&s.load, sh).unwrap())
+        .map(|sh| split_load(&s.parts[0].load, sh).unwrap())
         .collect();
     let users: Vec<u64> = parts
         .iter()
@@ -67,9 +67,9 @@ fn stages_add_up_at_every_level() {
         "{ stages: [{ for: 1s, users: 7 }, { for: 1s, users: 2 }, { for: 1s, users: 10 }] }",
     );
     let parts: Vec<Load> = shards(4)
-        .map(|sh| split_load(&s.load, sh).unwrap())
+        .map(|sh| split_load(&s.parts[0].load, sh).unwrap())
         .collect();
-    for (i, stage) in s.load.stages.iter().enumerate() {
+    for (i, stage) in s.parts[0].load.stages.iter().enumerate() {
         let StageTarget::Users(whole) = stage.target else {
             unreachable!()
         };
@@ -89,7 +89,7 @@ fn stages_add_up_at_every_level() {
 fn rates_are_divided() {
     let s = scenario("{ stages: [{ for: 2s, rate: 30/s..90/s }], max_in_flight: 10 }");
     for sh in shards(3) {
-        let l = split_load(&s.load, sh).unwrap();
+        let l = split_load(&s.parts[0].load, sh).unwrap();
         assert_eq!(
             l.stages[0].target,
             StageTarget::Rate {
@@ -104,7 +104,7 @@ fn rates_are_divided() {
 #[test]
 fn too_few_users_for_the_shards_is_an_error() {
     let s = scenario("{ users: 2, duration: 1s }");
-    let e = split_load(&s.load, Shard { index: 2, count: 3 }).unwrap_err();
+    let e = split_load(&s.parts[0].load, Shard { index: 2, count: 3 }).unwrap_err();
     assert!(e.contains("users: 2 cannot be split over 3 shards"), "{e}");
 }
 
@@ -138,7 +138,10 @@ fn hash_follows_the_text_and_load_overrides() {
     assert_eq!(base.len(), 64);
     assert_eq!(base, scenario_hash(&s.file, &Overrides::default()));
     let users = Overrides {
-        users: Some(3),
+        users: Some(crate::scenario::Scoped {
+            scenario: None,
+            value: 3,
+        }),
         ..Default::default()
     };
     assert_ne!(base, scenario_hash(&s.file, &users));
