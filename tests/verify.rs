@@ -8,7 +8,6 @@ mod support;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use serde_json::Value;
 use support::services::{Services, prometheus};
