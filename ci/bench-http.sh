@@ -52,7 +52,7 @@ measure rss1m target/release/redproof run ci/bench/http.yaml --quiet --target "$
 echo "arrivals: open model at 200/s against one closed-model user, back to back and paced at 200/s" >&2
 target/release/redproof run ci/bench/http.yaml --quiet --target "$TARGET" --users 1 \
   --duration "${DURATION}s" --out "$WORK/closed.json"
-sed 's/^load: .*/load: { users: 1, pace: 5ms }/' ci/bench/http.yaml >"$WORK/paced.yaml"
+sed 's/^load: .*/load: { users: 1, pace: 5ms, duration: 10s }/' ci/bench/http.yaml >"$WORK/paced.yaml"
 target/release/redproof run "$WORK/paced.yaml" --quiet --target "$TARGET" \
   --duration "${DURATION}s" --out "$WORK/paced.json"
 target/release/redproof run ci/bench/http.yaml --quiet --target "$TARGET" --rate 200/s \
