@@ -295,32 +295,15 @@ impl ClientRun {
             .t0
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        let requests = s
-            .requests
-            .iter()
-            .zip(&out.totals.requests)
-            .enumerate()
-            .map(|(i, (r, st))| ClientRequest {
-                name: r.name.to_string(),
-                windows: out
-                    .windows
-                    .iter()
-                    .map(|w| {
-                        (
-                            t0_ms + (w.t * 1000.0) as i64,
-                            w.requests.get(i).map_or(0, |f| f.count),
-                        )
-                    })
-                    .collect(),
-                ..client_request(st)
-            })
-            .collect();
-        Self {
+        let names: Vec<String> = s.requests.iter().map(|r| r.name.to_string()).collect();
+        Self::from_results(
+            &names,
+            &out.totals.requests,
+            &out.windows,
             t0_ms,
-            t1_ms: t0_ms + out.elapsed.as_millis() as i64,
-            load_s: out.load_time.as_secs_f64(),
-            requests,
-        }
+            t0_ms + out.elapsed.as_millis() as i64,
+            out.load_time.as_secs_f64(),
+        )
     }
 }
 
