@@ -25,6 +25,7 @@
 //! cuts off the requests in flight, which are then recorded as "outcome
 //! unknown".
 
+mod clock;
 mod plan;
 mod schedule;
 mod worker;
@@ -529,17 +530,16 @@ fn run_thread<F: ExecutorFactory>(
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let exec = Rc::new(factory.build()?);
+        let clock = Rc::new(clock::Clock::new());
         let mut workers_set = tokio::task::JoinSet::new();
         for (part, sh) in plan.parts.iter().zip(shared) {
-            spawn_workers(
-                &mut workers_set,
-                &exec,
-                (thread, threads),
-                sh,
-                &rec,
-                plan,
-                part,
-            );
+            let here = ThisThread {
+                exec: &exec,
+                clock: &clock,
+                thread,
+                threads,
+            };
+            spawn_workers(&mut workers_set, &here, sh, &rec, plan, part);
         }
         // A worker that panics stops the whole run at once: its requests
         // would otherwise silently go missing from the counts.
@@ -560,18 +560,26 @@ fn run_thread<F: ExecutorFactory>(
     })
 }
 
+/// What an engine thread's workers share: its executor and clock, and
+/// which thread it is of how many.
+struct ThisThread<'a, E> {
+    exec: &'a Rc<E>,
+    clock: &'a Rc<clock::Clock>,
+    thread: usize,
+    threads: usize,
+}
+
 /// Starts this thread's share of one part's workers (users, or open
-/// model slots); `(thread, threads)` is this thread's number and how many
-/// there are.
+/// model slots).
 fn spawn_workers<E: crate::exec::Executor + 'static>(
     set: &mut tokio::task::JoinSet<()>,
-    exec: &Rc<E>,
-    (thread, threads): (usize, usize),
+    here: &ThisThread<'_, E>,
     sh: &Arc<Shared>,
     rec: &Arc<Mutex<Recorder>>,
     plan: &EnginePlan,
     part: &PartPlan,
 ) {
+    let (thread, threads) = (here.thread, here.threads);
     let load = &part.load;
     let weights: Vec<u32> = part.entries.iter().map(|e| e.0).collect();
     let wp = Rc::new(WorkerPlan {
@@ -612,11 +620,11 @@ fn spawn_workers<E: crate::exec::Executor + 'static>(
                 next_due: None,
                 left: load.iterations_per_user,
             },
-            LoadModel::Open { .. } => Schedule::Open,
+            LoadModel::Open { .. } => Schedule::Open(here.clock.clone()),
         };
         let seed = fastrand::u64(..) ^ w;
         set.spawn_local(worker::worker(
-            exec.clone(),
+            here.exec.clone(),
             sh.clone(),
             rec.clone(),
             wp.clone(),

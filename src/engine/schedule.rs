@@ -2,6 +2,7 @@
 //! tokens, claimed iterations, feeds, the open model's arrival profile and
 //! the closed model's user profile) and each worker's [`Schedule`].
 
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -9,17 +10,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::clock::Clock;
 use crate::profile::{RateProfile, UserProfile};
 use crate::scenario::units::DurationRange;
 use crate::scenario::{Draw, Exhausted, Feed, Load, LoadModel};
 
 /// A start later than this behind its due time counts as late.
 pub(super) const LATE_AFTER: Duration = Duration::from_millis(5);
-
-/// Open model: how long before its due time an arrival stops sleeping on
-/// the runtime's timer (whose resolution is a millisecond, rounded up)
-/// and waits on the monotonic clock instead.
-const SPIN_BEFORE: Duration = Duration::from_micros(1500);
 
 /// A feed's rows and its shared cursor.
 pub(super) struct FeedState {
@@ -151,7 +148,8 @@ pub(super) enum Schedule {
         /// With `iterations_per_user`: iterations left.
         left: Option<u64>,
     },
-    Open,
+    /// The thread's clock, shared by its arrivals.
+    Open(Rc<Clock>),
 }
 
 /// Sleeps until `until` unless the run stops first; false when it did.
@@ -227,7 +225,7 @@ impl Schedule {
                 }
                 Some(now)
             }
-            Schedule::Open => {
+            Schedule::Open(clock) => {
                 let slot = sh.claimed.fetch_add(1, Ordering::Relaxed);
                 if sh.iterations.is_some_and(|limit| slot >= limit) {
                     return None;
@@ -240,22 +238,10 @@ impl Schedule {
                 if sh.stop.is_cancelled() {
                     return None;
                 }
-                if let Some(wake) = due.checked_sub(SPIN_BEFORE)
-                    && wake > Instant::now()
-                {
-                    tokio::select! {
-                        biased;
-                        _ = sh.stop.cancelled() => return None,
-                        _ = tokio::time::sleep_until(wake.into()) => {}
-                    }
-                }
-                // The last stretch on the clock, yielding so the thread's
-                // other tasks (requests in flight) still run.
-                while Instant::now() < due {
-                    if sh.stop.is_cancelled() {
-                        return None;
-                    }
-                    tokio::task::yield_now().await;
+                tokio::select! {
+                    biased;
+                    _ = sh.stop.cancelled() => return None,
+                    _ = clock.until(due) => {}
                 }
                 let lag = Instant::now().saturating_duration_since(due);
                 if lag > LATE_AFTER {

@@ -206,7 +206,7 @@ pub(super) async fn worker<E: Executor>(
 ) {
     let mut scratch = Scratch::new(seed);
     scratch.vars.resize(plan.variables, String::new());
-    let open = matches!(schedule, Schedule::Open);
+    let open = matches!(schedule, Schedule::Open(_));
     // One long-lived wait on `abort`, so a request does not register and
     // unregister a waiter each time.
     let abort = sh.abort.clone().cancelled_owned();
