@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use super::text::rfc3339;
-use super::{MergedInfo, RunReport, Summary, Timing, encode, evaluate, outcome_results};
+use super::{LoadInfo, MergedInfo, RunReport, Summary, Timing, encode, evaluate, outcome_results};
 use crate::engine::ScheduleStats;
 use crate::measure::{RequestStats, Window, WindowFigures};
 
@@ -118,20 +118,14 @@ pub fn merge(shards: Vec<(String, RunReport)>) -> Result<(RunReport, Summary), S
         elapsed_s: (t1 - t0) as f64 / 1000.0,
     };
     merged.windows = merge_windows(&shards, t0)?;
-    merged.load.users = sum_of(&shards, |r| r.load.users);
-    merged.load.rate = shards.iter().map(|(_, r)| r.load.rate).sum::<Option<f64>>();
-    merged.load.iterations = sum_of(&shards, |r| r.load.iterations);
-    merged.schedule = shards
-        .iter()
-        .filter_map(|(_, r)| r.schedule.clone())
-        .reduce(|a, b| ScheduleStats {
-            late_starts: a.late_starts + b.late_starts,
-            dropped: a.dropped + b.dropped,
-            max_lag_us: a.max_lag_us.max(b.max_lag_us),
-            // Start lags are kept as percentiles only: the worst shard's.
-            lag_p50_us: a.lag_p50_us.max(b.lag_p50_us),
-            lag_p99_us: a.lag_p99_us.max(b.lag_p99_us),
-        });
+    merged.load = sum_loads(shards.iter().map(|(_, r)| &r.load));
+    merged.schedule = sum_schedules(shards.iter().map(|(_, r)| &r.schedule));
+    for (i, part) in merged.scenarios.iter_mut().enumerate() {
+        let theirs = || shards.iter().filter_map(move |(_, r)| r.scenarios.get(i));
+        part.load = sum_loads(theirs().map(|p| &p.load));
+        part.schedule = sum_schedules(theirs().map(|p| &p.schedule));
+        part.load_s = theirs().map(|p| p.load_s).fold(part.load_s, f64::max);
+    }
     merged.users_stopped = shards.iter().map(|(_, r)| r.users_stopped).sum();
     merged.aborted = shards
         .iter()
@@ -168,8 +162,35 @@ fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
 }
 
-fn sum_of(shards: &[(String, RunReport)], f: impl Fn(&RunReport) -> Option<u64>) -> Option<u64> {
-    shards.iter().map(|(_, r)| f(r)).sum()
+/// The load of the whole run from its shards' shares: users, rates and
+/// iterations (also per stage) add up; the rest is the same in each.
+fn sum_loads<'a>(mut loads: impl Iterator<Item = &'a LoadInfo>) -> LoadInfo {
+    let first = loads.next().expect("at least one shard").clone();
+    loads.fold(first, |mut sum, l| {
+        sum.users = sum.users.zip(l.users).map(|(a, b)| a + b);
+        sum.rate = sum.rate.zip(l.rate).map(|(a, b)| a + b);
+        sum.iterations = sum.iterations.zip(l.iterations).map(|(a, b)| a + b);
+        for (s, t) in sum.stages.iter_mut().zip(&l.stages) {
+            s.users = s.users.zip(t.users).map(|(a, b)| a + b);
+            s.rate_from = s.rate_from.zip(t.rate_from).map(|(a, b)| a + b);
+            s.rate_to = s.rate_to.zip(t.rate_to).map(|(a, b)| a + b);
+        }
+        sum
+    })
+}
+
+/// The shards' open-model schedules as one: counts add up; start lags
+/// are kept as percentiles only, so they are the worst shard's.
+fn sum_schedules<'a>(
+    schedules: impl Iterator<Item = &'a Option<ScheduleStats>>,
+) -> Option<ScheduleStats> {
+    schedules.flatten().cloned().reduce(|a, b| ScheduleStats {
+        late_starts: a.late_starts + b.late_starts,
+        dropped: a.dropped + b.dropped,
+        max_lag_us: a.max_lag_us.max(b.max_lag_us),
+        lag_p50_us: a.lag_p50_us.max(b.lag_p50_us),
+        lag_p99_us: a.lag_p99_us.max(b.lag_p99_us),
+    })
 }
 
 /// Every shard's load must overlap every other's: shards that ran at

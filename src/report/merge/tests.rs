@@ -111,3 +111,63 @@ fn refuses_failed_and_disjoint_shards() {
     let e = merge(vec![shard(0, 2, t0, 1, 1), shard(1, 2, t0 + 60_000, 1, 1)]).unwrap_err();
     assert!(e.contains("windows do not overlap"), "{e}");
 }
+
+/// What the engine hands over for a two-part run that recorded nothing.
+fn quiet_two_parts(t0_ms: u64) -> EngineOutput {
+    EngineOutput {
+        totals: Recorder::new(2),
+        windows: Vec::new(),
+        t0: UNIX_EPOCH + Duration::from_millis(t0_ms),
+        load_time: Duration::from_secs(4),
+        elapsed: Duration::from_secs(4),
+        interrupted: false,
+        schedule: None,
+        stopped_by: None,
+        aborted: None,
+        users_stopped: 0,
+        failure: None,
+        parts: vec![
+            crate::engine::PartOutput {
+                start: Duration::ZERO,
+                load_time: Duration::from_secs(4),
+                schedule: None,
+            };
+            2
+        ],
+    }
+}
+
+/// Each shard records its share of every scenario's load; the merged
+/// report holds the file's loads again, stage by stage.
+#[test]
+fn adds_up_each_scenarios_load() {
+    const MIXED: &str = "name: m\ntargets: { web: { url: \"http://127.0.0.1:1\" } }\nscenarios:\n  browse:\n    load: { stages: [ { for: 2s, users: 3 }, { for: 2s, users: 7 } ] }\n    requests:\n      - { name: page, http: { target: web, path: / } }\n  api:\n    load: { stages: [ { for: 4s, rate: 10/s..30/s } ], max_in_flight: 9 }\n    requests:\n      - { name: list, http: { target: web, path: /l } }\n";
+    let whole = crate::scenario::parse(Path::new("m.yaml"), MIXED).unwrap();
+    let t0 = 1_800_000_000_000;
+    let shards = (0..3)
+        .map(|index| {
+            let mut s = whole.clone();
+            let shard = crate::scenario::shard::Shard::parse(&format!("{index}/3"), None).unwrap();
+            s.take_shard(shard).unwrap();
+            let out = quiet_two_parts(t0);
+            let (mut r, _) = RunReport::new(&s, "m.yaml", &out);
+            r.shard = Some(ShardInfo {
+                index,
+                count: 3,
+                scenario_hash: "ab".repeat(32),
+            });
+            (format!("shard-{index}.json"), r)
+        })
+        .collect::<Vec<_>>();
+    let share = &shards[2].1.scenarios[0].load.stages;
+    assert_eq!(share[1].users, Some(2), "7 users over 3 shards: 3, 2, 2");
+    let (m, _) = merge(shards).unwrap();
+    let (unsplit, _) = RunReport::new(&whole, "m.yaml", &quiet_two_parts(t0));
+    let json = |l: &LoadInfo| serde_json::to_value(l).unwrap();
+    for (merged, file) in m.scenarios.iter().zip(&unsplit.scenarios) {
+        assert_eq!(json(&merged.load), json(&file.load), "{}", merged.name);
+    }
+    assert_eq!(m.scenarios[0].load.stages[1].users, Some(7));
+    let rate = &m.scenarios[1].load.stages[0];
+    assert!((rate.rate_to.unwrap() - 30.0).abs() < 1e-9, "{rate:?}");
+}
