@@ -312,7 +312,12 @@ pub fn start_tls_offering(alpn: &[&[u8]]) -> HyperServer {
 /// A TLS front for a cleartext HTTP/2 server at `backend`: it terminates
 /// TLS (self-signed for `localhost`, ALPN `h2`) and passes the bytes on.
 pub fn tls_front(backend: SocketAddr) -> HyperServer {
-    let acceptor = self_signed_acceptor(&[b"h2"]);
+    tls_front_with(backend, self_signed_acceptor(&[b"h2"]))
+}
+
+/// A TLS front for `backend` that accepts connections with `acceptor`
+/// (for example one that requires a client certificate).
+pub fn tls_front_with(backend: SocketAddr, acceptor: tokio_rustls::TlsAcceptor) -> HyperServer {
     spawn_server(move |sock, _| {
         let acceptor = acceptor.clone();
         async move {
