@@ -6,59 +6,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::sync::{Arc, Mutex};
+use support::recorder::{RecordingServer, respond};
 
-/// A keep-alive HTTP/1.1 server that records the head of every request
-/// and answers each with `status` and `body`.
-struct Recorder {
-    addr: SocketAddr,
-    heads: Arc<Mutex<Vec<String>>>,
-}
-
-impl Recorder {
-    fn start(status: u16, body: &'static str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let heads = Arc::new(Mutex::new(Vec::new()));
-        let h = heads.clone();
-        std::thread::spawn(move || {
-            for sock in listener.incoming() {
-                let Ok(mut sock) = sock else { return };
-                let h = h.clone();
-                std::thread::spawn(move || {
-                    let mut r = BufReader::new(sock.try_clone().unwrap());
-                    loop {
-                        let mut head = String::new();
-                        loop {
-                            let mut line = String::new();
-                            if r.read_line(&mut line).unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if line == "\r\n" {
-                                break;
-                            }
-                            head.push_str(&line);
-                        }
-                        h.lock().unwrap().push(head);
-                        let resp = format!(
-                            "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                        if sock.write_all(resp.as_bytes()).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        Self { addr, heads }
-    }
-
-    fn heads(&self) -> Vec<String> {
-        self.heads.lock().unwrap().clone()
-    }
+/// A server that records every request and answers each with `status`
+/// and `body`.
+fn recorder(status: u16, body: &'static str) -> RecordingServer {
+    RecordingServer::start(move |_, _| respond(status, "", body))
 }
 
 /// Every output of a run, to search.
@@ -75,9 +28,9 @@ fn outputs(r: &support::Run) -> Vec<(&'static str, String)> {
 
 #[test]
 fn credentials_in_urls_are_sent_as_basic_auth_and_never_shown() {
-    let web = Recorder::start(200, "ok\n");
+    let web = recorder(200, "ok\n");
     // Not Prometheus: verification cannot run, and says so with its URL.
-    let prometheus = Recorder::start(500, "down\n");
+    let prometheus = recorder(500, "down\n");
     let down = support::refusing();
     let scenario = format!(
         r#"
@@ -159,7 +112,7 @@ verify:
 fn values_from_the_environment_are_sent_and_never_shown() {
     // The server echoes the token, so the failed check's message would
     // quote it if nothing masked it.
-    let web = Recorder::start(200, "echo: t0ken-from-env-42");
+    let web = recorder(200, "echo: t0ken-from-env-42");
     let down = support::refusing();
     let scenario = r#"
 name: env-secrets
@@ -212,30 +165,30 @@ requests:
         r.stderr
     );
 
-    let heads = web.heads();
-    assert!(!heads.is_empty(), "the target saw no request");
-    for head in &heads {
-        // The recorder reads heads only: a body shows up before the next head.
+    let seen = web.seen();
+    assert!(!seen.is_empty(), "the target saw no request");
+    for req in &seen {
+        let head = &req.head;
         assert!(
-            head.contains("POST /items/item-from-env HTTP/1.1\r\n"),
+            head.starts_with("POST /items/item-from-env HTTP/1.1\r\n"),
             "{head}"
         );
-        assert!(head.contains("x-api-key: k3y-from-env\r\n"), "{head}");
-        assert!(
-            head.contains("authorization: Bearer t0ken-from-env-42\r\n"),
+        assert_eq!(req.header("x-api-key"), Some("k3y-from-env"), "{head}");
+        assert_eq!(
+            req.header("authorization"),
+            Some("Bearer t0ken-from-env-42"),
             "{head}"
         );
     }
-    assert!(
-        heads[1].starts_with(r#"{"note":"item-from-env","n":1}POST"#),
-        "{}",
-        heads[1]
+    assert_eq!(
+        String::from_utf8_lossy(&seen[0].body),
+        r#"{"note":"item-from-env","n":1}"#
     );
 }
 
 #[test]
 fn auth_sends_basic_and_bearer_credentials_and_never_shows_them() {
-    let web = Recorder::start(200, "ok\n");
+    let web = recorder(200, "ok\n");
     let scenario = format!(
         r#"
 name: auth
@@ -293,7 +246,7 @@ requests:
 
 #[test]
 fn a_scenario_authorization_header_replaces_url_credentials() {
-    let web = Recorder::start(200, "ok\n");
+    let web = recorder(200, "ok\n");
     let scenario = format!(
         r#"
 name: secrets
@@ -318,8 +271,8 @@ requests:
 
 #[test]
 fn server_text_reaches_no_output_with_its_control_characters() {
-    let web = Recorder::start(200, "\x1b]0;pwned\x07\x1b[2Jhello");
-    let prometheus = Recorder::start(500, "\x1b[31mred\u{9b}0m");
+    let web = recorder(200, "\x1b]0;pwned\x07\x1b[2Jhello");
+    let prometheus = recorder(500, "\x1b[31mred\u{9b}0m");
     let scenario = format!(
         r#"
 name: escapes

@@ -4,10 +4,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use support::recorder::{RecordingServer, respond};
 
 /// `/login` answers `set-cookie: sid=N; Path=/` (N counts logins) and
 /// `set-cookie: scoped=1; Path=/admin`; `/logout` deletes `sid`;
@@ -17,88 +17,48 @@ use std::sync::{Arc, Mutex};
 /// 200. Heads are recorded, each followed by its body.
 struct SessionServer {
     addr: SocketAddr,
-    heads: Arc<Mutex<Vec<String>>>,
+    server: RecordingServer,
 }
 
 impl SessionServer {
     fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let heads = Arc::new(Mutex::new(Vec::new()));
-        let logins = Arc::new(AtomicU64::new(0));
-        let h = heads.clone();
-        std::thread::spawn(move || {
-            for sock in listener.incoming() {
-                let Ok(mut sock) = sock else { return };
-                let (h, logins) = (h.clone(), logins.clone());
-                std::thread::spawn(move || {
-                    let mut r = BufReader::new(sock.try_clone().unwrap());
-                    loop {
-                        let mut head = String::new();
-                        let mut length = 0usize;
-                        loop {
-                            let mut line = String::new();
-                            if r.read_line(&mut line).unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if line == "\r\n" {
-                                break;
-                            }
-                            if let Some(v) =
-                                line.to_ascii_lowercase().strip_prefix("content-length:")
-                            {
-                                length = v.trim().parse().unwrap();
-                            }
-                            head.push_str(&line);
-                        }
-                        let mut body = vec![0; length];
-                        r.read_exact(&mut body).unwrap();
-                        let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
-                        let redirect = |code: u16, to: &str| {
-                            format!("HTTP/1.1 {code} R\r\nlocation: {to}\r\n")
-                        };
-                        let status = match path.as_str() {
-                            "/old" => redirect(302, &format!("http://{addr}/me")),
-                            "/form" => redirect(303, "/done"),
-                            "/sso/start" => redirect(302, "finish"),
-                            "/loop" => redirect(302, "/loop"),
-                            "/away" => redirect(302, "http://other.invalid/me"),
-                            _ => "HTTP/1.1 200 OK\r\n".to_owned(),
-                        };
-                        let extra = match path.as_str() {
-                            "/login" => format!(
-                                "set-cookie: sid={}; Path=/; HttpOnly\r\nset-cookie: scoped=1; Path=/admin\r\n",
-                                logins.fetch_add(1, Ordering::Relaxed) + 1
-                            ),
-                            "/logout" => "set-cookie: sid=; Max-Age=0; Path=/\r\n".to_owned(),
-                            "/sso/start" => "set-cookie: sid=sso; Path=/\r\n".to_owned(),
-                            _ => String::new(),
-                        };
-                        head.push_str(&String::from_utf8_lossy(&body));
-                        h.lock().unwrap().push(head);
-                        let resp = format!("{status}{extra}content-length: 2\r\n\r\nok");
-                        if sock.write_all(resp.as_bytes()).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
+        let logins = AtomicU64::new(0);
+        let server = RecordingServer::start(move |req, addr| {
+            let path = req.path();
+            let redirect = |code: u16, to: &str| (code, format!("location: {to}\r\n"));
+            let (status, mut extra) = match path {
+                "/old" => redirect(302, &format!("http://{addr}/me")),
+                "/form" => redirect(303, "/done"),
+                "/sso/start" => redirect(302, "finish"),
+                "/loop" => redirect(302, "/loop"),
+                "/away" => redirect(302, "http://other.invalid/me"),
+                _ => (200, String::new()),
+            };
+            extra.push_str(&match path {
+                "/login" => format!(
+                    "set-cookie: sid={}; Path=/; HttpOnly\r\nset-cookie: scoped=1; Path=/admin\r\n",
+                    logins.fetch_add(1, Ordering::Relaxed) + 1
+                ),
+                "/logout" => "set-cookie: sid=; Max-Age=0; Path=/\r\n".to_owned(),
+                "/sso/start" => "set-cookie: sid=sso; Path=/\r\n".to_owned(),
+                _ => String::new(),
+            });
+            respond(status, &extra, "ok")
         });
-        Self { addr, heads }
+        Self {
+            addr: server.addr,
+            server,
+        }
     }
 
-    /// The recorded heads of requests to `path`, any method.
+    /// The recorded heads of requests to `path`, any method, each
+    /// followed by its body.
     fn heads(&self, path: &str) -> Vec<String> {
-        let infix = format!(" {path} HTTP/1.1\r\n");
-        self.heads
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|h| {
-                h.split_once(' ')
-                    .is_some_and(|(_, rest)| rest.starts_with(&infix[1..]))
-            })
-            .cloned()
+        self.server
+            .seen()
+            .into_iter()
+            .filter(|s| s.path() == path)
+            .map(|s| s.head + &String::from_utf8_lossy(&s.body))
             .collect()
     }
 }

@@ -3,73 +3,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::sync::{Arc, Mutex};
-
-/// A request as the server read it.
-#[derive(Clone, Debug)]
-struct Seen {
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    }
-}
-
-/// Answers 200 to everything and keeps each request.
-fn recorder() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s = seen.clone();
-    std::thread::spawn(move || {
-        for sock in listener.incoming() {
-            let Ok(mut sock) = sock else { return };
-            let s = s.clone();
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(sock.try_clone().unwrap());
-                loop {
-                    let mut head = String::new();
-                    let mut length = 0usize;
-                    loop {
-                        let mut line = String::new();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            length = v.trim().parse().unwrap();
-                        }
-                        head.push_str(&line);
-                    }
-                    let mut body = vec![0; length];
-                    r.read_exact(&mut body).unwrap();
-                    s.lock().unwrap().push(Seen { head, body });
-                    if sock
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, seen)
-}
+use support::recorder::RecordingServer;
 
 #[test]
 fn form_bodies_are_url_encoded() {
-    let (addr, seen) = recorder();
+    let server = RecordingServer::ok();
+    let addr = server.addr;
     let scenario = format!(
         r#"
 name: form
@@ -87,7 +26,7 @@ requests:
     );
     let r = support::run_scenario(&scenario, &[], &["--quiet"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    let seen = seen.lock().unwrap().clone();
+    let seen = server.seen();
     assert_eq!(seen.len(), 2);
     for (i, s) in seen.iter().enumerate() {
         assert_eq!(
@@ -135,7 +74,8 @@ fn parts(body: &[u8], boundary: &str) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn multipart_bodies_carry_fields_and_files_byte_for_byte() {
-    let (addr, seen) = recorder();
+    let server = RecordingServer::ok();
+    let addr = server.addr;
     let files = tempfile::tempdir().unwrap();
     let binary: Vec<u8> = (0..=255u8).chain([b'\r', b'\n', b'-', b'-']).collect();
     let bin_path = files.path().join("blob.bin");
@@ -166,7 +106,7 @@ requests:
         &["--quiet"],
     );
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    let seen = seen.lock().unwrap().clone();
+    let seen = server.seen();
     assert_eq!(seen.len(), 2);
     for (i, s) in seen.iter().enumerate() {
         let ct = s.header("content-type").unwrap();

@@ -539,6 +539,7 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
 }
 
 pub mod prometheus;
+pub mod recorder;
 pub mod services;
 
 /// The exposition-text parser the services' own tests use.
