@@ -134,9 +134,9 @@ impl RunVerdict {
         }
     }
 
-    /// The verdict after its word: the checks' counts, what else went
-    /// wrong, and the exit code.
-    pub fn details(&self, r: &RunReport) -> Vec<String> {
+    /// The verdict after its word: what went wrong, the checks' counts
+    /// (with `breakdown`, which kinds failed), and the exit code.
+    pub fn details(&self, r: &RunReport, breakdown: bool) -> Vec<String> {
         let c = &self.checks;
         let mut parts = Vec::new();
         if r.failure.is_some() {
@@ -144,9 +144,19 @@ impl RunVerdict {
         } else if r.aborted.is_some() {
             parts.push("the scenario aborted the run".to_owned());
         } else if self.exit == Exit::Unavailable {
-            parts.push(self.exit.meaning().to_owned());
+            parts.push(
+                if r.verification_unavailable {
+                    "metric source unreachable"
+                } else {
+                    "target unreachable"
+                }
+                .to_owned(),
+            );
         }
-        let total = c.total();
+        if r.verification_error.is_some() {
+            parts.push("verification not run".to_owned());
+        }
+        let total = thousands(c.total() as u64);
         if c.failed() > 0 {
             let mut kinds = Vec::new();
             if c.thresholds_failed > 0 {
@@ -159,27 +169,29 @@ impl RunVerdict {
             if c.verification_failed > 0 {
                 kinds.push(format!("{} verification", c.verification_failed));
             }
+            let kinds = if breakdown {
+                format!(" ({})", kinds.join(", "))
+            } else {
+                String::new()
+            };
             parts.push(format!(
-                "{} of {} checks failed ({})",
+                "{} of {total} checks failed{kinds}",
                 thousands(c.failed() as u64),
-                thousands(total as u64),
-                kinds.join(", ")
             ));
-        } else if total > 0 {
+        } else if c.no_data > 0 {
+            let passed = c.thresholds_passed + c.verification_passed;
             parts.push(format!(
-                "{} check{}",
-                thousands(total as u64),
-                plural(total)
+                "{} of {total} checks passed",
+                thousands(passed as u64)
             ));
+        } else if c.total() > 0 {
+            parts.push(format!("{total} check{}", plural(c.total())));
         }
         if c.no_data > 0 {
             parts.push(format!("{} no data", c.no_data));
         }
         if c.skipped > 0 {
             parts.push(format!("{} skipped", c.skipped));
-        }
-        if r.verification_error.is_some() {
-            parts.push("verification not run".to_owned());
         }
         if let Some(sh) = &r.shard {
             parts.push(format!(
@@ -194,7 +206,7 @@ impl RunVerdict {
     /// The whole verdict in one line: `FAIL · 2 of 31 checks failed (1
     /// threshold, 1 verification) · exit 3`.
     pub fn line(&self, r: &RunReport) -> String {
-        format!("{} · {}", self.word(), self.details(r).join(" · "))
+        format!("{} · {}", self.word(), self.details(r, true).join(" · "))
     }
 }
 

@@ -125,14 +125,14 @@ fn check(o: &mut String, x: &Verdict, name: &str, w: usize) {
     }
 }
 
-/// Every pass on one wrapped line: `pass    a.count · a.errors · …`.
+/// Every pass on one wrapped line: `pass    a.count, a.errors, …`.
 fn passed_in_one(o: &mut String, lead: &str, names: &[&str], indent: usize) {
     if names.is_empty() {
         return;
     }
     let label = lead.trim_end();
     let styled = format!("  {}{}", Tone::Pass.paint(label), &lead[label.len()..]);
-    hanging(o, &format!("  {lead}"), &styled, &names.join(" · "), indent);
+    hanging(o, &format!("  {lead}"), &styled, &names.join(", "), indent);
 }
 
 /// Server and client counts, 5xx and the server's latency quantiles.
@@ -205,9 +205,7 @@ fn server_table(o: &mut String, r: &RunReport, summary: &Summary) {
     };
     wrap_into(
         o,
-        &format!(
-            "≈ server quantiles are estimates within histogram buckets · metrics convention: {conventions}"
-        ),
+        &format!("≈ estimated within the server's histogram buckets · convention: {conventions}"),
         "",
         "  ",
     );

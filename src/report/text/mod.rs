@@ -268,13 +268,15 @@ fn verdict_line(o: &mut String, r: &RunReport) {
     let v = RunVerdict::of(r);
     let word = v.word();
     let tone = if v.passed() { Tone::Pass } else { Tone::Fail };
+    let lead = format!("{word} · ");
+    // Which kinds of check failed is said again in their sections: it
+    // goes first when the line would not fit.
+    let mut details = v.details(r, true);
+    if layout::width(&lead) + layout::width(&details.join(" · ")) > layout::WIDTH {
+        details = v.details(r, false);
+    }
     o.push('\n');
-    layout::joined(
-        o,
-        &format!("{word} · "),
-        &format!("{} · ", tone.paint(word)),
-        &v.details(r),
-    );
+    layout::joined(o, &lead, &format!("{} · ", tone.paint(word)), &details);
 }
 
 /// A Unix time in ms as RFC 3339 UTC.
