@@ -340,7 +340,10 @@ fn a_failing_run_reads_at_a_glance() {
         .take(7)
         .collect();
     assert_eq!(table.len(), 7, "{err}");
-    assert!(table[1].starts_with("request ") && table[1].contains("rps"), "{err}");
+    assert!(
+        table[1].starts_with("request ") && table[1].contains("rps"),
+        "{err}"
+    );
     let all: Vec<&str> = table[6].split_whitespace().collect();
     assert_eq!(all[0], "all", "{err}");
     let count: u64 = all[1].replace(',', "").parse().unwrap();

@@ -37,15 +37,26 @@ pub fn render_text(r: &RunReport, summary: &Summary) -> String {
 }
 
 fn header(o: &mut String, r: &RunReport) {
-    let line = format!(
-        "redproof · {} · {} · load {:.1}s, drain {:.1}s{}",
+    let run = format!(
+        "redproof · {} · load {:.1}s, drain {:.1}s{}",
         r.scenario.name,
-        super::cells::load_description(r),
         r.timing.load_s,
         (r.timing.elapsed_s - r.timing.load_s).max(0.0),
         if r.interrupted { " · INTERRUPTED" } else { "" }
     );
-    wrap_into(o, &line, "", "  ");
+    let load = super::cells::load_description(r);
+    // The load profile follows the name, or goes on a line of its own
+    // when both do not fit on one.
+    let (name, rest) = run.split_at(run.find(" · load").unwrap_or(run.len()));
+    let one_line = format!("{name} · {load}{rest}");
+    if layout::width(&one_line) <= layout::WIDTH {
+        o.push_str(&one_line);
+        o.push('\n');
+    } else {
+        o.push_str(&run);
+        o.push('\n');
+        wrap_into(o, &load, "  ", "    ");
+    }
     if let Some(e) = &r.failure {
         hanging(o, "RUN FAILED: ", &Tone::Fail.paint("RUN FAILED:"), e, 2);
     }

@@ -128,9 +128,13 @@ fn a_failing_run_fits_80_columns_and_puts_failures_first() {
     let text = plain(&render_text(&r, &summary));
     assert_fits(&text);
 
-    let header = text.lines().next().unwrap();
+    let header: Vec<&str> = text.lines().take(2).collect();
+    assert_eq!(
+        header[0], "redproof · shop · load 30.0s, drain 0.1s",
+        "{text}"
+    );
     assert!(
-        header.contains("closed model, users 10 → 20 → 5 over 30s (10s each), spawn 5/s"),
+        header[1].contains("closed model, users 10 → 20 → 5 over 30s (10s each), spawn 5/s"),
         "{text}"
     );
     // A name too long for its column gets a line of its own.
