@@ -40,14 +40,12 @@ pub enum ColorMode {
 /// Live progress on stderr while the load runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum ProgressMode {
-    /// One line, redrawn; only when stderr is a terminal.
+    // One line, redrawn; only when stderr is a terminal.
     #[default]
     Bar,
-    /// Every 5s a table of each request's figures so far (count, rate
-    /// since the last table, err%, p50/p95/p99), also when stderr is a
-    /// file or a CI log.
+    // Every few seconds a table of each request's figures so far, also
+    // when stderr is a file or a CI log.
     Table,
-    /// Nothing (as --quiet).
     None,
 }
 
@@ -152,7 +150,9 @@ pub struct DemoArgs {
     #[arg(long)]
     pub print_scenario: bool,
 
-    /// Live progress on stderr: bar, table or none.
+    /// Live progress on stderr: `bar` (one line, on a terminal only),
+    /// `table` (every 5s each request's count, rate, err% and p50/p95/p99
+    /// so far, also into a file or CI log) or `none` (as --quiet).
     #[arg(long, value_enum, value_name = "MODE", default_value_t)]
     pub progress: ProgressMode,
 
@@ -241,7 +241,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_preflight: bool,
 
-    /// Live progress on stderr: bar, table or none.
+    /// Live progress on stderr: `bar` (one line, on a terminal only),
+    /// `table` (every 5s each request's count, rate, err% and p50/p95/p99
+    /// so far, also into a file or CI log) or `none` (as --quiet).
     #[arg(long, value_enum, value_name = "MODE", default_value_t)]
     pub progress: ProgressMode,
 
