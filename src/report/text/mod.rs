@@ -58,7 +58,8 @@ fn header(o: &mut String, r: &RunReport) {
         wrap_into(o, &load, "  ", "    ");
     }
     if let Some(e) = &r.failure {
-        hanging(o, "RUN FAILED: ", &Tone::Fail.paint("RUN FAILED:"), e, 2);
+        let styled = format!("{}: ", Tone::Fail.paint("RUN FAILED"));
+        hanging(o, "RUN FAILED: ", &styled, e, 2);
     }
     if let Some(why) = &r.aborted {
         hanging(

@@ -204,11 +204,14 @@ fn verdicts_are_coloured_and_the_colours_strip_cleanly() {
     assert!(plain.lines().last().unwrap().starts_with("FAIL · "));
 }
 
+/// Turns a plain run into one that ended some way.
+type Setup = dyn Fn(&mut RunReport, &Summary);
+
 /// The verdict line states the exit code the command exits with, for
 /// every way a run can end.
 #[test]
 fn the_verdict_line_and_the_exit_code_agree() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut RunReport, &Summary)>, Exit, &str)> = vec![
+    let cases: Vec<(&str, Box<Setup>, Exit, &str)> = vec![
         (
             "pass",
             Box::new(|_, _| {}),
