@@ -62,13 +62,8 @@ fn header(o: &mut String, r: &RunReport) {
         hanging(o, "RUN FAILED: ", &styled, e, 2);
     }
     if let Some(why) = &r.aborted {
-        hanging(
-            o,
-            "RUN ABORTED: ",
-            &Tone::Fail.paint("RUN ABORTED:"),
-            why,
-            2,
-        );
+        let styled = format!("{}: ", Tone::Fail.paint("RUN ABORTED"));
+        hanging(o, "RUN ABORTED: ", &styled, why, 2);
     }
     if r.users_stopped > 0 {
         let _ = writeln!(
