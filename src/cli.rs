@@ -23,6 +23,30 @@ no data · 3 both · 64 usage or scenario error · 69 a target or the metric sou
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Colour the report's verdicts: auto (when stdout is a terminal and
+    /// NO_COLOR is unset), always or never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorMode::Auto)]
+    pub color: ColorMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorMode {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Live progress on stderr while the load runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum ProgressMode {
+    // One line, redrawn; only when stderr is a terminal.
+    #[default]
+    Bar,
+    // Every few seconds a table of each request's figures so far, also
+    // when stderr is a file or a CI log.
+    Table,
+    None,
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,7 +129,7 @@ pub struct OutputArgs {
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
 
-    /// No live progress on stderr.
+    /// No live progress or notes on stderr (errors still go there).
     #[arg(long, short)]
     pub quiet: bool,
 }
@@ -125,6 +149,12 @@ pub struct DemoArgs {
     /// Print the bundled scenario and exit.
     #[arg(long)]
     pub print_scenario: bool,
+
+    /// Live progress on stderr: `bar` (one line, on a terminal only),
+    /// `table` (every 5s each request's count, rate, err% and p50/p95/p99
+    /// so far, also into a file or CI log) or `none` (as --quiet).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t)]
+    pub progress: ProgressMode,
 
     #[command(flatten)]
     pub output: OutputArgs,
@@ -210,6 +240,12 @@ pub struct RunArgs {
     /// source that is down is found after the load.
     #[arg(long)]
     pub no_preflight: bool,
+
+    /// Live progress on stderr: `bar` (one line, on a terminal only),
+    /// `table` (every 5s each request's count, rate, err% and p50/p95/p99
+    /// so far, also into a file or CI log) or `none` (as --quiet).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t)]
+    pub progress: ProgressMode,
 
     #[command(flatten)]
     pub output: OutputArgs,

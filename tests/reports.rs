@@ -286,3 +286,78 @@ impl Pixels {
             .count()
     }
 }
+
+/// A failing demo run as a new user sees it: every line of the report
+/// fits 80 columns (a query too long for any line overflows alone),
+/// failures come before passes, the last line is the verdict with the
+/// exit code the process returns, and `--progress table` prints each
+/// request's figures on stderr although it is not a terminal.
+#[test]
+fn a_failing_run_reads_at_a_glance() {
+    use unicode_width::UnicodeWidthStr;
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results.json");
+    let run = redproof(&[
+        "demo",
+        "--duration",
+        "6s",
+        "--fault",
+        "workers=4",
+        "--progress",
+        "table",
+        "--out",
+        results.to_str().unwrap(),
+    ]);
+    let (out, err) = (stdout(&run), String::from_utf8_lossy(&run.stderr));
+    let code = run.status.code().unwrap();
+    assert!(matches!(code, 2 | 3), "{out}\n{err}");
+    assert!(!out.contains('\u{1b}'), "no colour off a terminal: {out:?}");
+    for line in out.lines() {
+        assert!(
+            line.width() <= 80 || !line.trim().contains(' '),
+            "{} columns: {line}\n{out}",
+            line.width()
+        );
+    }
+    let last = out.lines().last().unwrap();
+    assert!(
+        last.starts_with("FAIL · ") && last.ends_with(&format!(" · exit {code}")),
+        "{out}"
+    );
+    assert!(
+        out.starts_with("redproof · demo · closed model, 16 users"),
+        "{out}"
+    );
+    let fail = out.find("\n  FAIL    ").expect("a failed check");
+    let pass = out.find("\n  pass    ").expect("the passes");
+    assert!(fail < pass, "{out}");
+    assert!(out.contains("≈p95"), "{out}");
+
+    // The table: after 5 s, one row per request and `all`, with counts.
+    let table: Vec<&str> = err
+        .lines()
+        .skip_while(|l| !l.starts_with("5s · "))
+        .take(7)
+        .collect();
+    assert_eq!(table.len(), 7, "{err}");
+    assert!(
+        table[1].starts_with("request ") && table[1].contains("rps"),
+        "{err}"
+    );
+    let all: Vec<&str> = table[6].split_whitespace().collect();
+    assert_eq!(all[0], "all", "{err}");
+    let count: u64 = all[1].replace(',', "").parse().unwrap();
+    let rps: f64 = all[2].parse().unwrap();
+    assert!(count > 50 && rps > 10.0, "{err}");
+
+    // The results file renders the same verdict; colour on request.
+    let again = redproof(&["report", results.to_str().unwrap(), "--color", "always"]);
+    assert_eq!(again.status.code(), Some(code));
+    let coloured = stdout(&again);
+    assert!(coloured.contains("\u{1b}[31m") || coloured.contains("\u{1b}[1m\u{1b}[31m"));
+    assert!(
+        anstream::adapter::strip_str(&coloured)
+            .to_string()
+            .ends_with(&format!("{last}\n"))
+    );
+}

@@ -96,6 +96,7 @@ pub async fn run(args: DemoArgs) -> Result<Exit, Failure> {
         threads: Some(1),
         output: args.output,
         preflight: true,
+        progress: args.progress,
         shard: None,
         start_at: None,
     };

@@ -33,7 +33,7 @@ pub(super) async fn run(args: MergeArgs) -> Result<Exit, Failure> {
         )
         .await;
     }
-    print!("{}", render_text(&merged, &summary));
+    anstream::print!("{}", render_text(&merged, &summary));
     super::run::write_outputs(&args.output, &merged, &summary)?;
     Ok(exit_code(&merged))
 }

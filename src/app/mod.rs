@@ -28,7 +28,7 @@ use clap::Parser;
 pub use exit::Exit;
 use exit::{Failure, exit_code, fail};
 
-use crate::cli::{Cli, Command, Format};
+use crate::cli::{Cli, ColorMode, Command, Format};
 use crate::report::{RunReport, render_html, render_junit, render_markdown, render_text};
 use crate::scenario::Overrides;
 use crate::secrets::scrub;
@@ -46,6 +46,11 @@ pub fn main() -> u8 {
             };
         }
     };
+    anstream::ColorChoice::write_global(match cli.color {
+        ColorMode::Auto => anstream::ColorChoice::Auto,
+        ColorMode::Always => anstream::ColorChoice::Always,
+        ColorMode::Never => anstream::ColorChoice::Never,
+    });
     // A bug must not pass for a verdict: a panic anywhere ends with exit
     // 70 (the panic's own message is already on stderr).
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatch(cli)))
@@ -160,7 +165,7 @@ fn report(file: &Path, format: Format) -> Result<Exit, Failure> {
         .summary()
         .map_err(|e| fail(Exit::Usage, anyhow!("`{}`: {e}", file.display())))?;
     match format {
-        Format::Text => print!("{}", render_text(&r, &summary)),
+        Format::Text => anstream::print!("{}", render_text(&r, &summary)),
         Format::Json => {
             let v = serde_json::json!({
                 "format": crate::report::SUMMARY_FORMAT,
@@ -176,7 +181,7 @@ fn report(file: &Path, format: Format) -> Result<Exit, Failure> {
         }
         Format::Junit => print!("{}", render_junit(&r)),
         Format::Markdown => print!("{}", render_markdown(&r, &summary)),
-        Format::Html => print!("{}", render_html(&r, &summary, exit_code(&r) as u8)),
+        Format::Html => print!("{}", render_html(&r, &summary)),
     }
     Ok(exit_code(&r))
 }

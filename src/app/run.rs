@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::exit::{Exit, Failure, exit_code, fail};
 use super::signal::StopSignals;
-use crate::cli::{OutputArgs, RunArgs};
+use crate::cli::{OutputArgs, ProgressMode, RunArgs};
 use crate::engine::{self, EnginePlan};
 use crate::exec::CallPlan;
 use crate::metrics::{MetricSource as _, Prometheus, Scraper, SourceError};
@@ -112,6 +112,7 @@ pub(super) async fn run(args: RunArgs) -> Result<Exit, Failure> {
         threads: args.threads,
         output: args.output.clone(),
         preflight: !args.no_preflight,
+        progress: args.progress,
         shard,
         start_at,
     };
@@ -145,6 +146,7 @@ pub(crate) struct RunSettings {
     pub output: OutputArgs,
     /// Check the metric source and the verify entries before the load.
     pub preflight: bool,
+    pub progress: ProgressMode,
     /// This run is one shard: its results wait for `redproof merge`,
     /// which judges thresholds and verifies once for all shards.
     pub shard: Option<ShardInfo>,
@@ -348,7 +350,19 @@ pub(crate) async fn run_scenario(
         });
     }
 
-    let progress = ProgressDisplay::new(output.quiet, engine_plan.planned());
+    let mut progress = ProgressDisplay::new(
+        if output.quiet {
+            ProgressMode::None
+        } else {
+            settings.progress
+        },
+        engine_plan.planned(),
+        scenario
+            .requests
+            .iter()
+            .map(|r| r.name.to_string())
+            .collect(),
+    );
     let engine_output = engine::run(plan, &engine_plan, interrupt.clone(), abort_now, |p| {
         progress.update(p);
         crate::report::abort_reason(&scenario, p)
@@ -403,7 +417,7 @@ pub(crate) async fn run_scenario(
     }
     stop_scraping.cancel();
 
-    print!("{}", scrub(&render_text(&report, &summary)));
+    anstream::print!("{}", scrub(&render_text(&report, &summary)));
     write_outputs(output, &report, &summary)?;
 
     let unavailable = report.unavailable_targets();
@@ -448,7 +462,7 @@ pub(super) fn write_outputs(
             .map_err(|e| fail(Exit::Internal, e))?;
     }
     if let Some(path) = &o.html {
-        let page = render_html(report, summary, exit_code(report) as u8);
+        let page = render_html(report, summary);
         write_atomically(path, scrub(&page).as_bytes()).map_err(|e| fail(Exit::Internal, e))?;
     }
     Ok(())

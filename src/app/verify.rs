@@ -77,7 +77,7 @@ pub(super) async fn verify_results(
     let message = outcome.as_ref().err().map(ToString::to_string);
     report.attach_verification(outcome.map_err(|e| e.to_string()), &summary);
     report.verification_unavailable = down;
-    print!("{}", render_text(&report, &summary));
+    anstream::print!("{}", render_text(&report, &summary));
     super::run::write_outputs(output, &report, &summary)?;
     if let Some(e) = message {
         eprintln!(

@@ -7,7 +7,7 @@ use crate::scenario::units::{format_micros, thousands};
 /// `closed model, 20 users` or `open model, 200/s`.
 pub(super) fn load_description(r: &RunReport) -> String {
     if r.scenarios.is_empty() {
-        super::parts::describe(&r.load)
+        super::profile::describe(&r.load)
     } else {
         format!("{} scenarios", r.scenarios.len())
     }

@@ -37,7 +37,7 @@ pub fn render_markdown(r: &RunReport, summary: &Summary) -> String {
             o,
             "- scenario `{}`: {}, from {:.1}s, load {:.1}s",
             cell(&s.name),
-            super::parts::describe(&s.load),
+            super::profile::describe(&s.load),
             s.start_s,
             s.load_s
         );

@@ -8,9 +8,11 @@ mod junit;
 mod markdown;
 mod merge;
 mod parts;
+mod profile;
 mod progress;
 mod summary;
 mod text;
+mod verdict;
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -25,6 +27,7 @@ pub use parts::{ScenarioResult, Span};
 pub use progress::ProgressDisplay;
 pub use summary::{OutcomeCount, OutcomeExample, Row, Summary};
 pub use text::render_text;
+pub use verdict::{CheckCounts, Exit, RunVerdict};
 
 use crate::engine::{EngineOutput, ScheduleStats};
 use crate::measure::{
@@ -135,6 +138,10 @@ pub struct LoadInfo {
     pub users: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<f64>,
+    /// Closed model: users started (and stopped) per second; all at once
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spawn_rate: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

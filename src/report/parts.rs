@@ -26,14 +26,17 @@ pub struct ScenarioResult {
 impl LoadInfo {
     /// One load as written (after command-line overrides).
     pub(super) fn of(load: &Load) -> Self {
-        let (model, users, rate) = match &load.model {
-            LoadModel::Closed { users, .. } => ("closed", Some(*users), None),
-            LoadModel::Open { rate, .. } => ("open", None, Some(rate.get())),
+        let (model, users, rate, spawn_rate) = match &load.model {
+            LoadModel::Closed {
+                users, spawn_rate, ..
+            } => ("closed", Some(*users), None, spawn_rate.map(|r| r.get())),
+            LoadModel::Open { rate, .. } => ("open", None, Some(rate.get()), None),
         };
         LoadInfo {
             model: model.into(),
             users,
             rate,
+            spawn_rate,
             duration_s: load.duration.map(|d| d.as_secs_f64()),
             iterations: load.iterations,
             drain_s: load.drain.as_secs_f64(),
@@ -66,6 +69,7 @@ impl LoadInfo {
                 model: "closed".into(),
                 users: None,
                 rate: None,
+                spawn_rate: None,
                 duration_s: None,
                 iterations: None,
                 drain_s: 0.0,
@@ -87,6 +91,7 @@ impl LoadInfo {
             info.drain_s = info.drain_s.max(next.drain_s);
             // Stages of several scenarios do not add up to one profile.
             info.stages.clear();
+            info.spawn_rate = None;
         }
         info
     }
@@ -170,16 +175,5 @@ impl Summary {
         }
         out.push(&self.all);
         out
-    }
-}
-
-/// A scenario's load in words: `open model, 50/s` or `closed model, 10
-/// users`.
-pub(super) fn describe(load: &LoadInfo) -> String {
-    match (load.users, load.rate) {
-        (Some(u), None) => format!("closed model, {u} users"),
-        (None, Some(rate)) => format!("open model, {rate}/s"),
-        (Some(u), Some(rate)) => format!("{u} users and {rate}/s"),
-        (None, None) => load.model.clone(),
     }
 }

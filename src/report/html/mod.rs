@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 
 use super::cells::{RowCells, load_description};
-use super::{RunReport, Summary, format_observed};
+use super::{RunReport, RunVerdict, Summary, format_observed};
 use crate::scenario::units::{format_micros, thousands};
 use crate::verify::{ServerFigures, Status, Verdict};
 use charts::{Band, Chart, Line};
@@ -44,22 +44,6 @@ pub(super) fn esc(s: &str) -> String {
     o
 }
 
-/// What an exit code means, for the banner.
-fn meaning(code: u8) -> &'static str {
-    match code {
-        0 => "every threshold and verification check passed",
-        1 => "a threshold failed, or the scenario aborted the run",
-        2 => {
-            "a verification check failed or had no data: the server's metrics disagree with what the client measured"
-        }
-        3 => "a threshold failed and a verification check failed",
-        69 => "a target or the metric source could not be reached",
-        70 => "an internal error stopped the run",
-        130 => "the run was interrupted",
-        _ => "see the README's exit codes",
-    }
-}
-
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1000px;padding:0 16px 40px;color:#222}\
 h1{font-size:1.5em;margin:.2em 0}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:1.6em}\
 .banner{padding:14px 18px;border-radius:6px;margin-top:16px;color:#fff}.pass{background:#2e7d32}.fail{background:#c62828}\
@@ -69,8 +53,8 @@ th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}t
 .failure .why{margin:.3em 0}code{font-size:.9em;word-break:break-all}.ok{color:#2e7d32}.bad{color:#c62828;font-weight:bold}\
 .charts{display:flex;flex-wrap:wrap;gap:8px}.charts svg{border:1px solid #eee}.note{color:#666;font-size:.9em}";
 
-/// Renders the page; `exit_code` is the one the command exits with.
-pub fn render_html(r: &RunReport, summary: &Summary, exit_code: u8) -> String {
+/// Renders the page.
+pub fn render_html(r: &RunReport, summary: &Summary) -> String {
     let mut o = String::new();
     let title = format!("redproof · {}", r.scenario.name);
     let _ = write!(
@@ -78,7 +62,7 @@ pub fn render_html(r: &RunReport, summary: &Summary, exit_code: u8) -> String {
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>\n",
         esc(&title)
     );
-    banner(&mut o, r, exit_code);
+    banner(&mut o, r);
     failures(&mut o, r);
     red_table(&mut o, r, summary);
     load(&mut o, r);
@@ -98,16 +82,18 @@ pub fn render_html(r: &RunReport, summary: &Summary, exit_code: u8) -> String {
     o
 }
 
-fn banner(o: &mut String, r: &RunReport, code: u8) {
-    let passed = code == 0;
+fn banner(o: &mut String, r: &RunReport) {
+    let verdict = RunVerdict::of(r);
     let load = load_description(r);
     let _ = writeln!(
         o,
-        "<header class=\"banner {}\"><h1>{} · {}</h1><p>exit code {code}: {}</p><p>{} · load {:.1}s, drain {:.1}s · started {}{}</p></header>",
-        if passed { "pass" } else { "fail" },
-        if passed { "PASS" } else { "FAIL" },
+        "<header class=\"banner {}\"><h1>{} · {}</h1><p>exit code {}: {}</p><p>{}</p><p>{} · load {:.1}s, drain {:.1}s · started {}{}</p></header>",
+        if verdict.passed() { "pass" } else { "fail" },
+        if verdict.passed() { "PASS" } else { "FAIL" },
         esc(&r.scenario.name),
-        meaning(code),
+        verdict.exit as u8,
+        verdict.exit.meaning(),
+        esc(&verdict.line(r)),
         esc(&load),
         r.timing.load_s,
         (r.timing.elapsed_s - r.timing.load_s).max(0.0),
