@@ -98,6 +98,7 @@ pub async fn run(args: DemoArgs) -> Result<Exit, Failure> {
         preflight: true,
         shard: None,
         start_at: None,
+        live: None,
     };
     let result = run_scenario(scenario, "scenarios/demo.yaml (bundled)", &settings).await;
     shutdown.cancel();

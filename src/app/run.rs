@@ -108,12 +108,18 @@ pub(super) async fn run(args: RunArgs) -> Result<Exit, Failure> {
         .map(start_time)
         .transpose()
         .map_err(|e| fail(Exit::Usage, anyhow!("--start-at: {e}")))?;
+    let live = super::live::Live::start(
+        args.metrics_listen.as_deref(),
+        args.metrics_linger.as_deref(),
+    )
+    .await?;
     let settings = RunSettings {
         threads: args.threads,
         output: args.output.clone(),
         preflight: !args.no_preflight,
         shard,
         start_at,
+        live,
     };
     run_scenario(scenario, &args.file.display().to_string(), &settings).await
 }
@@ -150,6 +156,8 @@ pub(crate) struct RunSettings {
     pub shard: Option<ShardInfo>,
     /// When the load starts (wall clock), for shards starting together.
     pub start_at: Option<SystemTime>,
+    /// `--metrics-listen`: the client's figures served during the run.
+    pub live: Option<super::live::Live>,
 }
 
 /// The metric source a run verifies against.
@@ -349,13 +357,20 @@ pub(crate) async fn run_scenario(
     }
 
     let progress = ProgressDisplay::new(output.quiet, engine_plan.planned());
+    let live = settings.live.as_ref().map(|l| l.feed(&scenario));
     let engine_output = engine::run(plan, &engine_plan, interrupt.clone(), abort_now, |p| {
         progress.update(p);
+        if let Some(live) = &live {
+            live.update(p);
+        }
         crate::report::abort_reason(&scenario, p)
     })
     .await
     .map_err(|e| fail(Exit::Internal, anyhow!(e)))?;
     progress.finish();
+    if let Some(live) = &live {
+        live.finish(&engine_output);
+    }
     if let Some(why) = &engine_output.stopped_by {
         eprintln!("note: {}: the run stopped early", scrub(why));
     }
@@ -424,6 +439,9 @@ pub(crate) async fn run_scenario(
         && !report.interrupted
     {
         eprintln!("error: verification not run: {}", scrub(e));
+    }
+    if let Some(live) = &live {
+        live.linger(&interrupt, output.quiet).await;
     }
     Ok(exit_code(&report))
 }
