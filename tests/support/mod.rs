@@ -533,6 +533,7 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+pub mod grafana;
 pub mod prometheus;
 pub mod services;
 
