@@ -34,7 +34,10 @@ fn every_query_parses_as_promql() {
     assert!(all.len() >= 30, "{} queries", all.len());
     let mut broken = Vec::new();
     for (title, expr) in &all {
-        assert!(!expr.trim().is_empty(), "panel `{title}` has an empty query");
+        assert!(
+            !expr.trim().is_empty(),
+            "panel `{title}` has an empty query"
+        );
         let filled = substitute(expr, VALUES);
         assert!(!filled.contains('$'), "`{filled}` still holds a variable");
         if let Err(e) = promql_parser::parser::parse(&filled) {
@@ -59,7 +62,9 @@ fn every_variable_used_is_defined() {
         let q = &v["query"];
         let text = q["query"].as_str().or(q.as_str()).unwrap_or_default();
         used.extend(variables(text));
-        used.extend(variables(v["datasource"]["uid"].as_str().unwrap_or_default()));
+        used.extend(variables(
+            v["datasource"]["uid"].as_str().unwrap_or_default(),
+        ));
     }
     let undefined: Vec<_> = used
         .iter()
@@ -87,7 +92,10 @@ fn every_panel_and_query_names_the_datasource_variable() {
     let mut ids = BTreeSet::new();
     for p in panels(&d) {
         let title = p["title"].as_str().unwrap();
-        assert!(ids.insert(p["id"].as_u64().unwrap()), "id of `{title}` repeated");
+        assert!(
+            ids.insert(p["id"].as_u64().unwrap()),
+            "id of `{title}` repeated"
+        );
         if p["type"] == "row" {
             continue;
         }

@@ -30,11 +30,12 @@ pub fn queries(d: &Value) -> Vec<(String, String)> {
         .into_iter()
         .flat_map(|p| {
             let title = p["title"].as_str().unwrap_or_default().to_owned();
-            p["targets"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(move |t| (title.clone(), t["expr"].as_str().unwrap_or_default().to_owned()))
+            p["targets"].as_array().into_iter().flatten().map(move |t| {
+                (
+                    title.clone(),
+                    t["expr"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
         })
         .collect()
 }
