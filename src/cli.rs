@@ -29,7 +29,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a scenario file, print the RED report and verify the server's
     /// metrics against it.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check scenario files without sending traffic; lists every problem.
     Validate {
         /// Scenario files (YAML).

@@ -82,7 +82,7 @@ fn dispatch(cli: Cli) -> Result<Exit, Failure> {
         )),
         Command::Verify(args) => block_on(verify::run(args)),
         Command::Merge(args) => block_on(merge::run(args)),
-        Command::Run(args) => block_on(run::run(args)),
+        Command::Run(args) => block_on(run::run(*args)),
     }
 }
 
