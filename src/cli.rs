@@ -53,7 +53,7 @@ pub enum ProgressMode {
 pub enum Command {
     /// Run a scenario file, print the RED report and verify the server's
     /// metrics against it.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check scenario files without sending traffic; lists every problem.
     Validate {
         /// Scenario files (YAML).
@@ -266,4 +266,20 @@ pub struct RunArgs {
     /// so shards start together and their one-second windows align.
     #[arg(long, value_name = "TIME", env = "REDPROOF_START_AT")]
     pub start_at: Option<String>,
+
+    /// Serve the client's figures live in the Prometheus text format at
+    /// http://ADDR/metrics (e.g. 127.0.0.1:9464; port 0 picks a free
+    /// port), updated once a second: requests by request and outcome,
+    /// latency histograms, users or arrival rate, requests in flight and
+    /// late starts. The address bound is printed on stderr. Serving
+    /// stops when redproof exits (see --metrics-linger).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+
+    /// With --metrics-listen: after the run, keep serving until the final
+    /// figures were scraped once, for at most this long (e.g. 20s, more
+    /// than Prometheus' scrape interval), so the last seconds of the run
+    /// are not missed [default: 0s, exit at once].
+    #[arg(long, value_name = "DURATION", requires = "metrics_listen")]
+    pub metrics_linger: Option<String>,
 }

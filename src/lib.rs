@@ -10,6 +10,8 @@
 //! - [`cli`]: command-line definitions only.
 //! - [`report`]: the serialisable run report and its renderings (terminal,
 //!   JSON, JUnit, Markdown).
+//! - [`live`]: the client's figures served in the Prometheus text format
+//!   during the run (`--metrics-listen`).
 //! - [`verify`]: conventions, the settle point, checks and diagnoses.
 //! - [`metrics`]: metric sources behind one trait: Prometheus' HTTP API
 //!   and the embedded scraper, both giving raw samples. They fetch over
@@ -38,6 +40,7 @@ pub mod app;
 pub mod cli;
 pub mod engine;
 pub mod exec;
+pub mod live;
 pub mod measure;
 pub mod metrics;
 pub mod outcome;

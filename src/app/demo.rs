@@ -99,6 +99,7 @@ pub async fn run(args: DemoArgs) -> Result<Exit, Failure> {
         progress: args.progress,
         shard: None,
         start_at: None,
+        live: None,
     };
     let result = run_scenario(scenario, "scenarios/demo.yaml (bundled)", &settings).await;
     shutdown.cancel();

@@ -8,6 +8,7 @@
 //! - `demo`: `redproof demo`, the demo services started in this process
 //!   (with the default `demo` cargo feature);
 //! - [`exit`]: exit codes and errors that carry them;
+//! - `live`: `--metrics-listen`, the client's figures served during a run;
 //! - [`limits`]: what the machine lets one run hold (open files);
 //! - [`signal`]: Ctrl-C and SIGTERM.
 
@@ -15,6 +16,7 @@
 mod demo;
 mod exit;
 mod limits;
+mod live;
 mod merge;
 mod run;
 mod signal;
@@ -85,7 +87,7 @@ fn dispatch(cli: Cli) -> Result<Exit, Failure> {
         )),
         Command::Verify(args) => block_on(verify::run(args)),
         Command::Merge(args) => block_on(merge::run(args)),
-        Command::Run(args) => block_on(run::run(args)),
+        Command::Run(args) => block_on(run::run(*args)),
     }
 }
 

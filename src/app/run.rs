@@ -108,6 +108,11 @@ pub(super) async fn run(args: RunArgs) -> Result<Exit, Failure> {
         .map(start_time)
         .transpose()
         .map_err(|e| fail(Exit::Usage, anyhow!("--start-at: {e}")))?;
+    let live = super::live::Live::start(
+        args.metrics_listen.as_deref(),
+        args.metrics_linger.as_deref(),
+    )
+    .await?;
     let settings = RunSettings {
         threads: args.threads,
         output: args.output.clone(),
@@ -115,6 +120,7 @@ pub(super) async fn run(args: RunArgs) -> Result<Exit, Failure> {
         progress: args.progress,
         shard,
         start_at,
+        live,
     };
     run_scenario(scenario, &args.file.display().to_string(), &settings).await
 }
@@ -152,6 +158,8 @@ pub(crate) struct RunSettings {
     pub shard: Option<ShardInfo>,
     /// When the load starts (wall clock), for shards starting together.
     pub start_at: Option<SystemTime>,
+    /// `--metrics-listen`: the client's figures served during the run.
+    pub live: Option<super::live::Live>,
 }
 
 /// The metric source a run verifies against.
@@ -363,13 +371,20 @@ pub(crate) async fn run_scenario(
             .map(|r| r.name.to_string())
             .collect(),
     );
+    let live = settings.live.as_ref().map(|l| l.feed(&scenario));
     let engine_output = engine::run(plan, &engine_plan, interrupt.clone(), abort_now, |p| {
         progress.update(p);
+        if let Some(live) = &live {
+            live.update(p);
+        }
         crate::report::abort_reason(&scenario, p)
     })
     .await
     .map_err(|e| fail(Exit::Internal, anyhow!(e)))?;
     progress.finish();
+    if let Some(live) = &live {
+        live.finish(&engine_output);
+    }
     if let Some(why) = &engine_output.stopped_by {
         eprintln!("note: {}: the run stopped early", scrub(why));
     }
@@ -438,6 +453,9 @@ pub(crate) async fn run_scenario(
         && !report.interrupted
     {
         eprintln!("error: verification not run: {}", scrub(e));
+    }
+    if let Some(live) = &live {
+        live.linger(&interrupt, output.quiet).await;
     }
     Ok(exit_code(&report))
 }

@@ -108,6 +108,22 @@ pub struct Progress<'a> {
     pub totals: &'a Recorder,
     pub completed: u64,
     pub draining: bool,
+    /// Each part's load at this moment, in the plan's order.
+    pub parts: &'a [PartNow],
+}
+
+/// One part's load at a moment of the run, for live metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PartNow {
+    /// Closed model: users running iterations (0 before the part starts
+    /// and once it stopped).
+    pub users: Option<u64>,
+    /// Open model: the arrival rate due now, per second.
+    pub rate: Option<f64>,
+    /// Requests sent and not yet answered.
+    pub in_flight: u64,
+    /// Open model: iterations started more than 5 ms after their due time.
+    pub late_starts: u64,
 }
 
 /// One part's figures, beside the run's.
@@ -191,6 +207,7 @@ pub async fn run<F: ExecutorFactory + Clone>(
                 &p.load,
                 feeds.clone(),
                 changed.clone(),
+                threads,
             )),
             stopped_at: None,
             drain_deadline: None,
@@ -330,6 +347,7 @@ pub async fn run<F: ExecutorFactory + Clone>(
                     let len = flush(now, &mut window, &mut totals, &mut windows, &mut last_flush);
                     next_tick += Duration::from_secs(1);
                     let completed = totals.total().count();
+                    let now_parts = parts_now(plan, &parts, now);
                     let abort = on_progress(&Progress {
                         elapsed: now.duration_since(t0),
                         planned: plan.planned(),
@@ -339,6 +357,7 @@ pub async fn run<F: ExecutorFactory + Clone>(
                         totals: &totals,
                         completed,
                         draining: parts.iter().all(|p| p.stopped_at.is_some()),
+                        parts: &now_parts,
                     });
                     if let Some(why) = abort
                         && parts.iter().any(|p| p.stopped_at.is_none())
@@ -486,23 +505,68 @@ fn describe_load(load: &Load, users: Option<&UserProfile>, elapsed: Duration) ->
         None => String::new(),
     };
     match &load.model {
-        LoadModel::Closed {
-            users: max,
-            spawn_rate,
-            ..
-        } => {
-            let active = match (users, spawn_rate) {
-                (Some(p), _) => p.level(t).floor() as u64,
-                (None, Some(r)) => ((t * r.get()).floor() as u64 + 1).min(*max),
-                (None, None) => *max,
-            };
-            format!("{stage}{active}/{max} users")
+        LoadModel::Closed { users: max, .. } => {
+            format!("{stage}{}/{max} users", active_users(load, users, t))
         }
         LoadModel::Open { rate, .. } => match RateProfile::of(load) {
             Some(p) if !load.stages.is_empty() => format!("{stage}{:.0}/s", p.rate_at(t)),
             _ => format!("{rate}"),
         },
     }
+}
+
+/// Closed model: the users running iterations `t` seconds after the
+/// part's start (spawning, or following its stages).
+fn active_users(load: &Load, users: Option<&UserProfile>, t: f64) -> u64 {
+    let LoadModel::Closed {
+        users: max,
+        spawn_rate,
+        ..
+    } = &load.model
+    else {
+        return 0;
+    };
+    match (users, spawn_rate) {
+        (Some(p), _) => p.level(t).floor() as u64,
+        (None, Some(r)) => ((t * r.get()).floor() as u64 + 1).min(*max),
+        (None, None) => *max,
+    }
+}
+
+/// Each part's load at `now`, for live metrics.
+fn parts_now(plan: &EnginePlan, parts: &[PartRun], now: Instant) -> Vec<PartNow> {
+    plan.parts
+        .iter()
+        .zip(parts)
+        .map(|(part, p)| {
+            let running = now >= p.sh.t0 && p.stopped_at.is_none();
+            let t = now.saturating_duration_since(p.sh.t0).as_secs_f64();
+            let load = &part.load;
+            let (users, rate) = match &load.model {
+                LoadModel::Closed { .. } => (
+                    Some(if running {
+                        active_users(load, p.sh.users.as_ref(), t)
+                    } else {
+                        0
+                    }),
+                    None,
+                ),
+                LoadModel::Open { .. } => (
+                    None,
+                    Some(match p.sh.rate.as_ref() {
+                        Some(r) if running => r.rate_at(t),
+                        _ => 0.0,
+                    }),
+                ),
+            };
+            PartNow {
+                users,
+                rate,
+                in_flight: p.sh.in_flight(),
+                late_starts: p.sh.late.load(Ordering::Relaxed),
+            }
+        })
+        .collect()
 }
 
 /// The message of a panic caught on engine thread `thread`.
@@ -590,6 +654,7 @@ fn spawn_workers<E: crate::exec::Executor + 'static>(
         steps: plan.steps.clone(),
         variables: plan.variables,
         pace: load.pace,
+        thread,
         idle: RefCell::new(Vec::new()),
     });
     let workers = match load.model {

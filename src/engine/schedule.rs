@@ -18,6 +18,28 @@ use crate::scenario::{Draw, Exhausted, Feed, Load, LoadModel};
 /// A start later than this behind its due time counts as late.
 pub(super) const LATE_AFTER: Duration = Duration::from_millis(5);
 
+/// Requests in flight on one engine thread. Only that thread's tasks
+/// write it (with a plain load and store: no locked instruction), and the
+/// control loop reads it once a second; the alignment keeps each thread's
+/// counter on its own cache line.
+#[repr(align(128))]
+#[derive(Default)]
+pub(super) struct InFlight(AtomicU64);
+
+impl InFlight {
+    /// Adds `delta` (1 at a request's start, -1 at its end); called only
+    /// from the thread that owns the counter.
+    pub(super) fn add(&self, delta: i64) {
+        let n = self.0.load(Ordering::Relaxed);
+        self.0
+            .store(n.wrapping_add_signed(delta), Ordering::Relaxed);
+    }
+
+    pub(super) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// A feed's rows and its shared cursor.
 pub(super) struct FeedState {
     pub(super) feed: Feed,
@@ -77,6 +99,8 @@ pub(super) struct Shared {
     pub(super) started: AtomicU64,
     pub(super) late: AtomicU64,
     pub(super) max_lag_us: AtomicU64,
+    /// Requests in flight, one counter per engine thread.
+    pub(super) in_flight: Box<[InFlight]>,
 }
 
 impl Shared {
@@ -86,6 +110,7 @@ impl Shared {
         load: &Load,
         feeds: Arc<Vec<FeedState>>,
         changed: Arc<Notify>,
+        threads: usize,
     ) -> Self {
         let rate = RateProfile::of(load);
         let users = match &load.model {
@@ -112,7 +137,13 @@ impl Shared {
             started: AtomicU64::new(0),
             late: AtomicU64::new(0),
             max_lag_us: AtomicU64::new(0),
+            in_flight: (0..threads).map(|_| InFlight::default()).collect(),
         }
+    }
+
+    /// Requests in flight over every thread.
+    pub(super) fn in_flight(&self) -> u64 {
+        self.in_flight.iter().map(InFlight::get).sum()
     }
 
     /// The instant `secs` after T0. Validation bounds durations and rates,

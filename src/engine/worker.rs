@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::plan::StepPlan;
-use super::schedule::{Schedule, Shared, sleep_unless_stopped};
+use super::schedule::{InFlight, Schedule, Shared, sleep_unless_stopped};
 use crate::exec::{CallResult, Connections, Executor, Scratch};
 use crate::measure::Recorder;
 use crate::outcome::Outcome;
@@ -60,6 +60,8 @@ pub(super) struct WorkerPlan {
     pub(super) steps: Vec<StepPlan>,
     pub(super) variables: usize,
     pub(super) pace: Option<Duration>,
+    /// This engine thread's number, which picks its in-flight counter.
+    pub(super) thread: usize,
     /// Open model: the thread's idle connections, the most recently used
     /// last. An arrival takes the warmest one, as a client's connection
     /// pool does, rather than each worker keeping its own: with a worker
@@ -73,6 +75,7 @@ pub(super) struct Ctx<'a, E> {
     pub(super) exec: &'a E,
     pub(super) rec: &'a Mutex<Recorder>,
     pub(super) plan: &'a WorkerPlan,
+    pub(super) in_flight: &'a InFlight,
 }
 
 impl<E> Clone for Ctx<'_, E> {
@@ -99,19 +102,27 @@ pub(super) async fn run_steps<E: Executor>(
     scratch: &mut Scratch,
     abort: &mut std::pin::Pin<&mut tokio_util::sync::WaitForCancellationFutureOwned>,
 ) -> Result<bool, Cut> {
-    let Ctx { exec, rec, plan } = cx;
+    let Ctx {
+        exec,
+        rec,
+        plan,
+        in_flight,
+    } = cx;
     // A flow that has started runs to its end even when the run stops
     // starting iterations; only the end of the drain cuts it off.
     for (i, &step) in steps.iter().enumerate() {
         let from = if i == 0 { from } else { Instant::now() };
+        in_flight.add(1);
         let result = tokio::select! {
             biased;
             _ = abort.as_mut() => {
+                in_flight.add(-1);
                 lock(rec).record_unknown(step);
                 return Err(Cut::Aborted);
             }
             r = exec.execute(step, scratch) => r,
         };
+        in_flight.add(-1);
         let latency = from.elapsed();
         let retries = std::mem::take(&mut scratch.retries);
         let ok = {
@@ -217,6 +228,7 @@ pub(super) async fn worker<E: Executor>(
         exec: &*exec,
         rec: &rec,
         plan: &plan,
+        in_flight: &sh.in_flight[plan.thread],
     };
     loop {
         if open {

@@ -286,6 +286,7 @@ mod tests {
             totals,
             completed: 1_234_567,
             draining: true,
+            parts: &[],
         }
     }
 

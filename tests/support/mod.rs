@@ -538,6 +538,7 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+pub mod grafana;
 pub mod prometheus;
 pub mod recorder;
 pub mod services;

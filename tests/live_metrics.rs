@@ -1,0 +1,167 @@
+//! `--metrics-listen`: the client's figures scraped while a run goes on,
+//! and a final page whose counts are the results file's.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::exposition;
+use support::{http_get, outcomes, wait_until, write_scenario};
+
+#[test]
+fn live_page_during_the_run_and_final_counts_equal_the_results() {
+    let server = support::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_scenario(
+        dir.path(),
+        &format!(
+            r#"
+name: live
+targets:
+  web: {{ url: "{}" }}
+load: {{ users: 3, duration: 3s, wait: 5ms }}
+requests:
+  - {{ name: home, http: {{ target: web, path: /slow/10 }} }}
+  - {{ name: broken, http: {{ target: web, path: /status/500 }}, expect: {{ status: 200 }} }}
+"#,
+            server.url()
+        ),
+    );
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_redproof"))
+        .env("NO_COLOR", "1")
+        .arg("run")
+        .arg(&file)
+        .args(["--metrics-listen", "127.0.0.1:0", "--metrics-linger", "60s"])
+        .arg("--out")
+        .arg(dir.path().join("results.json"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            if let Some(url) = line.strip_prefix("live metrics: http://") {
+                let _ = tx.send(url.trim_end_matches("/metrics").to_owned());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("redproof printed the address it listens on");
+    assert!(!addr.ends_with(":0"), "{addr}");
+    let scrape = || {
+        let (status, page) = http_get(&addr, "/metrics").expect("the live page answers");
+        assert_eq!(status, 200);
+        page
+    };
+
+    // During the run: requests counted, three users running.
+    let mut page = String::new();
+    wait_until("a live page with requests", Duration::from_secs(20), || {
+        page = scrape();
+        exposition::sum(&page, "redproof_requests_total", &[]) > 0.0
+    });
+    assert_eq!(
+        exposition::sample(&page, "redproof_users", &[]),
+        Some(3.0),
+        "scraped during the load:\n{page}"
+    );
+    assert!(page.contains("# TYPE redproof_request_duration_seconds histogram"));
+    redproof::metrics::text::parse(&page).expect("our own parser reads the page");
+
+    // After the run: the results are written, the final page is served
+    // until it is scraped.
+    let results = dir.path().join("results.json");
+    wait_until("the results file", Duration::from_secs(30), || {
+        results.exists()
+    });
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&results).unwrap()).unwrap();
+    let page = scrape();
+    for request in ["home", "broken"] {
+        let mut seen = 0.0;
+        for (outcome, ok, n) in outcomes(&results, request) {
+            let status = outcome["status"]
+                .as_u64()
+                .expect("HTTP answers only")
+                .to_string();
+            let labels = [
+                ("request", request),
+                ("outcome", status.as_str()),
+                ("ok", if ok { "true" } else { "false" }),
+            ];
+            assert_eq!(
+                exposition::sum(&page, "redproof_requests_total", &labels),
+                n as f64,
+                "{request} {status}\n{page}"
+            );
+            seen += n as f64;
+        }
+        assert!(seen > 0.0, "{request}");
+        assert_eq!(
+            exposition::sum(&page, "redproof_requests_total", &[("request", request)]),
+            seen
+        );
+        let inf = [("request", request), ("le", "+Inf")];
+        assert_eq!(
+            exposition::sum(&page, "redproof_request_duration_seconds_bucket", &inf),
+            seen
+        );
+    }
+    // /slow/10 takes at least 10 ms: none is in the 5 ms bucket.
+    let fast = [("request", "home"), ("le", "0.005")];
+    assert_eq!(
+        exposition::sum(&page, "redproof_request_duration_seconds_bucket", &fast),
+        0.0
+    );
+    assert_eq!(exposition::sample(&page, "redproof_users", &[]), Some(0.0));
+    assert_eq!(
+        exposition::sample(&page, "redproof_in_flight", &[]),
+        Some(0.0)
+    );
+
+    // Scraped once, the final page lets redproof exit, long before the
+    // 60 s linger.
+    let status = child.wait().unwrap();
+    let stderr = log.join().unwrap();
+    assert!(status.success(), "{status}\n{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(40), "{stderr}");
+    assert!(stderr.contains("serving the final figures"), "{stderr}");
+}
+
+#[test]
+fn a_port_in_use_is_a_usage_error_before_any_traffic() {
+    let server = support::start();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let scenario = format!(
+        r#"
+name: taken
+targets:
+  web: {{ url: "{}" }}
+load: {{ users: 1, iterations: 5 }}
+requests:
+  - {{ name: home, http: {{ target: web, path: / }} }}
+"#,
+        server.url()
+    );
+    let run = support::run_scenario(&scenario, &[], &["--metrics-listen", &addr]);
+    assert_eq!(run.code, 64, "{}", run.stderr);
+    assert!(run.stderr.contains("--metrics-listen"), "{}", run.stderr);
+    assert!(run.stderr.contains(&addr), "{}", run.stderr);
+    assert_eq!(server.counts.get("/"), 0, "nothing was sent");
+
+    let run = support::run_scenario(&scenario, &[], &["--metrics-listen", "nowhere"]);
+    assert_eq!(run.code, 64, "{}", run.stderr);
+    assert!(run.stderr.contains("HOST:PORT"), "{}", run.stderr);
+}
