@@ -165,3 +165,144 @@ requests:
     assert_eq!(run.code, 64, "{}", run.stderr);
     assert!(run.stderr.contains("HOST:PORT"), "{}", run.stderr);
 }
+
+/// Percent-encodes a query parameter.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A real Prometheus scrapes the live page of a run with a closed and an
+/// open scenario: what it stored ends at the results file's counts, and
+/// every client-side panel of the shipped dashboard has data.
+#[test]
+fn prometheus_scrapes_the_live_page_and_the_dashboards_client_panels_draw() {
+    let server = support::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_scenario(
+        dir.path(),
+        &format!(
+            r#"
+name: live-prometheus
+targets:
+  web: {{ url: "{}" }}
+scenarios:
+  browse:
+    load: {{ users: 2, duration: 8s, wait: 5ms }}
+    requests:
+      - {{ name: home, http: {{ target: web, path: /slow/5 }} }}
+  api:
+    load: {{ rate: 40/s, duration: 8s }}
+    requests:
+      - {{ name: broken, http: {{ target: web, path: /status/500 }}, expect: {{ status: 200 }} }}
+"#,
+            server.url()
+        ),
+    );
+    let from = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_redproof"))
+        .env("NO_COLOR", "1")
+        .arg("run")
+        .arg(&file)
+        .args(["--metrics-listen", "127.0.0.1:0", "--metrics-linger", "60s"])
+        .arg("--out")
+        .arg(dir.path().join("results.json"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            if let Some(url) = line.strip_prefix("live metrics: ") {
+                let _ = tx.send(url.to_owned());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("redproof printed the address it listens on");
+    let prometheus = support::prometheus::Prometheus::start(&[("redproof", url)], &[]);
+    // redproof exits once the final page was scraped: by Prometheus.
+    let status = child.wait().unwrap();
+    let stderr = log.join().unwrap();
+    assert!(status.success(), "{status}\n{stderr}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("results.json")).unwrap())
+            .unwrap();
+    let api = prometheus.url().trim_start_matches("http://").to_owned();
+    let query = |path: &str| -> serde_json::Value {
+        let (code, body) = http_get(&api, path).expect("Prometheus answers");
+        assert_eq!(code, 200, "{path}\n{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["data"]["result"].clone()
+    };
+
+    // The last samples Prometheus stored are the results file's counts.
+    for request in ["browse.home", "api.broken"] {
+        let q = format!(
+            r#"sum(last_over_time(redproof_requests_total{{job="redproof", request="{request}"}}[5m]))"#
+        );
+        let r = query(&format!("/api/v1/query?query={}", encode(&q)));
+        let stored: f64 = r[0]["value"][1].as_str().unwrap().parse().unwrap();
+        assert_eq!(
+            stored as u64,
+            support::total(&results, request),
+            "{request}"
+        );
+    }
+
+    // Every client panel draws a line over the run.
+    let to = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let d = support::grafana::dashboard();
+    let client: Vec<_> = support::grafana::queries(&d)
+        .into_iter()
+        .filter(|(_, e)| e.contains("$client_job") && !e.contains("$job"))
+        .collect();
+    assert!(client.len() >= 6, "{client:?}");
+    for (title, expr) in client {
+        let q = support::grafana::substitute(
+            &expr,
+            &[
+                ("client_job", "redproof"),
+                ("request", "browse.home|api.broken"),
+            ],
+        );
+        let r = query(&format!(
+            "/api/v1/query_range?query={}&start={from}&end={to}&step=1",
+            encode(&q)
+        ));
+        let points: Vec<f64> = r
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["values"].as_array().unwrap())
+            .filter_map(|v| v[1].as_str()?.parse().ok())
+            .filter(|v: &f64| v.is_finite())
+            .collect();
+        assert!(!points.is_empty(), "{title}: no data for {q}");
+        if !title.contains("Late starts") && !title.contains("in flight") {
+            assert!(
+                points.iter().any(|v| *v > 0.0),
+                "{title}: only zeros for {q}"
+            );
+        }
+    }
+}
