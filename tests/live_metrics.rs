@@ -10,6 +10,49 @@ use std::time::{Duration, Instant};
 use support::exposition;
 use support::{http_get, outcomes, wait_until, write_scenario};
 
+/// `redproof run FILE --metrics-listen 127.0.0.1:0 --metrics-linger 60s`
+/// writing `results.json` into `dir`, with the live page's URL as it
+/// printed it and its stderr read to the end.
+struct LiveRun {
+    child: std::process::Child,
+    url: String,
+    log: std::thread::JoinHandle<String>,
+}
+
+impl LiveRun {
+    fn start(file: &std::path::Path, dir: &std::path::Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_redproof"))
+            .env("NO_COLOR", "1")
+            .arg("run")
+            .arg(file)
+            .args(["--metrics-listen", "127.0.0.1:0", "--metrics-linger", "60s"])
+            .arg("--out")
+            .arg(dir.join("results.json"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stderr).lines() {
+                let line = line.unwrap();
+                if let Some(url) = line.strip_prefix("live metrics: ") {
+                    let _ = tx.send(url.to_owned());
+                }
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("redproof printed the address it listens on");
+        Self { child, url, log }
+    }
+}
+
 #[test]
 fn live_page_during_the_run_and_final_counts_equal_the_results() {
     let server = support::start();
@@ -30,34 +73,15 @@ requests:
         ),
     );
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_redproof"))
-        .env("NO_COLOR", "1")
-        .arg("run")
-        .arg(&file)
-        .args(["--metrics-listen", "127.0.0.1:0", "--metrics-linger", "60s"])
-        .arg("--out")
-        .arg(dir.path().join("results.json"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stderr).lines() {
-            let line = line.unwrap();
-            if let Some(url) = line.strip_prefix("live metrics: http://") {
-                let _ = tx.send(url.trim_end_matches("/metrics").to_owned());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("redproof printed the address it listens on");
+    let LiveRun {
+        mut child,
+        url,
+        log,
+    } = LiveRun::start(&file, dir.path());
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
     assert!(!addr.ends_with(":0"), "{addr}");
     let scrape = || {
         let (status, page) = http_get(&addr, "/metrics").expect("the live page answers");
@@ -209,34 +233,11 @@ scenarios:
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_redproof"))
-        .env("NO_COLOR", "1")
-        .arg("run")
-        .arg(&file)
-        .args(["--metrics-listen", "127.0.0.1:0", "--metrics-linger", "60s"])
-        .arg("--out")
-        .arg(dir.path().join("results.json"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let log = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stderr).lines() {
-            let line = line.unwrap();
-            if let Some(url) = line.strip_prefix("live metrics: ") {
-                let _ = tx.send(url.to_owned());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("redproof printed the address it listens on");
+    let LiveRun {
+        mut child,
+        url,
+        log,
+    } = LiveRun::start(&file, dir.path());
     let prometheus = support::prometheus::Prometheus::start(&[("redproof", url)], &[]);
     // redproof exits once the final page was scraped: by Prometheus.
     let status = child.wait().unwrap();
