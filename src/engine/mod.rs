@@ -95,6 +95,41 @@ pub struct EngineOutput {
     pub parts: Vec<PartOutput>,
 }
 
+#[cfg(test)]
+impl EngineOutput {
+    /// A run that completed at T0 `t0` with one load time for its `parts`
+    /// parts, all starting at T0, and drained 100 ms.
+    pub(crate) fn completed(
+        totals: Recorder,
+        windows: Vec<Window>,
+        t0: SystemTime,
+        load_time: Duration,
+        parts: usize,
+    ) -> Self {
+        Self {
+            totals,
+            windows,
+            t0,
+            load_time,
+            elapsed: load_time + Duration::from_millis(100),
+            interrupted: false,
+            schedule: None,
+            stopped_by: None,
+            aborted: None,
+            users_stopped: 0,
+            failure: None,
+            parts: vec![
+                PartOutput {
+                    start: Duration::ZERO,
+                    load_time,
+                    schedule: None,
+                };
+                parts
+            ],
+        }
+    }
+}
+
 /// Live figures handed to the progress display once a second.
 #[derive(Debug, Clone)]
 pub struct Progress<'a> {

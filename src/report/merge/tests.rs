@@ -28,24 +28,13 @@ fn shard(index: u32, count: u32, t0_ms: u64, n: u64, ms: u64) -> (String, RunRep
         totals.merge(&w);
         windows.push(Window::of(f64::from(second), &w, true));
     }
-    let out = EngineOutput {
+    let out = EngineOutput::completed(
         totals,
         windows,
-        t0: UNIX_EPOCH + Duration::from_millis(t0_ms),
-        load_time: Duration::from_secs(3),
-        elapsed: Duration::from_millis(3100),
-        interrupted: false,
-        schedule: None,
-        stopped_by: None,
-        aborted: None,
-        users_stopped: 0,
-        failure: None,
-        parts: vec![crate::engine::PartOutput {
-            start: Duration::ZERO,
-            load_time: Duration::from_secs(3),
-            schedule: None,
-        }],
-    };
+        UNIX_EPOCH + Duration::from_millis(t0_ms),
+        Duration::from_secs(3),
+        1,
+    );
     let (mut r, _) = RunReport::new(&scenario(), "s.yaml", &out);
     r.shard = Some(ShardInfo {
         index,
@@ -112,31 +101,6 @@ fn refuses_failed_and_disjoint_shards() {
     assert!(e.contains("windows do not overlap"), "{e}");
 }
 
-/// What the engine hands over for a two-part run that recorded nothing.
-fn quiet_two_parts(t0_ms: u64) -> EngineOutput {
-    EngineOutput {
-        totals: Recorder::new(2),
-        windows: Vec::new(),
-        t0: UNIX_EPOCH + Duration::from_millis(t0_ms),
-        load_time: Duration::from_secs(4),
-        elapsed: Duration::from_secs(4),
-        interrupted: false,
-        schedule: None,
-        stopped_by: None,
-        aborted: None,
-        users_stopped: 0,
-        failure: None,
-        parts: vec![
-            crate::engine::PartOutput {
-                start: Duration::ZERO,
-                load_time: Duration::from_secs(4),
-                schedule: None,
-            };
-            2
-        ],
-    }
-}
-
 /// Each shard records its share of every scenario's load; the merged
 /// report holds the file's loads again, stage by stage.
 #[test]
@@ -144,6 +108,15 @@ fn adds_up_each_scenarios_load() {
     const MIXED: &str = "name: m\ntargets: { web: { url: \"http://127.0.0.1:1\" } }\nscenarios:\n  browse:\n    load: { stages: [ { for: 2s, users: 3 }, { for: 2s, users: 7 } ] }\n    requests:\n      - { name: page, http: { target: web, path: / } }\n  api:\n    load: { stages: [ { for: 4s, rate: 10/s..30/s } ], max_in_flight: 9 }\n    requests:\n      - { name: list, http: { target: web, path: /l } }\n";
     let whole = crate::scenario::parse(Path::new("m.yaml"), MIXED).unwrap();
     let t0 = 1_800_000_000_000;
+    let quiet_two_parts = |t0_ms: u64| {
+        EngineOutput::completed(
+            Recorder::new(2),
+            Vec::new(),
+            UNIX_EPOCH + Duration::from_millis(t0_ms),
+            Duration::from_secs(4),
+            2,
+        )
+    };
     let shards = (0..3)
         .map(|index| {
             let mut s = whole.clone();

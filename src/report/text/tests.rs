@@ -5,7 +5,7 @@ use unicode_width::UnicodeWidthStr;
 
 use super::layout::WIDTH;
 use super::render_text;
-use crate::engine::{EngineOutput, PartOutput};
+use crate::engine::EngineOutput;
 use crate::measure::{Recorder, Window};
 use crate::outcome::Outcome;
 use crate::report::{Exit, RunReport, RunVerdict, ShardInfo, Summary};
@@ -33,24 +33,14 @@ fn report(thresholds: &str) -> (RunReport, Summary) {
         };
         totals.record(1, Outcome::Status(status), ok, Duration::from_millis(2));
     }
-    let out = EngineOutput {
-        windows: vec![Window::of(30.0, &totals, false)],
+    let windows = vec![Window::of(30.0, &totals, false)];
+    let out = EngineOutput::completed(
         totals,
-        t0: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
-        load_time: Duration::from_secs(30),
-        elapsed: Duration::from_millis(30_100),
-        interrupted: false,
-        schedule: None,
-        stopped_by: None,
-        aborted: None,
-        users_stopped: 0,
-        failure: None,
-        parts: vec![PartOutput {
-            start: Duration::ZERO,
-            load_time: Duration::from_secs(30),
-            schedule: None,
-        }],
-    };
+        windows,
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        Duration::from_secs(30),
+        1,
+    );
     RunReport::new(&scenario(thresholds), "s.yaml", &out)
 }
 
