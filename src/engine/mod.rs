@@ -27,11 +27,10 @@
 
 mod clock;
 mod plan;
+mod runtime;
 mod schedule;
 mod worker;
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -47,8 +46,8 @@ pub use plan::{EnginePlan, PartPlan, StepPlan};
 
 /// Later than any run ends: validation keeps durations within a year.
 const FAR: Duration = Duration::from_secs(2 * 366 * 86_400);
-use schedule::{FeedState, Schedule, Shared};
-use worker::{WeightedChoice, WorkerPlan, lock};
+use schedule::{FeedState, Shared};
+use worker::lock;
 
 /// How far the open-model schedule was kept.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -267,9 +266,9 @@ pub async fn run<F: ExecutorFactory + Clone>(
                     // A panic outside the workers (building the executor,
                     // the runtime) still reports, so the run ends cleanly.
                     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run_thread(&factory, thread, threads, &shared, rec, &plan)
+                        runtime::run_thread(&factory, thread, threads, &shared, rec, &plan)
                     }))
-                    .unwrap_or_else(|p| Err(panic_message(thread, p.as_ref())));
+                    .unwrap_or_else(|p| Err(runtime::panic_message(thread, p.as_ref())));
                     let _ = done.blocking_send(r);
                 })
                 .map_err(|e| format!("cannot start an engine thread: {e}"))?,
@@ -604,257 +603,5 @@ fn parts_now(plan: &EnginePlan, parts: &[PartRun], now: Instant) -> Vec<PartNow>
         .collect()
 }
 
-/// The message of a panic caught on engine thread `thread`.
-fn panic_message(thread: usize, payload: &(dyn std::any::Any + Send)) -> String {
-    let what = payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".to_owned());
-    format!("internal error: engine thread {thread} panicked: {what}")
-}
-
-fn run_thread<F: ExecutorFactory>(
-    factory: &F,
-    thread: usize,
-    threads: usize,
-    shared: &[Arc<Shared>],
-    rec: Arc<Mutex<Recorder>>,
-    plan: &EnginePlan,
-) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start a runtime: {e}"))?;
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, async move {
-        let exec = Rc::new(factory.build()?);
-        let clock = Rc::new(clock::Clock::new());
-        let mut workers_set = tokio::task::JoinSet::new();
-        for (part, sh) in plan.parts.iter().zip(shared) {
-            let here = ThisThread {
-                exec: &exec,
-                clock: &clock,
-                thread,
-                threads,
-            };
-            spawn_workers(&mut workers_set, &here, sh, &rec, plan, part);
-        }
-        // A worker that panics stops the whole run at once: its requests
-        // would otherwise silently go missing from the counts.
-        let mut failure = None;
-        while let Some(r) = workers_set.join_next().await {
-            if let Err(e) = r
-                && e.is_panic()
-                && failure.is_none()
-            {
-                failure = Some(panic_message(thread, e.into_panic().as_ref()));
-                for sh in shared {
-                    sh.halt();
-                    sh.abort.cancel();
-                }
-            }
-        }
-        failure.map_or(Ok(()), Err)
-    })
-}
-
-/// What an engine thread's workers share: its executor and clock, and
-/// which thread it is of how many.
-struct ThisThread<'a, E> {
-    exec: &'a Rc<E>,
-    clock: &'a Rc<clock::Clock>,
-    thread: usize,
-    threads: usize,
-}
-
-/// Starts this thread's share of one part's workers (users, or open
-/// model slots).
-fn spawn_workers<E: crate::exec::Executor + 'static>(
-    set: &mut tokio::task::JoinSet<()>,
-    here: &ThisThread<'_, E>,
-    sh: &Arc<Shared>,
-    rec: &Arc<Mutex<Recorder>>,
-    plan: &EnginePlan,
-    part: &PartPlan,
-) {
-    let (thread, threads) = (here.thread, here.threads);
-    let load = &part.load;
-    let weights: Vec<u32> = part.entries.iter().map(|e| e.0).collect();
-    let wp = Rc::new(WorkerPlan {
-        choice: WeightedChoice::new(&weights),
-        entries: part.entries.iter().map(|e| e.1.clone()).collect(),
-        on_start: part.on_start.clone(),
-        on_start_failures: part.on_start_failures,
-        steps: plan.steps.clone(),
-        variables: plan.variables,
-        pace: load.pace,
-        thread,
-        idle: RefCell::new(Vec::new()),
-    });
-    let workers = match load.model {
-        LoadModel::Closed { users, .. } => users,
-        LoadModel::Open { max_in_flight, .. } => max_in_flight,
-    };
-    let staged = sh.users.is_some();
-    // Workers are dealt round-robin so both the spawn order and the
-    // in-flight cap spread evenly over threads.
-    for w in (thread as u64..workers).step_by(threads) {
-        let schedule = match &load.model {
-            LoadModel::Closed {
-                spawn_rate, wait, ..
-            } => Schedule::Closed {
-                user: w,
-                spawn_at: Some(
-                    sh.t0
-                        + match spawn_rate {
-                            Some(r) if !staged => {
-                                Duration::try_from_secs_f64(r.interval().as_secs_f64() * w as f64)
-                                    .unwrap_or(FAR)
-                            }
-                            _ => Duration::ZERO,
-                        },
-                ),
-                wait: *wait,
-                pace: load.pace,
-                next_due: None,
-                left: load.iterations_per_user,
-            },
-            LoadModel::Open { .. } => Schedule::Open(here.clock.clone()),
-        };
-        let seed = fastrand::u64(..) ^ w;
-        set.spawn_local(worker::worker(
-            here.exec.clone(),
-            sh.clone(),
-            rec.clone(),
-            wp.clone(),
-            schedule,
-            seed,
-        ));
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::scenario::units::DurationRange;
-
-    #[test]
-    fn describes_ramping_users() {
-        let mut load = Load {
-            model: LoadModel::Closed {
-                users: 10,
-                spawn_rate: crate::scenario::units::Rate::per_second(2.0),
-                wait: DurationRange {
-                    min: Duration::ZERO,
-                    max: Duration::ZERO,
-                },
-            },
-            duration: None,
-            iterations: None,
-            drain: Duration::ZERO,
-            iterations_per_user: None,
-            stages: Vec::new(),
-            pace: None,
-        };
-        assert_eq!(
-            describe_load(&load, None, Duration::from_millis(1500)),
-            "4/10 users"
-        );
-        assert_eq!(
-            describe_load(&load, None, Duration::from_secs(60)),
-            "10/10 users"
-        );
-        load.stages = vec![
-            crate::scenario::Stage {
-                duration: Duration::from_secs(10),
-                target: crate::scenario::StageTarget::Users(10),
-            },
-            crate::scenario::Stage {
-                duration: Duration::from_secs(10),
-                target: crate::scenario::StageTarget::Users(4),
-            },
-        ];
-        let p = UserProfile::new(&load.stages, Some(2.0));
-        assert_eq!(
-            describe_load(&load, Some(&p), Duration::from_secs(3)),
-            "stage 1/2 · 6/10 users"
-        );
-        assert_eq!(
-            describe_load(&load, Some(&p), Duration::from_secs(19)),
-            "stage 2/2 · 4/10 users"
-        );
-    }
-
-    /// Answers 200 to every call but the `panic_at`-th, where it panics.
-    #[derive(Clone)]
-    struct PanicsOnce {
-        calls: Arc<AtomicU64>,
-        panic_at: u64,
-    }
-
-    impl ExecutorFactory for PanicsOnce {
-        type Executor = PanicsOnce;
-        fn build(&self) -> Result<PanicsOnce, String> {
-            Ok(self.clone())
-        }
-    }
-
-    impl crate::exec::Executor for PanicsOnce {
-        async fn execute(&self, _: usize, _: &mut crate::exec::Scratch) -> crate::exec::CallResult {
-            if self.calls.fetch_add(1, Ordering::Relaxed) == self.panic_at {
-                panic!("call {} went wrong", self.panic_at);
-            }
-            tokio::task::yield_now().await;
-            crate::exec::CallResult::Status(200)
-        }
-
-        fn accepts(&self, _: usize, _: crate::outcome::Outcome) -> bool {
-            true
-        }
-    }
-
-    #[test]
-    fn a_panicking_worker_stops_the_run_and_keeps_what_it_recorded() {
-        let load = Load {
-            model: LoadModel::Closed {
-                users: 4,
-                spawn_rate: None,
-                wait: DurationRange {
-                    min: Duration::ZERO,
-                    max: Duration::ZERO,
-                },
-            },
-            duration: Some(Duration::from_secs(60)),
-            iterations: Some(1_000_000),
-            drain: Duration::from_secs(5),
-            iterations_per_user: None,
-            stages: Vec::new(),
-            pace: None,
-        };
-        let factory = PanicsOnce {
-            calls: Arc::new(AtomicU64::new(0)),
-            panic_at: 500,
-        };
-        let plan = EnginePlan::of_requests(load, &[1], 2);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let out = rt
-            .block_on(run(
-                factory,
-                &plan,
-                CancellationToken::new(),
-                CancellationToken::new(),
-                |_| None,
-            ))
-            .unwrap();
-        let failure = out.failure.expect("the panic is reported");
-        assert!(failure.contains("call 500 went wrong"), "{failure}");
-        // The calls before the panic are kept (but the few in flight on the
-        // other users, cut off as unknown), and the run stopped far short.
-        let recorded = out.totals.total().count();
-        assert!((490..1_000_000).contains(&recorded), "{recorded}");
-    }
-}
+mod tests;
