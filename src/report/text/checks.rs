@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use super::layout::{Tone, hanging, name_width, pad, table_row, wrap_into};
 use super::{FIGURES_W, rfc3339};
 use crate::outcome::Outcome;
-use crate::report::{Row, RunReport, Summary, format_observed};
+use crate::report::{Row, RunReport, Summary, ThresholdResult, format_observed};
 use crate::scenario::units::{format_micros, thousands};
 use crate::verify::{Status, Verdict};
 
@@ -229,7 +229,8 @@ pub(super) fn thresholds(o: &mut String, r: &RunReport) {
             ""
         }
     );
-    for t in r.thresholds.iter().filter(|t| !t.passed) {
+    // One threshold with what was observed, under `label` in `tone`.
+    let line = |o: &mut String, t: &ThresholdResult, label: &str, tone: Tone| {
         let text = format!(
             "{}  (observed {})",
             t.threshold,
@@ -237,11 +238,14 @@ pub(super) fn thresholds(o: &mut String, r: &RunReport) {
         );
         hanging(
             o,
-            "  FAIL ",
-            &format!("  {} ", Tone::Fail.paint("FAIL")),
+            &format!("  {label} "),
+            &format!("  {} ", tone.paint(label)),
             &text,
             7,
         );
+    };
+    for t in r.thresholds.iter().filter(|t| !t.passed) {
+        line(o, t, "FAIL", Tone::Fail);
     }
     let passes = r.thresholds.iter().filter(|t| t.passed);
     if failed > 0 {
@@ -250,18 +254,7 @@ pub(super) fn thresholds(o: &mut String, r: &RunReport) {
         passed_in_one(o, "pass ", &all, 7);
     } else {
         for t in passes {
-            let text = format!(
-                "{}  (observed {})",
-                t.threshold,
-                format_observed(&t.threshold, t.observed)
-            );
-            hanging(
-                o,
-                "  pass ",
-                &format!("  {} ", Tone::Pass.paint("pass")),
-                &text,
-                7,
-            );
+            line(o, t, "pass", Tone::Pass);
         }
     }
 }
