@@ -25,6 +25,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::TcpListener;
@@ -511,6 +512,10 @@ enum Disrupt {
     /// Killed and started again on the same ports once Prometheus has
     /// scraped some of the traffic.
     Restart,
+    /// Killed and started again while Prometheus is paused, which goes on
+    /// once the new process has counted past every value scraped from
+    /// the old one: no scrape ever sees a counter drop.
+    RestartUnscraped,
     /// Killed for good at the same point.
     Stop,
 }
@@ -1013,30 +1018,86 @@ fn run_disrupted(scenario: &str, app: &mut App, prometheus: &Prometheus, disrupt
         .unwrap();
     let api = prometheus.url();
     let api = api.trim_start_matches("http://");
+    // Few calls before an unscraped restart, so that the new process
+    // counts past them well before the load ends.
+    let calls = if disrupt == Disrupt::RestartUnscraped {
+        1.0
+    } else {
+        100.0
+    };
     support::wait_until(
-        "Prometheus to scrape 100 answered calls",
+        &format!("Prometheus to scrape {calls} answered calls"),
         Duration::from_secs(30),
-        || scraped_calls(api) >= 100.0,
+        || scraped_calls(api).values().sum::<f64>() >= calls,
     );
     match disrupt {
         Disrupt::Restart => app.restart(),
+        Disrupt::RestartUnscraped => {
+            let before = scraped_calls(api);
+            prometheus.pause();
+            app.restart();
+            let page = app.metrics.trim_start_matches("http://").to_owned();
+            let (addr, path) = page.split_at(page.find('/').unwrap());
+            // Series the server exports at zero before any call cannot
+            // drop.
+            support::wait_until(
+                "the restarted server to count past every scraped value",
+                Duration::from_secs(10),
+                || {
+                    let now = page_calls(addr, path);
+                    before
+                        .iter()
+                        .all(|(k, v)| *v == 0.0 || now.get(k).is_some_and(|n| n > v))
+                },
+            );
+            prometheus.resume();
+        }
         Disrupt::Stop => app.kill(),
         Disrupt::None => {}
     }
     support::finish(child.wait_with_output().unwrap(), dir)
 }
 
-/// The calls the server answered, as Prometheus last scraped them.
-fn scraped_calls(api: &str) -> f64 {
-    let Some((200, body)) = http_get(api, "/api/v1/query?query=sum(grpc_server_handled_total)")
-    else {
-        return 0.0;
+/// `grpc_server_handled_total` by method and code, as Prometheus last
+/// scraped it.
+fn scraped_calls(api: &str) -> BTreeMap<(String, String), f64> {
+    let Some((200, body)) = http_get(api, "/api/v1/query?query=grpc_server_handled_total") else {
+        return BTreeMap::new();
     };
     let v: Value = serde_json::from_str(&body).unwrap_or_default();
-    v["data"]["result"][0]["value"][1]
-        .as_str()
-        .and_then(|x| x.parse().ok())
-        .unwrap_or(0.0)
+    let Some(result) = v["data"]["result"].as_array() else {
+        return BTreeMap::new();
+    };
+    result
+        .iter()
+        .filter_map(|r| {
+            let label = |n: &str| r["metric"][n].as_str().unwrap_or_default().to_owned();
+            let value = r["value"][1].as_str()?.parse().ok()?;
+            Some(((label("grpc_method"), label("grpc_code")), value))
+        })
+        .collect()
+}
+
+/// `grpc_server_handled_total` by method and code, read from the
+/// server's own page at `addr` and `path`.
+fn page_calls(addr: &str, path: &str) -> BTreeMap<(String, String), f64> {
+    let Some((200, body)) = http_get(addr, path) else {
+        return BTreeMap::new();
+    };
+    let label = |labels: &str, name: &str| {
+        let start = labels.find(&format!("{name}=\""))? + name.len() + 2;
+        let len = labels[start..].find('"')?;
+        Some(labels[start..start + len].to_owned())
+    };
+    body.lines()
+        .filter_map(|l| {
+            let (labels, value) = l
+                .strip_prefix("grpc_server_handled_total{")?
+                .split_once("} ")?;
+            let key = (label(labels, "grpc_method")?, label(labels, "grpc_code")?);
+            Some((key, value.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 /// A diagnosis with what changes from run to run (numbers, addresses)
@@ -1440,10 +1501,32 @@ fn grpc_go_restart() {
     });
 }
 
+/// A restart no scrape sees as a drop: the new process has counted past
+/// the old one's last scraped values by the next scrape, and only
+/// process_start_time_seconds shows it.
+#[test]
+fn grpc_go_restart_between_scrapes() {
+    conformance(Config {
+        order: 62,
+        stack: Stack::GrpcGo,
+        server: Server::Own,
+        env: &[],
+        describe: "server restarted between two scrapes, its counters past their last scraped values",
+        users: 2,
+        wait: "1ms..5ms",
+        disrupt: Disrupt::RestartUnscraped,
+        expect: Expect::Fault {
+            checks: &["resets"],
+            words: &["restarted", "climbed past"],
+            also: &[],
+        },
+    });
+}
+
 #[test]
 fn grpc_go_stopped() {
     conformance(Config {
-        order: 62,
+        order: 63,
         stack: Stack::GrpcGo,
         server: Server::Own,
         env: &[],

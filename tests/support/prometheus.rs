@@ -99,6 +99,23 @@ impl Prometheus {
         format!("http://{}", self.addr)
     }
 
+    /// Stops Prometheus where it is (SIGSTOP): no scrapes until `resume`.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused Prometheus go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: a plain system call on a process this helper started
+        // and has not reaped.
+        let r = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(r, 0, "signal {signal} to Prometheus");
+    }
+
     /// What Prometheus logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()

@@ -323,7 +323,24 @@ pub(super) async fn check_resets<M: MetricSource>(
         ));
         return Ok(v);
     }
+    let starts = start_times(cx, series).await?;
     if drops + vanished == 0 {
+        // A restarted process whose counters climbed past their last
+        // scraped values before the next scrape shows no drop, yet the
+        // increase over the run starts again from its new zero.
+        if starts.restarts > 0 && starts.flips == 0 {
+            let r = starts.restarts;
+            let mut v = cx.verdict(
+                "resets",
+                Status::Fail,
+                format!("no counter drops in {scrapes} scrape intervals, but the process restarted {r}× during the run"),
+                query,
+            );
+            v.diagnosis = Some(format!(
+                "the process restarted {r}× during the run (process_start_time_seconds changed) and its counters climbed past their last scraped values before the next scrape, so no drop shows: every request it counted before the restart is lost to the increase over the run"
+            ));
+            return Ok(v);
+        }
         return Ok(cx.verdict(
             "resets",
             Status::Pass,
@@ -332,7 +349,6 @@ pub(super) async fn check_resets<M: MetricSource>(
         ));
     }
     let sawtooth_drops: usize = family.iter().map(|(_, i)| i.sawtooth_drops).sum();
-    let starts = start_times(cx, series).await?;
     let mut summary = format!("counters dropped {drops}× in {scrapes} scrape intervals{in_family}");
     if vanished > 0 {
         summary.push_str(&format!(

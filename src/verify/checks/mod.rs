@@ -465,9 +465,10 @@ async fn run_on<M: MetricSource>(
         let family = family_on_targets(cx, &series).await?;
         let resets = check_resets(cx, &series, &family, &query).await?;
         if resets.status.failed() {
-            premise = Some("counters dropped during the run (see resets)");
+            let why = "counters reset during the run (see resets)";
+            premise = Some(why);
             out.push(resets);
-            out.push(cx.skipped("freshness", "counters dropped during the run (see resets)"));
+            out.push(cx.skipped("freshness", why));
         } else {
             out.push(resets);
             let (fresh, frozen_since) = check_freshness(cx, &series, &family, &query);

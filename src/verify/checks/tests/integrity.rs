@@ -635,3 +635,41 @@ fn a_restart_whose_start_time_reads_early_is_still_a_restart() {
     let c = check(&src, &django(), &client().build());
     c.diagnosis("resets", Fail, &["the process restarted 1× during the run"]);
 }
+
+#[test]
+fn a_restart_hidden_between_scrapes_is_still_a_reset() {
+    // The new process counted past the old one's last scraped value (14)
+    // before its first scrape (20): no sample ever drops, but the
+    // increase over the run misses what the old process counted.
+    let mut src = MemorySource::default();
+    src.add(
+        REQUESTS,
+        OK_200,
+        sampled(|t| {
+            if t < T0 + 5_000 {
+                10.0 + 10.0 * progress(t)
+            } else {
+                100.0 * progress(t) - 30.0
+            }
+        }),
+    );
+    src.add(
+        "process_start_time_seconds",
+        &[],
+        changes_at_five_seconds(1_699_990_000.25, 1_700_000_004.5),
+    );
+    let c = check(&src, &django(), &client().build());
+    c.summary(
+        "resets",
+        Fail,
+        &[
+            "no counter drops",
+            "but the process restarted 1× during the run",
+        ],
+    );
+    c.diagnosis("resets", Fail, &["climbed past their last scraped values"]);
+    c.skipped(
+        &["freshness", "count", "errors", "duration"],
+        "counters reset during the run (see resets)",
+    );
+}

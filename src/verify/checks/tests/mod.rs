@@ -119,7 +119,7 @@ fn failed_resets_skip_freshness_and_the_checks_that_count() {
     );
     c.skipped(
         &["freshness", "count", "errors", "duration"],
-        "counters dropped during the run (see resets)",
+        "counters reset during the run (see resets)",
     );
     assert_eq!(c.figures.count, None);
 }
