@@ -33,7 +33,7 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 unset REDPROOF_BROWSER_TESTS
 
-# The conformance suite (tests/conformance.rs) runs apps on the real
+# The conformance suite (tests/conformance/) runs apps on the real
 # instrumentation libraries: Python ones from a virtualenv made from
 # conformance/requirements.txt (rebuilt only when that file or the Python
 # changes), grpc-go and its Prometheus interceptors from Debian's packages
