@@ -2,10 +2,12 @@
 //! counts whole milliseconds and rounds up, which would start most
 //! arrivals up to a millisecond late. On Linux each engine thread has a
 //! timerfd instead, armed to the nanosecond for the earliest waiting
-//! arrival: the thread sleeps in its poll like any other wait and wakes
-//! on time. Elsewhere, or when no timerfd can be made, an arrival sleeps
-//! on the runtime's timer until shortly before it is due and yields
-//! until then.
+//! arrival: the thread sleeps in its poll like any other wait. Waking an
+//! idle thread takes tens of microseconds, so the timerfd is armed that
+//! much early (the thread's own measure of how late its wake-ups are)
+//! and the thread yields through the rest. Elsewhere, or when no timerfd
+//! can be made, an arrival sleeps on the runtime's timer until shortly
+//! before it is due and yields until then.
 
 use std::time::{Duration, Instant};
 
@@ -53,10 +55,15 @@ mod linux {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::rc::Rc;
     use std::task::{Poll, Waker};
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use tokio::io::Interest;
     use tokio::io::unix::AsyncFd;
+
+    /// The most the timerfd is armed ahead of a due time: a thread
+    /// whose wake-ups run later than this is busy, not asleep, and
+    /// yielding longer would not start its arrivals sooner.
+    pub(super) const MAX_LEAD: Duration = Duration::from_micros(200);
 
     /// A timerfd and the arrivals waiting on it, earliest first. One task
     /// (started with the first wait) reads the timerfd, wakes the arrivals
@@ -71,6 +78,12 @@ mod linux {
         waiting: RefCell<BTreeMap<(Instant, u64), Waker>>,
         /// The due time the timerfd is armed for.
         armed: Cell<Option<Instant>>,
+        /// When the timerfd is set to expire: `lead` before `armed`.
+        expires: Cell<Option<Instant>>,
+        /// How far ahead of a due time the timerfd is armed: a moving
+        /// average of how late the thread's wake-ups run, up to
+        /// `MAX_LEAD`.
+        lead: Cell<Duration>,
         next_id: Cell<u64>,
         driving: Cell<bool>,
     }
@@ -99,6 +112,8 @@ mod linux {
                 fd,
                 waiting: RefCell::new(BTreeMap::new()),
                 armed: Cell::new(None),
+                expires: Cell::new(None),
+                lead: Cell::new(Duration::ZERO),
                 next_id: Cell::new(0),
                 driving: Cell::new(false),
             })))
@@ -145,6 +160,10 @@ mod linux {
         pub(super) fn is_idle(&self) -> bool {
             self.0.waiting.borrow().is_empty()
         }
+
+        pub(super) fn lead(&self) -> Duration {
+            self.0.lead.get()
+        }
     }
 
     struct Leave<'a>(&'a State, (Instant, u64));
@@ -167,9 +186,11 @@ mod linux {
             }
             // A relative time: an `Instant` reads the monotonic clock but
             // cannot be turned into its timespec. Zero would disarm, so a
-            // due time already past gets a nanosecond.
+            // time already past gets a nanosecond.
+            let now = Instant::now();
             let ns = due
-                .saturating_duration_since(Instant::now())
+                .saturating_duration_since(now)
+                .saturating_sub(self.lead.get())
                 .as_nanos()
                 .max(1);
             let spec = libc::itimerspec {
@@ -189,7 +210,27 @@ mod linux {
             };
             if r == 0 {
                 self.armed.set(Some(due));
+                self.expires
+                    .set(Some(now + Duration::from_nanos(ns as u64)));
             }
+        }
+
+        /// Folds how late this wake-up ran into `lead`, an eighth at a
+        /// time.
+        fn woke(&self, now: Instant) {
+            // Re-armed for later since it expired: that expiry is still
+            // to come.
+            let Some(expired) = self.expires.get().filter(|&e| e <= now) else {
+                return;
+            };
+            self.expires.set(None);
+            let late = (now - expired).min(MAX_LEAD);
+            self.lead.set((self.lead.get() * 7 + late) / 8);
+        }
+
+        /// The earliest waiting due time.
+        fn next_due(&self) -> Option<Instant> {
+            self.waiting.borrow().keys().next().map(|&(due, _)| due)
         }
 
         /// Wakes (and takes out of the queue) every arrival that is due.
@@ -228,7 +269,18 @@ mod linux {
                 continue;
             }
             st.armed.set(None);
+            st.woke(Instant::now());
             st.wake_due();
+            // Arrivals due within the lead would wake late on the
+            // timerfd: yield, so requests in flight go on, until they are
+            // due.
+            while st
+                .next_due()
+                .is_some_and(|due| due <= Instant::now() + st.lead.get())
+            {
+                tokio::task::yield_now().await;
+                st.wake_due();
+            }
             st.arm();
         }
     }
@@ -274,6 +326,33 @@ mod tests {
                 r.unwrap().expect("a wait ended before its due time");
             }
             assert_eq!(*order.borrow(), (0..40).collect::<Vec<_>>());
+        });
+    }
+
+    /// Waits one after another, each armed early by what the wake-ups
+    /// before it learnt: none ends early, and the lead stays bounded.
+    #[test]
+    fn waits_armed_early_still_end_at_their_due_time() {
+        on_thread(async {
+            let clock = Rc::new(Clock::new());
+            for _ in 0..100 {
+                let due = Instant::now() + Duration::from_micros(300);
+                // A task of its own, as the engine's arrivals are.
+                let c = clock.clone();
+                tokio::task::spawn_local(async move { c.until(due).await })
+                    .await
+                    .unwrap();
+                assert!(Instant::now() >= due, "a wait ended before its due time");
+            }
+            #[cfg(target_os = "linux")]
+            {
+                let timer = clock.timer.as_ref().unwrap();
+                // Every wake-up runs after its expiry: the lead learnt
+                // how long after.
+                assert!(timer.lead() > Duration::ZERO);
+                assert!(timer.lead() <= linux::MAX_LEAD);
+                assert!(timer.is_idle());
+            }
         });
     }
 
