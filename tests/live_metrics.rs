@@ -163,6 +163,66 @@ requests:
     assert!(stderr.contains("serving the final figures"), "{stderr}");
 }
 
+/// An open-model run whose in-flight slots are all busy: the arrivals it
+/// falls behind show while it runs, and the final page holds those it
+/// dropped, as the results file does.
+#[test]
+fn arrivals_behind_a_full_in_flight_cap_show_live() {
+    let server = support::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Two slots of 50 ms answer about 40/s of the 200/s due.
+    let file = write_scenario(
+        dir.path(),
+        &format!(
+            r#"
+name: behind
+targets:
+  web: {{ url: "{}" }}
+load: {{ rate: 200/s, duration: 3s, max_in_flight: 2 }}
+requests:
+  - {{ name: slow, http: {{ target: web, path: /slow/50 }} }}
+"#,
+            server.url()
+        ),
+    );
+    let LiveRun {
+        mut child,
+        url,
+        log,
+    } = LiveRun::start(&file, dir.path());
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
+    let scrape = || {
+        http_get(&addr, "/metrics")
+            .expect("the live page answers")
+            .1
+    };
+    wait_until(
+        "a live page with arrivals behind",
+        Duration::from_secs(20),
+        || exposition::sample(&scrape(), "redproof_arrivals_behind", &[]).unwrap_or(0.0) >= 50.0,
+    );
+    let results = dir.path().join("results.json");
+    wait_until("the results file", Duration::from_secs(30), || {
+        results.exists()
+    });
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&results).unwrap()).unwrap();
+    let dropped = results["schedule"]["dropped"].as_f64().expect("open model");
+    assert!(dropped > 0.0, "{results}");
+    let page = scrape();
+    assert_eq!(
+        exposition::sample(&page, "redproof_arrivals_behind", &[]),
+        Some(dropped),
+        "{page}"
+    );
+    let status = child.wait().unwrap();
+    let stderr = log.join().unwrap();
+    assert!(status.success(), "{status}\n{stderr}");
+}
+
 #[test]
 fn a_port_in_use_is_a_usage_error_before_any_traffic() {
     let server = support::start();

@@ -80,9 +80,8 @@ mod linux {
         armed: Cell<Option<Instant>>,
         /// When the timerfd is set to expire: `lead` before `armed`.
         expires: Cell<Option<Instant>>,
-        /// How far ahead of a due time the timerfd is armed: a moving
-        /// average of how late the thread's wake-ups run, up to
-        /// `MAX_LEAD`.
+        /// How far ahead of a due time the timerfd is armed: how late
+        /// the thread's wake-ups run when it is idle, up to `MAX_LEAD`.
         lead: Cell<Duration>,
         next_id: Cell<u64>,
         driving: Cell<bool>,
@@ -215,8 +214,10 @@ mod linux {
             }
         }
 
-        /// Folds how late this wake-up ran into `lead`, an eighth at a
-        /// time.
+        /// Folds how late this wake-up ran into `lead`: at once halfway
+        /// down, a sixteenth of the way up. A wake-up that also waited
+        /// for the thread's other tasks runs later than an idle one, and
+        /// should not make the thread yield longer.
         fn woke(&self, now: Instant) {
             // Re-armed for later since it expired: that expiry is still
             // to come.
@@ -225,7 +226,12 @@ mod linux {
             };
             self.expires.set(None);
             let late = (now - expired).min(MAX_LEAD);
-            self.lead.set((self.lead.get() * 7 + late) / 8);
+            let lead = self.lead.get();
+            self.lead.set(if late < lead {
+                (lead + late) / 2
+            } else {
+                (lead * 15 + late) / 16
+            });
         }
 
         /// The earliest waiting due time.
@@ -241,6 +247,12 @@ mod linux {
                 let later = waiting.split_off(&(now, u64::MAX));
                 std::mem::replace(&mut *waiting, later)
             };
+            // The arrival the timerfd was armed for is woken: its expiry
+            // (which may still come) measures nothing.
+            if self.armed.get().is_some_and(|a| a <= now) {
+                self.armed.set(None);
+                self.expires.set(None);
+            }
             for w in due.into_values() {
                 w.wake();
             }
@@ -273,11 +285,14 @@ mod linux {
             st.wake_due();
             // Arrivals due within the lead would wake late on the
             // timerfd: yield, so requests in flight go on, until they are
-            // due.
-            while st
-                .next_due()
-                .is_some_and(|due| due <= Instant::now() + st.lead.get())
-            {
+            // due. Arrivals closer together than the lead would keep the
+            // thread yielding for good: after twice the most lead, it
+            // goes back to the timerfd, which also measures the lead anew.
+            let spin_until = Instant::now() + 2 * MAX_LEAD;
+            while st.next_due().is_some_and(|due| {
+                let now = Instant::now();
+                due <= now + st.lead.get() && now < spin_until
+            }) {
                 tokio::task::yield_now().await;
                 st.wake_due();
             }

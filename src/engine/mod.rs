@@ -158,6 +158,9 @@ pub struct PartNow {
     pub in_flight: u64,
     /// Open model: iterations started more than 5 ms after their due time.
     pub late_starts: u64,
+    /// Open model: arrivals due that have not started (all in-flight
+    /// slots busy); once the part stopped, those that never will.
+    pub behind: u64,
 }
 
 /// One part's figures, beside the run's.
@@ -463,15 +466,7 @@ fn schedule_stats(
     stopped_at: Instant,
     totals: &Recorder,
 ) -> Option<ScheduleStats> {
-    let rate = sh.rate.as_ref()?;
-    // Slots due before the stop (or the planned end, whichever came
-    // first: timer slop past the end must not count as a drop).
-    let until = sh.end.map_or(stopped_at, |end| stopped_at.min(end));
-    let due_by_time = rate
-        .arrivals(until.saturating_duration_since(sh.t0).as_secs_f64())
-        .ceil() as u64;
-    let due = load.iterations.map_or(due_by_time, |n| n.min(due_by_time));
-    let started = sh.started.load(Ordering::Relaxed);
+    let behind = arrivals_behind(sh, load, stopped_at)?;
     let lag = |q: f64| {
         totals
             .start_lag
@@ -481,7 +476,7 @@ fn schedule_stats(
     };
     Some(ScheduleStats {
         late_starts: sh.late.load(Ordering::Relaxed),
-        dropped: due.saturating_sub(started),
+        dropped: behind,
         max_lag_us: sh
             .max_lag_us
             .load(Ordering::Relaxed)
@@ -489,6 +484,19 @@ fn schedule_stats(
         lag_p50_us: lag(0.5),
         lag_p99_us: lag(0.99),
     })
+}
+
+/// Open model: the arrivals due before `until` (or the planned end,
+/// whichever comes first: timer slop past the end is not a drop) that
+/// have not started.
+fn arrivals_behind(sh: &Shared, load: &Load, until: Instant) -> Option<u64> {
+    let rate = sh.rate.as_ref()?;
+    let until = sh.end.map_or(until, |end| until.min(end));
+    let due_by_time = rate
+        .arrivals(until.saturating_duration_since(sh.t0).as_secs_f64())
+        .ceil() as u64;
+    let due = load.iterations.map_or(due_by_time, |n| n.min(due_by_time));
+    Some(due.saturating_sub(sh.started.load(Ordering::Relaxed)))
 }
 
 /// The run's schedule figures over its open-model parts (their start lags
@@ -598,6 +606,11 @@ fn parts_now(plan: &EnginePlan, parts: &[PartRun], now: Instant) -> Vec<PartNow>
                 rate,
                 in_flight: p.sh.in_flight(),
                 late_starts: p.sh.late.load(Ordering::Relaxed),
+                behind: if now < p.sh.t0 {
+                    0
+                } else {
+                    arrivals_behind(&p.sh, load, p.stopped_at.unwrap_or(now)).unwrap_or(0)
+                },
             }
         })
         .collect()

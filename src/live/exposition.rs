@@ -103,15 +103,15 @@ impl Exposition {
             .parts
             .iter()
             .enumerate()
-            .map(|(i, (_, closed))| PartNow {
-                users: closed.then_some(0),
-                rate: (!closed).then_some(0.0),
-                in_flight: 0,
-                late_starts: run
-                    .parts
-                    .get(i)
-                    .and_then(|p| p.schedule.as_ref())
-                    .map_or(0, |s| s.late_starts),
+            .map(|(i, (_, closed))| {
+                let schedule = run.parts.get(i).and_then(|p| p.schedule.as_ref());
+                PartNow {
+                    users: closed.then_some(0),
+                    rate: (!closed).then_some(0.0),
+                    in_flight: 0,
+                    late_starts: schedule.map_or(0, |s| s.late_starts),
+                    behind: schedule.map_or(0, |s| s.dropped),
+                }
             })
             .collect();
         self.render(&run.totals, &parts)
@@ -227,6 +227,15 @@ impl Exposition {
             );
             each(out, "redproof_late_starts_total", &|p| {
                 p.rate.map(|_| p.late_starts.to_string())
+            });
+            header(
+                out,
+                "redproof_arrivals_behind",
+                "gauge",
+                "Open model: arrivals due that have not started because every in-flight slot is busy; once the run ends, those dropped.",
+            );
+            each(out, "redproof_arrivals_behind", &|p| {
+                p.rate.map(|_| p.behind.to_string())
             });
         }
         header(
@@ -363,6 +372,7 @@ requests:
             rate: None,
             in_flight: 1,
             late_starts: 0,
+            behind: 0,
         }];
         let page = e.render(&rec, &parts);
         let v = |name, labels: &[(&str, &str)]| value(&page, name, labels);
@@ -433,6 +443,7 @@ scenarios:
             PartNow {
                 rate: Some(5.0),
                 late_starts: 4,
+                behind: 2,
                 ..PartNow::default()
             },
         ];
@@ -453,6 +464,14 @@ scenarios:
         );
         assert_eq!(
             v("redproof_late_starts_total", &[("scenario", "browse")]),
+            None
+        );
+        assert_eq!(
+            v("redproof_arrivals_behind", &[("scenario", "api")]),
+            Some(2.0)
+        );
+        assert_eq!(
+            v("redproof_arrivals_behind", &[("scenario", "browse")]),
             None
         );
     }

@@ -4,7 +4,7 @@
 //! registries, registry resets or process restarts (resets), and samples
 //! that are stale or values that stopped changing (freshness).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Context, is_http_5xx, secs, thousands};
 use crate::metrics::{MetricSource, Series, SourceError, TargetStatus};
@@ -327,13 +327,28 @@ pub(super) async fn check_resets<M: MetricSource>(
     if drops + vanished == 0 {
         // A restarted process whose counters climbed past their last
         // scraped values before the next scrape shows no drop, yet the
-        // increase over the run starts again from its new zero.
-        if starts.restarts > 0 && starts.flips == 0 {
-            let r = starts.restarts;
+        // increase over the run starts again from its new zero: what the
+        // old process had counted is lost, if it had counted anything.
+        let counted_before = |target: &(String, String), at: i64| {
+            series.iter().any(|(s, _)| {
+                target_of(s) == *target
+                    && s.samples
+                        .iter()
+                        .take_while(|(t, _)| *t < at)
+                        .last()
+                        .is_some_and(|&(_, v)| v > 0.0)
+            })
+        };
+        let r = starts
+            .unseen
+            .iter()
+            .filter(|(target, at)| counted_before(target, *at))
+            .count();
+        if r > 0 {
             let mut v = cx.verdict(
                 "resets",
                 Status::Fail,
-                format!("no counter drops in {scrapes} scrape intervals, but the process restarted {r}× during the run"),
+                format!("no counter drops in {scrapes} scrape intervals{in_family}, but the process restarted {r}× during the run"),
                 query,
             );
             v.diagnosis = Some(format!(
@@ -424,7 +439,7 @@ pub(super) async fn check_resets<M: MetricSource>(
 
 /// What `process_start_time_seconds` did on the instances of `series`
 /// during the run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct StartTimes {
     /// Changes to a start time later than every one seen before and
     /// later than the previous scrape: a process that started since.
@@ -437,6 +452,9 @@ struct StartTimes {
     flips: usize,
     /// Distinct start times seen.
     values: usize,
+    /// The restarts on targets whose start time never flipped, as the
+    /// target and the time of the first scrape of the new process.
+    unseen: Vec<((String, String), i64)>,
 }
 
 async fn start_times<M: MetricSource>(
@@ -446,16 +464,19 @@ async fn start_times<M: MetricSource>(
     let f = cx
         .fetch(&Selector::new("process_start_time_seconds", Vec::new()))
         .await?;
-    let instances: BTreeSet<&String> = series
-        .iter()
-        .filter_map(|(s, _)| s.labels.get("instance"))
-        .collect();
+    // The same job and instance: another job's process (a sidecar) on
+    // the same host is not this service's.
+    let targets: BTreeSet<(String, String)> = series.iter().map(|(s, _)| target_of(s)).collect();
     let mut out = StartTimes::default();
-    for p in f.series.iter().filter(|p| {
-        p.labels
-            .get("instance")
-            .is_some_and(|i| instances.contains(i))
-    }) {
+    // Per target: its restarts (the first scrape of each new process)
+    // and whether its start time ever flipped.
+    let mut per_target: BTreeMap<(String, String), (Vec<i64>, bool)> = BTreeMap::new();
+    for p in f
+        .series
+        .iter()
+        .filter(|p| p.labels.contains_key("instance") && targets.contains(&target_of(p)))
+    {
+        let target = per_target.entry(target_of(p)).or_default();
         let mut seen: Vec<f64> = Vec::new();
         for (i, w) in p.samples.windows(2).enumerate() {
             let ((prev_t, prev), (t, now)) = (w[0], w[1]);
@@ -478,12 +499,19 @@ async fn start_times<M: MetricSource>(
             let started_after_last_scrape = now * 1000.0 > (prev_t - 1000) as f64;
             if new_value && now > newest_before && started_after_last_scrape {
                 out.restarts += 1;
+                target.0.push(t);
             } else {
                 out.flips += 1;
+                target.1 = true;
             }
         }
         out.values += seen.len();
     }
+    out.unseen = per_target
+        .into_iter()
+        .filter(|(_, (_, flipped))| !flipped)
+        .flat_map(|(target, (restarts, _))| restarts.into_iter().map(move |t| (target.clone(), t)))
+        .collect();
     Ok(out)
 }
 

@@ -673,3 +673,48 @@ fn a_restart_hidden_between_scrapes_is_still_a_reset() {
         "counters reset during the run (see resets)",
     );
 }
+
+#[test]
+fn a_restart_before_anything_was_counted_loses_nothing() {
+    // The old process had counted nothing when it restarted: the
+    // increase over the run is whole.
+    let mut src = MemorySource::default();
+    src.add(
+        REQUESTS,
+        OK_200,
+        sampled(|t| {
+            if t < T0 + 5_000 {
+                0.0
+            } else {
+                200.0 * progress(t) - 100.0
+            }
+        }),
+    );
+    src.add(
+        "process_start_time_seconds",
+        &[],
+        changes_at_five_seconds(1_699_990_000.25, 1_700_000_004.5),
+    );
+    let c = check(&src, &django(), &client().build());
+    c.summary("resets", Pass, &["no counter drops"]);
+}
+
+#[test]
+fn another_jobs_process_on_the_same_instance_is_not_a_restart() {
+    // A sidecar scraped as another job on the same host:port restarts;
+    // the service's own process does not.
+    let mut src = MemorySource::default();
+    src.add(REQUESTS, OK_200, counter(20.0, 100.0));
+    src.add(
+        "process_start_time_seconds",
+        &[],
+        constant(1_699_990_000.25),
+    );
+    src.add(
+        "process_start_time_seconds",
+        &[("job", "sidecar")],
+        changes_at_five_seconds(1_699_990_000.25, 1_700_000_004.5),
+    );
+    let c = check(&src, &django(), &client().build());
+    c.summary("resets", Pass, &["no counter drops"]);
+}
