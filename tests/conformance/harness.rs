@@ -24,8 +24,15 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// The scenario for `c` against `app`, verified through `prometheus`.
 fn scenario(c: &Config, app: &App, prometheus: &str) -> String {
+    // Long enough for a restarted server to count past what was scraped
+    // from the old one, reconnections included.
+    let duration = if c.disrupt == Disrupt::RestartUnscraped {
+        "10s"
+    } else {
+        "4s"
+    };
     let head = format!(
-        "name: conformance\nload: {{ users: {}, wait: {}, duration: 4s, drain: 5s }}\nmetrics: {{ prometheus: \"{prometheus}\" }}\n",
+        "name: conformance\nload: {{ users: {}, wait: {}, duration: {duration}, drain: 5s }}\nmetrics: {{ prometheus: \"{prometheus}\" }}\n",
         c.users, c.wait
     );
     if matches!(c.stack, Stack::GrpcPy | Stack::GrpcGo) {
@@ -383,11 +390,13 @@ fn run_disrupted(scenario: &str, app: &mut App, prometheus: &Prometheus, disrupt
     match disrupt {
         Disrupt::Restart => app.restart(),
         Disrupt::RestartUnscraped => {
-            let before = scraped_calls(api);
-            prometheus.pause();
-            app.restart();
             let page = app.metrics.trim_start_matches("http://").to_owned();
             let (addr, path) = page.split_at(page.find('/').unwrap());
+            // Paused first: the old server's own page then holds at least
+            // what any scrape of it stored or will store.
+            let _resume = prometheus.pause();
+            let before = page_calls(addr, path);
+            app.restart();
             // Series the server exports at zero before any call cannot
             // drop.
             support::wait_until(
@@ -400,7 +409,6 @@ fn run_disrupted(scenario: &str, app: &mut App, prometheus: &Prometheus, disrupt
                         .all(|(k, v)| *v == 0.0 || now.get(k).is_some_and(|n| n > v))
                 },
             );
-            prometheus.resume();
         }
         Disrupt::Stop => app.kill(),
         Disrupt::None => {}

@@ -99,26 +99,34 @@ impl Prometheus {
         format!("http://{}", self.addr)
     }
 
-    /// Stops Prometheus where it is (SIGSTOP): no scrapes until `resume`.
-    pub fn pause(&self) {
-        self.signal(libc::SIGSTOP);
+    /// Stops Prometheus where it is (SIGSTOP): no scrapes until what
+    /// this returns is dropped, which lets it go on (SIGCONT), also when
+    /// a test fails while it is paused.
+    #[must_use = "Prometheus goes on when this is dropped"]
+    pub fn pause(&self) -> Paused<'_> {
+        assert!(self.signal(libc::SIGSTOP), "SIGSTOP to Prometheus");
+        Paused(self)
     }
 
-    /// Lets a paused Prometheus go on (SIGCONT).
-    pub fn resume(&self) {
-        self.signal(libc::SIGCONT);
-    }
-
-    fn signal(&self, signal: libc::c_int) {
+    fn signal(&self, signal: libc::c_int) -> bool {
         // SAFETY: a plain system call on a process this helper started
         // and has not reaped.
-        let r = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
-        assert_eq!(r, 0, "signal {signal} to Prometheus");
+        unsafe { libc::kill(self.child.id() as libc::pid_t, signal) == 0 }
     }
 
     /// What Prometheus logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+}
+
+/// A paused Prometheus: it goes on when this is dropped.
+pub struct Paused<'a>(&'a Prometheus);
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        // Nothing to do if it is gone: it ran no further anyway.
+        let _ = self.0.signal(libc::SIGCONT);
     }
 }
 
