@@ -145,7 +145,11 @@ impl Template {
         let mut rest = text;
         while let Some(open) = rest.find("{{") {
             if open > 0 {
-                parts.push(Part::Lit(rest[..open].into()));
+                let lit = &rest[..open];
+                match parts.last_mut() {
+                    Some(Part::Lit(prev)) => *prev = format!("{prev}{lit}").into(),
+                    _ => parts.push(Part::Lit(lit.into())),
+                }
             }
             let after = &rest[open + 2..];
             let close = after
@@ -573,6 +577,9 @@ mod tests {
         let home = std::env::var("PATH").expect("PATH is set where tests run");
         let t = Template::compile("a{{ env(\"PATH\") }}b", &env()).unwrap();
         assert_eq!(t.as_static(), Some(format!("a{home}b").as_str()));
+        // Two values with literals between them, as in `HOST:PORT`.
+        let t = Template::compile("a{{ env(\"PATH\") }}:{{ env(\"PATH\") }}b", &env()).unwrap();
+        assert_eq!(t.as_static(), Some(format!("a{home}:{home}b").as_str()));
         let t = Template::compile(
             "{{ env('REDPROOF_TEST_SURELY_UNSET', 'x, y') }}/{{ seq() }}",
             &env(),

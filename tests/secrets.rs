@@ -187,6 +187,61 @@ requests:
 }
 
 #[test]
+fn a_prometheus_url_from_the_environment_is_used_and_shown_as_written() {
+    let web = recorder(200, "ok\n");
+    // Not Prometheus: preflight stops the run and names its URL.
+    let prometheus = recorder(500, "down\n");
+    let scenario = format!(
+        r#"
+name: env-prometheus
+targets:
+  web: {{ url: "http://{web}" }}
+load: {{ users: 1, iterations: 2 }}
+requests:
+  - {{ name: ok, http: {{ target: web, path: /ok }} }}
+metrics:
+  prometheus: 'http://carol:{{{{ env("RP_PROM_PASSWORD") }}}}@{{{{ env("RP_PROM") }}}}'
+verify:
+  ok: {{ convention: django, match: {{ view: ok }} }}
+"#,
+        web = web.addr,
+    );
+    let addr = prometheus.addr.to_string();
+    let vars = [
+        ("RP_PROM", addr.as_str()),
+        ("RP_PROM_PASSWORD", "pr0m-fr0m-env"),
+    ];
+    let r = support::run_with_every_output_env(&scenario, &[], &vars);
+    assert_eq!(r.code, 69, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(r#"{{ env("RP_PROM") }}"#),
+        "the URL as written:\n{}",
+        r.stderr
+    );
+    for (var, value) in vars {
+        assert!(
+            !r.stderr.contains(value),
+            "stderr shows {var}:\n{}",
+            r.stderr
+        );
+        assert!(
+            !r.stdout.contains(value),
+            "stdout shows {var}:\n{}",
+            r.stdout
+        );
+    }
+    let heads = prometheus.heads();
+    assert!(!heads.is_empty(), "Prometheus was never asked");
+    // base64("carol:pr0m-fr0m-env")
+    assert!(
+        heads[0].contains("authorization: Basic Y2Fyb2w6cHIwbS1mcjBtLWVudg==\r\n"),
+        "{}",
+        heads[0]
+    );
+    assert!(web.heads().is_empty(), "preflight sent load");
+}
+
+#[test]
 fn auth_sends_basic_and_bearer_credentials_and_never_shows_them() {
     let web = recorder(200, "ok\n");
     let scenario = format!(

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::calls::env_only;
 use super::checker::{Checker, pos};
 use super::raw::{
     MetricOrRequests, OrderedMap, RawMetrics, RawPromql, RawScenario, RawVerify, Text,
@@ -444,15 +445,30 @@ pub(super) fn check(c: &mut Checker, raw: &RawScenario, requests: &[&str]) -> Ve
 
 fn check_metrics(c: &mut Checker, m: &RawMetrics) -> MetricsSpec {
     let mut spec = MetricsSpec {
-        prometheus: m
-            .prometheus
-            .as_ref()
-            .and_then(|u| c.parse(u, "metrics.prometheus", BaseUrl::parse)),
+        prometheus: m.prometheus.as_ref().and_then(|u| {
+            if u.contains("{{") {
+                let url = env_only(c, u, "metrics.prometheus")?;
+                c.parse(u, "metrics.prometheus", |written| {
+                    BaseUrl::parse_shown(&url, written)
+                })
+            } else {
+                c.parse(u, "metrics.prometheus", BaseUrl::parse)
+            }
+        }),
         token_env: m.token_env.as_ref().map(|t| t.to_string()),
         scrape: m
             .scrape
             .iter()
-            .filter_map(|u| c.parse(u, "metrics.scrape", check_scrape_url))
+            .filter_map(|u| {
+                if u.contains("{{") {
+                    // What the environment put in it is masked in every
+                    // output, as any value read with `env()`.
+                    let url = env_only(c, u, "metrics.scrape")?;
+                    c.parse(u, "metrics.scrape", |_| check_scrape_url(&url))
+                } else {
+                    c.parse(u, "metrics.scrape", check_scrape_url)
+                }
+            })
             .collect(),
         ..MetricsSpec::default()
     };
