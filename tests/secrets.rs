@@ -239,6 +239,32 @@ verify:
         heads[0]
     );
     assert!(web.heads().is_empty(), "preflight sent load");
+
+    // A scrape URL from the environment: the embedded scraper reads it,
+    // and every message masks what the environment put in it.
+    let page = recorder(500, "down\n");
+    let scenario = format!(
+        r#"
+name: env-scrape
+targets:
+  web: {{ url: "http://{web}" }}
+load: {{ users: 1, iterations: 2 }}
+requests:
+  - {{ name: ok, http: {{ target: web, path: /ok }} }}
+metrics:
+  scrape: ['http://{{{{ env("RP_SCRAPE") }}}}/metrics']
+verify:
+  ok: {{ convention: django, match: {{ view: ok }} }}
+"#,
+        web = web.addr,
+    );
+    let addr = page.addr.to_string();
+    let r = support::run_with_every_output_env(&scenario, &[], &[("RP_SCRAPE", addr.as_str())]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(!page.heads().is_empty(), "the page was never scraped");
+    assert!(!r.stderr.contains(&addr), "{}", r.stderr);
+    assert!(r.stderr.contains("http://***/metrics"), "{}", r.stderr);
+    assert!(web.heads().is_empty(), "preflight sent load");
 }
 
 #[test]

@@ -9,7 +9,14 @@ use crate::cli::{OutputArgs, VerifyArgs};
 use crate::metrics::{MetricSource, Prometheus, Scraper, SourceError};
 use crate::report::{RunReport, render_text};
 use crate::scenario::verification::Verification;
+use crate::secrets::scrub;
 use crate::verify::{self, ClientRun};
+
+/// Text for the terminal: control characters escaped, values read from
+/// the environment masked.
+fn shown(s: &str) -> String {
+    scrub(&crate::printable::escape_controls(s)).into_owned()
+}
 
 pub(super) async fn run(args: VerifyArgs) -> Result<Exit, Failure> {
     let file = args.file.display().to_string();
@@ -77,13 +84,10 @@ pub(super) async fn verify_results(
     let message = outcome.as_ref().err().map(ToString::to_string);
     report.attach_verification(outcome.map_err(|e| e.to_string()), &summary);
     report.verification_unavailable = down;
-    anstream::print!("{}", render_text(&report, &summary));
+    anstream::print!("{}", scrub(&render_text(&report, &summary)));
     super::run::write_outputs(output, &report, &summary)?;
     if let Some(e) = message {
-        eprintln!(
-            "error: verification not run: {}",
-            crate::printable::escape_controls(&e)
-        );
+        eprintln!("error: verification not run: {}", shown(&e));
     }
     Ok(exit_code(&report))
 }
@@ -98,10 +102,7 @@ pub(super) async fn preflight<M: MetricSource>(
     let p = match verify::preflight::preflight(source, v, crate::metrics::now_ms()).await {
         Ok(p) => p,
         Err(e) => {
-            eprintln!(
-                "error: preflight: {}",
-                crate::printable::escape_controls(&e.to_string())
-            );
+            eprintln!("error: preflight: {}", shown(&e.to_string()));
             eprintln!("hint: nothing was sent; --no-preflight runs the load anyway");
             return Some(if matches!(e, SourceError::Unavailable(_)) {
                 Exit::Unavailable
@@ -111,16 +112,16 @@ pub(super) async fn preflight<M: MetricSource>(
         }
     };
     for w in &p.warnings {
-        eprintln!("preflight: note: {}", crate::printable::escape_controls(w));
+        eprintln!("preflight: note: {}", shown(w));
     }
     if !p.failures.is_empty() {
         for f in &p.failures {
             eprintln!(
                 "FAIL {}  {}\n  → {}\n  query: {}",
                 f.name(),
-                crate::printable::escape_controls(&f.summary),
-                crate::printable::escape_controls(f.diagnosis.as_deref().unwrap_or_default()),
-                f.query
+                shown(&f.summary),
+                shown(f.diagnosis.as_deref().unwrap_or_default()),
+                shown(&f.query)
             );
         }
         eprintln!(
@@ -133,7 +134,7 @@ pub(super) async fn preflight<M: MetricSource>(
     if !quiet {
         eprintln!(
             "preflight: {} answers, {} target{} scraped{}",
-            source.describe(),
+            shown(&source.describe()),
             p.targets,
             if p.targets == 1 { "" } else { "s" },
             p.interval
@@ -160,8 +161,8 @@ pub(super) async fn preflight_scraper(
     for page in &down {
         eprintln!(
             "error: preflight: metrics page {} is down: {}",
-            page.url,
-            crate::printable::escape_controls(&page.error)
+            shown(&page.url),
+            shown(&page.error)
         );
     }
     let unreachable = down.iter().any(|p| p.unreachable);
