@@ -16,6 +16,8 @@ use support::{http_get, outcomes, wait_until, write_scenario};
 struct LiveRun {
     child: std::process::Child,
     url: String,
+    /// The live page's `HOST:PORT`.
+    addr: String,
     log: std::thread::JoinHandle<String>,
 }
 
@@ -49,8 +51,24 @@ impl LiveRun {
         let url = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("redproof printed the address it listens on");
-        Self { child, url, log }
+        let addr = url
+            .trim_start_matches("http://")
+            .trim_end_matches("/metrics")
+            .to_owned();
+        Self {
+            child,
+            url,
+            addr,
+            log,
+        }
     }
+}
+
+/// The live page at `addr`, which must answer 200.
+fn scrape(addr: &str) -> String {
+    let (status, page) = http_get(addr, "/metrics").expect("the live page answers");
+    assert_eq!(status, 200);
+    page
 }
 
 #[test]
@@ -75,24 +93,16 @@ requests:
     let started = Instant::now();
     let LiveRun {
         mut child,
-        url,
+        addr,
         log,
+        ..
     } = LiveRun::start(&file, dir.path());
-    let addr = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics")
-        .to_owned();
     assert!(!addr.ends_with(":0"), "{addr}");
-    let scrape = || {
-        let (status, page) = http_get(&addr, "/metrics").expect("the live page answers");
-        assert_eq!(status, 200);
-        page
-    };
 
     // During the run: requests counted, three users running.
     let mut page = String::new();
     wait_until("a live page with requests", Duration::from_secs(20), || {
-        page = scrape();
+        page = scrape(&addr);
         exposition::sum(&page, "redproof_requests_total", &[]) > 0.0
     });
     assert_eq!(
@@ -111,7 +121,7 @@ requests:
     });
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&results).unwrap()).unwrap();
-    let page = scrape();
+    let page = scrape(&addr);
     for request in ["home", "broken"] {
         let mut seen = 0.0;
         for (outcome, ok, n) in outcomes(&results, request) {
@@ -187,22 +197,17 @@ requests:
     );
     let LiveRun {
         mut child,
-        url,
+        addr,
         log,
+        ..
     } = LiveRun::start(&file, dir.path());
-    let addr = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics")
-        .to_owned();
-    let scrape = || {
-        http_get(&addr, "/metrics")
-            .expect("the live page answers")
-            .1
-    };
     wait_until(
         "a live page with arrivals behind",
         Duration::from_secs(20),
-        || exposition::sample(&scrape(), "redproof_arrivals_behind", &[]).unwrap_or(0.0) >= 50.0,
+        || {
+            exposition::sample(&scrape(&addr), "redproof_arrivals_behind", &[]).unwrap_or(0.0)
+                >= 50.0
+        },
     );
     let results = dir.path().join("results.json");
     wait_until("the results file", Duration::from_secs(30), || {
@@ -212,7 +217,7 @@ requests:
         serde_json::from_str(&std::fs::read_to_string(&results).unwrap()).unwrap();
     let dropped = results["schedule"]["dropped"].as_f64().expect("open model");
     assert!(dropped > 0.0, "{results}");
-    let page = scrape();
+    let page = scrape(&addr);
     assert_eq!(
         exposition::sample(&page, "redproof_arrivals_behind", &[]),
         Some(dropped),
@@ -297,6 +302,7 @@ scenarios:
         mut child,
         url,
         log,
+        ..
     } = LiveRun::start(&file, dir.path());
     let prometheus = support::prometheus::Prometheus::start(&[("redproof", url)], &[]);
     // redproof exits once the final page was scraped: by Prometheus.
