@@ -4,7 +4,7 @@
 //! registries, registry resets or process restarts (resets), and samples
 //! that are stale or values that stopped changing (freshness).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use super::{Context, is_http_5xx, secs, thousands};
 use crate::metrics::{MetricSource, Series, SourceError, TargetStatus};
@@ -339,11 +339,26 @@ pub(super) async fn check_resets<M: MetricSource>(
                         .is_some_and(|&(_, v)| v > 0.0)
             })
         };
-        let r = starts
+        let lost: Vec<&UnseenRestart> = starts
             .unseen
             .iter()
-            .filter(|(target, at)| counted_before(target, *at))
-            .count();
+            .filter(|u| counted_before(&u.target, u.first_scrape_ms))
+            .collect();
+        // A process that started before the run but was first scraped
+        // after its start: the run's baseline is the old process's count.
+        if !lost.is_empty() && lost.iter().all(|u| u.before_run) {
+            let mut v = cx.verdict(
+                "resets",
+                Status::Fail,
+                format!("no counter drops in {scrapes} scrape intervals{in_family}, but the process was replaced just before the run"),
+                query,
+            );
+            v.diagnosis = Some(
+                "a new process started just before the run (process_start_time_seconds changed at the first scrape after the start) and its counters climbed past the old process's last scraped values, so no drop shows: the baseline at the run's start is the old process's count, and the increase over the run misses it; start the load once the service has been scraped since it started".to_owned(),
+            );
+            return Ok(v);
+        }
+        let r = lost.len();
         if r > 0 {
             let mut v = cx.verdict(
                 "resets",
@@ -452,9 +467,20 @@ struct StartTimes {
     flips: usize,
     /// Distinct start times seen.
     values: usize,
-    /// The restarts on targets whose start time never flipped, as the
-    /// target and the time of the first scrape of the new process.
-    unseen: Vec<((String, String), i64)>,
+    /// The restarts on targets whose start time never flipped.
+    unseen: Vec<UnseenRestart>,
+}
+
+/// A restart `start_times` found, on a target whose start time never
+/// flipped between processes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct UnseenRestart {
+    target: (String, String),
+    /// The first scrape of the new process.
+    first_scrape_ms: i64,
+    /// The new process started before the run (and was first scraped
+    /// after its start).
+    before_run: bool,
 }
 
 async fn start_times<M: MetricSource>(
@@ -468,15 +494,14 @@ async fn start_times<M: MetricSource>(
     // the same host is not this service's.
     let targets: BTreeSet<(String, String)> = series.iter().map(|(s, _)| target_of(s)).collect();
     let mut out = StartTimes::default();
-    // Per target: its restarts (the first scrape of each new process)
-    // and whether its start time ever flipped.
-    let mut per_target: BTreeMap<(String, String), (Vec<i64>, bool)> = BTreeMap::new();
+    // Every restart, and the targets whose start time ever flipped.
+    let mut restarts: Vec<UnseenRestart> = Vec::new();
+    let mut flipped: BTreeSet<(String, String)> = BTreeSet::new();
     for p in f
         .series
         .iter()
         .filter(|p| p.labels.contains_key("instance") && targets.contains(&target_of(p)))
     {
-        let target = per_target.entry(target_of(p)).or_default();
         let mut seen: Vec<f64> = Vec::new();
         for (i, w) in p.samples.windows(2).enumerate() {
             let ((prev_t, prev), (t, now)) = (w[0], w[1]);
@@ -499,18 +524,22 @@ async fn start_times<M: MetricSource>(
             let started_after_last_scrape = now * 1000.0 > (prev_t - 1000) as f64;
             if new_value && now > newest_before && started_after_last_scrape {
                 out.restarts += 1;
-                target.0.push(t);
+                restarts.push(UnseenRestart {
+                    target: target_of(p),
+                    first_scrape_ms: t,
+                    // A start time may read a second early (above).
+                    before_run: now * 1000.0 + 1000.0 < cx.t0 as f64,
+                });
             } else {
                 out.flips += 1;
-                target.1 = true;
+                flipped.insert(target_of(p));
             }
         }
         out.values += seen.len();
     }
-    out.unseen = per_target
+    out.unseen = restarts
         .into_iter()
-        .filter(|(_, (_, flipped))| !flipped)
-        .flat_map(|(target, (restarts, _))| restarts.into_iter().map(move |t| (target.clone(), t)))
+        .filter(|r| !flipped.contains(&r.target))
         .collect();
     Ok(out)
 }

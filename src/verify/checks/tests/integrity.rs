@@ -718,3 +718,51 @@ fn another_jobs_process_on_the_same_instance_is_not_a_restart() {
     let c = check(&src, &django(), &client().build());
     c.summary("resets", Pass, &["no counter drops"]);
 }
+
+#[test]
+fn a_process_replaced_just_before_the_run_is_named_as_such() {
+    // Scrapes failed for three seconds before the load; meanwhile a new
+    // process started, 2.5 s before T0, and had counted past the old
+    // one's 20 by its first scrape.
+    let gap = |t: i64| !(T0 - 3_000..=T0).contains(&t);
+    let with_gap = |f: &dyn Fn(i64) -> f64| -> Vec<Sample> {
+        scrapes().filter(|t| gap(*t)).map(|t| (t, f(t))).collect()
+    };
+    let mut src = MemorySource::default();
+    src.add(
+        REQUESTS,
+        OK_200,
+        with_gap(&|t| {
+            if t < T0 {
+                20.0
+            } else {
+                30.0 + 100.0 * progress(t)
+            }
+        }),
+    );
+    src.add(
+        "process_start_time_seconds",
+        &[],
+        with_gap(&|t| {
+            if t < T0 {
+                1_699_990_000.25
+            } else {
+                (T0 - 2_500) as f64 / 1000.0
+            }
+        }),
+    );
+    let c = check(&src, &django(), &client().build());
+    c.summary(
+        "resets",
+        Fail,
+        &[
+            "no counter drops",
+            "the process was replaced just before the run",
+        ],
+    );
+    c.diagnosis(
+        "resets",
+        Fail,
+        &["the baseline at the run's start is the old process's count"],
+    );
+}
